@@ -1,0 +1,3 @@
+from mailmodes.cli import main
+
+raise SystemExit(main())

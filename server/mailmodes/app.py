@@ -1,0 +1,195 @@
+"""MailServer: every configured listener on one event loop, sharing one store.
+
+`MailServer` is the async form (start/stop inside a running loop); `ThreadedMailServer` runs the
+same thing on a loop of its own in a background thread, for synchronous tests and embedding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import importlib
+import logging
+import ssl
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, TypeVar
+
+from mailmodes.certs import ensure_certificates
+from mailmodes.config import Config, Listener
+from mailmodes.net import LineServer
+from mailmodes.smtp import smtp_factory
+from mailmodes.store import Store
+from mailmodes.tls import TlsMode, server_context
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# protocol -> (module, session class, what a client over the connection limit is told)
+LINE_PROTOCOLS = {
+    "imap": ("mailmodes.imap.session", "ImapSession", b"* BYE [UNAVAILABLE] Too many connections\r\n"),
+    "pop3": ("mailmodes.pop3", "Pop3Session", b"-ERR [SYS/TEMP] Too many connections\r\n"),
+}
+
+
+class ListenerError(Exception):
+    """A listener could not be started; str() is one line that names the port and the way out."""
+
+
+def build_store(config: Config) -> Store:
+    store = Store(catch_all=config.catch_all)
+    for user in config.users:
+        store.add_account(user.name, user.password, user.addresses)
+    store.local_domains.add(config.hostname.lower())
+    return store
+
+
+class MailServer:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.store = build_store(config)
+        self.ports: dict[str, int] = {}
+        self.listeners: dict[str, Listener] = {}
+        self.skipped: dict[str, str] = {}
+        self.ca_file: Path | None = None
+        self._servers: list[asyncio.Server] = []
+
+    async def start(self) -> None:
+        certs = ensure_certificates(self.config.certs.dir, self.config.hostname)
+        self.ca_file = certs.ca_file
+        default_context = server_context(certs.cert_file, certs.key_file)
+        try:
+            for listener in self.config.listeners:
+                context = (
+                    server_context(listener.cert_file, listener.key_file)
+                    if listener.cert_file and listener.key_file
+                    else default_context
+                )
+                server = await self._start_listener(listener, context)
+                if server is not None:
+                    self._servers.append(server)
+                    self.ports[listener.name] = server.sockets[0].getsockname()[1]
+                    self.listeners[listener.name] = listener
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start_listener(self, listener: Listener, context: ssl.SSLContext) -> asyncio.Server | None:
+        loop = asyncio.get_running_loop()
+        host = listener.host or self.config.host
+        implicit = context if listener.tls is TlsMode.IMPLICIT else None
+        try:
+            if listener.protocol == "smtp":
+                factory = smtp_factory(listener, self.store, self.config.hostname, context)
+                return await loop.create_server(factory, host, listener.port, ssl=implicit)
+            module_name, class_name, too_many = LINE_PROTOCOLS[listener.protocol]
+            try:
+                session_class = getattr(importlib.import_module(module_name), class_name)
+            except (ImportError, AttributeError):
+                self.skipped[listener.name] = f"{listener.protocol.upper()} is not built yet"
+                return None
+            hostname = self.config.hostname
+            store = self.store
+            line_server = LineServer(
+                listener, lambda connection: session_class(connection, store, hostname), context, too_many
+            )
+            return await asyncio.start_server(line_server.handle, host, listener.port, ssl=implicit)
+        except OSError as error:
+            raise ListenerError(_explain_bind_error(listener, host, error)) from None
+
+    async def stop(self) -> None:
+        servers, self._servers = self._servers, []
+        for server in servers:
+            server.close()
+        for server in servers:
+            await server.wait_closed()
+
+    def port(self, name: str) -> int:
+        return self.ports[name]
+
+
+def _explain_bind_error(listener: Listener, host: str, error: OSError) -> str:
+    where = f"listener {listener.name!r} ({listener.protocol}) cannot bind {host}:{listener.port}"
+    if error.errno == errno.EACCES:
+        return (f"{where}: permission denied; ports below 1024 need root or CAP_NET_BIND_SERVICE, "
+                "or use --port-offset 10000")
+    if error.errno == errno.EADDRINUSE:
+        return f"{where}: the port is already in use; stop what holds it or use --port-offset"
+    if error.errno == errno.EADDRNOTAVAIL:
+        return f"{where}: no such local address; use --host 127.0.0.1"
+    return f"{where}: {error.strerror or error}"
+
+
+class ThreadedMailServer:
+    """The MailServer on its own event loop in a daemon thread; `start()` returns once it listens."""
+
+    def __init__(self, config: Config) -> None:
+        self.server = MailServer(config)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stopped: asyncio.Event | None = None
+
+    @property
+    def store(self) -> Store:
+        return self.server.store
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return self.server.ports
+
+    @property
+    def ca_file(self) -> Path | None:
+        return self.server.ca_file
+
+    @property
+    def config(self) -> Config:
+        return self.server.config
+
+    def port(self, name: str) -> int:
+        return self.server.port(name)
+
+    def start(self) -> ThreadedMailServer:
+        ready: Future[None] = Future()
+        self._thread = threading.Thread(target=self._run, args=(ready,), name="mailmodes", daemon=True)
+        self._thread.start()
+        ready.result()
+        return self
+
+    def _run(self, ready: Future[None]) -> None:
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stopped = asyncio.Event()
+            try:
+                await self.server.start()
+            except BaseException as error:
+                ready.set_exception(error)
+                return
+            ready.set_result(None)
+            await self._stopped.wait()
+            await self.server.stop()
+
+        asyncio.run(main())
+
+    def call(self, function: Callable[[], T]) -> T:
+        """Run `function` on the server's loop and return its result: the safe way to touch the
+        store from another thread (sessions are woken from there)."""
+        assert self._loop is not None
+
+        async def run() -> T:
+            return function()
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result()
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stopped is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._stopped.set)
+            self._thread.join()
+        self._loop = None
+
+    def __enter__(self) -> ThreadedMailServer:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()

@@ -1,0 +1,172 @@
+"""The test CA and the server certificate, made once in the certs dir and reused afterwards.
+
+The leaf carries the host name in the subject CN *and* in a non-critical SAN: some clients still
+want a CN, and some scanners reject a critical SAN next to a non-empty subject (CLIENTS.md).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+CA_NAME = "mailmodes test CA"
+LEAF_LIFETIME = dt.timedelta(days=397)
+RENEW_BEFORE = dt.timedelta(days=30)
+KEY_SIZE = 2048
+
+
+@dataclass(frozen=True)
+class CertPaths:
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+
+@dataclass(frozen=True)
+class Authority:
+    certificate: x509.Certificate
+    key: rsa.RSAPrivateKey
+
+
+def server_names(hostname: str) -> list[str]:
+    """Every name the default leaf answers to: the configured host, localhost, and loopback IPs."""
+    return list(dict.fromkeys([hostname, "localhost", "127.0.0.1", "::1"]))
+
+
+def ensure_certificates(certs_dir: Path, hostname: str) -> CertPaths:
+    """Create the CA and the leaf if missing, stale or made for another host name; reuse otherwise."""
+    certs_dir.mkdir(parents=True, exist_ok=True)
+    paths = CertPaths(certs_dir / "ca.pem", certs_dir / "server.pem", certs_dir / "server.key")
+    authority = _load_authority(certs_dir)
+    if authority is None:
+        authority = make_authority(CA_NAME)
+        _write_key(certs_dir / "ca.key", authority.key)
+        _write_cert(paths.ca_file, authority.certificate)
+    if not _leaf_is_current(paths.cert_file, paths.key_file, authority, server_names(hostname)):
+        key = new_key()
+        leaf = issue_leaf(authority, hostname, server_names(hostname), key)
+        _write_key(paths.key_file, key)
+        _write_cert(paths.cert_file, leaf)
+    return paths
+
+
+def new_key(size: int = KEY_SIZE) -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=size)
+
+
+def make_authority(common_name: str) -> Authority:
+    key = new_key()
+    now = dt.datetime.now(dt.timezone.utc)
+    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "mailmodes"),
+                      x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return Authority(certificate, key)
+
+
+def issue_leaf(
+    authority: Authority,
+    common_name: str,
+    names: list[str],
+    key: rsa.RSAPrivateKey,
+    *,
+    not_before: dt.datetime | None = None,
+    not_after: dt.datetime | None = None,
+) -> x509.Certificate:
+    now = dt.datetime.now(dt.timezone.utc)
+    not_before = not_before or now - dt.timedelta(days=1)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .issuer_name(authority.certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after or not_before + LEAF_LIFETIME)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(True, False, True, False, False, False, False, False, False), critical=True
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(authority.key.public_key()), critical=False
+        )
+    )
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(_general_names(names)), critical=False)
+    return builder.sign(authority.key, hashes.SHA256())
+
+
+def _general_names(names: list[str]) -> list[x509.GeneralName]:
+    result: list[x509.GeneralName] = []
+    for name in names:
+        try:
+            result.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            result.append(x509.DNSName(name))
+    return result
+
+
+def _load_authority(certs_dir: Path) -> Authority | None:
+    try:
+        certificate = x509.load_pem_x509_certificate((certs_dir / "ca.pem").read_bytes())
+        key = serialization.load_pem_private_key((certs_dir / "ca.key").read_bytes(), password=None)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(key, rsa.RSAPrivateKey) or key.public_key() != certificate.public_key():
+        return None
+    if certificate.not_valid_after_utc - RENEW_BEFORE < dt.datetime.now(dt.timezone.utc):
+        return None
+    return Authority(certificate, key)
+
+
+def _leaf_is_current(cert_file: Path, key_file: Path, authority: Authority, names: list[str]) -> bool:
+    try:
+        leaf = x509.load_pem_x509_certificate(cert_file.read_bytes())
+        key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (OSError, ValueError, x509.ExtensionNotFound):
+        return False
+    return (
+        leaf.issuer == authority.certificate.subject
+        and isinstance(key, rsa.RSAPrivateKey)
+        and key.public_key() == leaf.public_key()
+        and set(san) == set(_general_names(names))
+        and leaf.not_valid_after_utc - RENEW_BEFORE > dt.datetime.now(dt.timezone.utc)
+    )
+
+
+def _write_key(path: Path, key: rsa.RSAPrivateKey) -> None:
+    data = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    # Create with 0600 from the start, so the key is never readable by others even briefly.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        file.write(data)
+    os.chmod(path, 0o600)
+
+
+def _write_cert(path: Path, certificate: x509.Certificate) -> None:
+    path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))

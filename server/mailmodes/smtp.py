@@ -1,0 +1,215 @@
+"""SMTP on aiosmtpd: the one mapping from TlsMode to aiosmtpd's arguments, delivery, AUTH.
+
+aiosmtpd tracks "encrypted" by a flag only STARTTLS sets (its issues 274 and 281), so the
+decisions are taken from our own `Security`, which reads the transport; aiosmtpd is only given
+arguments under which its own checks agree with ours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiosmtpd.smtp
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from mailmodes import __version__
+from mailmodes.config import Listener
+from mailmodes.store import Account, Store
+from mailmodes.tls import Security, TlsMode, is_encrypted
+
+log = logging.getLogger(__name__)
+
+# aiosmtpd itself sets the deprecated Session.login_data on every AUTH and logs a warning for it.
+logging.getLogger("mail.log").addFilter(lambda record: "login_data is deprecated" not in record.getMessage())
+# aiosmtpd closes after a fixed 5 unknown commands; our own configurable budget counts instead.
+aiosmtpd.smtp.BOGUS_LIMIT = 1 << 30
+
+# RFC 3207 section 4: what a client may say before STARTTLS on a listener that requires it.
+ALLOWED_BEFORE_TLS = frozenset({"NOOP", "EHLO", "STARTTLS", "QUIT"})
+
+# aiosmtpd's own reply texts, reworded to carry the RFC 3463 enhanced codes PROTOCOL.md asks for.
+REPLY_WORDING = {
+    "220 Ready to start TLS": "220 2.0.0 Ready to start TLS",
+    "501 Syntax: STARTTLS": "501 5.5.4 Syntax error (no parameters allowed)",
+    "454 TLS not available": "454 4.7.0 TLS not available due to temporary reason",
+    "552 Error: Too much mail data": "552 5.3.4 Message size exceeds fixed maximum message size",
+    "552 Error: message size exceeds fixed maximum message size": (
+        "552 5.3.4 Message size exceeds fixed maximum message size"
+    ),
+    "250 OK": "250 2.0.0 OK",
+    "221 Bye": "221 2.0.0 Bye",
+    "503 Already authenticated": "503 5.5.1 Already authenticated",
+    "503 Error: need MAIL command": "503 5.5.1 Error: need MAIL command",
+    "503 Error: need RCPT command": "503 5.5.1 Error: need RCPT command",
+    "503 Error: nested MAIL command": "503 5.5.1 Error: nested MAIL command",
+    "500 Command line too long": "500 5.5.2 Command line too long",
+    "500 Line too long (see RFC5321 4.5.3.1.6)": "500 5.5.2 Line too long (see RFC 5321 4.5.3.1.6)",
+}
+
+MUST_STARTTLS = "530 5.7.0 Must issue a STARTTLS command first"
+ENCRYPTION_REQUIRED = "538 5.7.11 Encryption required for requested authentication mechanism"
+TLS_ACTIVE = "503 5.5.1 TLS already active"
+RELAY_DENIED = "554 5.7.1 Relay access denied"
+USER_UNKNOWN = "550 5.1.1 User unknown"
+
+
+def aiosmtpd_tls_arguments(mode: TlsMode, tls_context: ssl.SSLContext | None) -> dict[str, Any]:
+    """The one place where a TLS mode becomes aiosmtpd arguments.
+
+    `require_starttls` stays off everywhere: the 530/538 gate is ours (`MailmodesSMTP._gate`),
+    because aiosmtpd answers AUTH before STARTTLS with 530 where RFC 4954 wants 538.
+    """
+    return {
+        TlsMode.IMPLICIT: {"tls_context": None, "auth_require_tls": False},
+        TlsMode.STARTTLS_REQUIRED: {"tls_context": tls_context, "auth_require_tls": True},
+        TlsMode.STARTTLS_OPTIONAL: {"tls_context": tls_context, "auth_require_tls": False},
+        TlsMode.PLAINTEXT: {"tls_context": None, "auth_require_tls": False},
+    }[mode]
+
+
+class DeliveryHandler:
+    """aiosmtpd handler: who may send to whom, and where accepted mail goes. Never relays."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
+        domain = address.rpartition("@")[2]
+        if self.store.is_local_domain(domain):
+            if self.store.recipient(address) is None:
+                return USER_UNKNOWN
+        elif not session.authenticated:
+            return RELAY_DENIED
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
+    ) -> str:
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        data = envelope.original_content or b""
+        local: list[Account] = []
+        outbound: list[str] = []
+        for address in envelope.rcpt_tos:
+            account = self.store.recipient(address)
+            if account is None:
+                outbound.append(address)
+            else:
+                local.append(account)
+        self.store.deliver(local, data)
+        if outbound:
+            login = getattr(session.auth_data, "login", b"") or b""
+            sender = login.decode(errors="replace")
+            self.store.capture(sender, envelope.mail_from or "", outbound, data)
+        return "250 2.0.0 OK: message accepted"
+
+
+class Authenticator:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def __call__(self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any) -> AuthResult:
+        if isinstance(auth_data, LoginPassword):
+            try:
+                account = self.store.authenticate(auth_data.login.decode(), auth_data.password.decode())
+            except UnicodeDecodeError:
+                account = None
+            if account is not None:
+                return AuthResult(success=True, auth_data=auth_data)
+        return AuthResult(success=False, handled=False)
+
+
+class MailmodesSMTP(SMTP):
+    """aiosmtpd's SMTP with our TLS policy, reply wording, and configurable limits."""
+
+    def __init__(self, listener: Listener, store: Store, hostname: str, tls_context: ssl.SSLContext | None,
+                 connections: set[MailmodesSMTP]) -> None:
+        # aiosmtpd sizes its line reader from this attribute during __init__.
+        self.line_length_limit = listener.limits.max_line_length
+        self.listener = listener
+        self.connections = connections
+        self.bad_replies = 0
+        self.security = Security(listener.tls, encrypted=False, tls_available=tls_context is not None)
+        super().__init__(
+            DeliveryHandler(store),
+            hostname=hostname,
+            ident=f"ESMTP mailmodes {__version__}",
+            data_size_limit=listener.limits.max_message_size,
+            timeout=listener.limits.idle_timeout,
+            authenticator=Authenticator(store),
+            # Set after __init__: aiosmtpd warns when auth is required without auth_require_tls,
+            # which is exactly the implicit-TLS case it cannot recognise.
+            auth_required=False,
+            **aiosmtpd_tls_arguments(listener.tls, tls_context),
+        )
+        self._auth_required = listener.role == "submission"
+        self._smtp_methods = {name: self._gate(name, method) for name, method in self._smtp_methods.items()}
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        first = self.transport is None
+        if first and len(self.connections) >= self.listener.limits.max_connections:
+            transport.write(b"421 4.7.0 Too many connections, try again later\r\n")
+            transport.close()
+            return
+        super().connection_made(transport)
+        self.security.encrypted = is_encrypted(transport)
+        if first:
+            self.connections.add(self)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self not in self.connections:
+            return  # refused in connection_made: aiosmtpd never set up its session
+        self.connections.discard(self)
+        super().connection_lost(error)
+
+    def _gate(self, command: str, method: Callable[[str], Awaitable[None]]) -> Callable[[str], Awaitable[None]]:
+        @functools.wraps(method)  # HELP reads the syntax line from the method's attributes
+        async def gated(arg: str) -> None:
+            if self.security.must_wait_for_tls and command not in ALLOWED_BEFORE_TLS:
+                await self.push(ENCRYPTION_REQUIRED if command == "AUTH" else MUST_STARTTLS)
+                return
+            await method(arg)
+
+        return gated
+
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        if self.security.encrypted:
+            await self.push(TLS_ACTIVE)
+            return
+        await super().smtp_STARTTLS(arg)
+
+    async def push(self, status: str | bytes) -> None:
+        if isinstance(status, str):
+            status = REPLY_WORDING.get(status, status)
+            if status[:1] == "5" and status[:3] in ("500", "501", "502", "503", "504"):
+                self.bad_replies += 1
+                if self.bad_replies > self.listener.limits.max_bad_commands:
+                    await super().push("421 4.7.0 Too many errors, closing connection")
+                    assert self.transport is not None
+                    self.transport.close()
+                    return
+        await super().push(status)
+
+    def _timeout_cb(self) -> None:
+        # RFC 5321 4.5.3.2: say why before closing an idle connection.
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"421 4.4.2 Idle timeout, closing connection\r\n")
+        super()._timeout_cb()
+
+
+def smtp_factory(
+    listener: Listener, store: Store, hostname: str, tls_context: ssl.SSLContext | None
+) -> Callable[[], MailmodesSMTP]:
+    connections: set[MailmodesSMTP] = set()
+    return lambda: MailmodesSMTP(listener, store, hostname, tls_context, connections)

@@ -1,0 +1,247 @@
+"""Users, mailboxes and messages, shared by SMTP delivery, IMAP and POP3. No protocol syntax here.
+
+Everything runs on one event loop, so no locking is needed between sessions; the only
+cross-thread reader is the synchronous test API, which reads snapshots.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+INBOX = "INBOX"
+# RFC 6154 special-use mailboxes that every account has, so clients that look for them find them.
+SPECIAL_USE_MAILBOXES = {"Sent": "\\Sent", "Drafts": "\\Drafts", "Trash": "\\Trash", "Junk": "\\Junk"}
+HIERARCHY_DELIMITER = "/"
+
+_uidvalidity_counter = itertools.count(int(time.time()))
+
+
+class MailboxError(Exception):
+    """A mailbox operation the store refuses (the message is fit to show to a client)."""
+
+
+@dataclass(eq=False)
+class Message:
+    uid: int
+    data: bytes
+    internal_date: datetime
+    flags: set[str] = field(default_factory=set)
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+Watcher = Callable[[], None]
+
+
+class Mailbox:
+    """An ordered list of messages with UIDs, and the watchers to tell when it changes.
+
+    Watchers are called synchronously after each change; an IMAP session in IDLE uses one to
+    wake its connection up, and computes what changed by comparing with its own view.
+    """
+
+    def __init__(self, name: str, special_use: str | None = None) -> None:
+        self.name = name
+        self.special_use = special_use
+        self.uidvalidity = next(_uidvalidity_counter)
+        self.uidnext = 1
+        self.messages: list[Message] = []
+        self.subscribed = True
+        self.recent_uids: set[int] = set()
+        self._watchers: list[Watcher] = []
+
+    def append(
+        self, data: bytes, flags: Iterable[str] = (), internal_date: datetime | None = None
+    ) -> Message:
+        message = Message(
+            uid=self.uidnext,
+            data=bytes(data),
+            internal_date=internal_date or datetime.now(timezone.utc),
+            flags=set(flags) - {"\\Recent"},
+        )
+        self.uidnext += 1
+        self.messages.append(message)
+        self.recent_uids.add(message.uid)
+        self.changed()
+        return message
+
+    def by_uid(self, uid: int) -> Message | None:
+        # Messages are kept in UID order, so a binary search would do; lists stay small here.
+        for message in self.messages:
+            if message.uid == uid:
+                return message
+        return None
+
+    def expunge(self, uids: Iterable[int]) -> list[int]:
+        """Remove the messages with these UIDs; return the UIDs actually removed, ascending."""
+        wanted = set(uids)
+        removed = [m.uid for m in self.messages if m.uid in wanted]
+        if removed:
+            self.messages = [m for m in self.messages if m.uid not in wanted]
+            self.recent_uids -= wanted
+            self.changed()
+        return removed
+
+    def set_flags(self, message: Message, flags: Iterable[str]) -> None:
+        new = set(flags) - {"\\Recent"}
+        if new != message.flags:
+            message.flags = new
+            self.changed()
+
+    def claim_recent(self) -> set[int]:
+        """The UIDs that are \\Recent for the caller; no later session sees them as recent."""
+        claimed, self.recent_uids = self.recent_uids, set()
+        return claimed
+
+    def watch(self, watcher: Watcher) -> Callable[[], None]:
+        self._watchers.append(watcher)
+        return lambda: self._watchers.remove(watcher) if watcher in self._watchers else None
+
+    def changed(self) -> None:
+        for watcher in list(self._watchers):
+            watcher()
+
+
+class Account:
+    def __init__(self, name: str, password: str, addresses: Iterable[str]) -> None:
+        self.name = name
+        self.password = password
+        self.addresses = tuple(a.lower() for a in addresses)
+        self.mailboxes: dict[str, Mailbox] = {INBOX: Mailbox(INBOX)}
+        for mailbox_name, use in SPECIAL_USE_MAILBOXES.items():
+            self.mailboxes[mailbox_name] = Mailbox(mailbox_name, use)
+
+    @property
+    def inbox(self) -> Mailbox:
+        return self.mailboxes[INBOX]
+
+    @staticmethod
+    def normalise(name: str) -> str:
+        """INBOX is case-insensitive (RFC 3501 section 5.1); every other name is as given."""
+        return INBOX if name.upper() == INBOX else name
+
+    def mailbox(self, name: str) -> Mailbox | None:
+        return self.mailboxes.get(self.normalise(name))
+
+    def create(self, name: str) -> Mailbox:
+        name = self.normalise(name.rstrip(HIERARCHY_DELIMITER))
+        if not name or name in self.mailboxes:
+            raise MailboxError("Mailbox already exists")
+        # RFC 3501 6.3.3: create the superior hierarchy too.
+        parts = name.split(HIERARCHY_DELIMITER)
+        for depth in range(1, len(parts)):
+            parent = HIERARCHY_DELIMITER.join(parts[:depth])
+            self.mailboxes.setdefault(parent, Mailbox(parent))
+        mailbox = self.mailboxes[name] = Mailbox(name)
+        return mailbox
+
+    def delete(self, name: str) -> None:
+        name = self.normalise(name)
+        if name == INBOX:
+            raise MailboxError("Cannot delete INBOX")
+        mailbox = self.mailboxes.get(name)
+        if mailbox is None:
+            raise MailboxError("No such mailbox")
+        prefix = name + HIERARCHY_DELIMITER
+        if any(other.startswith(prefix) for other in self.mailboxes):
+            # RFC 3501 6.3.4: a name with inferiors may not be removed with its hierarchy; keeping
+            # it simple and strict, we refuse rather than leave a \Noselect shell.
+            raise MailboxError("Mailbox has inferior hierarchical names")
+        del self.mailboxes[name]
+        mailbox.expunge([m.uid for m in mailbox.messages])
+
+    def rename(self, old: str, new: str) -> None:
+        old, new = self.normalise(old), self.normalise(new)
+        if old not in self.mailboxes:
+            raise MailboxError("No such mailbox")
+        if new in self.mailboxes:
+            raise MailboxError("Mailbox already exists")
+        if old == INBOX:
+            # RFC 3501 6.3.5: renaming INBOX moves its messages and leaves INBOX empty.
+            target = self.create(new)
+            inbox = self.inbox
+            for message in inbox.messages:
+                target.append(message.data, message.flags, message.internal_date)
+            inbox.expunge([m.uid for m in inbox.messages])
+            return
+        moved = [n for n in self.mailboxes if n == old or n.startswith(old + HIERARCHY_DELIMITER)]
+        for name in moved:
+            mailbox = self.mailboxes.pop(name)
+            mailbox.name = new + name[len(old) :]
+            self.mailboxes[mailbox.name] = mailbox
+        parts = new.split(HIERARCHY_DELIMITER)
+        for depth in range(1, len(parts)):
+            parent = HIERARCHY_DELIMITER.join(parts[:depth])
+            self.mailboxes.setdefault(parent, Mailbox(parent))
+
+
+@dataclass(frozen=True)
+class CapturedMessage:
+    """Mail an authenticated client sent to an address that is not local: kept, never relayed."""
+
+    sender_account: str
+    mail_from: str
+    recipients: tuple[str, ...]
+    data: bytes
+    received: datetime
+
+
+class Store:
+    def __init__(self, catch_all: str | None = None) -> None:
+        self.accounts: dict[str, Account] = {}
+        self._by_address: dict[str, Account] = {}
+        self.local_domains: set[str] = set()
+        self.catch_all = catch_all
+        self.captured: list[CapturedMessage] = []
+        self._locked_maildrops: set[str] = set()
+
+    def add_account(self, name: str, password: str, addresses: Iterable[str]) -> Account:
+        account = Account(name, password, addresses)
+        self.accounts[name] = account
+        for address in account.addresses:
+            self._by_address[address] = account
+            self.local_domains.add(address.rpartition("@")[2])
+        return account
+
+    def authenticate(self, name: str, password: str) -> Account | None:
+        account = self.accounts.get(name) or self._by_address.get(name.lower())
+        if account is None or account.password != password:
+            return None
+        return account
+
+    def is_local_domain(self, domain: str) -> bool:
+        return domain.lower() in self.local_domains
+
+    def recipient(self, address: str) -> Account | None:
+        """The account that receives mail for `address`, or None (unknown or foreign)."""
+        address = address.lower()
+        account = self._by_address.get(address)
+        if account is None and self.catch_all and self.is_local_domain(address.rpartition("@")[2]):
+            account = self.accounts.get(self.catch_all)
+        return account
+
+    def deliver(self, accounts: Iterable[Account], data: bytes) -> None:
+        """Append the same bytes to each account's INBOX (once per account)."""
+        for account in dict.fromkeys(accounts):
+            account.inbox.append(data)
+
+    def capture(self, sender_account: str, mail_from: str, recipients: Iterable[str], data: bytes) -> None:
+        self.captured.append(
+            CapturedMessage(sender_account, mail_from, tuple(recipients), bytes(data), datetime.now(timezone.utc))
+        )
+
+    def lock_maildrop(self, name: str) -> bool:
+        """Take the POP3 maildrop lock (RFC 1939 section 8); False if another session holds it."""
+        if name in self._locked_maildrops:
+            return False
+        self._locked_maildrops.add(name)
+        return True
+
+    def unlock_maildrop(self, name: str) -> None:
+        self._locked_maildrops.discard(name)

@@ -1,0 +1,72 @@
+"""The TLS policy, decided once and shared by SMTP, IMAP and POP3.
+
+Each protocol only chooses its own wording (LOGINDISABLED, 530, -ERR [AUTH] ...); whether TLS is
+on, whether STARTTLS may be offered and whether a client may log in are answered here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class TlsMode(enum.StrEnum):
+    IMPLICIT = "implicit"
+    STARTTLS_REQUIRED = "starttls-required"
+    STARTTLS_OPTIONAL = "starttls-optional"
+    PLAINTEXT = "plaintext"
+
+    @property
+    def uses_starttls(self) -> bool:
+        return self in (TlsMode.STARTTLS_REQUIRED, TlsMode.STARTTLS_OPTIONAL)
+
+
+@dataclass
+class Security:
+    """The TLS state of one connection, asked by the protocol sessions.
+
+    `encrypted` must come from the transport (see `is_encrypted`), never from a flag that only
+    STARTTLS sets: an implicit-TLS connection is encrypted from its first byte.
+    """
+
+    mode: TlsMode
+    encrypted: bool
+    tls_available: bool = True
+
+    @property
+    def offers_starttls(self) -> bool:
+        return self.mode.uses_starttls and not self.encrypted and self.tls_available
+
+    @property
+    def may_authenticate(self) -> bool:
+        return self.encrypted or self.mode in (TlsMode.STARTTLS_OPTIONAL, TlsMode.PLAINTEXT)
+
+    @property
+    def must_wait_for_tls(self) -> bool:
+        """True while only NOOP/CAPABILITY/STARTTLS/QUIT-class commands are acceptable."""
+        return self.mode is TlsMode.STARTTLS_REQUIRED and not self.encrypted
+
+    def tls_started(self) -> None:
+        self.encrypted = True
+
+
+def is_encrypted(transport: asyncio.BaseTransport | None) -> bool:
+    return transport is not None and transport.get_extra_info("ssl_object") is not None
+
+
+def server_context(
+    cert_file: Path,
+    key_file: Path,
+    *,
+    minimum: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2,
+    maximum: ssl.TLSVersion = ssl.TLSVersion.MAXIMUM_SUPPORTED,
+) -> ssl.SSLContext:
+    """The known-good server context: TLS 1.2 and 1.3 only (RFC 8314 section 5, RFC 8997)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = minimum
+    context.maximum_version = maximum
+    context.load_cert_chain(cert_file, key_file)
+    return context

@@ -1,0 +1,68 @@
+"""Shared fixtures: a test CA made once per run, and real servers on ephemeral loopback ports."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailmodes.app import ThreadedMailServer
+from mailmodes.certs import ensure_certificates
+from mailmodes.config import parse_config
+
+HOSTNAME = "mail.example.test"
+USERS = [
+    {"name": "alice", "password": "alice-password", "addresses": ["alice@example.test"]},
+    {"name": "bob", "password": "bob-password", "addresses": ["bob@example.test"]},
+]
+
+
+@pytest.fixture(scope="session")
+def certs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("certs")
+    ensure_certificates(path, HOSTNAME)
+    return path
+
+
+@pytest.fixture(scope="session")
+def ca_file(certs_dir: Path) -> Path:
+    return certs_dir / "ca.pem"
+
+
+@pytest.fixture(scope="session")
+def client_context(ca_file: Path) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(ca_file))
+
+
+def make_config(certs_dir: Path, listeners: tuple[dict[str, Any], ...], **top: Any) -> Any:
+    data: dict[str, Any] = {
+        "hostname": HOSTNAME,
+        "certs": {"dir": str(certs_dir)},
+        "users": USERS,
+        "listeners": [{"port": 0, **listener} for listener in listeners],
+    }
+    data.update(top)
+    return parse_config(data, source="test config")
+
+
+@pytest.fixture
+def serve(certs_dir: Path) -> Iterator[Callable[..., ThreadedMailServer]]:
+    """serve({"name": "imaps", "protocol": "imap", "tls": "implicit"}, ...) -> a started server.
+
+    Ports default to 0 (read them back with server.port(name)); keyword arguments are top-level
+    config keys (e.g. limits={...}). Every server started here is stopped after the test.
+    Touch the store only through server.call(lambda: ...): it runs on the server's loop.
+    """
+    started: list[ThreadedMailServer] = []
+
+    def start(*listeners: dict[str, Any], **top: Any) -> ThreadedMailServer:
+        server = ThreadedMailServer(make_config(certs_dir, listeners, **top)).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

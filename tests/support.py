@@ -1,0 +1,32 @@
+"""Helpers for tests that drive real command-line clients."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Sequence
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+CLIENT_TIMEOUT = 20
+
+
+def require_tool(name: str) -> str:
+    """The path of a command-line client; in CI a missing one fails the test instead of skipping."""
+    path = shutil.which(name)
+    if path is None:
+        if IN_CI:
+            pytest.fail(f"{name} is not installed (.ci/run installs it)")
+        pytest.skip(f"{name} is not installed")
+    return path
+
+
+def run_client(args: Sequence[str], stdin: bytes = b"", timeout: float = CLIENT_TIMEOUT) -> subprocess.CompletedProcess[str]:
+    """Run a client to completion; its own --timeout options should end it well before ours."""
+    require_tool(args[0])
+    result = subprocess.run(list(args), input=stdin, capture_output=True, timeout=timeout)
+    return subprocess.CompletedProcess(
+        result.args, result.returncode, result.stdout.decode(errors="replace"), result.stderr.decode(errors="replace")
+    )
