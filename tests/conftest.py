@@ -11,13 +11,7 @@ import pytest
 
 from mailmodes.app import ThreadedMailServer
 from mailmodes.certs import ensure_certificates
-from mailmodes.config import parse_config
-
-HOSTNAME = "mail.example.test"
-USERS = [
-    {"name": "alice", "password": "alice-password", "addresses": ["alice@example.test"]},
-    {"name": "bob", "password": "bob-password", "addresses": ["bob@example.test"]},
-]
+from support import HOSTNAME, MODES, make_config
 
 
 @pytest.fixture(scope="session")
@@ -35,17 +29,6 @@ def ca_file(certs_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def client_context(ca_file: Path) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(ca_file))
-
-
-def make_config(certs_dir: Path, listeners: tuple[dict[str, Any], ...], **top: Any) -> Any:
-    data: dict[str, Any] = {
-        "hostname": HOSTNAME,
-        "certs": {"dir": str(certs_dir)},
-        "users": USERS,
-        "listeners": [{"port": 0, **listener} for listener in listeners],
-    }
-    data.update(top)
-    return parse_config(data, source="test config")
 
 
 @pytest.fixture
@@ -66,3 +49,15 @@ def serve(certs_dir: Path) -> Iterator[Callable[..., ThreadedMailServer]]:
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def matrix_server(certs_dir: Path) -> Iterator[ThreadedMailServer]:
+    """One listener per protocol per TLS mode, named "<protocol>-<mode>" (SMTP: submission role)."""
+    listeners = tuple(
+        {"name": f"{protocol}-{mode}", "protocol": protocol, "tls": mode}
+        for protocol in ("smtp", "imap", "pop3")
+        for mode in MODES
+    )
+    with ThreadedMailServer(make_config(certs_dir, listeners)) as server:
+        yield server

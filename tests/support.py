@@ -6,11 +6,21 @@ import os
 import shutil
 import subprocess
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from mailmodes.config import Config, parse_config
+
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 CLIENT_TIMEOUT = 20
+HOSTNAME = "mail.example.test"
+USERS = [
+    {"name": "alice", "password": "alice-password", "addresses": ["alice@example.test"]},
+    {"name": "bob", "password": "bob-password", "addresses": ["bob@example.test"]},
+]
+MODES = ("implicit", "starttls-required", "starttls-optional", "plaintext")
 
 
 def require_tool(name: str) -> str:
@@ -30,3 +40,14 @@ def run_client(args: Sequence[str], stdin: bytes = b"", timeout: float = CLIENT_
     return subprocess.CompletedProcess(
         result.args, result.returncode, result.stdout.decode(errors="replace"), result.stderr.decode(errors="replace")
     )
+
+
+def make_config(certs_dir: Path, listeners: tuple[dict[str, Any], ...], **top: Any) -> Config:
+    data: dict[str, Any] = {
+        "hostname": HOSTNAME,
+        "certs": {"dir": str(certs_dir)},
+        "users": USERS,
+        "listeners": [{"port": 0, **listener} for listener in listeners],
+    }
+    data.update(top)
+    return parse_config(data, source="test config")

@@ -6,8 +6,10 @@ import smtplib
 import socket
 import ssl
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+import trustme
 
 from mailmodes.app import ThreadedMailServer
 
@@ -247,3 +249,15 @@ def test_plaintext_pipelined_behind_starttls_is_discarded(serve: Callable[..., T
             tls.sendall(b"EHLO probe\r\n")
             first = tls.makefile("rb").readline()
     assert first.startswith(b"250-mail.example.test")
+
+
+def test_listener_with_its_own_certificate(serve: Callable[..., ThreadedMailServer], tmp_path: Path) -> None:
+    authority = trustme.CA()
+    leaf = authority.issue_cert("127.0.0.1", "custom.example.test")
+    leaf.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "custom.pem"))
+    leaf.private_key_pem.write_to_path(str(tmp_path / "custom.key"))
+    server = serve(listener("implicit", cert_file=str(tmp_path / "custom.pem"), key_file=str(tmp_path / "custom.key")))
+    context = ssl.create_default_context()
+    authority.configure_trust(context)
+    with connect(server, context, "implicit") as client:
+        assert client.noop()[0] == 250
