@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from mailmodes.certs import ensure_certificates
 from mailmodes.config import Config, Listener
+from mailmodes.journal import Journal
 from mailmodes.net import LineServer
 from mailmodes.smtp import smtp_factory
 from mailmodes.store import Store
@@ -50,6 +51,7 @@ class MailServer:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.store = build_store(config)
+        self.journal = Journal(config.journal.max_sessions, config.journal.max_transcript_lines, config.journal.path)
         self.ports: dict[str, int] = {}
         self.listeners: dict[str, Listener] = {}
         self.skipped: dict[str, str] = {}
@@ -79,11 +81,11 @@ class MailServer:
     async def _start_listener(self, listener: Listener, context: ssl.SSLContext) -> asyncio.Server | None:
         loop = asyncio.get_running_loop()
         host = listener.host or self.config.host
-        implicit = context if listener.tls is TlsMode.IMPLICIT else None
+        # No ssl= here even for implicit TLS: the protocols do the handshake themselves, to record it.
         try:
             if listener.protocol == "smtp":
-                factory = smtp_factory(listener, self.store, self.config.hostname, context)
-                return await loop.create_server(factory, host, listener.port, ssl=implicit)
+                factory = smtp_factory(listener, self.store, self.config.hostname, context, self.journal)
+                return await loop.create_server(factory, host, listener.port)
             module_name, class_name, too_many = LINE_PROTOCOLS[listener.protocol]
             try:
                 session_class = getattr(importlib.import_module(module_name), class_name)
@@ -93,9 +95,10 @@ class MailServer:
             hostname = self.config.hostname
             store = self.store
             line_server = LineServer(
-                listener, lambda connection: session_class(connection, store, hostname), context, too_many
+                listener, lambda connection: session_class(connection, store, hostname), context, too_many,
+                self.journal,
             )
-            return await asyncio.start_server(line_server.handle, host, listener.port, ssl=implicit)
+            return await asyncio.start_server(line_server.handle, host, listener.port)
         except OSError as error:
             raise ListenerError(_explain_bind_error(listener, host, error)) from None
 
@@ -134,6 +137,10 @@ class ThreadedMailServer:
     @property
     def store(self) -> Store:
         return self.server.store
+
+    @property
+    def journal(self) -> Journal:
+        return self.server.journal
 
     @property
     def ports(self) -> dict[str, int]:

@@ -78,6 +78,13 @@ class CertsConfig:
 
 
 @dataclass(frozen=True)
+class JournalConfig:
+    path: Path | None = None  # every finished session appended here as one JSON line
+    max_sessions: int = 1000
+    max_transcript_lines: int = 500
+
+
+@dataclass(frozen=True)
 class Config:
     hostname: str = "mail.example.test"
     host: str = "127.0.0.1"
@@ -85,6 +92,7 @@ class Config:
     users: tuple[User, ...] = ()
     listeners: tuple[Listener, ...] = ()
     catch_all: str | None = None
+    journal: JournalConfig = JournalConfig()
     source: str = "<built-in>"
 
     def with_port_offset(self, offset: int) -> Config:
@@ -176,6 +184,18 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>", base_dir: Pa
     certs = CertsConfig(dir=base_dir / certs_table.get("dir", str, "certs"))
     certs_table.finish()
 
+    journal_table = _Reader(source, top.get("journal", dict, {}), "journal")
+    journal_path = journal_table.get("path", str)
+    journal = JournalConfig(
+        path=base_dir / journal_path if journal_path else None,
+        max_sessions=journal_table.get("max_sessions", int, JournalConfig.max_sessions),
+        max_transcript_lines=journal_table.get("max_transcript_lines", int, JournalConfig.max_transcript_lines),
+    )
+    for key in ("max_sessions", "max_transcript_lines"):
+        if getattr(journal, key) <= 0:
+            raise journal_table.fail(key, "must be greater than 0")
+    journal_table.finish()
+
     global_limits = _limits(source, top.get("limits", dict, {}), "limits")
 
     users: list[User] = []
@@ -240,6 +260,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>", base_dir: Pa
         users=tuple(users),
         listeners=tuple(listeners),
         catch_all=catch_all,
+        journal=journal,
         source=source,
     )
 

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from mailmodes.config import Listener
-from mailmodes.tls import Security, is_encrypted
+from mailmodes.journal import Journal
+from mailmodes.tls import Security, TlsMode, handshake_timeout, is_encrypted
+from mailmodes.transcript import Recorder
 
 log = logging.getLogger(__name__)
 READ_SIZE = 65536
@@ -77,11 +79,13 @@ class LineServer:
         session_factory: SessionFactory,
         tls_context: ssl.SSLContext | None,
         too_many: bytes,
+        journal: Journal,
     ) -> None:
         self.listener = listener
         self.session_factory = session_factory
         self.tls_context = tls_context
         self.too_many = too_many
+        self.journal = journal
         self.active: set[asyncio.Task[None]] = set()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -92,15 +96,38 @@ class LineServer:
             await _close(writer)
             return
         self.active.add(task)
+        record = self.journal.open(self.listener, writer.get_extra_info("peername") or ())
+        recorder = Recorder(record, self.journal.max_transcript_lines)
         try:
-            await self._serve(reader, writer)
+            if self.listener.tls is TlsMode.IMPLICIT:
+                # The handshake is ours rather than asyncio's, so that a client's alert (or its
+                # plaintext) is recorded instead of vanishing into asyncio's log.
+                assert self.tls_context is not None
+                if not await self._handshake(writer, recorder, via_starttls=False):
+                    return
+            await self._serve(reader, writer, recorder)
         except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError) as error:
             log.debug("%s: connection ended: %s", self.listener.name, error)
+        except Exception:
+            log.exception("%s: unexpected error; this connection is closed, the server goes on", self.listener.name)
         finally:
             self.active.discard(task)
+            self.journal.finish(record)
             await _close(writer)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _handshake(self, writer: asyncio.StreamWriter, recorder: Recorder, *, via_starttls: bool) -> bool:
+        assert self.tls_context is not None
+        try:
+            await writer.start_tls(
+                self.tls_context, ssl_handshake_timeout=handshake_timeout(self.listener.limits.idle_timeout)
+            )
+        except (ssl.SSLError, ConnectionError, TimeoutError, OSError) as error:
+            recorder.tls_failed(error)
+            return False
+        recorder.tls_started(writer.get_extra_info("ssl_object"), via_starttls=via_starttls)
+        return True
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, recorder: Recorder) -> None:
         woken = asyncio.Event()
         security = Security(
             self.listener.tls, encrypted=is_encrypted(writer.transport), tls_available=self.tls_context is not None
@@ -109,7 +136,7 @@ class LineServer:
         session = self.session_factory(Connection(self.listener, security, peer[:2], woken.set))
         read: asyncio.Future[bytes] | None = None
         try:
-            if await self._send(writer, session.greeting(), session, security):
+            if await self._send(writer, session.greeting(), session, security, recorder):
                 return
             loop = asyncio.get_running_loop()
             idle_timeout = self.listener.limits.idle_timeout
@@ -123,7 +150,7 @@ class LineServer:
                 )
                 if woken_wait in done:
                     woken.clear()
-                    if await self._send(writer, session.wake(), session, security):
+                    if await self._send(writer, session.wake(), session, security, recorder):
                         return
                 else:
                     woken_wait.cancel()
@@ -132,10 +159,11 @@ class LineServer:
                     if not data:
                         return
                     deadline = loop.time() + idle_timeout
-                    if await self._send(writer, session.feed(data), session, security):
+                    recorder.client(data)
+                    if await self._send(writer, session.feed(data), session, security, recorder):
                         return
                 elif not done:
-                    await self._send(writer, session.timed_out(), session, security)
+                    await self._send(writer, session.timed_out(), session, security, recorder)
                     return
         finally:
             if read is not None:
@@ -143,7 +171,8 @@ class LineServer:
             session.connection_lost()
 
     async def _send(
-        self, writer: asyncio.StreamWriter, outputs: list[Output], session: LineSession, security: Security
+        self, writer: asyncio.StreamWriter, outputs: list[Output], session: LineSession, security: Security,
+        recorder: Recorder,
     ) -> bool:
         """Write the outputs in order; True when the connection is to be closed."""
         pending = list(outputs)
@@ -151,14 +180,16 @@ class LineServer:
             item = pending.pop(0)
             if isinstance(item, bytes):
                 writer.write(item)
+                recorder.server(item)
             elif isinstance(item, Close):
                 await writer.drain()
                 return True
             else:
                 assert self.tls_context is not None, "a session asked for TLS where none is configured"
-                # No await between the success line and start_tls, so no plaintext the client
+                # No read between the success line and start_tls, so no plaintext the client
                 # pipelined can be read in between (the CVE-2011-0411 class).
-                await writer.start_tls(self.tls_context)
+                if not await self._handshake(writer, recorder, via_starttls=True):
+                    return True
                 security.tls_started()
                 pending = session.tls_started() + pending
         await writer.drain()

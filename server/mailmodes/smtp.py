@@ -19,8 +19,10 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from mailmodes import __version__
 from mailmodes.config import Listener
+from mailmodes.journal import Journal
 from mailmodes.store import Account, Store
-from mailmodes.tls import Security, TlsMode, is_encrypted
+from mailmodes.tls import Security, TlsMode, handshake_timeout, is_encrypted
+from mailmodes.transcript import Recorder
 
 log = logging.getLogger(__name__)
 
@@ -134,11 +136,13 @@ class MailmodesSMTP(SMTP):
     """aiosmtpd's SMTP with our TLS policy, reply wording, and configurable limits."""
 
     def __init__(self, listener: Listener, store: Store, hostname: str, tls_context: ssl.SSLContext | None,
-                 connections: set[MailmodesSMTP]) -> None:
+                 connections: set[MailmodesSMTP], journal: Journal) -> None:
         # aiosmtpd sizes its line reader from this attribute during __init__.
         self.line_length_limit = listener.limits.max_line_length
         self.listener = listener
         self.connections = connections
+        self.journal = journal
+        self.recorder: Recorder | None = None
         self.bad_replies = 0
         self.security = Security(listener.tls, encrypted=False, tls_available=tls_context is not None)
         super().__init__(
@@ -162,16 +166,41 @@ class MailmodesSMTP(SMTP):
             transport.write(b"421 4.7.0 Too many connections, try again later\r\n")
             transport.close()
             return
-        super().connection_made(transport)
-        self.security.encrypted = is_encrypted(transport)
         if first:
+            record = self.journal.open(self.listener, transport.get_extra_info("peername") or ())
+            self.recorder = Recorder(record, self.journal.max_transcript_lines)
             self.connections.add(self)
+        self.security.encrypted = is_encrypted(transport)
+        if self.security.encrypted and self.recorder is not None:
+            self.recorder.tls_started(transport.get_extra_info("ssl_object"), via_starttls=not first)
+        super().connection_made(transport)
+
+    def handshake_failed(self, transport: asyncio.BaseTransport, error: BaseException) -> None:
+        """The implicit-TLS handshake (ImplicitTls) failed: record it; aiosmtpd never saw this client."""
+        recorder = Recorder(self.journal.open(self.listener, transport.get_extra_info("peername") or ()),
+                            self.journal.max_transcript_lines)
+        recorder.tls_failed(error)
+        self.journal.finish(recorder.record)
 
     def connection_lost(self, error: Exception | None) -> None:
         if self not in self.connections:
             return  # refused in connection_made: aiosmtpd never set up its session
         self.connections.discard(self)
+        if self.recorder is not None:
+            self.journal.finish(self.recorder.record)
         super().connection_lost(error)
+
+    def data_received(self, data: bytes) -> None:
+        if self.recorder is not None:
+            self.recorder.client(data)
+        super().data_received(data)
+
+    async def handle_exception(self, error: Exception) -> str:
+        if isinstance(error, aiosmtpd.smtp.TLSSetupException):
+            if self.recorder is not None:
+                self.recorder.tls_failed(error.__cause__)
+            return "454 4.7.0 TLS handshake failed"
+        return await super().handle_exception(error)
 
     def _gate(self, command: str, method: Callable[[str], Awaitable[None]]) -> Callable[[str], Awaitable[None]]:
         @functools.wraps(method)  # HELP reads the syntax line from the method's attributes
@@ -195,21 +224,71 @@ class MailmodesSMTP(SMTP):
             if status[:1] == "5" and status[:3] in ("500", "501", "502", "503", "504"):
                 self.bad_replies += 1
                 if self.bad_replies > self.listener.limits.max_bad_commands:
-                    await super().push("421 4.7.0 Too many errors, closing connection")
+                    status = "421 4.7.0 Too many errors, closing connection"
+                    await self._push_recorded(status)
                     assert self.transport is not None
                     self.transport.close()
                     return
+        await self._push_recorded(status)
+
+    async def _push_recorded(self, status: str | bytes) -> None:
+        if self.recorder is not None:
+            self.recorder.server((status.encode() if isinstance(status, str) else status) + b"\r\n")
         await super().push(status)
 
     def _timeout_cb(self) -> None:
         # RFC 5321 4.5.3.2: say why before closing an idle connection.
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(b"421 4.4.2 Idle timeout, closing connection\r\n")
+            goodbye = b"421 4.4.2 Idle timeout, closing connection\r\n"
+            if self.recorder is not None:
+                self.recorder.server(goodbye)
+            self.transport.write(goodbye)
         super()._timeout_cb()
 
 
+class ImplicitTls(asyncio.Protocol):
+    """Accepts plain TCP and does the TLS handshake itself before handing over to aiosmtpd, so
+    that a client's alert (a rejected certificate) or its plaintext is recorded, not just logged."""
+
+    def __init__(self, inner: MailmodesSMTP, context: ssl.SSLContext) -> None:
+        self.inner = inner
+        self.context = context
+        self.task: asyncio.Task[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.pause_reading()  # start_tls resumes it once the TLS layer is in place
+        self.task = asyncio.get_running_loop().create_task(self._handshake(transport))
+
+    async def _handshake(self, transport: asyncio.Transport) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            tls_transport = await loop.start_tls(
+                transport, self.inner, self.context, server_side=True,
+                ssl_handshake_timeout=handshake_timeout(self.inner.listener.limits.idle_timeout),
+            )
+        except (ssl.SSLError, ConnectionError, TimeoutError, OSError) as error:
+            self.inner.handshake_failed(transport, error)
+            transport.close()
+            return
+        assert tls_transport is not None
+        self.inner.connection_made(tls_transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+
 def smtp_factory(
-    listener: Listener, store: Store, hostname: str, tls_context: ssl.SSLContext | None
-) -> Callable[[], MailmodesSMTP]:
+    listener: Listener, store: Store, hostname: str, tls_context: ssl.SSLContext | None, journal: Journal
+) -> Callable[[], asyncio.Protocol]:
     connections: set[MailmodesSMTP] = set()
-    return lambda: MailmodesSMTP(listener, store, hostname, tls_context, connections)
+
+    def make() -> asyncio.Protocol:
+        session = MailmodesSMTP(listener, store, hostname, tls_context, connections, journal)
+        if listener.tls is TlsMode.IMPLICIT:
+            assert tls_context is not None
+            return ImplicitTls(session, tls_context)
+        return session
+
+    return make

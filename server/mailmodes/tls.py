@@ -70,3 +70,9 @@ def server_context(
     context.maximum_version = maximum
     context.load_cert_chain(cert_file, key_file)
     return context
+
+
+def handshake_timeout(idle_timeout: float) -> float:
+    """How long a client may take over its TLS handshake: a client that waits for a plaintext
+    greeting on an implicit port is told nothing, so do not keep it for a whole idle timeout."""
+    return min(idle_timeout, 30.0)

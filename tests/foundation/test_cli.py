@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import smtplib
 import socket
@@ -24,12 +25,21 @@ def mailmodes(*args: str, cwd: Path, prefix: tuple[str, ...] = ()) -> subprocess
     )
 
 
-def free_port_block(size: int = 1000) -> int:
-    """An offset whose default ports (25..995 + offset) are very likely free: the OS picked its base."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        base = sock.getsockname()[1]
-    return max(20000, base - 1000) if base + size > 65535 else base
+DEFAULT_PORTS = (25, 110, 143, 465, 587, 993, 995)
+
+
+def free_port_offset() -> int:
+    """An offset that puts the seven default ports below the ephemeral range, all bindable now."""
+    for _ in range(50):
+        offset = random.randrange(10000, 31000, 1000) + random.randrange(0, 900, 10)
+        try:
+            for port in DEFAULT_PORTS:
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port + offset))
+        except OSError:
+            continue
+        return offset
+    raise AssertionError("no free block of ports found")
 
 
 def wait_ready(process: subprocess.Popen[str]) -> list[str]:
@@ -44,7 +54,7 @@ def wait_ready(process: subprocess.Popen[str]) -> list[str]:
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], list[str], int]]:
-    offset = free_port_block()
+    offset = free_port_offset()
     process = mailmodes("serve", "--port-offset", str(offset), cwd=tmp_path)
     try:
         yield process, wait_ready(process), offset

@@ -1,0 +1,324 @@
+"""From the bytes on the wire to a masked transcript and the facts the verdicts need.
+
+No I/O: the I/O layers (net.py for IMAP and POP3, smtp.py for SMTP) hand every chunk they read
+or write to a `Recorder`. A small per-protocol dialect knows which lines carry secrets (AUTH
+payloads, PASS, LOGIN passwords: never stored), which commands touch mail, and where message
+content runs (summarised as a byte count, not kept).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import time
+from typing import Any
+
+from mailmodes.journal import SessionRecord, TranscriptLine
+
+MASK = "****"
+MAX_LINE_SHOWN = 500
+_LITERAL = re.compile(rb"\{(\d+)\+?\}\r?\n?$")
+
+# What a client did that touches mail, per protocol (KNOWN-BAD.md: mail-in-clear).
+MAIL_COMMANDS = {
+    "smtp": {"MAIL", "RCPT", "DATA", "BDAT"},
+    "imap": {"SELECT", "EXAMINE", "FETCH", "UID FETCH", "APPEND", "UID SEARCH", "SEARCH"},
+    "pop3": {"RETR", "TOP"},
+}
+STARTTLS_COMMAND = {"smtp": "STARTTLS", "imap": "STARTTLS", "pop3": "STLS"}
+NON_TLS_REASONS = {"WRONG_VERSION_NUMBER", "HTTP_REQUEST", "HTTPS_PROXY_REQUEST", "UNKNOWN_PROTOCOL",
+                   "PACKET_LENGTH_TOO_LONG", "RECORD_LAYER_FAILURE"}
+
+
+def _text(line: bytes) -> str:
+    shown = line.rstrip(b"\r\n").decode("utf-8", "replace")
+    return shown if len(shown) <= MAX_LINE_SHOWN else shown[:MAX_LINE_SHOWN] + f"... [{len(shown)} chars]"
+
+
+def _plain_user(payload: str) -> str | None:
+    """The authentication identity in a SASL PLAIN initial response (RFC 4616), if decodable."""
+    try:
+        parts = base64.b64decode(payload, validate=True).split(b"\0")
+    except (binascii.Error, ValueError):
+        return None
+    return parts[1].decode("utf-8", "replace") if len(parts) == 3 else None
+
+
+class Recorder:
+    """Feeds one SessionRecord. Call `client`/`server` with raw bytes, `tls_started` after a
+    handshake, `tls_failed` when one failed."""
+
+    def __init__(self, record: SessionRecord, max_lines: int) -> None:
+        self.record = record
+        self.max_lines = max_lines
+        self.protocol = record.protocol
+        self._client_buffer = b""
+        self._server_buffer = b""
+        self._client_literal = 0  # raw literal bytes still to skip (IMAP)
+        self._server_literal = 0
+        self._secret_next = False  # the next client line answers an AUTH challenge
+        self._secret_command = ""
+        self._in_message = False  # client sending SMTP DATA, or server sending a POP3 RETR/TOP
+        self._message_bytes = 0
+        self._last_command = ""
+        self._literal_command = ""
+        self._starttls_tag: str | None = None  # set while a STARTTLS awaits its reply
+        self._pending_pipelined = b""
+        self._saw_client_bytes = False
+
+    # ---- transcript -------------------------------------------------------------------------
+    def _add(self, sender: str, text: str) -> None:
+        record = self.record
+        if len(record.transcript) >= self.max_lines:
+            record.transcript_truncated += 1
+            return
+        record.transcript.append(TranscriptLine(round(time.time() - record.started, 3), sender,
+                                                record.encrypted, text))
+
+    # ---- TLS --------------------------------------------------------------------------------
+    def tls_started(self, ssl_object: Any, *, via_starttls: bool) -> None:
+        record = self.record
+        if ssl_object is not None:
+            record.tls_version = ssl_object.version()
+            cipher = ssl_object.cipher()
+            record.cipher = cipher[0] if cipher else None
+            record.sni = getattr(ssl_object, "mailmodes_sni", None)
+            scenario = getattr(ssl_object, "mailmodes_scenario", None)
+            if scenario:
+                record.scenario = scenario
+            record.bad_certificate = bool(getattr(ssl_object, "mailmodes_bad_certificate", record.bad_certificate))
+        if via_starttls:
+            record.starttls = True
+            if self._pending_pipelined:
+                record.pipelined_bytes += len(self._pending_pipelined)
+                self._add("client", f"[{len(self._pending_pipelined)} plaintext bytes pipelined after "
+                                    f"{STARTTLS_COMMAND[self.protocol]}: discarded, never executed]")
+        self._pending_pipelined = b""
+        self._starttls_tag = None
+        self._client_buffer = b""
+        self._add("server", f"[TLS established: {record.tls_version} {record.cipher}"
+                            + (f", SNI {record.sni}" if record.sni else "") + "]")
+
+    def tls_failed(self, error: BaseException | None) -> None:
+        """A handshake did not complete: note the client's alert, or what it sent instead."""
+        record = self.record
+        reason = getattr(error, "reason", None) or ""
+        if isinstance(reason, str) and ("ALERT" in reason):
+            record.tls_alert = reason.split("ALERT_", 1)[-1].lower()
+        elif reason in NON_TLS_REASONS:
+            record.tls_failure = "the client sent something that is not TLS"
+            record.first_client_bytes = record.first_client_bytes or b"?"
+        elif error is None or isinstance(error, (TimeoutError, ConnectionError, EOFError)) or \
+                reason in ("UNEXPECTED_EOF_WHILE_READING", ""):
+            record.tls_failure = "no TLS handshake (the client sent no ClientHello, or closed)"
+        else:
+            record.tls_failure = reason or type(error).__name__
+        detail = record.tls_alert and f"alert {record.tls_alert}" or record.tls_failure
+        self._add("server", f"[TLS handshake failed: {detail}]")
+
+    # ---- client side ------------------------------------------------------------------------
+    def client(self, data: bytes) -> None:
+        if not self._saw_client_bytes and data:
+            self._saw_client_bytes = True
+            if not self.record.encrypted:
+                self.record.first_client_bytes = data[:32]
+        if self._starttls_tag is not None and not self.record.encrypted:
+            # Bytes behind a STARTTLS, before its reply: kept aside until we know whether TLS starts.
+            self._pending_pipelined += data
+            return
+        self._client_buffer += data
+        while self._client_buffer:
+            if self._client_literal:
+                chunk = self._client_buffer[: self._client_literal]
+                self._client_buffer = self._client_buffer[len(chunk):]
+                self._client_literal -= len(chunk)
+                if not self._client_literal:
+                    self._client_literal_done(len(chunk))
+                continue
+            end = self._client_buffer.find(b"\n")
+            if end < 0:
+                if len(self._client_buffer) > 65536:  # no endless buffering of a line-less flood
+                    self._add("client", f"[{len(self._client_buffer)} bytes without a line end]")
+                    self._client_buffer = b""
+                return
+            line, self._client_buffer = self._client_buffer[: end + 1], self._client_buffer[end + 1:]
+            self._client_line(line)
+            if self._starttls_tag is not None and self._client_buffer:
+                self._pending_pipelined, self._client_buffer = self._client_buffer, b""
+                return
+
+    def _client_literal_done(self, size: int) -> None:
+        if self._literal_command in ("LOGIN", "AUTHENTICATE"):
+            self._credential(self._literal_command, secret=True)
+            self._add("client", f"[literal: {MASK}]")
+        else:
+            self._add("client", f"[literal: {size} bytes]")
+
+    def _client_line(self, line: bytes) -> None:
+        if self._in_message:
+            if line.rstrip(b"\r\n") == b".":
+                self._in_message = False
+                self._add("client", f"[message: {self._message_bytes} bytes]")
+                self._add("client", ".")
+            else:
+                self._message_bytes += len(line)
+            return
+        text = _text(line)
+        if self._secret_next:
+            self._secret_next = False
+            if text.strip() == "*":
+                self._add("client", "*")
+                return
+            self._credential(self._secret_command, secret=True)
+            self._add("client", MASK)
+            return
+        shown = getattr(self, f"_{self.protocol}_command")(text)
+        literal = _LITERAL.search(line) if self.protocol == "imap" else None
+        if literal:
+            self._client_literal = int(literal.group(1))
+            self._literal_command = self._last_command
+        self._add("client", shown)
+
+    def _count(self, command: str) -> None:
+        self._last_command = command
+        if self.record.encrypted:
+            self.record.commands_after_tls += 1
+        else:
+            self.record.commands_before_tls += 1
+            if command in MAIL_COMMANDS[self.protocol]:
+                self.record.mail_commands_in_clear.append(command)
+
+    def _credential(self, command: str, *, secret: bool) -> None:
+        self.record.credentials.append((self.record.encrypted, secret, command))
+
+    def _sasl(self, verb: str, words: list[str], shown_prefix: str) -> str:
+        """AUTH / AUTHENTICATE <mechanism> [initial-response]."""
+        mechanism = words[0].upper() if words else ""
+        self._secret_command = f"{verb} {mechanism}".strip()
+        if len(words) > 1:
+            if mechanism == "PLAIN" and words[1] != "=":
+                self.record.user = _plain_user(words[1]) or self.record.user
+            self._credential(self._secret_command, secret=words[1] not in ("=", ""))
+            return f"{shown_prefix}{verb} {words[0]} {MASK}"
+        self._credential(self._secret_command, secret=False)
+        return f"{shown_prefix}{verb} {' '.join(words)}".rstrip()
+
+    def _smtp_command(self, text: str) -> str:
+        verb, _, rest = text.partition(" ")
+        verb = verb.upper()
+        self._count(verb)
+        if verb == "AUTH":
+            return self._sasl("AUTH", rest.split(), "")
+        if verb == STARTTLS_COMMAND["smtp"]:
+            self._starttls_tag = ""
+        return text
+
+    def _imap_command(self, text: str) -> str:
+        words = text.split(" ")
+        if len(words) < 2:
+            self._count(text.upper())
+            return text
+        tag, verb, args = words[0], words[1].upper(), words[2:]
+        if verb == "UID" and args:
+            verb = f"UID {args[0].upper()}"
+        self._count(verb)
+        if verb == "LOGIN":
+            if args:
+                self.record.user = args[0].strip('"')
+            if len(args) >= 2 and not _LITERAL.search(args[-1].encode()):
+                self._credential("LOGIN", secret=True)
+                return f"{tag} LOGIN {args[0]} {MASK}"
+            self._credential("LOGIN", secret=False)
+            return text
+        if verb == "AUTHENTICATE":
+            return self._sasl("AUTHENTICATE", args, f"{tag} ")
+        if verb == "STARTTLS":
+            self._starttls_tag = tag
+        return text
+
+    def _pop3_command(self, text: str) -> str:
+        verb, _, rest = text.partition(" ")
+        verb = verb.upper()
+        self._count(verb)
+        if verb == "USER":
+            self.record.user = rest.strip() or self.record.user
+            self._credential("USER", secret=False)
+        elif verb == "PASS":
+            self._credential("PASS", secret=True)
+            return f"PASS {MASK}"
+        elif verb == "APOP":
+            name = rest.split(" ")[0]
+            self.record.user = name or self.record.user
+            self._credential("APOP", secret=True)
+            return f"APOP {name} {MASK}"
+        elif verb == "AUTH":
+            return self._sasl("AUTH", rest.split(), "")
+        elif verb == "STLS":
+            self._starttls_tag = ""
+        elif verb in ("RETR", "TOP"):
+            self._message_bytes = 0
+        return text
+
+    # ---- server side ------------------------------------------------------------------------
+    def server(self, data: bytes) -> None:
+        self._server_buffer += data
+        while self._server_buffer:
+            if self._server_literal:
+                chunk = self._server_buffer[: self._server_literal]
+                self._server_buffer = self._server_buffer[len(chunk):]
+                self._server_literal -= len(chunk)
+                if not self._server_literal:
+                    self._add("server", f"[literal: {len(chunk)} bytes]" if len(chunk) > 200 else _text(chunk))
+                continue
+            end = self._server_buffer.find(b"\n")
+            if end < 0:
+                return
+            line, self._server_buffer = self._server_buffer[: end + 1], self._server_buffer[end + 1:]
+            self._server_line(line)
+
+    def _server_line(self, line: bytes) -> None:
+        if self._in_message and self.protocol == "pop3":
+            if line == b".\r\n":
+                self._in_message = False
+                self._add("server", f"[message: {self._message_bytes} bytes]")
+                self._add("server", ".")
+            else:
+                self._message_bytes += len(line)
+            return
+        text = _text(line)
+        self._add("server", text)
+        if self.protocol == "imap":
+            literal = _LITERAL.search(line)
+            if literal:
+                self._server_literal = int(literal.group(1))
+        if self._starttls_tag is not None:
+            self._starttls_reply(text)
+        if self.protocol == "smtp":
+            if text.startswith("334 "):
+                self._secret_next = True
+            elif text.startswith("354"):
+                self._in_message, self._message_bytes = True, 0
+        elif self.protocol == "imap":
+            if text.startswith("+") and self._last_command == "AUTHENTICATE":
+                self._secret_next = True
+        elif text.startswith("+ ") and self._last_command == "AUTH" or text == "+":
+            self._secret_next = True
+        elif text.startswith("+OK") and self._last_command in ("RETR", "TOP"):
+            self._in_message = True
+
+    def _starttls_reply(self, text: str) -> None:
+        """The reply to STARTTLS: on success the handshake follows; otherwise bytes held back
+        behind the STARTTLS were ordinary pipelining and are replayed into the transcript."""
+        tag = self._starttls_tag or ""
+        if self.protocol == "imap" and not text.startswith(f"{tag} "):
+            return  # an untagged response before the tagged one
+        succeeded = (text.startswith("220") if self.protocol == "smtp"
+                     else text.startswith("+OK") if self.protocol == "pop3"
+                     else text.split(" ")[1:2] == ["OK"])
+        if succeeded:
+            return  # tls_started() or tls_failed() follows
+        pending, self._pending_pipelined, self._starttls_tag = self._pending_pipelined, b"", None
+        if pending:
+            self.client(pending)
+

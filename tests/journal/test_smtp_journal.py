@@ -1,0 +1,183 @@
+"""The journal and verdicts for SMTP, from real clients (KNOWN-BAD.md section 3)."""
+
+from __future__ import annotations
+
+import json
+import smtplib
+import socket
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from mailmodes.app import ThreadedMailServer
+from mailmodes.journal import SessionRecord
+from support import run_client
+
+HOST = "127.0.0.1"
+SECRET = "alice-password"
+MESSAGE = b"Subject: j\r\n\r\nbody\r\n"
+
+
+def smtp(tls: str, role: str = "submission") -> dict[str, object]:
+    return {"name": "smtp", "protocol": "smtp", "tls": tls, "role": role}
+
+
+def one_session(server: ThreadedMailServer) -> SessionRecord:
+    sessions = server.journal.wait_for(1)
+    assert len(sessions) == 1
+    return sessions[0]
+
+
+def codes(record: SessionRecord) -> set[str]:
+    return {verdict.code for verdict in record.verdicts}
+
+
+def assert_masked(record: SessionRecord) -> None:
+    text = json.dumps(record.to_json())
+    assert SECRET not in text
+    assert "AGFsaWNlAGFsaWNlLXBhc3N3b3Jk" not in text  # base64 of the PLAIN payload
+    assert "YWxpY2UtcGFzc3dvcmQ=" not in text  # base64 of the password (AUTH LOGIN)
+
+
+@pytest.mark.parametrize("mode", ["plaintext", "starttls-optional"])
+def test_smtplib_login_in_clear_sends_the_secret(serve: Callable[..., ThreadedMailServer], mode: str) -> None:
+    server = serve(smtp(mode))
+    with smtplib.SMTP(HOST, server.port("smtp"), timeout=10) as client:
+        client.login("alice", SECRET)
+        client.sendmail("alice@example.test", ["bob@example.test"], MESSAGE)
+    record = one_session(server)
+    assert "credentials-in-clear" in codes(record)
+    detail = next(v.detail for v in record.verdicts if v.code == "credentials-in-clear")
+    assert "secret itself was sent" in detail
+    assert record.user == "alice"
+    assert_masked(record)
+    assert ("mail-in-clear" in codes(record)) == (mode == "starttls-optional")
+    assert ("no-upgrade" in codes(record)) == (mode == "starttls-optional")
+    assert [line.text for line in record.transcript if line.sender == "client"][-4:] == [
+        "data", "[message: 20 bytes]", ".", "QUIT"]  # smtplib says "data" in lower case
+
+
+def test_auth_login_continuations_are_masked(serve: Callable[..., ThreadedMailServer]) -> None:
+    server = serve(smtp("plaintext"))
+    with smtplib.SMTP(HOST, server.port("smtp"), timeout=10) as client:
+        client.ehlo()
+        client.user, client.password = "alice", SECRET
+        assert client.auth("LOGIN", client.auth_login)[0] == 235
+    record = one_session(server)
+    assert_masked(record)
+    assert "credentials-in-clear" in codes(record)
+
+
+@pytest.mark.parametrize("mode", ["plaintext", "starttls-optional"])
+def test_curl_in_clear(serve: Callable[..., ThreadedMailServer], ca_file: Path, tmp_path: Path, mode: str) -> None:
+    server = serve(smtp(mode))
+    (tmp_path / "m.eml").write_bytes(MESSAGE)
+    result = run_client(["curl", "-sS", "--max-time", "10", "-u", f"alice:{SECRET}", "--mail-from", "alice@example.test",
+                         "--mail-rcpt", "bob@example.test", "-T", str(tmp_path / "m.eml"),
+                         f"smtp://{HOST}:{server.port('smtp')}"])
+    assert result.returncode == 0, result.stderr
+    record = one_session(server)
+    assert "credentials-in-clear" in codes(record)
+    assert_masked(record)
+
+
+def test_starttls_client_earns_no_bad_verdict(serve: Callable[..., ThreadedMailServer], ca_file: Path,
+                                              tmp_path: Path) -> None:
+    server = serve(smtp("starttls-optional"))
+    (tmp_path / "m.eml").write_bytes(MESSAGE)
+    result = run_client(["curl", "-sS", "--max-time", "10", "--cacert", str(ca_file), "--ssl-reqd",
+                         "-u", f"alice:{SECRET}", "--mail-from", "alice@example.test", "--mail-rcpt",
+                         "bob@example.test", "-T", str(tmp_path / "m.eml"), f"smtp://{HOST}:{server.port('smtp')}"])
+    assert result.returncode == 0, result.stderr
+    record = one_session(server)
+    assert record.verdicts == []
+    assert record.starttls and record.tls_version in ("TLSv1.2", "TLSv1.3") and record.cipher
+    assert record.sni is None  # curl sends no SNI for an IP address
+    assert_masked(record)
+    marks = [(line.sender, line.tls) for line in record.transcript]
+    boundary = next(i for i, line in enumerate(record.transcript) if line.text.startswith("[TLS established"))
+    assert all(not tls for _, tls in marks[:boundary]) and all(tls for _, tls in marks[boundary + 1:])
+
+
+def test_curl_smtps_against_plaintext_port(serve: Callable[..., ThreadedMailServer], ca_file: Path) -> None:
+    server = serve(smtp("plaintext"))
+    result = run_client(["curl", "-sS", "--max-time", "10", "--cacert", str(ca_file), "-u", f"alice:{SECRET}",
+                         f"smtps://{HOST}:{server.port('smtp')}"])
+    assert result.returncode == 35
+    record = one_session(server)
+    assert "tls-on-plaintext-port" in codes(record)
+    assert "implicit TLS" in next(v.detail for v in record.verdicts if v.code == "tls-on-plaintext-port")
+
+
+def test_plaintext_client_on_implicit_port(serve: Callable[..., ThreadedMailServer]) -> None:
+    server = serve(smtp("implicit"))
+    with socket.create_connection((HOST, server.port("smtp")), timeout=10) as sock:
+        sock.sendall(b"EHLO client\r\n")
+        assert sock.recv(100) == b""  # the server gave up on the handshake and closed
+    record = one_session(server)
+    assert "plaintext-on-tls-port" in codes(record)
+    assert record.tls_version is None
+
+
+def test_pipelined_after_starttls(serve: Callable[..., ThreadedMailServer], client_context: ssl.SSLContext) -> None:
+    server = serve(smtp("starttls-required"))
+    with socket.create_connection((HOST, server.port("smtp")), timeout=10) as sock:
+        reader = sock.makefile("rb")
+        reader.readline()
+        sock.sendall(b"EHLO probe\r\n")
+        while not reader.readline().startswith(b"250 "):
+            pass
+        sock.sendall(b"STARTTLS\r\nMAIL FROM:<x@example.test>\r\n")
+        assert reader.readline().startswith(b"220 ")
+        with client_context.wrap_socket(sock, server_hostname="localhost") as tls:
+            tls.sendall(b"QUIT\r\n")
+            tls.makefile("rb").readline()
+    record = one_session(server)
+    assert "pipelined-after-starttls" in codes(record)
+    assert record.pipelined_bytes == len(b"MAIL FROM:<x@example.test>\r\n")
+    assert "mail-in-clear" not in codes(record)  # never executed
+
+
+def test_attempt_refused_before_secret_is_attempted_only(serve: Callable[..., ThreadedMailServer]) -> None:
+    server = serve(smtp("starttls-required"))
+    with socket.create_connection((HOST, server.port("smtp")), timeout=10) as sock:
+        reader = sock.makefile("rb")
+        reader.readline()
+        sock.sendall(b"EHLO x\r\nAUTH LOGIN\r\nQUIT\r\n")
+        replies = reader.readlines()
+    assert any(line.startswith(b"538 ") for line in replies)
+    record = one_session(server)
+    detail = next(v.detail for v in record.verdicts if v.code == "credentials-in-clear")
+    assert "no secret sent" in detail
+
+
+def test_journal_file_gets_one_json_line_per_session(serve: Callable[..., ThreadedMailServer],
+                                                     tmp_path: Path) -> None:
+    path = tmp_path / "sessions.jsonl"
+    server = serve(smtp("plaintext"), journal={"path": str(path)})
+    for _ in range(2):
+        with smtplib.SMTP(HOST, server.port("smtp"), timeout=10) as client:
+            client.login("alice", SECRET)
+    server.journal.wait_for(2)
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(lines) == 2
+    for entry in lines:
+        for key in ("listener", "protocol", "tls_mode", "scenario", "client", "tls_version", "cipher", "sni",
+                    "starttls", "tls_alert", "verdicts", "transcript"):
+            assert key in entry
+        assert entry["verdicts"] == ["credentials-in-clear"]
+        assert SECRET not in json.dumps(entry)
+
+
+def test_journal_is_bounded(serve: Callable[..., ThreadedMailServer]) -> None:
+    server = serve(smtp("plaintext"), journal={"max_sessions": 3, "max_transcript_lines": 4})
+    for _ in range(5):
+        with smtplib.SMTP(HOST, server.port("smtp"), timeout=10) as client:
+            client.ehlo()
+            client.noop()
+    server.journal.wait_for(3)
+    sessions = server.journal.sessions()
+    assert len(sessions) == 3
+    assert all(len(s.transcript) == 4 and s.transcript_truncated > 0 for s in sessions)
