@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
 import sys
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from mailmodes import __version__
 from mailmodes.app import ListenerError, MailServer
@@ -78,6 +80,45 @@ def certs(args: argparse.Namespace) -> int:
     return 0
 
 
+def sessions(args: argparse.Namespace) -> int:
+    path = Path(args.journal)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as error:
+        print(f"mailmodes: {path}: cannot read: {error.strerror}", file=sys.stderr)
+        return EXIT_CONFIG
+    for number, line in enumerate(lines, 1):
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            print(f"mailmodes: {path}:{number}: not a JSON line, skipped", file=sys.stderr)
+            continue
+        if args.verdict and args.verdict not in entry.get("verdicts", []):
+            continue
+        print(format_session(entry, transcript=args.transcript))
+    return 0
+
+
+def format_session(entry: dict[str, Any], *, transcript: bool) -> str:
+    """One finished session, readably: who, which listener, what TLS, which verdicts."""
+    tls = entry.get("tls_version")
+    how = ("STARTTLS " if entry.get("starttls") else "") + f"{tls} {entry.get('cipher')}" if tls else "no TLS"
+    if entry.get("tls_alert"):
+        how += f" (client alert: {entry['tls_alert']})"
+    scenario = f" scenario={entry['scenario']}" if entry.get("scenario") else ""
+    sni = f" SNI={entry['sni']}" if entry.get("sni") else ""
+    user = f" user={entry['user']}" if entry.get("user") else ""
+    lines = [f"#{entry.get('id')} {entry.get('started')} {entry.get('client')} -> {entry.get('listener')} "
+             f"({entry.get('protocol')}, {entry.get('tls_mode')}{scenario}): {how}{sni}{user}"]
+    details = entry.get("verdict_details") or [{"code": code, "detail": ""} for code in entry.get("verdicts", [])]
+    lines += [f"    ! {d['code']}: {d['detail']}" for d in details] or ["    no verdicts"]
+    if transcript:
+        for line in entry.get("transcript", []):
+            arrow = "C:" if line["sender"] == "client" else "S:"
+            lines.append(f"      {line['at']:8.3f} {'TLS' if line['tls'] else '   '} {arrow} {line['text']}")
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mailmodes", description=__doc__)
     parser.add_argument("--version", action="version", version=f"mailmodes {__version__}")
@@ -94,6 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
     certs_parser = commands.add_parser("certs", help="make the test CA and server certificate")
     certs_parser.add_argument("--config", help="TOML config file (its hostname and certs dir)")
     certs_parser.set_defaults(run=certs)
+
+    sessions_parser = commands.add_parser("sessions", help="print recorded sessions and their verdicts")
+    sessions_parser.add_argument("--journal", required=True, metavar="FILE",
+                                 help="the JSON-lines file named by [journal] path")
+    sessions_parser.add_argument("--verdict", help="only sessions with this verdict")
+    sessions_parser.add_argument("--transcript", action="store_true", help="show each transcript")
+    sessions_parser.set_defaults(run=sessions)
     return parser
 
 

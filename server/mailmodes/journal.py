@@ -56,6 +56,7 @@ class SessionRecord:
     cipher: str | None = None
     sni: str | None = None
     starttls: bool = False
+    starttls_attempted: bool = False
     tls_alert: str | None = None
     tls_failure: str | None = None
     user: str | None = None
@@ -93,6 +94,7 @@ class SessionRecord:
             "cipher": self.cipher,
             "sni": self.sni,
             "starttls": self.starttls,
+            "starttls_attempted": self.starttls_attempted,
             "tls_alert": self.tls_alert,
             "user": self.user,
             "verdicts": [verdict.code for verdict in self.verdicts],
@@ -222,10 +224,11 @@ class Journal:
                           "the client opened with a TLS ClientHello, but this port starts in plaintext "
                           "(STARTTLS or no encryption); the client is set up for implicit TLS ('SSL/TLS'): "
                           "set it to STARTTLS, or use the implicit-TLS port")
-        if (mode.uses_starttls and not record.starttls and record.commands_before_tls
+        if (mode.uses_starttls and not record.starttls_attempted and record.commands_before_tls
                 and record.scenario is None):
             yield Verdict("no-upgrade", "STARTTLS was on offer and would have worked; the client never used it")
-        if not record.encrypted and record.commands_before_tls and record.tls_alert is None:
+        if (not record.encrypted and record.commands_before_tls and not record.starttls_attempted
+                and record.tls_alert is None and record.tls_failure is None):
             failed_at = self._tls_failures.get(record.client_host)
             if failed_at is not None and record.started - failed_at < FALLBACK_WINDOW:
                 yield Verdict("fallback", "a failed TLS attempt from this client was followed by this plaintext "

@@ -189,6 +189,11 @@ class Recorder:
             if command in MAIL_COMMANDS[self.protocol]:
                 self.record.mail_commands_in_clear.append(command)
 
+    def _starttls_requested(self, tag: str) -> None:
+        if not self.record.encrypted:
+            self._starttls_tag = tag
+            self.record.starttls_attempted = True
+
     def _credential(self, command: str, *, secret: bool) -> None:
         self.record.credentials.append((self.record.encrypted, secret, command))
 
@@ -211,7 +216,7 @@ class Recorder:
         if verb == "AUTH":
             return self._sasl("AUTH", rest.split(), "")
         if verb == STARTTLS_COMMAND["smtp"]:
-            self._starttls_tag = ""
+            self._starttls_requested("")
         return text
 
     def _imap_command(self, text: str) -> str:
@@ -234,7 +239,7 @@ class Recorder:
         if verb == "AUTHENTICATE":
             return self._sasl("AUTHENTICATE", args, f"{tag} ")
         if verb == "STARTTLS":
-            self._starttls_tag = tag
+            self._starttls_requested(tag)
         return text
 
     def _pop3_command(self, text: str) -> str:
@@ -255,7 +260,7 @@ class Recorder:
         elif verb == "AUTH":
             return self._sasl("AUTH", rest.split(), "")
         elif verb == "STLS":
-            self._starttls_tag = ""
+            self._starttls_requested("")
         elif verb in ("RETR", "TOP"):
             self._message_bytes = 0
         return text

@@ -6,6 +6,8 @@ import json
 import smtplib
 import socket
 import ssl
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -181,3 +183,39 @@ def test_journal_is_bounded(serve: Callable[..., ThreadedMailServer]) -> None:
     sessions = server.journal.sessions()
     assert len(sessions) == 3
     assert all(len(s.transcript) == 4 and s.transcript_truncated > 0 for s in sessions)
+
+
+def test_sessions_command_prints_the_journal_readably(serve: Callable[..., ThreadedMailServer],
+                                                      tmp_path: Path) -> None:
+    path = tmp_path / "sessions.jsonl"
+    server = serve(smtp("plaintext"), journal={"path": str(path)})
+    with smtplib.SMTP(HOST, server.port("smtp"), timeout=10) as client:
+        client.login("alice", SECRET)
+    server.journal.wait_for(1)
+    result = subprocess.run([sys.executable, "-m", "mailmodes", "sessions", "--journal", str(path), "--transcript"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "-> smtp (smtp, plaintext): no TLS user=alice" in result.stdout
+    assert "! credentials-in-clear: AUTH PLAIN: the secret itself was sent unencrypted" in result.stdout
+    assert "C: AUTH PLAIN ****" in result.stdout
+    assert SECRET not in result.stdout
+
+
+def test_fallback_after_a_failed_handshake(serve: Callable[..., ThreadedMailServer]) -> None:
+    server = serve(smtp("starttls-optional"))
+    with socket.create_connection((HOST, server.port("smtp")), timeout=10) as sock:
+        reader = sock.makefile("rb")
+        reader.readline()
+        sock.sendall(b"EHLO x\r\n")
+        while not reader.readline().startswith(b"250 "):
+            pass
+        sock.sendall(b"STARTTLS\r\n")
+        assert reader.readline().startswith(b"220 ")
+        sock.sendall(b"\x16\x03\x01\x00\x05hello")  # a broken ClientHello: the handshake fails
+        assert reader.read() == b""
+    with smtplib.SMTP(HOST, server.port("smtp"), timeout=10) as client:  # "then try without TLS"
+        client.login("alice", SECRET)
+    first, second = server.journal.wait_for(2)
+    assert first.tls_version is None and first.tls_failure
+    assert "fallback" not in codes(first)
+    assert {"fallback", "credentials-in-clear"} <= codes(second)
