@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pytest
 
@@ -51,3 +52,25 @@ def make_config(certs_dir: Path, listeners: tuple[dict[str, Any], ...], **top: A
     }
     data.update(top)
     return parse_config(data, source="test config")
+
+
+def smtp_after_ehlo(port: int, host: str = "127.0.0.1") -> tuple[socket.socket, BinaryIO]:
+    """A raw SMTP connection that has read the greeting and the whole EHLO reply."""
+    sock = socket.create_connection((host, port), timeout=10)
+    reader = sock.makefile("rb")
+    reader.readline()
+    sock.sendall(b"EHLO probe\r\n")
+    while not reader.readline().startswith(b"250 "):
+        pass
+    return sock, reader
+
+
+def one_session(server: Any) -> Any:
+    """The only finished session of a server's journal (waits for it to finish)."""
+    sessions = server.journal.wait_for(1)
+    assert len(sessions) == 1, sessions
+    return sessions[0]
+
+
+def verdict_codes(record: Any) -> set[str]:
+    return {verdict.code for verdict in record.verdicts}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import smtplib
 import socket
-import ssl
 import subprocess
 import sys
 from collections.abc import Callable
@@ -15,7 +14,7 @@ import pytest
 
 from mailmodes.app import ThreadedMailServer
 from mailmodes.journal import SessionRecord
-from support import run_client
+from support import one_session, run_client, smtp_after_ehlo, verdict_codes
 
 HOST = "127.0.0.1"
 SECRET = "alice-password"
@@ -24,16 +23,6 @@ MESSAGE = b"Subject: j\r\n\r\nbody\r\n"
 
 def smtp(tls: str, role: str = "submission") -> dict[str, object]:
     return {"name": "smtp", "protocol": "smtp", "tls": tls, "role": role}
-
-
-def one_session(server: ThreadedMailServer) -> SessionRecord:
-    sessions = server.journal.wait_for(1)
-    assert len(sessions) == 1
-    return sessions[0]
-
-
-def codes(record: SessionRecord) -> set[str]:
-    return {verdict.code for verdict in record.verdicts}
 
 
 def assert_masked(record: SessionRecord) -> None:
@@ -50,13 +39,13 @@ def test_smtplib_login_in_clear_sends_the_secret(serve: Callable[..., ThreadedMa
         client.login("alice", SECRET)
         client.sendmail("alice@example.test", ["bob@example.test"], MESSAGE)
     record = one_session(server)
-    assert "credentials-in-clear" in codes(record)
+    assert "credentials-in-clear" in verdict_codes(record)
     detail = next(v.detail for v in record.verdicts if v.code == "credentials-in-clear")
     assert "secret itself was sent" in detail
     assert record.user == "alice"
     assert_masked(record)
-    assert ("mail-in-clear" in codes(record)) == (mode == "starttls-optional")
-    assert ("no-upgrade" in codes(record)) == (mode == "starttls-optional")
+    assert ("mail-in-clear" in verdict_codes(record)) == (mode == "starttls-optional")
+    assert ("no-upgrade" in verdict_codes(record)) == (mode == "starttls-optional")
     assert [line.text for line in record.transcript if line.sender == "client"][-4:] == [
         "data", "[message: 20 bytes]", ".", "QUIT"]  # smtplib says "data" in lower case
 
@@ -69,7 +58,7 @@ def test_auth_login_continuations_are_masked(serve: Callable[..., ThreadedMailSe
         assert client.auth("LOGIN", client.auth_login)[0] == 235
     record = one_session(server)
     assert_masked(record)
-    assert "credentials-in-clear" in codes(record)
+    assert "credentials-in-clear" in verdict_codes(record)
 
 
 @pytest.mark.parametrize("mode", ["plaintext", "starttls-optional"])
@@ -81,7 +70,7 @@ def test_curl_in_clear(serve: Callable[..., ThreadedMailServer], ca_file: Path, 
                          f"smtp://{HOST}:{server.port('smtp')}"])
     assert result.returncode == 0, result.stderr
     record = one_session(server)
-    assert "credentials-in-clear" in codes(record)
+    assert "credentials-in-clear" in verdict_codes(record)
     assert_masked(record)
 
 
@@ -109,7 +98,7 @@ def test_curl_smtps_against_plaintext_port(serve: Callable[..., ThreadedMailServ
                          f"smtps://{HOST}:{server.port('smtp')}"])
     assert result.returncode == 35
     record = one_session(server)
-    assert "tls-on-plaintext-port" in codes(record)
+    assert "tls-on-plaintext-port" in verdict_codes(record)
     assert "implicit TLS" in next(v.detail for v in record.verdicts if v.code == "tls-on-plaintext-port")
 
 
@@ -119,27 +108,8 @@ def test_plaintext_client_on_implicit_port(serve: Callable[..., ThreadedMailServ
         sock.sendall(b"EHLO client\r\n")
         assert sock.recv(100) == b""  # the server gave up on the handshake and closed
     record = one_session(server)
-    assert "plaintext-on-tls-port" in codes(record)
+    assert "plaintext-on-tls-port" in verdict_codes(record)
     assert record.tls_version is None
-
-
-def test_pipelined_after_starttls(serve: Callable[..., ThreadedMailServer], client_context: ssl.SSLContext) -> None:
-    server = serve(smtp("starttls-required"))
-    with socket.create_connection((HOST, server.port("smtp")), timeout=10) as sock:
-        reader = sock.makefile("rb")
-        reader.readline()
-        sock.sendall(b"EHLO probe\r\n")
-        while not reader.readline().startswith(b"250 "):
-            pass
-        sock.sendall(b"STARTTLS\r\nMAIL FROM:<x@example.test>\r\n")
-        assert reader.readline().startswith(b"220 ")
-        with client_context.wrap_socket(sock, server_hostname="localhost") as tls:
-            tls.sendall(b"QUIT\r\n")
-            tls.makefile("rb").readline()
-    record = one_session(server)
-    assert "pipelined-after-starttls" in codes(record)
-    assert record.pipelined_bytes == len(b"MAIL FROM:<x@example.test>\r\n")
-    assert "mail-in-clear" not in codes(record)  # never executed
 
 
 def test_attempt_refused_before_secret_is_attempted_only(serve: Callable[..., ThreadedMailServer]) -> None:
@@ -203,12 +173,8 @@ def test_sessions_command_prints_the_journal_readably(serve: Callable[..., Threa
 
 def test_fallback_after_a_failed_handshake(serve: Callable[..., ThreadedMailServer]) -> None:
     server = serve(smtp("starttls-optional"))
-    with socket.create_connection((HOST, server.port("smtp")), timeout=10) as sock:
-        reader = sock.makefile("rb")
-        reader.readline()
-        sock.sendall(b"EHLO x\r\n")
-        while not reader.readline().startswith(b"250 "):
-            pass
+    sock, reader = smtp_after_ehlo(server.port("smtp"))
+    with sock:
         sock.sendall(b"STARTTLS\r\n")
         assert reader.readline().startswith(b"220 ")
         sock.sendall(b"\x16\x03\x01\x00\x05hello")  # a broken ClientHello: the handshake fails
@@ -217,5 +183,5 @@ def test_fallback_after_a_failed_handshake(serve: Callable[..., ThreadedMailServ
         client.login("alice", SECRET)
     first, second = server.journal.wait_for(2)
     assert first.tls_version is None and first.tls_failure
-    assert "fallback" not in codes(first)
-    assert {"fallback", "credentials-in-clear"} <= codes(second)
+    assert "fallback" not in verdict_codes(first)
+    assert {"fallback", "credentials-in-clear"} <= verdict_codes(second)

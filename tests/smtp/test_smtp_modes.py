@@ -12,6 +12,7 @@ import pytest
 import trustme
 
 from mailmodes.app import ThreadedMailServer
+from support import one_session, smtp_after_ehlo, verdict_codes
 
 MESSAGE = b"From: alice@example.test\r\nTo: bob@example.test\r\nSubject: hi\r\n\r\nHello Bob.\r\n.leading dot\r\n"
 LOOPBACK = "127.0.0.1"
@@ -236,19 +237,19 @@ def test_idle_timeout_says_421_then_closes(serve: Callable[..., ThreadedMailServ
 def test_plaintext_pipelined_behind_starttls_is_discarded(serve: Callable[..., ThreadedMailServer],
                                                           client_context: ssl.SSLContext) -> None:
     server = serve(listener("starttls-required"))
-    with socket.create_connection((LOOPBACK, server.port("smtp")), timeout=10) as sock:
-        reader = sock.makefile("rb")
-        reader.readline()
-        sock.sendall(b"EHLO probe\r\n")
-        while not reader.readline().startswith(b"250 "):
-            pass
-        # One segment: a vulnerable server would run the NOOP inside TLS (CVE-2011-0411).
-        sock.sendall(b"STARTTLS\r\nNOOP\r\n")
+    sock, reader = smtp_after_ehlo(server.port("smtp"))
+    with sock:
+        # One segment: a vulnerable server would run the MAIL inside TLS (CVE-2011-0411).
+        sock.sendall(b"STARTTLS\r\nMAIL FROM:<x@example.test>\r\n")
         assert reader.readline() == b"220 2.0.0 Ready to start TLS\r\n"
         with client_context.wrap_socket(sock, server_hostname="localhost") as tls:
             tls.sendall(b"EHLO probe\r\n")
             first = tls.makefile("rb").readline()
     assert first.startswith(b"250-mail.example.test")
+    record = one_session(server)
+    assert "pipelined-after-starttls" in verdict_codes(record)
+    assert record.pipelined_bytes == len(b"MAIL FROM:<x@example.test>\r\n")
+    assert "mail-in-clear" not in verdict_codes(record)  # never executed
 
 
 def test_listener_with_its_own_certificate(serve: Callable[..., ThreadedMailServer], tmp_path: Path) -> None:
