@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from mailmodes.misbehaviour import Chaos
 from mailmodes.tls import TlsMode
 
 PROTOCOLS = ("smtp", "imap", "pop3")
@@ -69,6 +70,7 @@ class Listener:
     cert_file: Path | None = None
     key_file: Path | None = None
     scenario: str | None = None
+    chaos: Chaos | None = None
     limits: ResolvedLimits = field(default_factory=lambda: resolve_limits("smtp", Limits(), Limits()))
 
 
@@ -85,6 +87,14 @@ class JournalConfig:
 
 
 @dataclass(frozen=True)
+class HttpConfig:
+    """The HTTP API and dashboard ([http]); loopback only unless `host` says otherwise."""
+
+    port: int = 8025  # 0 picks a free port
+    host: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
 class Config:
     hostname: str = "mail.example.test"
     host: str = "127.0.0.1"
@@ -94,6 +104,7 @@ class Config:
     catch_all: str | None = None
     journal: JournalConfig = JournalConfig()
     source: str = "<built-in>"
+    http: HttpConfig | None = None  # no [http] table: no HTTP server
 
     def with_port_offset(self, offset: int) -> Config:
         return replace(
@@ -102,6 +113,8 @@ class Config:
                 replace(listener, port=listener.port + offset if listener.port else 0)
                 for listener in self.listeners
             ),
+            # The HTTP port moves with the mail ports, so two offset instances do not collide.
+            http=replace(self.http, port=self.http.port + offset) if self.http and self.http.port else self.http,
         )
 
 
@@ -168,6 +181,51 @@ def _limits(source: str, table: Mapping[str, Any], where: str) -> Limits:
     return Limits(**values)
 
 
+def _http(source: str, table: Mapping[str, Any] | None) -> HttpConfig | None:
+    if table is None:
+        return None
+    reader = _Reader(source, table, "http")
+    port = reader.get("port", int, HttpConfig.port)
+    if not 0 <= port <= 65535:
+        raise reader.fail("port", f"{port} is not a port number (0-65535; 0 picks a free one)")
+    http = HttpConfig(port=port, host=reader.get("host", str, HttpConfig.host))
+    reader.finish()
+    return http
+
+
+def _check_scenario(reader: _Reader, scenario: str, protocol: str) -> None:
+    # Imported here: the catalogue imports this module for Listener.
+    from mailmodes.scenarios import SCENARIOS
+
+    known = SCENARIOS.get(scenario)
+    if known is None:
+        raise reader.fail("scenario", f"unknown scenario {scenario!r} (`mailmodes scenarios` lists them)")
+    if protocol not in known.protocols:
+        raise reader.fail("scenario", f"{scenario!r} is not for {protocol} (only {', '.join(known.protocols)})")
+    if not known.buildable:
+        raise reader.fail("scenario", f"{scenario!r} cannot be served here: {known.why_not}")
+
+
+def _chaos(source: str, table: Mapping[str, Any] | None, where: str) -> Chaos:
+    reader = _Reader(source, table or {}, where)
+    chaos = Chaos(
+        stage=reader.get("stage", str),
+        reply=reader.get("reply", str),
+        disconnect=reader.get("disconnect", bool, False),
+        delay=reader.get("delay", float, 0.0),
+    )
+    reader.finish()
+    if chaos.delay < 0:
+        raise reader.fail("delay", "must be 0 or more seconds")
+    if (chaos.reply or chaos.disconnect) and not chaos.stage:
+        raise reader.fail("stage", "is required with reply or disconnect (e.g. \"RCPT\", \"LOGIN\", \"GREETING\")")
+    if chaos.reply and chaos.disconnect:
+        raise reader.fail("reply", "reply and disconnect = true exclude each other")
+    if not (chaos.reply or chaos.disconnect or chaos.delay):
+        raise reader.fail("stage", "chaos needs a reply, disconnect = true, or a delay")
+    return chaos
+
+
 def parse_config(data: Mapping[str, Any], source: str = "<config>", base_dir: Path | None = None) -> Config:
     """Validate a parsed TOML document.
 
@@ -197,6 +255,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>", base_dir: Pa
     journal_table.finish()
 
     global_limits = _limits(source, top.get("limits", dict, {}), "limits")
+    http = _http(source, top.get("http", dict))
 
     users: list[User] = []
     for index, table in enumerate(top.get("users", list, [])):
@@ -230,6 +289,11 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>", base_dir: Pa
         if (cert_file is None) != (key_file is None):
             raise reader.fail("cert_file" if cert_file is None else "key_file", "cert_file and key_file go together")
         scenario = reader.get("scenario", str)
+        if scenario is not None:
+            _check_scenario(reader, scenario, protocol)
+        chaos = _chaos(source, reader.get("chaos", dict), f"{reader.where}.chaos") if scenario == "chaos" else None
+        if scenario != "chaos" and "chaos" in reader.table:
+            raise reader.fail("chaos", 'goes with scenario = "chaos"')
         limits = _limits(source, reader.get("limits", dict, {}), f"{reader.where}.limits")
         reader.finish()
         address = (listener_host or host, port)
@@ -249,6 +313,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>", base_dir: Pa
                 cert_file=base_dir / cert_file if cert_file else None,
                 key_file=base_dir / key_file if key_file else None,
                 scenario=scenario,
+                chaos=chaos,
                 limits=resolve_limits(protocol, global_limits, limits),
             )
         )
@@ -262,6 +327,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>", base_dir: Pa
         catch_all=catch_all,
         journal=journal,
         source=source,
+        http=http,
     )
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mailmodes.config import Listener
+from mailmodes.misbehaviour import CANARY_INJECTED, CANARY_PRETLS
 from mailmodes.tls import TlsMode
 
 # A plaintext session this soon after a failed TLS attempt from the same host is a fallback.
@@ -66,6 +67,9 @@ class SessionRecord:
     mail_commands_in_clear: list[str] = field(default_factory=list)
     commands_before_tls: int = 0
     commands_after_tls: int = 0
+    first_command_after_tls: str | None = None
+    canaries: list[tuple[str, bool]] = field(default_factory=list)  # (canary, encrypted) the client used
+    used_injected_state: list[str] = field(default_factory=list)
     pipelined_bytes: int = 0
     first_client_bytes: bytes = b""
     transcript: list[TranscriptLine] = field(default_factory=list)
@@ -233,6 +237,36 @@ class Journal:
             if failed_at is not None and record.started - failed_at < FALLBACK_WINDOW:
                 yield Verdict("fallback", "a failed TLS attempt from this client was followed by this plaintext "
                               "session")
+
+
+CAPABILITY_COMMANDS = {"EHLO", "HELO", "CAPABILITY", "CAPA"}
+AUTH_COMMANDS = {"AUTH", "AUTHENTICATE", "LOGIN", "USER", "APOP"}
+
+
+def _scenario_verdicts(record: SessionRecord) -> Iterable[Verdict]:
+    """Verdicts that only the STARTTLS / protocol scenarios (KNOWN-BAD.md section 2) can earn."""
+    injected = [encrypted for canary, encrypted in record.canaries if canary == CANARY_INJECTED]
+    first_after = record.first_command_after_tls
+    if injected:
+        yield Verdict("acted-on-injection", f"the client used the injected canary {CANARY_INJECTED}")
+    elif (record.scenario == "response-injection" and record.protocol == "smtp" and first_after is not None
+          and first_after not in CAPABILITY_COMMANDS | {"QUIT"}):
+        yield Verdict("acted-on-injection", f"after TLS the client sent {first_after} without a new EHLO: it took "
+                      "the EHLO reply injected behind the STARTTLS success line")
+    elif record.scenario == "injected-bye" and record.starttls_attempted and not record.encrypted:
+        yield Verdict("acted-on-injection", "the client gave up on the injected * BYE instead of doing the handshake")
+    if any(canary == CANARY_PRETLS and encrypted for canary, encrypted in record.canaries):
+        yield Verdict("used-stale-capability", f"the client used {CANARY_PRETLS}, offered only before TLS")
+    elif (record.scenario == "stale-capability" and first_after is not None
+          and first_after in AUTH_COMMANDS):
+        yield Verdict("used-stale-capability", f"warning: after TLS the client went straight to {first_after} "
+                      "without asking for the capabilities again")
+    if record.used_injected_state:
+        yield Verdict("used-injected-state", "the client acted on state injected before TLS: "
+                      + "; ".join(record.used_injected_state[:3]))
+    if record.scenario == "imap-preauth" and record.commands_before_tls:
+        yield Verdict("used-preauth", "the client went on after a plaintext PREAUTH greeting instead of closing "
+                      "(RFC 9051 7.1.4)")
 
 
 CERTIFICATE_ALERTS = ("certificate", "unknown ca", "unknown_ca", "bad certificate", "decrypt error",

@@ -20,6 +20,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from mailmodes import __version__
 from mailmodes.config import Listener
 from mailmodes.journal import Journal
+from mailmodes.misbehaviour import GARBAGE, Misbehaviour
 from mailmodes.store import Account, Store
 from mailmodes.tls import Security, TlsMode, handshake_timeout, is_encrypted
 from mailmodes.transcript import Recorder
@@ -36,7 +37,7 @@ ALLOWED_BEFORE_TLS = frozenset({"NOOP", "EHLO", "STARTTLS", "QUIT"})
 
 # aiosmtpd's own reply texts, reworded to carry the RFC 3463 enhanced codes PROTOCOL.md asks for.
 REPLY_WORDING = {
-    "220 Ready to start TLS": "220 2.0.0 Ready to start TLS",
+    "220 Ready to start TLS": "220 2.0.0 Ready to start TLS",  # READY
     "501 Syntax: STARTTLS": "501 5.5.4 Syntax error (no parameters allowed)",
     "454 TLS not available": "454 4.7.0 TLS not available due to temporary reason",
     "552 Error: Too much mail data": "552 5.3.4 Message size exceeds fixed maximum message size",
@@ -56,6 +57,7 @@ REPLY_WORDING = {
 MUST_STARTTLS = "530 5.7.0 Must issue a STARTTLS command first"
 ENCRYPTION_REQUIRED = "538 5.7.11 Encryption required for requested authentication mechanism"
 TLS_ACTIVE = "503 5.5.1 TLS already active"
+READY = "220 2.0.0 Ready to start TLS"
 RELAY_DENIED = "554 5.7.1 Relay access denied"
 USER_UNKNOWN = "550 5.1.1 User unknown"
 
@@ -79,6 +81,19 @@ class DeliveryHandler:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+
+    async def handle_EHLO(
+        self, server: MailmodesSMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        """aiosmtpd's EHLO reply, passed through the listener's scenario (known-good: unchanged)."""
+        misbehaviour = server.misbehaviour
+        refusal = "500 5.5.1 Command not recognized" if misbehaviour.refuses_ehlo else misbehaviour.capability_error()
+        if refusal:
+            return [refusal]
+        session.host_name = hostname
+        keywords = misbehaviour.capabilities([line[4:] for line in responses[1:]], encrypted=server.security.encrypted)
+        lines = [responses[0][4:], *keywords]
+        return [f"250{' ' if i == len(lines) - 1 else '-'}{line}" for i, line in enumerate(lines)]
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
@@ -144,7 +159,12 @@ class MailmodesSMTP(SMTP):
         self.journal = journal
         self.recorder: Recorder | None = None
         self.bad_replies = 0
-        self.security = Security(listener.tls, encrypted=False, tls_available=tls_context is not None)
+        self.greeted = False
+        self.keep_pipelined = False
+        self.injected = ""
+        self.misbehaviour = Misbehaviour(listener.scenario, "smtp", listener.chaos)
+        mode = TlsMode.PLAINTEXT if self.misbehaviour.strips_starttls else listener.tls
+        self.security = Security(mode, encrypted=False, tls_available=tls_context is not None)
         super().__init__(
             DeliveryHandler(store),
             hostname=hostname,
@@ -155,7 +175,7 @@ class MailmodesSMTP(SMTP):
             # Set after __init__: aiosmtpd warns when auth is required without auth_require_tls,
             # which is exactly the implicit-TLS case it cannot recognise.
             auth_required=False,
-            **aiosmtpd_tls_arguments(listener.tls, tls_context),
+            **aiosmtpd_tls_arguments(mode, tls_context),
         )
         self._auth_required = listener.role == "submission"
         self._smtp_methods = {name: self._gate(name, method) for name, method in self._smtp_methods.items()}
@@ -173,7 +193,10 @@ class MailmodesSMTP(SMTP):
         self.security.encrypted = is_encrypted(transport)
         if self.security.encrypted and self.recorder is not None:
             self.recorder.tls_started(transport.get_extra_info("ssl_object"), via_starttls=not first)
-        super().connection_made(transport)
+        pipelined = bytes(self._reader._buffer) if not first else b""  # type: ignore[attr-defined]
+        super().connection_made(transport)  # after STARTTLS this discards the pipelined plaintext ...
+        if pipelined and self.keep_pipelined:
+            self._reader._buffer.extend(pipelined)  # type: ignore[attr-defined]  # ... unless vulnerable
 
     def handshake_failed(self, transport: asyncio.BaseTransport, error: BaseException) -> None:
         """The implicit-TLS handshake (ImplicitTls) failed: record it; aiosmtpd never saw this client."""
@@ -208,6 +231,10 @@ class MailmodesSMTP(SMTP):
             if self.security.must_wait_for_tls and command not in ALLOWED_BEFORE_TLS:
                 await self.push(ENCRYPTION_REQUIRED if command == "AUTH" else MUST_STARTTLS)
                 return
+            chaos = self.misbehaviour.at_stage(command)
+            if chaos is not None and (chaos.reply or chaos.disconnect):
+                await self._chaos(chaos.reply)
+                return
             await method(arg)
 
         return gated
@@ -216,11 +243,45 @@ class MailmodesSMTP(SMTP):
         if self.security.encrypted:
             await self.push(TLS_ACTIVE)
             return
-        await super().smtp_STARTTLS(arg)
+        if self.misbehaviour.strips_starttls:
+            await self.push("502 5.5.1 Command not implemented")
+            return
+        plan = self.misbehaviour.starttls(self.hostname)
+        if plan is None or arg:
+            await super().smtp_STARTTLS(arg)
+        elif plan.then == "stay":
+            await self.push(plan.reply or READY)
+        elif plan.then in ("garbage", "silence"):
+            await self.push(READY)
+            client_hello = await self._reader.read(65536)
+            if plan.then == "garbage" and client_hello and self.transport is not None:
+                await self._push_recorded(GARBAGE)
+                self.transport.close()
+            while plan.then == "silence" and await self._reader.read(65536):
+                pass  # swallow everything until the client (or the idle timeout) gives up
+        else:
+            self.injected = plan.injected
+            self.keep_pipelined = plan.keep_pipelined
+            await super().smtp_STARTTLS(arg)
+
+    async def _chaos(self, reply: str | None) -> None:
+        if reply:
+            await self.push(reply)
+        elif self.transport is not None:
+            self.transport.close()
 
     async def push(self, status: str | bytes) -> None:
+        if self.misbehaviour.delay:
+            await asyncio.sleep(self.misbehaviour.delay)
+        if not self.greeted:
+            self.greeted = True
+            await self._greet(str(status))
+            return
         if isinstance(status, str):
             status = REPLY_WORDING.get(status, status)
+            if status == READY and self.injected:
+                # The injection rule: the extra lines travel in the same write as the success line.
+                status, self.injected = status + "\r\n" + self.injected.removesuffix("\r\n"), ""
             if status[:1] == "5" and status[:3] in ("500", "501", "502", "503", "504"):
                 self.bad_replies += 1
                 if self.bad_replies > self.listener.limits.max_bad_commands:
@@ -230,6 +291,16 @@ class MailmodesSMTP(SMTP):
                     self.transport.close()
                     return
         await self._push_recorded(status)
+
+    async def _greet(self, default: str) -> None:
+        chaos = self.misbehaviour.at_stage("GREETING")
+        if chaos is not None and chaos.disconnect:
+            await self._chaos(None)
+            return
+        greeting = (chaos.reply if chaos else None) or self.misbehaviour.greeting(self.hostname) or default
+        await self._push_recorded(greeting)
+        if self.misbehaviour.closes_after_greeting() and self.transport is not None:
+            self.transport.close()
 
     async def _push_recorded(self, status: str | bytes) -> None:
         if self.recorder is not None:
@@ -286,7 +357,7 @@ def smtp_factory(
 
     def make() -> asyncio.Protocol:
         session = MailmodesSMTP(listener, store, hostname, tls_context, connections, journal)
-        if listener.tls is TlsMode.IMPLICIT:
+        if listener.tls is TlsMode.IMPLICIT and not session.misbehaviour.speaks_plaintext_on_implicit:
             assert tls_context is not None
             return ImplicitTls(session, tls_context)
         return session

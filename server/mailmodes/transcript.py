@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from mailmodes.journal import SessionRecord, TranscriptLine
+from mailmodes.misbehaviour import CANARY_EXISTS, CANARY_INJECTED, CANARY_MAILBOX, CANARY_PRETLS
 
 MASK = "****"
 MAX_LINE_SHOWN = 500
@@ -90,15 +91,19 @@ class Recorder:
             record.bad_certificate = bool(getattr(ssl_object, "mailmodes_bad_certificate", record.bad_certificate))
         if via_starttls:
             record.starttls = True
-            if self._pending_pipelined:
-                record.pipelined_bytes += len(self._pending_pipelined)
-                self._add("client", f"[{len(self._pending_pipelined)} plaintext bytes pipelined after "
-                                    f"{STARTTLS_COMMAND[self.protocol]}: discarded, never executed]")
-        self._pending_pipelined = b""
-        self._starttls_tag = None
-        self._client_buffer = b""
         self._add("server", f"[TLS established: {record.tls_version} {record.cipher}"
                             + (f", SNI {record.sni}" if record.sni else "") + "]")
+        pending, self._pending_pipelined = self._pending_pipelined, b""
+        self._starttls_tag = None
+        self._client_buffer = b""
+        if via_starttls and pending:
+            record.pipelined_bytes += len(pending)
+            executed = record.scenario == "command-injection-vulnerable"
+            self._add("client", f"[{len(pending)} plaintext bytes pipelined after {STARTTLS_COMMAND[self.protocol]}: "
+                                + ("EXECUTED inside TLS by this vulnerable server]" if executed
+                                   else "discarded, never executed]"))
+            if executed:
+                self.client(pending)
 
     def tls_failed(self, error: BaseException | None) -> None:
         """A handshake did not complete: note the client's alert, or what it sent instead."""
@@ -173,6 +178,9 @@ class Recorder:
             self._credential(self._secret_command, secret=True)
             self._add("client", MASK)
             return
+        for canary in (CANARY_INJECTED, CANARY_PRETLS):
+            if canary in text:
+                self.record.canaries.append((canary, self.record.encrypted))
         shown = getattr(self, f"_{self.protocol}_command")(text)
         literal = _LITERAL.search(line) if self.protocol == "imap" else None
         if literal:
@@ -183,6 +191,8 @@ class Recorder:
     def _count(self, command: str) -> None:
         self._last_command = command
         if self.record.encrypted:
+            if not self.record.commands_after_tls:
+                self.record.first_command_after_tls = command
             self.record.commands_after_tls += 1
         else:
             self.record.commands_before_tls += 1
@@ -240,6 +250,9 @@ class Recorder:
             return self._sasl("AUTHENTICATE", args, f"{tag} ")
         if verb == "STARTTLS":
             self._starttls_requested(tag)
+        elif CANARY_MAILBOX in text or (verb in ("FETCH", "STORE", "COPY", "MOVE") and args
+                                        and str(CANARY_EXISTS) in args[0]):
+            self.record.used_injected_state.append(f"{verb} {' '.join(args)[:60]}")
         return text
 
     def _pop3_command(self, text: str) -> str:

@@ -1,0 +1,207 @@
+"""How each protocol scenario (KNOWN-BAD.md section 2) departs from the known-good path.
+
+This is the one place every deviation lives. A session holds a `Misbehaviour` for its listener's
+scenario and asks it at a few fixed points: the greeting, the capability list, the reply to
+STARTTLS (and what follows it), the login reply, and a reply at a chosen stage (chaos). For a
+listener without a scenario every answer is "do the known-good thing" (None / unchanged), so the
+known-good path stays one straight line in each protocol module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+CANARY_INJECTED = "X-MAILMODES-INJECTED"
+CANARY_PRETLS = "X-MAILMODES-PRETLS"
+CANARY_MAILBOX = "X-MAILMODES-INJECTED-STATE"
+CANARY_EXISTS = 54321
+
+# After the STARTTLS success line: "handshake" (normal), "stay" (no TLS, session goes on in
+# plaintext), "garbage" (answer the ClientHello with plaintext, then close), "silence" (never answer).
+AfterStartTls = Literal["handshake", "stay", "garbage", "silence"]
+GARBAGE = b"HTTP/1.0 400 this is not TLS\r\n\r\n"
+
+
+@dataclass(frozen=True)
+class StartTlsPlan:
+    reply: str | None  # the reply line, "{tag}" filled in by IMAP; None = the known-good success line
+    then: AfterStartTls = "handshake"
+    injected: str = ""  # sent in the same write as the reply (KNOWN-BAD.md injection rule)
+    keep_pipelined: bool = False  # command-injection-vulnerable: run pipelined plaintext inside TLS
+
+
+@dataclass(frozen=True)
+class Chaos:
+    """chaos: at `stage` (a command such as RCPT or LOGIN, or GREETING) reply `reply` or drop the
+    connection; and/or wait `delay` seconds before every reply."""
+
+    stage: str | None = None
+    reply: str | None = None
+    disconnect: bool = False
+    delay: float = 0.0
+
+
+PROTOCOL_SCENARIOS: dict[str, tuple[str, ...]] = {
+    "starttls-stripped": ("smtp", "imap", "pop3"),
+    "starttls-rejected": ("smtp", "imap", "pop3"),
+    "starttls-tempfail": ("smtp", "imap", "pop3"),
+    "starttls-unexpected-reply": ("smtp", "imap", "pop3"),
+    "starttls-no-handshake": ("smtp", "imap", "pop3"),
+    "starttls-silence": ("smtp", "imap", "pop3"),
+    "capability-fails": ("smtp", "imap", "pop3"),
+    "protocol-downgrade": ("smtp", "imap"),
+    "imap-preauth": ("imap",),
+    "response-injection": ("smtp", "imap", "pop3"),
+    "injected-bye": ("imap",),
+    "stale-capability": ("smtp", "imap", "pop3"),
+    "pretls-state-injection": ("imap",),
+    "pretls-alert": ("imap", "pop3"),
+    "premature-tagged-ok": ("imap",),
+    "greeting-invalid": ("imap",),
+    "greeting-reject": ("smtp", "imap", "pop3"),
+    "login-referral": ("imap",),
+    "implicit-speaks-plaintext": ("smtp", "imap", "pop3"),
+    "command-injection-vulnerable": ("smtp", "imap", "pop3"),
+    "chaos": ("smtp", "imap", "pop3"),
+}
+
+_STARTTLS: dict[str, dict[str, StartTlsPlan]] = {
+    "starttls-rejected": {
+        "smtp": StartTlsPlan("502 5.5.1 STARTTLS not implemented", "stay"),
+        "imap": StartTlsPlan("{tag} NO STARTTLS is refused", "stay"),
+        "pop3": StartTlsPlan("-ERR STLS is refused", "stay"),
+    },
+    "starttls-tempfail": {
+        "smtp": StartTlsPlan("454 4.7.0 TLS not available due to temporary reason", "stay"),
+        "imap": StartTlsPlan("{tag} NO [UNAVAILABLE] TLS not available right now", "stay"),
+        "pop3": StartTlsPlan("-ERR [SYS/TEMP] TLS not available right now", "stay"),
+    },
+    "starttls-unexpected-reply": {
+        "smtp": StartTlsPlan("354 Go ahead", "stay"),
+        "imap": StartTlsPlan("+ continue", "stay"),
+        "pop3": StartTlsPlan("+Okay", "stay"),
+    },
+    "starttls-no-handshake": {p: StartTlsPlan(None, "garbage") for p in ("smtp", "imap", "pop3")},
+    "starttls-silence": {p: StartTlsPlan(None, "silence") for p in ("smtp", "imap", "pop3")},
+    "response-injection": {
+        "smtp": StartTlsPlan(None, injected=f"250-{{hostname}}\r\n250 AUTH {CANARY_INJECTED}\r\n"),
+        "imap": StartTlsPlan(None, injected=f"* CAPABILITY IMAP4rev1 AUTH={CANARY_INJECTED}\r\n"),
+        "pop3": StartTlsPlan(None, injected=f"+OK\r\nSASL {CANARY_INJECTED}\r\n.\r\n"),
+    },
+    "injected-bye": {"imap": StartTlsPlan(None, injected="* BYE Server going down\r\n")},
+    "command-injection-vulnerable": {p: StartTlsPlan(None, keep_pipelined=True) for p in ("smtp", "imap", "pop3")},
+}
+
+_GREETINGS: dict[str, dict[str, str]] = {
+    "greeting-reject": {
+        "smtp": "554 5.3.2 {hostname} no service here",
+        "imap": "* BYE {hostname} refuses service",
+        "pop3": "-ERR {hostname} refuses service",
+    },
+    "greeting-invalid": {"imap": "* HELLO there {hostname}"},
+    "imap-preauth": {"imap": "* PREAUTH [CAPABILITY IMAP4rev1] {hostname} logged in as {user}"},
+}
+
+# Untagged lines sent right after the greeting, before any TLS.
+_AFTER_GREETING: dict[str, dict[str, list[str]]] = {
+    "pretls-state-injection": {"imap": [
+        f'* LIST () "/" {CANARY_MAILBOX}',
+        f"* {CANARY_EXISTS} EXISTS",
+        f"* STATUS {CANARY_MAILBOX} (MESSAGES {CANARY_EXISTS})",
+    ]},
+    "pretls-alert": {
+        "imap": ["* OK [ALERT] Your mailbox is full: log in at http://mailmodes.invalid/ to fix it"],
+        "pop3": [],  # POP3 has no untagged lines: the alert rides in the greeting instead
+    },
+    # Tagged completions for tags common clients will use next (imaplib, curl, Thunderbird...).
+    "premature-tagged-ok": {"imap": [f"{tag} OK LOGIN completed" for tag in ("A001", "A1", "a001", "1", "a1", "A0001")]},
+}
+_POP3_ALERT_GREETING = "+OK [SYS/PERM] Your mailbox is full: log in at http://mailmodes.invalid/ to fix it"
+
+_CAPABILITY_ERRORS = {
+    "smtp": "502 5.5.1 EHLO not available",
+    "imap": "{tag} BAD CAPABILITY not available",
+    "pop3": "-ERR CAPA not available",
+}
+
+
+class Misbehaviour:
+    """The hooks a session asks; each returns None (or its input unchanged) for known-good."""
+
+    def __init__(self, scenario: str | None, protocol: str, chaos: Chaos | None = None) -> None:
+        self.scenario = scenario if scenario in PROTOCOL_SCENARIOS else None
+        self.protocol = protocol
+        self.chaos = chaos if self.scenario == "chaos" else None
+
+    @property
+    def active(self) -> bool:
+        return self.scenario is not None
+
+    @property
+    def strips_starttls(self) -> bool:
+        """starttls-stripped / protocol-downgrade: the listener behaves as if plaintext, so STARTTLS
+        is not offered and plaintext login is (the policy in tls.py does the rest)."""
+        return self.scenario in ("starttls-stripped", "protocol-downgrade")
+
+    @property
+    def speaks_plaintext_on_implicit(self) -> bool:
+        return self.scenario == "implicit-speaks-plaintext"
+
+    @property
+    def refuses_ehlo(self) -> bool:
+        """protocol-downgrade for SMTP: EHLO is refused, so a client falls back to HELO."""
+        return self.scenario == "protocol-downgrade" and self.protocol == "smtp"
+
+    def greeting(self, hostname: str, user: str = "") -> str | None:
+        if self.scenario == "pretls-alert" and self.protocol == "pop3":
+            return _POP3_ALERT_GREETING
+        text = _GREETINGS.get(self.scenario or "", {}).get(self.protocol)
+        return text.format(hostname=hostname, user=user) if text else None
+
+    def closes_after_greeting(self) -> bool:
+        return self.scenario == "greeting-reject"
+
+    def after_greeting(self) -> list[str]:
+        return list(_AFTER_GREETING.get(self.scenario or "", {}).get(self.protocol, []))
+
+    def capabilities(self, capabilities: list[str], *, encrypted: bool) -> list[str]:
+        """The capability list (EHLO keywords, IMAP capabilities, CAPA lines) as shown."""
+        if self.scenario == "stale-capability" and not encrypted:
+            canary = {"smtp": f"AUTH {CANARY_PRETLS}", "imap": f"AUTH={CANARY_PRETLS}",
+                      "pop3": f"SASL {CANARY_PRETLS}"}[self.protocol]
+            return [*capabilities, canary]
+        if self.scenario == "protocol-downgrade" and self.protocol == "imap":
+            return ["IMAP4" if c == "IMAP4rev1" else c for c in capabilities if c not in ("STARTTLS",)]
+        return capabilities
+
+    def capability_error(self, tag: str = "") -> str | None:
+        """capability-fails: the error that answers EHLO / CAPABILITY / CAPA instead."""
+        if self.scenario != "capability-fails":
+            return None
+        return _CAPABILITY_ERRORS[self.protocol].format(tag=tag)
+
+    def starttls(self, hostname: str) -> StartTlsPlan | None:
+        plan = _STARTTLS.get(self.scenario or "", {}).get(self.protocol)
+        if plan is None or not plan.injected:
+            return plan
+        return StartTlsPlan(plan.reply, plan.then, plan.injected.replace("{hostname}", hostname),
+                            plan.keep_pipelined)
+
+    def login_refusal(self, tag: str) -> str | None:
+        if self.scenario == "login-referral" and self.protocol == "imap":
+            return f"{tag} NO [REFERRAL imap://alice@mailmodes.invalid/] Log in at the other server"
+        return None
+
+    def at_stage(self, stage: str) -> Chaos | None:
+        """chaos at this stage (a command verb, or GREETING), if any."""
+        if self.chaos is not None and self.chaos.stage is not None and self.chaos.stage.upper() == stage.upper():
+            return self.chaos
+        return None
+
+    @property
+    def delay(self) -> float:
+        return self.chaos.delay if self.chaos is not None else 0.0
+
+
+KNOWN_GOOD = Misbehaviour(None, "smtp")
