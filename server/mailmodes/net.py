@@ -25,7 +25,11 @@ READ_SIZE = 65536
 
 @dataclass(frozen=True)
 class StartTls:
-    """Send everything before this, then do the TLS handshake. The session drops its buffer."""
+    """Send everything before this, then do the TLS handshake. The session drops its buffer, and
+    so does net.py (whatever asyncio read ahead), unless `keep_pipelined` (the deliberately
+    vulnerable scenario, where plaintext sent before the handshake is executed inside TLS)."""
+
+    keep_pipelined: bool = False
 
 
 @dataclass(frozen=True)
@@ -80,12 +84,17 @@ class LineServer:
         tls_context: ssl.SSLContext | None,
         too_many: bytes,
         journal: Journal,
+        *,
+        handshake_first: bool | None = None,
     ) -> None:
         self.listener = listener
         self.session_factory = session_factory
         self.tls_context = tls_context
         self.too_many = too_many
         self.journal = journal
+        # Implicit TLS: the handshake is ours rather than asyncio's, so that a client's alert (or
+        # its plaintext) is recorded instead of vanishing into asyncio's log.
+        self.handshake_first = listener.tls is TlsMode.IMPLICIT if handshake_first is None else handshake_first
         self.active: set[asyncio.Task[None]] = set()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -97,15 +106,10 @@ class LineServer:
             return
         self.active.add(task)
         record = self.journal.open(self.listener, writer.get_extra_info("peername") or ())
-        recorder = Recorder(record, self.journal.max_transcript_lines)
+        connection = _ClientConnection(self, reader, writer, Recorder(record, self.journal.max_transcript_lines))
         try:
-            if self.listener.tls is TlsMode.IMPLICIT:
-                # The handshake is ours rather than asyncio's, so that a client's alert (or its
-                # plaintext) is recorded instead of vanishing into asyncio's log.
-                assert self.tls_context is not None
-                if not await self._handshake(writer, recorder, via_starttls=False):
-                    return
-            await self._serve(reader, writer, recorder)
+            if not self.handshake_first or await connection.handshake(via_starttls=False):
+                await connection.serve()
         except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError) as error:
             log.debug("%s: connection ended: %s", self.listener.name, error)
         except Exception:
@@ -115,85 +119,108 @@ class LineServer:
             self.journal.finish(record)
             await _close(writer)
 
-    async def _handshake(self, writer: asyncio.StreamWriter, recorder: Recorder, *, via_starttls: bool) -> bool:
-        assert self.tls_context is not None
+
+class _ClientConnection:
+    """One accepted connection: the read loop, ordered output, the STARTTLS upgrade."""
+
+    def __init__(self, server: LineServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 recorder: Recorder) -> None:
+        self.server = server
+        self.reader = reader
+        self.writer = writer
+        self.recorder = recorder
+        self.woken = asyncio.Event()
+        self.security = Security(server.listener.tls, encrypted=False, tls_available=server.tls_context is not None)
+        self.session: LineSession | None = None
+
+    async def handshake(self, *, via_starttls: bool) -> bool:
+        assert self.server.tls_context is not None
         try:
-            await writer.start_tls(
-                self.tls_context, ssl_handshake_timeout=handshake_timeout(self.listener.limits.idle_timeout)
+            await self.writer.start_tls(
+                self.server.tls_context,
+                ssl_handshake_timeout=handshake_timeout(self.server.listener.limits.idle_timeout),
             )
         except (ssl.SSLError, ConnectionError, TimeoutError, OSError) as error:
-            recorder.tls_failed(error)
+            self.recorder.tls_failed(error)
             return False
-        recorder.tls_started(writer.get_extra_info("ssl_object"), via_starttls=via_starttls)
+        self.recorder.tls_started(self.writer.get_extra_info("ssl_object"), via_starttls=via_starttls)
         return True
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, recorder: Recorder) -> None:
-        woken = asyncio.Event()
-        security = Security(
-            self.listener.tls, encrypted=is_encrypted(writer.transport), tls_available=self.tls_context is not None
+    async def serve(self) -> None:
+        listener = self.server.listener
+        self.security.encrypted = is_encrypted(self.writer.transport)
+        peer = self.writer.get_extra_info("peername") or ("", 0)
+        session = self.session = self.server.session_factory(
+            Connection(listener, self.security, peer[:2], self.woken.set)
         )
-        peer = writer.get_extra_info("peername") or ("", 0)
-        session = self.session_factory(Connection(self.listener, security, peer[:2], woken.set))
+        loop = asyncio.get_running_loop()
+        idle_timeout = listener.limits.idle_timeout
+        deadline = loop.time() + idle_timeout
         read: asyncio.Future[bytes] | None = None
+        woken: asyncio.Future[bool] | None = None
         try:
-            if await self._send(writer, session.greeting(), session, security, recorder):
+            if await self.send(session.greeting()):
                 return
-            loop = asyncio.get_running_loop()
-            idle_timeout = self.listener.limits.idle_timeout
-            deadline = loop.time() + idle_timeout
             while True:
-                if read is None:
-                    read = asyncio.ensure_future(reader.read(READ_SIZE))
-                woken_wait = asyncio.ensure_future(woken.wait())
+                # Both futures live until they complete: only a finished one is replaced.
+                read = read or asyncio.ensure_future(self.reader.read(READ_SIZE))
+                woken = woken or asyncio.ensure_future(self.woken.wait())
                 done, _ = await asyncio.wait(
-                    {read, woken_wait}, timeout=max(0.0, deadline - loop.time()), return_when=asyncio.FIRST_COMPLETED
+                    (read, woken), timeout=max(0.0, deadline - loop.time()), return_when=asyncio.FIRST_COMPLETED
                 )
-                if woken_wait in done:
-                    woken.clear()
-                    if await self._send(writer, session.wake(), session, security, recorder):
+                if woken in done:
+                    woken = None
+                    self.woken.clear()
+                    if await self.send(session.wake()):
                         return
-                else:
-                    woken_wait.cancel()
                 if read in done:
                     data, read = read.result(), None
                     if not data:
                         return
                     deadline = loop.time() + idle_timeout
-                    recorder.client(data)
-                    if await self._send(writer, session.feed(data), session, security, recorder):
+                    self.recorder.client(data)
+                    if await self.send(session.feed(data)):
                         return
                 elif not done:
-                    await self._send(writer, session.timed_out(), session, security, recorder)
+                    await self.send(session.timed_out())
                     return
         finally:
-            if read is not None:
-                read.cancel()
+            for pending in (read, woken):
+                if pending is not None:
+                    pending.cancel()
             session.connection_lost()
 
-    async def _send(
-        self, writer: asyncio.StreamWriter, outputs: list[Output], session: LineSession, security: Security,
-        recorder: Recorder,
-    ) -> bool:
+    async def send(self, outputs: list[Output]) -> bool:
         """Write the outputs in order; True when the connection is to be closed."""
         pending = list(outputs)
         while pending:
             item = pending.pop(0)
             if isinstance(item, bytes):
-                writer.write(item)
-                recorder.server(item)
+                self.writer.write(item)
+                self.recorder.server(item)
             elif isinstance(item, Close):
-                await writer.drain()
+                await self.writer.drain()
                 return True
             else:
-                assert self.tls_context is not None, "a session asked for TLS where none is configured"
+                if not item.keep_pipelined:
+                    self._discard_read_ahead()
                 # No read between the success line and start_tls, so no plaintext the client
                 # pipelined can be read in between (the CVE-2011-0411 class).
-                if not await self._handshake(writer, recorder, via_starttls=True):
+                if not await self.handshake(via_starttls=True):
                     return True
-                security.tls_started()
-                pending = session.tls_started() + pending
-        await writer.drain()
+                self.security.tls_started()
+                assert self.session is not None
+                pending = self.session.tls_started() + pending
+        await self.writer.drain()
         return False
+
+    def _discard_read_ahead(self) -> None:
+        """Drop plaintext asyncio already read past the session's last chunk. StreamReader has no
+        public way to do this (aiosmtpd clears the same private buffer after its STARTTLS)."""
+        buffered: bytearray = self.reader._buffer  # type: ignore[attr-defined]
+        if buffered:
+            self.recorder.client(bytes(buffered))
+            buffered.clear()
 
 
 async def _close(writer: asyncio.StreamWriter) -> None:

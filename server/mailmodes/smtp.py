@@ -31,13 +31,15 @@ log = logging.getLogger(__name__)
 logging.getLogger("mail.log").addFilter(lambda record: "login_data is deprecated" not in record.getMessage())
 # aiosmtpd closes after a fixed 5 unknown commands; our own configurable budget counts instead.
 aiosmtpd.smtp.BOGUS_LIMIT = 1 << 30
-
-# RFC 3207 section 4: what a client may say before STARTTLS on a listener that requires it.
-ALLOWED_BEFORE_TLS = frozenset({"NOOP", "EHLO", "STARTTLS", "QUIT"})
+# RFC 3207 section 4 lets a STARTTLS-required server take only NOOP, EHLO, STARTTLS and QUIT
+# (aiosmtpd's set). AUTH passes that gate here so that aiosmtpd's smtp_AUTH answers it with the
+# more precise 538 of RFC 4954 instead of 530.
+aiosmtpd.smtp.ALLOWED_BEFORE_STARTTLS.add("AUTH")
 
 # aiosmtpd's own reply texts, reworded to carry the RFC 3463 enhanced codes PROTOCOL.md asks for.
 REPLY_WORDING = {
     "220 Ready to start TLS": "220 2.0.0 Ready to start TLS",  # READY
+    "530 Must issue a STARTTLS command first": "530 5.7.0 Must issue a STARTTLS command first",
     "501 Syntax: STARTTLS": "501 5.5.4 Syntax error (no parameters allowed)",
     "454 TLS not available": "454 4.7.0 TLS not available due to temporary reason",
     "552 Error: Too much mail data": "552 5.3.4 Message size exceeds fixed maximum message size",
@@ -54,8 +56,6 @@ REPLY_WORDING = {
     "500 Line too long (see RFC5321 4.5.3.1.6)": "500 5.5.2 Line too long (see RFC 5321 4.5.3.1.6)",
 }
 
-MUST_STARTTLS = "530 5.7.0 Must issue a STARTTLS command first"
-ENCRYPTION_REQUIRED = "538 5.7.11 Encryption required for requested authentication mechanism"
 TLS_ACTIVE = "503 5.5.1 TLS already active"
 READY = "220 2.0.0 Ready to start TLS"
 RELAY_DENIED = "554 5.7.1 Relay access denied"
@@ -65,14 +65,14 @@ USER_UNKNOWN = "550 5.1.1 User unknown"
 def aiosmtpd_tls_arguments(mode: TlsMode, tls_context: ssl.SSLContext | None) -> dict[str, Any]:
     """The one place where a TLS mode becomes aiosmtpd arguments.
 
-    `require_starttls` stays off everywhere: the 530/538 gate is ours (`MailmodesSMTP._gate`),
-    because aiosmtpd answers AUTH before STARTTLS with 530 where RFC 4954 wants 538.
+    aiosmtpd's "is it encrypted" flag is set by STARTTLS only, so on an implicit listener (always
+    encrypted) it must not require TLS for AUTH: there its check and ours agree only this way.
     """
     return {
-        TlsMode.IMPLICIT: {"tls_context": None, "auth_require_tls": False},
-        TlsMode.STARTTLS_REQUIRED: {"tls_context": tls_context, "auth_require_tls": True},
-        TlsMode.STARTTLS_OPTIONAL: {"tls_context": tls_context, "auth_require_tls": False},
-        TlsMode.PLAINTEXT: {"tls_context": None, "auth_require_tls": False},
+        TlsMode.IMPLICIT: {"tls_context": None, "require_starttls": False, "auth_require_tls": False},
+        TlsMode.STARTTLS_REQUIRED: {"tls_context": tls_context, "require_starttls": True, "auth_require_tls": True},
+        TlsMode.STARTTLS_OPTIONAL: {"tls_context": tls_context, "require_starttls": False, "auth_require_tls": False},
+        TlsMode.PLAINTEXT: {"tls_context": None, "require_starttls": False, "auth_require_tls": False},
     }[mode]
 
 
@@ -178,7 +178,9 @@ class MailmodesSMTP(SMTP):
             **aiosmtpd_tls_arguments(mode, tls_context),
         )
         self._auth_required = listener.role == "submission"
-        self._smtp_methods = {name: self._gate(name, method) for name, method in self._smtp_methods.items()}
+        if self.misbehaviour.chaos is not None and self.misbehaviour.chaos.stage:
+            # Only a chaos listener pays for wrapping the commands.
+            self._smtp_methods = {name: self._chaos_at(name, method) for name, method in self._smtp_methods.items()}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None
@@ -225,19 +227,16 @@ class MailmodesSMTP(SMTP):
             return "454 4.7.0 TLS handshake failed"
         return await super().handle_exception(error)
 
-    def _gate(self, command: str, method: Callable[[str], Awaitable[None]]) -> Callable[[str], Awaitable[None]]:
+    def _chaos_at(self, command: str, method: Callable[[str], Awaitable[None]]) -> Callable[[str], Awaitable[None]]:
         @functools.wraps(method)  # HELP reads the syntax line from the method's attributes
-        async def gated(arg: str) -> None:
-            if self.security.must_wait_for_tls and command not in ALLOWED_BEFORE_TLS:
-                await self.push(ENCRYPTION_REQUIRED if command == "AUTH" else MUST_STARTTLS)
-                return
+        async def maybe_chaos(arg: str) -> None:
             chaos = self.misbehaviour.at_stage(command)
             if chaos is not None and (chaos.reply or chaos.disconnect):
                 await self._chaos(chaos.reply)
                 return
             await method(arg)
 
-        return gated
+        return maybe_chaos
 
     async def smtp_STARTTLS(self, arg: str) -> None:
         if self.security.encrypted:

@@ -12,6 +12,7 @@ import base64
 import binascii
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 from mailmodes.journal import SessionRecord, TranscriptLine
@@ -46,6 +47,72 @@ def _plain_user(payload: str) -> str | None:
     return parts[1].decode("utf-8", "replace") if len(parts) == 3 else None
 
 
+class _Stream:
+    """One direction's bytes cut into lines, IMAP literals and dot-terminated message bodies
+    (SMTP DATA, POP3 RETR/TOP) in a single pass by offset: cost stays linear in the bytes."""
+
+    TERMINATOR = b"\n.\r\n"
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.literal = 0  # literal bytes still to skip
+        self.literal_size = 0
+        self.in_message = False
+        self.message_bytes = 0
+        self.tail = b"\n"  # the last bytes of the message so far, for a terminator split across reads
+
+    def expect_literal(self, size: int) -> None:
+        self.literal = self.literal_size = size
+
+    def expect_message(self) -> None:
+        self.in_message, self.message_bytes, self.tail = True, 0, b"\n"
+
+    def feed(self, data: bytes, on_line: Callable[[bytes], bool], on_literal: Callable[[int], None],
+             on_message: Callable[[int], None]) -> bytes:
+        """Hand each complete unit to its callback; if on_line returns True, stop and return the
+        rest of the data unprocessed."""
+        buffer = self.buffer + data if self.buffer else data
+        position, size = 0, len(buffer)
+        while position < size:
+            if self.literal:
+                taken = min(self.literal, size - position)
+                position += taken
+                self.literal -= taken
+                if not self.literal:
+                    on_literal(self.literal_size)
+            elif self.in_message:
+                end = self._message_end(buffer, position)
+                if end is None:
+                    self.message_bytes += size - position
+                    position = size
+                else:
+                    self.message_bytes += end - position
+                    self.in_message = False
+                    position = end
+                    on_message(self.message_bytes - 3)  # without the terminating ".\r\n"
+            else:
+                end = buffer.find(b"\n", position)
+                if end < 0:
+                    break
+                line, position = buffer[position:end + 1], end + 1
+                if on_line(line):
+                    self.buffer = b""
+                    return buffer[position:]
+        self.buffer = buffer[position:]
+        return b""
+
+    def _message_end(self, buffer: bytes, position: int) -> int | None:
+        joined = self.tail + buffer[position:position + 4]
+        found = joined.find(self.TERMINATOR)
+        if found >= 0:
+            return position + found + 4 - len(self.tail)
+        found = buffer.find(self.TERMINATOR, position)
+        if found >= 0:
+            return found + 4
+        self.tail = (self.tail + buffer[max(position, len(buffer) - 3):])[-3:]
+        return None
+
+
 class Recorder:
     """Feeds one SessionRecord. Call `client`/`server` with raw bytes, `tls_started` after a
     handshake, `tls_failed` when one failed."""
@@ -54,14 +121,11 @@ class Recorder:
         self.record = record
         self.max_lines = max_lines
         self.protocol = record.protocol
-        self._client_buffer = b""
-        self._server_buffer = b""
-        self._client_literal = 0  # raw literal bytes still to skip (IMAP)
-        self._server_literal = 0
+        self._client = _Stream()
+        self._after_literal = False
+        self._server = _Stream()
         self._secret_next = False  # the next client line answers an AUTH challenge
         self._secret_command = ""
-        self._in_message = False  # client sending SMTP DATA, or server sending a POP3 RETR/TOP
-        self._message_bytes = 0
         self._last_command = ""
         self._literal_command = ""
         self._starttls_tag: str | None = None  # set while a STARTTLS awaits its reply
@@ -95,7 +159,7 @@ class Recorder:
                             + (f", SNI {record.sni}" if record.sni else "") + "]")
         pending, self._pending_pipelined = self._pending_pipelined, b""
         self._starttls_tag = None
-        self._client_buffer = b""
+        self._client.buffer = b""
         if via_starttls and pending:
             record.pipelined_bytes += len(pending)
             executed = record.scenario == "command-injection-vulnerable"
@@ -132,61 +196,50 @@ class Recorder:
             # Bytes behind a STARTTLS, before its reply: kept aside until we know whether TLS starts.
             self._pending_pipelined += data
             return
-        self._client_buffer += data
-        while self._client_buffer:
-            if self._client_literal:
-                chunk = self._client_buffer[: self._client_literal]
-                self._client_buffer = self._client_buffer[len(chunk):]
-                self._client_literal -= len(chunk)
-                if not self._client_literal:
-                    self._client_literal_done(len(chunk))
-                continue
-            end = self._client_buffer.find(b"\n")
-            if end < 0:
-                if len(self._client_buffer) > 65536:  # no endless buffering of a line-less flood
-                    self._add("client", f"[{len(self._client_buffer)} bytes without a line end]")
-                    self._client_buffer = b""
-                return
-            line, self._client_buffer = self._client_buffer[: end + 1], self._client_buffer[end + 1:]
-            self._client_line(line)
-            if self._starttls_tag is not None and self._client_buffer:
-                self._pending_pipelined, self._client_buffer = self._client_buffer, b""
-                return
+        rest = self._client.feed(data, self._client_line, self._client_literal_done, self._client_message_done)
+        if rest:
+            self._pending_pipelined = rest
+        if len(self._client.buffer) > 65536:  # no endless buffering of a line-less flood
+            self._add("client", f"[{len(self._client.buffer)} bytes without a line end]")
+            self._client.buffer = b""
+
+    def _client_message_done(self, size: int) -> None:
+        self._add("client", f"[message: {size} bytes]")
+        self._add("client", ".")
 
     def _client_literal_done(self, size: int) -> None:
+        self._after_literal = True
         if self._literal_command in ("LOGIN", "AUTHENTICATE"):
             self._credential(self._literal_command, secret=True)
             self._add("client", f"[literal: {MASK}]")
         else:
             self._add("client", f"[literal: {size} bytes]")
 
-    def _client_line(self, line: bytes) -> None:
-        if self._in_message:
-            if line.rstrip(b"\r\n") == b".":
-                self._in_message = False
-                self._add("client", f"[message: {self._message_bytes} bytes]")
-                self._add("client", ".")
-            else:
-                self._message_bytes += len(line)
-            return
+    def _client_line(self, line: bytes) -> bool:
+        """Record one client line; True when the rest of the read is held back (STARTTLS)."""
         text = _text(line)
+        if not text and self._after_literal:
+            self._after_literal = False
+            return False  # the end of a command line that closed with a literal
+        self._after_literal = False
         if self._secret_next:
             self._secret_next = False
             if text.strip() == "*":
                 self._add("client", "*")
-                return
+                return False
             self._credential(self._secret_command, secret=True)
             self._add("client", MASK)
-            return
+            return False
         for canary in (CANARY_INJECTED, CANARY_PRETLS):
             if canary in text:
                 self.record.canaries.append((canary, self.record.encrypted))
         shown = getattr(self, f"_{self.protocol}_command")(text)
         literal = _LITERAL.search(line) if self.protocol == "imap" else None
         if literal:
-            self._client_literal = int(literal.group(1))
+            self._client.expect_literal(int(literal.group(1)))
             self._literal_command = self._last_command
         self._add("client", shown)
+        return self._starttls_tag is not None
 
     def _count(self, command: str) -> None:
         self._last_command = command
@@ -274,56 +327,41 @@ class Recorder:
             return self._sasl("AUTH", rest.split(), "")
         elif verb == "STLS":
             self._starttls_requested("")
-        elif verb in ("RETR", "TOP"):
-            self._message_bytes = 0
         return text
 
     # ---- server side ------------------------------------------------------------------------
     def server(self, data: bytes) -> None:
-        self._server_buffer += data
-        while self._server_buffer:
-            if self._server_literal:
-                chunk = self._server_buffer[: self._server_literal]
-                self._server_buffer = self._server_buffer[len(chunk):]
-                self._server_literal -= len(chunk)
-                if not self._server_literal:
-                    self._add("server", f"[literal: {len(chunk)} bytes]" if len(chunk) > 200 else _text(chunk))
-                continue
-            end = self._server_buffer.find(b"\n")
-            if end < 0:
-                return
-            line, self._server_buffer = self._server_buffer[: end + 1], self._server_buffer[end + 1:]
-            self._server_line(line)
+        self._server.feed(data, self._server_line, self._server_literal_done, self._server_message_done)
 
-    def _server_line(self, line: bytes) -> None:
-        if self._in_message and self.protocol == "pop3":
-            if line == b".\r\n":
-                self._in_message = False
-                self._add("server", f"[message: {self._message_bytes} bytes]")
-                self._add("server", ".")
-            else:
-                self._message_bytes += len(line)
-            return
+    def _server_literal_done(self, size: int) -> None:
+        self._add("server", f"[literal: {size} bytes]")
+
+    def _server_message_done(self, size: int) -> None:
+        self._add("server", f"[message: {size} bytes]")
+        self._add("server", ".")
+
+    def _server_line(self, line: bytes) -> bool:
         text = _text(line)
         self._add("server", text)
         if self.protocol == "imap":
             literal = _LITERAL.search(line)
             if literal:
-                self._server_literal = int(literal.group(1))
+                self._server.expect_literal(int(literal.group(1)))
         if self._starttls_tag is not None:
             self._starttls_reply(text)
         if self.protocol == "smtp":
             if text.startswith("334 "):
                 self._secret_next = True
             elif text.startswith("354"):
-                self._in_message, self._message_bytes = True, 0
+                self._client.expect_message()
         elif self.protocol == "imap":
             if text.startswith("+") and self._last_command == "AUTHENTICATE":
                 self._secret_next = True
         elif text.startswith("+ ") and self._last_command == "AUTH" or text == "+":
             self._secret_next = True
         elif text.startswith("+OK") and self._last_command in ("RETR", "TOP"):
-            self._in_message = True
+            self._server.expect_message()
+        return False
 
     def _starttls_reply(self, text: str) -> None:
         """The reply to STARTTLS: on success the handshake follows; otherwise bytes held back

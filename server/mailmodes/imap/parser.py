@@ -1,0 +1,1015 @@
+"""The IMAP4rev1 command grammar (RFC 3501 section 9), without any I/O.
+
+Two layers, both fed plain bytes:
+
+- `Framer` cuts the client's byte stream into complete commands: lines joined by literals
+  (`{n}` synchronizing, `{n+}` non-synchronizing, RFC 7888). It stops at each literal
+  announcement so the session can send a continuation (`+`) or refuse the literal before the
+  client sends it (RFC 3501 section 7.5), and it enforces the line length.
+- `parse_command` turns one complete command into a `Command` with typed arguments, or raises
+  `CommandError` (which the session answers with BAD).
+
+A command split across reads, or several pipelined in one read, goes through the same path:
+the framer only ever looks at its own buffer.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+# --- Framing -------------------------------------------------------------------------------
+
+# literal = "{" number ["+"] "}" CRLF *CHAR8  (RFC 3501 section 9, RFC 7888 section 4)
+_LITERAL_AT_END = re.compile(rb"\{(\d{1,19})(\+?)\}$")
+# How much of a discarded line we keep while waiting for its end: enough to see "{n+}".
+_MARKER_TAIL = 32
+
+
+@dataclass(frozen=True)
+class CommandBytes:
+    """One complete command: its lines and literals exactly as received, without the final CRLF."""
+
+    data: bytes
+
+
+@dataclass(frozen=True)
+class LiteralRequest:
+    """The command announced a literal; the session must call accept_literal or reject_literal."""
+
+    head: bytes  # the start of the command, to learn its tag and name
+    size: int
+    synchronizing: bool
+    total: int  # literal octets in this command, this one included
+
+
+@dataclass(frozen=True)
+class LineTooLong:
+    """The command's text (literals not counted) passed the limit; the rest of the line is dropped."""
+
+    head: bytes
+
+
+FramerEvent = CommandBytes | LiteralRequest | LineTooLong
+
+
+class Framer:
+    """Cuts a byte stream into IMAP commands. Holds no reference to anything but its buffer."""
+
+    def __init__(self, max_line_length: int) -> None:
+        self.max_line_length = max_line_length
+        self._buf = bytearray()
+        self._scan = 0  # where the next line of the current command starts
+        self._literal_end = 0  # accepted literal: the command continues at this offset
+        self._literal_total = 0
+        self._text_length = 0  # non-literal octets of the current command so far
+        self._pending: tuple[int, int, bool] | None = None  # (end of line, size, synchronizing)
+        self._discard_bytes = 0  # a refused non-synchronizing literal still to swallow
+        self._discard_line = False  # drop up to the next LF (after a refusal or an over-long line)
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+
+    def drop(self) -> int:
+        """Forget everything buffered (STARTTLS, RFC 3501 6.2.1); return how many bytes that was."""
+        dropped = len(self._buf)
+        self._buf.clear()
+        self._reset_command()
+        self._discard_bytes = 0
+        self._discard_line = False
+        return dropped
+
+    def _reset_command(self) -> None:
+        self._scan = self._literal_end = self._literal_total = self._text_length = 0
+        self._pending = None
+
+    def next_command(self) -> FramerEvent | None:
+        """The next complete command or literal announcement, or None until more bytes arrive."""
+        if self._pending is not None:
+            raise RuntimeError("accept_literal() or reject_literal() must answer the LiteralRequest")
+        buf = self._buf
+        while True:
+            if self._discard_bytes or self._discard_line:
+                if not self._discard():
+                    return None
+                continue
+            if self._literal_end:
+                if len(buf) < self._literal_end:
+                    return None
+                self._scan, self._literal_end = self._literal_end, 0
+            eol = buf.find(b"\n", self._scan)
+            limit = self.max_line_length - self._text_length
+            if eol < 0:
+                if len(buf) - self._scan > limit:
+                    return self._too_long()
+                return None
+            end = eol - 1 if eol > self._scan and buf[eol - 1] == 0x0D else eol
+            if end - self._scan > limit:
+                return self._too_long()
+            if end == 0 and self._scan == 0:
+                # An empty line is no command at all; skip it like most servers do.
+                del buf[: eol + 1]
+                continue
+            marker = _LITERAL_AT_END.search(buf, self._scan, end) if end and buf[end - 1] == 0x7D else None
+            if marker is None:
+                data = bytes(buf[:end])
+                del buf[: eol + 1]
+                self._reset_command()
+                return CommandBytes(data)
+            self._text_length += end - self._scan
+            size, synchronizing = int(marker[1]), not marker[2]
+            self._pending = (eol, size, synchronizing)
+            return LiteralRequest(bytes(buf[: min(end, 256)]), size, synchronizing, self._literal_total + size)
+
+    def accept_literal(self) -> None:
+        assert self._pending is not None
+        eol, size, _ = self._pending
+        self._pending = None
+        self._literal_total += size
+        self._literal_end = eol + 1 + size
+        if size == 0:
+            self._scan, self._literal_end = eol + 1, 0
+
+    def reject_literal(self) -> None:
+        """Drop the command. A refused {n} is never sent (RFC 3501 7.5); a {n+} must be swallowed."""
+        assert self._pending is not None
+        eol, size, synchronizing = self._pending
+        del self._buf[: eol + 1]
+        self._reset_command()
+        if not synchronizing:
+            self._discard_bytes = size
+            self._discard_line = True
+
+    def _too_long(self) -> LineTooLong:
+        head = bytes(self._buf[: min(len(self._buf), 256)])
+        del self._buf[: self._scan]
+        self._reset_command()
+        self._discard_line = True
+        return LineTooLong(head)
+
+    def _discard(self) -> bool:
+        """Swallow refused bytes; True once the framer is back at the start of a command."""
+        buf = self._buf
+        if self._discard_bytes:
+            count = min(self._discard_bytes, len(buf))
+            del buf[:count]
+            self._discard_bytes -= count
+            if self._discard_bytes:
+                return False
+        eol = buf.find(b"\n")
+        if eol < 0:
+            if len(buf) > _MARKER_TAIL:
+                del buf[: len(buf) - _MARKER_TAIL]
+            return False
+        end = eol - 1 if eol and buf[eol - 1] == 0x0D else eol
+        marker = _LITERAL_AT_END.search(buf, max(0, end - _MARKER_TAIL), end)
+        # Read the match before the buffer changes under it (groups are sliced lazily).
+        continued = marker is not None and bool(marker[2])
+        more = int(marker[1]) if marker is not None else 0
+        del buf[: eol + 1]
+        if continued:
+            self._discard_bytes = more  # the line went on with another {n+} literal
+            return self._discard()
+        self._discard_line = False
+        return True
+
+    def next_line(self) -> bytes | LineTooLong | None:
+        """A raw line (IDLE's DONE, an AUTHENTICATE response), without its line ending."""
+        buf = self._buf
+        eol = buf.find(b"\n")
+        if eol < 0:
+            if len(buf) > self.max_line_length:
+                return self._too_long()
+            return None
+        line = bytes(buf[:eol])
+        del buf[: eol + 1]
+        return line[:-1] if line.endswith(b"\r") else line
+
+
+# --- Parsed commands -----------------------------------------------------------------------
+
+
+class CommandError(Exception):
+    """The peer sent something the grammar rejects; answered with `<tag> BAD <message>`."""
+
+    def __init__(self, message: str, tag: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.tag = tag
+
+
+STAR = 0  # "*" in a sequence set: nz-number never is 0, so 0 can stand for it.
+
+
+@dataclass(frozen=True)
+class SequenceSet:
+    """sequence-set (RFC 3501 section 9): ranges of numbers, STAR for "*", either order."""
+
+    ranges: tuple[tuple[int, int], ...]
+
+    def resolve(self, largest: int) -> Iterator[tuple[int, int]]:
+        """Each range as (low, high) with "*" replaced by `largest` (RFC 3501 6.4.8)."""
+        for first, last in self.ranges:
+            first = largest if first == STAR else first
+            last = largest if last == STAR else last
+            yield (first, last) if first <= last else (last, first)
+
+    def __str__(self) -> str:
+        def number(value: int) -> str:
+            return "*" if value == STAR else str(value)
+
+        return ",".join(number(a) if a == b else f"{number(a)}:{number(b)}" for a, b in self.ranges)
+
+
+@dataclass(frozen=True)
+class Section:
+    """section-spec (RFC 3501 6.4.5): a part path plus HEADER/HEADER.FIELDS[.NOT]/TEXT/MIME."""
+
+    part: tuple[int, ...] = ()
+    kind: str | None = None
+    fields: tuple[str, ...] = ()
+
+    def label(self) -> str:
+        """The section as the FETCH response names it (field names upper-cased, like Dovecot)."""
+        text = ".".join(str(n) for n in self.part)
+        if self.kind:
+            text = f"{text}.{self.kind}" if text else self.kind
+        if self.kind in ("HEADER.FIELDS", "HEADER.FIELDS.NOT"):
+            text += " (" + " ".join(quote_astring(f.upper()) for f in self.fields) + ")"
+        return text
+
+
+@dataclass(frozen=True)
+class FetchItem:
+    """One fetch-att. `name` is upper case; for body sections it is "BODY" with `section` set."""
+
+    name: str
+    section: Section | None = None
+    peek: bool = False
+    partial: tuple[int, int] | None = None  # (origin, count)
+
+
+@dataclass(frozen=True)
+class Login:
+    user: bytes
+    password: bytes
+
+
+@dataclass(frozen=True)
+class Authenticate:
+    mechanism: str
+    initial: bytes | None  # the SASL-IR initial response (base64 text, "=" for empty), RFC 4959
+
+
+@dataclass(frozen=True)
+class MailboxArg:
+    mailbox: str
+
+
+@dataclass(frozen=True)
+class Rename:
+    old: str
+    new: str
+
+
+@dataclass(frozen=True)
+class ListArgs:
+    reference: str
+    pattern: str
+
+
+@dataclass(frozen=True)
+class StatusArgs:
+    mailbox: str
+    items: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AppendArgs:
+    mailbox: str
+    flags: tuple[str, ...]
+    internal_date: datetime | None
+    message: bytes
+
+
+@dataclass(frozen=True)
+class FetchArgs:
+    sequence: SequenceSet
+    items: tuple[FetchItem, ...]
+
+
+@dataclass(frozen=True)
+class StoreArgs:
+    sequence: SequenceSet
+    mode: str  # "+", "-" or "" (replace)
+    silent: bool
+    flags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CopyArgs:
+    sequence: SequenceSet
+    mailbox: str
+
+
+@dataclass(frozen=True)
+class SearchArgs:
+    charset: str | None
+    key: SearchKey
+
+
+@dataclass(frozen=True)
+class ExpungeArgs:
+    uids: SequenceSet | None  # UID EXPUNGE (RFC 4315 section 2.1)
+
+
+@dataclass(frozen=True)
+class IdArgs:
+    fields: tuple[tuple[str, str | None], ...] | None
+
+
+@dataclass(frozen=True)
+class EnableArgs:
+    capabilities: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class NoArgs:
+    pass
+
+
+@dataclass(frozen=True)
+class Command:
+    tag: str
+    name: str  # upper case; "FETCH" also for UID FETCH (then uid is True)
+    uid: bool
+    args: Any
+
+
+# --- SEARCH keys (RFC 3501 6.4.4) ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AllKey:
+    pass
+
+
+@dataclass(frozen=True)
+class FlagKey:
+    flag: str  # a system flag or keyword, as stored
+    present: bool
+
+
+@dataclass(frozen=True)
+class RecentKey:
+    present: bool
+
+
+@dataclass(frozen=True)
+class NewKey:
+    pass
+
+
+@dataclass(frozen=True)
+class HeaderKey:
+    field: str
+    value: str
+
+
+@dataclass(frozen=True)
+class TextKey:
+    value: str
+    body_only: bool
+
+
+@dataclass(frozen=True)
+class DateKey:
+    sent: bool  # SENT* keys use the Date: header, the others the internal date
+    relation: str  # "BEFORE", "ON", "SINCE"
+    day: date
+
+
+@dataclass(frozen=True)
+class SizeKey:
+    larger: bool
+    size: int
+
+
+@dataclass(frozen=True)
+class SequenceKey:
+    sequence: SequenceSet
+    uid: bool
+
+
+@dataclass(frozen=True)
+class NotKey:
+    key: SearchKey
+
+
+@dataclass(frozen=True)
+class OrKey:
+    left: SearchKey
+    right: SearchKey
+
+
+@dataclass(frozen=True)
+class AndKey:
+    keys: tuple[SearchKey, ...]
+
+
+SearchKey = (
+    AllKey | FlagKey | RecentKey | NewKey | HeaderKey | TextKey | DateKey | SizeKey | SequenceKey | NotKey
+    | OrKey | AndKey
+)
+
+# --- Lexical rules ---------------------------------------------------------------------------
+
+# ATOM-CHAR: any CHAR except atom-specials: "(" ")" "{" SP CTL "%" "*" DQUOTE "\" "]".
+# Eight-bit octets are let through (UTF-8 mailbox names from sloppy clients, as Dovecot does).
+_ATOM = re.compile(rb'[^(){ %*"\\\]\x00-\x1f\x7f]+')
+# flag-keyword = atom, and atoms are 7-bit here: a keyword is an identifier, never text.
+_KEYWORD = re.compile(rb'[^(){ %*"\\\]\x00-\x1f\x7f-\xff]+')
+_ASTRING_ATOM = re.compile(rb'[^(){ %*"\\\x00-\x1f\x7f]+')  # ASTRING-CHAR adds "]"
+_LIST_CHARS = re.compile(rb'[^(){ "\\\x00-\x1f\x7f]+')  # list-char adds "%" "*" "]"
+_TAG = re.compile(rb'[^(){ %*"\\+\x00-\x1f\x7f]+')  # tag: ASTRING-CHAR except "+"
+_QUOTED = re.compile(rb'"((?:[^"\\\r\n]|\\["\\])*)"')
+_LITERAL = re.compile(rb"\{(\d{1,19})\+?\}\r?\n")
+_NUMBER = re.compile(rb"\d{1,10}")
+_SEQUENCE = re.compile(rb"(?:\d+|\*)(?::(?:\d+|\*))?(?:,(?:\d+|\*)(?::(?:\d+|\*))?)*")
+_FETCH_ATT = re.compile(rb"[A-Za-z0-9.]+")
+_BASE64 = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
+_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+_DATE_TEXT = re.compile(rb"(\d{1,2})-([A-Za-z]{3})-(\d{4})")
+_DATE_TIME = re.compile(rb'"([ \d]?\d)-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)"')
+_UINT32_MAX = 4294967295
+
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+_SYSTEM_FLAG_NAMES = {flag.upper(): flag for flag in SYSTEM_FLAGS}
+
+
+def quote_astring(value: str) -> str:
+    """An astring as short as it can be: atom, else quoted (callers avoid CR/LF/8-bit here)."""
+    encoded = value.encode("utf-8", "surrogateescape")
+    if encoded and _ASTRING_ATOM.fullmatch(encoded) and encoded.upper() != b"NIL":
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def decode_name(raw: bytes) -> str:
+    """Mailbox names are kept as text; bytes that are not UTF-8 survive the round trip."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+class Reader:
+    """A cursor over one complete command. Every method either consumes its token or raises."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def fail(self, message: str) -> CommandError:
+        return CommandError(message)
+
+    def at_end(self) -> bool:
+        return self.pos >= len(self.data)
+
+    def peek(self) -> int:
+        return self.data[self.pos] if self.pos < len(self.data) else -1
+
+    def end(self) -> None:
+        if not self.at_end():
+            raise self.fail("Unexpected extra arguments")
+
+    def sp(self) -> None:
+        if self.peek() != 0x20:
+            raise self.fail("Missing argument" if self.at_end() else "Expected a single space")
+        self.pos += 1
+
+    def maybe_sp(self) -> bool:
+        if self.peek() == 0x20:
+            self.pos += 1
+            return True
+        return False
+
+    def char(self, value: bytes) -> None:
+        if not self.data.startswith(value, self.pos):
+            raise self.fail(f"Expected {value.decode()!r}")
+        self.pos += len(value)
+
+    def _match(self, pattern: re.Pattern[bytes], what: str) -> re.Match[bytes]:
+        match = pattern.match(self.data, self.pos)
+        if match is None or match.end() == self.pos:
+            raise self.fail(f"Expected {what}")
+        self.pos = match.end()
+        return match
+
+    def atom(self) -> str:
+        return self._match(_ATOM, "an atom")[0].decode("utf-8", "surrogateescape")
+
+    def keyword(self) -> str:
+        """An atom compared case-insensitively (command names, FETCH/SEARCH keys)."""
+        return self.atom().upper()
+
+    def number(self) -> int:
+        value = int(self._match(_NUMBER, "a number")[0])
+        if value > _UINT32_MAX:
+            raise self.fail("Number out of range")
+        return value
+
+    def nz_number(self) -> int:
+        value = self.number()
+        if value == 0:
+            raise self.fail("Zero is not a valid number here")
+        return value
+
+    def quoted(self) -> bytes:
+        match = self._match(_QUOTED, "a quoted string")
+        return re.sub(rb'\\(["\\])', rb"\1", match[1]) if b"\\" in match[1] else match[1]
+
+    def literal(self) -> bytes:
+        match = self._match(_LITERAL, "a literal")
+        size = int(match[1])
+        value = self.data[self.pos : self.pos + size]
+        if len(value) != size:
+            raise self.fail("Literal shorter than announced")
+        self.pos += size
+        return value
+
+    def string(self) -> bytes:
+        first = self.peek()
+        if first == 0x22:
+            return self.quoted()
+        if first == 0x7B:
+            return self.literal()
+        raise self.fail("Expected a string")
+
+    def astring(self) -> bytes:
+        if self.peek() in (0x22, 0x7B):
+            return self.string()
+        return self._match(_ASTRING_ATOM, "a string")[0]
+
+    def nstring(self) -> bytes | None:
+        if self.data[self.pos : self.pos + 3].upper() == b"NIL" and not _ASTRING_ATOM.match(self.data, self.pos + 3):
+            self.pos += 3
+            return None
+        return self.string()
+
+    def text_astring(self) -> str:
+        return self.astring().decode("utf-8", "replace")
+
+    def mailbox(self) -> str:
+        # mailbox = "INBOX" / astring; INBOX is case-insensitive (RFC 3501 5.1).
+        name = decode_name(self.astring())
+        return "INBOX" if name.upper() == "INBOX" else name
+
+    def list_mailbox(self) -> str:
+        if self.peek() in (0x22, 0x7B):
+            return decode_name(self.string())
+        return decode_name(self._match(_LIST_CHARS, "a mailbox pattern")[0])
+
+    def sequence_set(self) -> SequenceSet:
+        text = self._match(_SEQUENCE, "a sequence set")[0]
+        ranges: list[tuple[int, int]] = []
+        for item in text.split(b","):
+            first, _, last = item.partition(b":")
+            a = self._seq_number(first)
+            ranges.append((a, self._seq_number(last) if last else a))
+        return SequenceSet(tuple(ranges))
+
+    def _seq_number(self, raw: bytes) -> int:
+        if raw == b"*":
+            return STAR
+        value = int(raw)
+        if not 0 < value <= _UINT32_MAX:
+            raise self.fail("Invalid sequence number")
+        return value
+
+    def flag(self, *, allow_recent: bool = False) -> str:
+        """flag (RFC 3501 section 9): a system flag (canonical case) or a keyword atom."""
+        if self.peek() == 0x5C:  # "\"
+            self.pos += 1
+            name = "\\" + self.atom()
+            canonical = _SYSTEM_FLAG_NAMES.get(name.upper())
+            if canonical is None and allow_recent and name.upper() == "\\RECENT":
+                return "\\Recent"
+            if canonical is None:
+                raise self.fail(f"Invalid system flag {name.upper()}")
+            return canonical
+        return self._match(_KEYWORD, "a flag").group().decode("ascii")
+
+    def flag_list(self) -> tuple[str, ...]:
+        self.char(b"(")
+        flags: list[str] = []
+        if self.peek() != 0x29:
+            flags.append(self.flag())
+            while self.maybe_sp():
+                flags.append(self.flag())
+        self.char(b")")
+        return tuple(flags)
+
+    def date(self) -> date:
+        # date = date-text / DQUOTE date-text DQUOTE
+        quoted = self.peek() == 0x22
+        if quoted:
+            self.pos += 1
+        match = self._match(_DATE_TEXT, "a date like 1-Feb-1994")
+        if quoted:
+            self.char(b'"')
+        try:
+            return date(int(match[3]), _month(match[2]), int(match[1]))
+        except ValueError:
+            raise self.fail("Invalid date") from None
+
+    def date_time(self) -> datetime:
+        match = self._match(_DATE_TIME, 'a date-time like "17-Jul-1996 02:44:25 -0700"')
+        offset = timedelta(hours=int(match[8]), minutes=int(match[9]))
+        try:
+            return datetime(
+                int(match[3]), _month(match[2]), int(match[1].strip()), int(match[4]), int(match[5]), int(match[6]),
+                tzinfo=timezone(-offset if match[7] == b"-" else offset),
+            )
+        except ValueError:
+            raise self.fail("Invalid date-time") from None
+
+
+def _month(raw: bytes) -> int:
+    try:
+        return _MONTHS.index(raw.decode().upper()) + 1
+    except ValueError:
+        raise CommandError("Invalid month") from None
+
+
+# --- Command arguments ---------------------------------------------------------------------
+
+
+def _no_args(reader: Reader, uid: bool) -> NoArgs:
+    return NoArgs()
+
+
+def _login(reader: Reader, uid: bool) -> Login:
+    reader.sp()
+    user = reader.astring()
+    reader.sp()
+    return Login(user, reader.astring())
+
+
+def _authenticate(reader: Reader, uid: bool) -> Authenticate:
+    reader.sp()
+    mechanism = reader.keyword()
+    initial = None
+    if reader.maybe_sp():
+        initial = reader._match(_BASE64, "a base64 initial response")[0]
+    return Authenticate(mechanism, initial)
+
+
+def _mailbox(reader: Reader, uid: bool) -> MailboxArg:
+    reader.sp()
+    return MailboxArg(reader.mailbox())
+
+
+def _rename(reader: Reader, uid: bool) -> Rename:
+    reader.sp()
+    old = reader.mailbox()
+    reader.sp()
+    return Rename(old, reader.mailbox())
+
+
+def _list(reader: Reader, uid: bool) -> ListArgs:
+    reader.sp()
+    reference = decode_name(reader.astring())
+    reader.sp()
+    return ListArgs(reference, reader.list_mailbox())
+
+
+STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN")
+
+
+def _status(reader: Reader, uid: bool) -> StatusArgs:
+    reader.sp()
+    mailbox = reader.mailbox()
+    reader.sp()
+    reader.char(b"(")
+    items = [reader.keyword()]
+    while reader.maybe_sp():
+        items.append(reader.keyword())
+    reader.char(b")")
+    for item in items:
+        if item not in STATUS_ITEMS:
+            raise reader.fail(f"Unknown STATUS item {item}")
+    return StatusArgs(mailbox, tuple(items))
+
+
+def _append(reader: Reader, uid: bool) -> AppendArgs:
+    # append = "APPEND" SP mailbox [SP flag-list] [SP date-time] SP literal
+    reader.sp()
+    mailbox = reader.mailbox()
+    reader.sp()
+    flags: tuple[str, ...] = ()
+    when = None
+    if reader.peek() == 0x28:
+        flags = reader.flag_list()
+        reader.sp()
+    if reader.peek() == 0x22:
+        when = reader.date_time()
+        reader.sp()
+    if reader.peek() != 0x7B:
+        raise reader.fail("APPEND needs the message as a literal")
+    return AppendArgs(mailbox, flags, when, reader.literal())
+
+
+_FETCH_MACROS = {
+    # RFC 3501 6.4.5
+    "ALL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"),
+    "FAST": ("FLAGS", "INTERNALDATE", "RFC822.SIZE"),
+    "FULL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"),
+}
+_SIMPLE_FETCH = {
+    "ENVELOPE", "FLAGS", "INTERNALDATE", "RFC822", "RFC822.HEADER", "RFC822.SIZE", "RFC822.TEXT", "BODY",
+    "BODYSTRUCTURE", "UID",
+}
+
+
+def _fetch(reader: Reader, uid: bool) -> FetchArgs:
+    reader.sp()
+    sequence = reader.sequence_set()
+    reader.sp()
+    items: list[FetchItem] = []
+    if reader.peek() == 0x28:
+        reader.pos += 1
+        items.append(_fetch_att(reader))
+        while reader.maybe_sp():
+            items.append(_fetch_att(reader))
+        reader.char(b")")
+    else:
+        start = reader.pos
+        name = reader._match(_FETCH_ATT, "a FETCH item")[0].decode().upper()
+        if name in _FETCH_MACROS:
+            items.extend(FetchItem(item) for item in _FETCH_MACROS[name])
+        else:
+            reader.pos = start
+            items.append(_fetch_att(reader))
+    return FetchArgs(sequence, tuple(items))
+
+
+def _fetch_att(reader: Reader) -> FetchItem:
+    name = reader._match(_FETCH_ATT, "a FETCH item")[0].decode().upper()
+    if reader.peek() == 0x5B and name in ("BODY", "BODY.PEEK"):
+        section = _section(reader)
+        partial = None
+        if reader.peek() == 0x3C:  # "<" number "." nz-number ">"
+            reader.pos += 1
+            origin = reader.number()
+            reader.char(b".")
+            count = reader.nz_number()
+            reader.char(b">")
+            partial = (origin, count)
+        return FetchItem("BODY", section, name == "BODY.PEEK", partial)
+    if name not in _SIMPLE_FETCH:
+        raise reader.fail(f"Unknown FETCH item {name}")
+    return FetchItem(name)
+
+
+def _section(reader: Reader) -> Section:
+    # section = "[" [section-spec] "]"
+    reader.char(b"[")
+    part: list[int] = []
+    kind: str | None = None
+    fields: tuple[str, ...] = ()
+    if reader.peek() != 0x5D:
+        while 0x30 <= reader.peek() <= 0x39:
+            part.append(reader.nz_number())
+            if reader.peek() != 0x2E:
+                break
+            reader.pos += 1
+        if reader.peek() != 0x5D:
+            kind = reader._match(_FETCH_ATT, "a section")[0].decode().upper()
+            allowed = ("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT") + (("MIME",) if part else ())
+            if kind not in allowed:
+                raise reader.fail(f"Invalid section {kind}")
+            if kind.startswith("HEADER.FIELDS"):
+                reader.sp()
+                fields = _header_list(reader)
+        elif reader.data[reader.pos - 1] == 0x2E:
+            raise reader.fail("Invalid section")
+    reader.char(b"]")
+    return Section(tuple(part), kind, fields)
+
+
+def _header_list(reader: Reader) -> tuple[str, ...]:
+    reader.char(b"(")
+    names = [reader.text_astring()]
+    while reader.maybe_sp():
+        names.append(reader.text_astring())
+    reader.char(b")")
+    return tuple(names)
+
+
+def _store(reader: Reader, uid: bool) -> StoreArgs:
+    # store-att-flags = (["+" / "-"] "FLAGS" [".SILENT"]) SP (flag-list / (flag *(SP flag)))
+    reader.sp()
+    sequence = reader.sequence_set()
+    reader.sp()
+    mode = ""
+    if reader.peek() in (0x2B, 0x2D):
+        mode = chr(reader.peek())
+        reader.pos += 1
+    item = reader._match(_FETCH_ATT, "FLAGS").group().decode().upper()
+    if item not in ("FLAGS", "FLAGS.SILENT"):
+        raise reader.fail(f"Invalid STORE item {item}")
+    reader.sp()
+    if reader.peek() == 0x28:
+        flags = reader.flag_list()
+    else:
+        collected = [reader.flag()]
+        while reader.maybe_sp():
+            collected.append(reader.flag())
+        flags = tuple(collected)
+    return StoreArgs(sequence, mode, item.endswith(".SILENT"), flags)
+
+
+def _copy(reader: Reader, uid: bool) -> CopyArgs:
+    reader.sp()
+    sequence = reader.sequence_set()
+    reader.sp()
+    return CopyArgs(sequence, reader.mailbox())
+
+
+def _expunge(reader: Reader, uid: bool) -> ExpungeArgs:
+    if not uid:
+        return ExpungeArgs(None)
+    reader.sp()
+    return ExpungeArgs(reader.sequence_set())
+
+
+def _id(reader: Reader, uid: bool) -> IdArgs:
+    # id = "ID" SP id-params-list; id-params-list = "(" *(string SP nstring) ")" / nil (RFC 2971)
+    reader.sp()
+    if reader.data[reader.pos : reader.pos + 3].upper() == b"NIL":
+        reader.pos += 3
+        return IdArgs(None)
+    reader.char(b"(")
+    fields: list[tuple[str, str | None]] = []
+    while reader.peek() != 0x29:
+        if fields:
+            reader.sp()
+        key = reader.string().decode("utf-8", "replace")
+        reader.sp()
+        value = reader.nstring()
+        fields.append((key, None if value is None else value.decode("utf-8", "replace")))
+    reader.char(b")")
+    return IdArgs(tuple(fields))
+
+
+def _enable(reader: Reader, uid: bool) -> EnableArgs:
+    reader.sp()
+    names = [reader.keyword()]
+    while reader.maybe_sp():
+        names.append(reader.keyword())
+    return EnableArgs(tuple(names))
+
+
+def _search(reader: Reader, uid: bool) -> SearchArgs:
+    # search = "SEARCH" [SP "CHARSET" SP astring] 1*(SP search-key)
+    reader.sp()
+    charset = None
+    start = reader.pos
+    if reader._match(_ATOM, "a search key")[0].upper() == b"CHARSET":
+        reader.sp()
+        charset = reader.astring().decode("ascii", "replace").upper()
+        reader.sp()
+    else:
+        reader.pos = start
+    keys = [_search_key(reader, charset)]
+    while reader.maybe_sp():
+        keys.append(_search_key(reader, charset))
+    return SearchArgs(charset, keys[0] if len(keys) == 1 else AndKey(tuple(keys)))
+
+
+_FLAG_KEYS = {
+    "ANSWERED": ("\\Answered", True), "DELETED": ("\\Deleted", True), "DRAFT": ("\\Draft", True),
+    "FLAGGED": ("\\Flagged", True), "SEEN": ("\\Seen", True), "UNANSWERED": ("\\Answered", False),
+    "UNDELETED": ("\\Deleted", False), "UNDRAFT": ("\\Draft", False), "UNFLAGGED": ("\\Flagged", False),
+    "UNSEEN": ("\\Seen", False),
+}
+_HEADER_KEYS = {"FROM": "From", "TO": "To", "CC": "Cc", "BCC": "Bcc", "SUBJECT": "Subject"}
+_DATE_KEYS = {
+    "BEFORE": (False, "BEFORE"), "ON": (False, "ON"), "SINCE": (False, "SINCE"),
+    "SENTBEFORE": (True, "BEFORE"), "SENTON": (True, "ON"), "SENTSINCE": (True, "SINCE"),
+}
+
+
+def _search_key(reader: Reader, charset: str | None) -> SearchKey:
+    first = reader.peek()
+    if first == 0x28:  # "(" search-key *(SP search-key) ")"
+        reader.pos += 1
+        keys = [_search_key(reader, charset)]
+        while reader.maybe_sp():
+            keys.append(_search_key(reader, charset))
+        reader.char(b")")
+        return keys[0] if len(keys) == 1 else AndKey(tuple(keys))
+    if 0x30 <= first <= 0x39 or first == 0x2A:
+        return SequenceKey(reader.sequence_set(), uid=False)
+    name = reader.keyword()
+
+    def text() -> str:
+        reader.sp()
+        return reader.astring().decode("utf-8", "replace")
+
+    if name in _FLAG_KEYS:
+        flag, present = _FLAG_KEYS[name]
+        return FlagKey(flag, present)
+    if name == "ALL":
+        return AllKey()
+    if name in ("RECENT", "OLD"):
+        return RecentKey(name == "RECENT")
+    if name == "NEW":
+        return NewKey()
+    if name in ("KEYWORD", "UNKEYWORD"):
+        reader.sp()
+        return FlagKey(reader._match(_KEYWORD, "a keyword").group().decode("ascii"), name == "KEYWORD")
+    if name in _HEADER_KEYS:
+        return HeaderKey(_HEADER_KEYS[name], text())
+    if name == "HEADER":
+        field = text()
+        return HeaderKey(field, text())
+    if name in ("BODY", "TEXT"):
+        return TextKey(text(), body_only=name == "BODY")
+    if name in _DATE_KEYS:
+        sent, relation = _DATE_KEYS[name]
+        reader.sp()
+        return DateKey(sent, relation, reader.date())
+    if name in ("LARGER", "SMALLER"):
+        reader.sp()
+        return SizeKey(name == "LARGER", reader.number())
+    if name == "UID":
+        reader.sp()
+        return SequenceKey(reader.sequence_set(), uid=True)
+    if name == "NOT":
+        reader.sp()
+        return NotKey(_search_key(reader, charset))
+    if name == "OR":
+        reader.sp()
+        left = _search_key(reader, charset)
+        reader.sp()
+        return OrKey(left, _search_key(reader, charset))
+    raise reader.fail(f"Unknown search key {name}")
+
+
+ArgParser = Callable[[Reader, bool], Any]
+# Each command's argument grammar, RFC 3501 section 9 (and the extensions' RFCs).
+ARGUMENTS: dict[str, ArgParser] = {
+    "CAPABILITY": _no_args, "NOOP": _no_args, "LOGOUT": _no_args, "STARTTLS": _no_args,
+    "LOGIN": _login, "AUTHENTICATE": _authenticate,
+    "SELECT": _mailbox, "EXAMINE": _mailbox, "CREATE": _mailbox, "DELETE": _mailbox,
+    "SUBSCRIBE": _mailbox, "UNSUBSCRIBE": _mailbox, "RENAME": _rename,
+    "LIST": _list, "LSUB": _list, "STATUS": _status, "APPEND": _append,
+    "CHECK": _no_args, "CLOSE": _no_args, "EXPUNGE": _expunge, "SEARCH": _search, "FETCH": _fetch,
+    "STORE": _store, "COPY": _copy, "MOVE": _copy,
+    "IDLE": _no_args, "NAMESPACE": _no_args, "ID": _id, "ENABLE": _enable,
+}
+UID_COMMANDS = ("COPY", "MOVE", "FETCH", "SEARCH", "STORE", "EXPUNGE")
+
+
+def split_head(head: bytes) -> tuple[str | None, str]:
+    """The tag (None if invalid) and upper-cased command name at the start of a command."""
+    match = _TAG.match(head)
+    if match is None or head[match.end() : match.end() + 1] != b" ":
+        return None, ""
+    name_match = _ATOM.match(head, match.end() + 1)
+    name = name_match[0].decode("ascii", "replace").upper() if name_match else ""
+    return match[0].decode("ascii", "replace"), name
+
+
+def parse_command(data: bytes) -> Command:
+    """One complete command (from `Framer`) into a `Command`; CommandError names the tag if known."""
+    reader = Reader(data)
+    match = _TAG.match(data)
+    if match is None:
+        raise CommandError("Invalid tag")
+    tag = match[0].decode("ascii", "replace")
+    reader.pos = match.end()
+    try:
+        reader.sp()
+        name = reader.keyword()
+        uid = name == "UID"
+        if uid:
+            reader.sp()
+            name = reader.keyword()
+            if name not in UID_COMMANDS:
+                raise CommandError(f"Unknown UID command {name}")
+        parse = ARGUMENTS.get(name)
+        if parse is None:
+            raise CommandError("Unknown command")
+        args = parse(reader, uid)
+        reader.end()
+    except CommandError as error:
+        error.tag = tag
+        raise
+    return Command(tag, name, uid, args)

@@ -1,0 +1,1050 @@
+"""The IMAP4rev1 session (RFC 3501) as a sans-I/O state machine: bytes in, bytes out.
+
+net.py drives it through the `LineSession` protocol. The parser (parser.py) cuts and parses
+commands; this module keeps the state table, the per-session view of the selected mailbox and
+the store calls. TLS decisions come only from `connection.security`; this module chooses words.
+
+The selected-mailbox view: the client numbers messages by its own picture of the mailbox, which
+changes only when we tell it (EXISTS, EXPUNGE). So each session keeps the list of messages it has
+announced and the flags it last reported, and compares that with the store at the end of each
+command (and while idling) to report what other sessions did (RFC 3501 5.2, 7.4.1).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import bisect
+import enum
+import logging
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from mailmodes import __version__
+from mailmodes.imap import message as mime
+from mailmodes.imap.parser import (
+    SYSTEM_FLAGS,
+    AppendArgs,
+    Authenticate,
+    Command,
+    CommandBytes,
+    CommandError,
+    CopyArgs,
+    EnableArgs,
+    ExpungeArgs,
+    FetchArgs,
+    FetchItem,
+    Framer,
+    IdArgs,
+    LineTooLong,
+    ListArgs,
+    LiteralRequest,
+    Login,
+    MailboxArg,
+    Rename,
+    SearchArgs,
+    SequenceSet,
+    StatusArgs,
+    StoreArgs,
+    parse_command,
+    quote_astring,
+    split_head,
+)
+from mailmodes.imap.search import SearchContext, search
+from mailmodes.net import Close, Connection, Output, StartTls
+from mailmodes.store import (
+    HIERARCHY_DELIMITER,
+    INBOX,
+    Account,
+    Mailbox,
+    MailboxError,
+    Message,
+    Store,
+)
+
+log = logging.getLogger(__name__)
+
+# Advertised once authentication is possible (and after it), in this order.
+EXTENSIONS = ("LITERAL+", "SASL-IR", "IDLE", "UIDPLUS", "MOVE", "NAMESPACE", "ID", "ENABLE", "SPECIAL-USE")
+PRIVACY_REQUIRED = "[PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure connections"
+AUTH_FAILED = "[AUTHENTICATIONFAILED] Authentication failed"  # RFC 5530
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_FLAG_ORDER = {flag: index for index, flag in enumerate(SYSTEM_FLAGS + ("\\Recent",))}
+_SYSTEM_FLAGS_TEXT = " ".join(SYSTEM_FLAGS)
+# RFC 3501 7.4.1: no EXPUNGE while answering FETCH, STORE or SEARCH (their UID forms may).
+_NO_EXPUNGE_DURING = ("FETCH", "STORE", "SEARCH")
+_SAFE_ASTRING = re.compile(r"[^\r\n\x00\x80-\U0010ffff]*")
+
+
+class State(enum.Enum):
+    NOT_AUTHENTICATED = "not authenticated"
+    AUTHENTICATED = "authenticated"
+    SELECTED = "selected"
+    LOGOUT = "logout"
+
+
+Reply = tuple[str, str] | None  # (status, text) for the tagged response; None: sent already
+
+
+@dataclass
+class View:
+    """The selected mailbox as this client knows it (RFC 3501 5.2: numbers change only when told)."""
+
+    mailbox: Mailbox
+    readonly: bool
+    messages: list[Message]  # index + 1 is the sequence number
+    flags: dict[int, frozenset[str]]  # UID -> the flags this client was last told
+    recent: set[int]  # UIDs that are \Recent in this session
+    keywords: list[str]  # keywords announced in FLAGS
+    uid_high: int  # the highest UID ever announced
+    unwatch: Callable[[], None] = lambda: None
+    dirty: bool = False  # the store changed (or reports are held back) since the last sync
+
+    def largest_uid(self) -> int:
+        return self.messages[-1].uid if self.messages else 0
+
+
+@dataclass
+class _Pending:
+    """Output gathered while handling input, and what net must do after sending it."""
+
+    chunks: list[bytes] = field(default_factory=list)
+    action: StartTls | Close | None = None
+
+
+class ImapSession:
+    """One IMAP connection. Implements net.LineSession."""
+
+    def __init__(self, connection: Connection, store: Store, hostname: str) -> None:
+        self.connection = connection
+        self.security = connection.security
+        self.limits = connection.listener.limits
+        self.store = store
+        self.hostname = hostname
+        self.framer = Framer(self.limits.max_line_length)
+        self.state = State.NOT_AUTHENTICATED
+        self.account: Account | None = None
+        self.view: View | None = None
+        self.bad_commands = 0  # consecutive BAD responses
+        self.pipelined_after_starttls = 0
+        # A command that reads raw lines after a continuation (IDLE, AUTHENTICATE), with its tag.
+        self._continuation: Callable[[bytes], None] | None = None
+        self._continuation_tag = ""
+        self._idling = False
+        self._pending = _Pending()
+        self._command_start = 0  # where the current command's output starts in _pending.chunks
+        # \Recent stays with the session that claimed it (RFC 3501 2.3.2), across re-SELECTs.
+        self._claimed_recent: dict[Mailbox, set[int]] = {}
+
+    # --- LineSession ----------------------------------------------------------------------
+
+    def greeting(self) -> list[Output]:
+        # Never PREAUTH (RFC 9051 7.1.4 and PROTOCOL.md): every client logs in.
+        return [f"* OK [CAPABILITY {self.capabilities()}] {self.hostname} ready\r\n".encode()]
+
+    def feed(self, data: bytes) -> list[Output]:
+        if self.state is State.LOGOUT:
+            return []
+        self.framer.feed(data)
+        return self._guarded(self._process)
+
+    def tls_started(self) -> list[Output]:
+        # RFC 3501 6.2.1: the client must ask for CAPABILITY again; `capabilities()` reads the
+        # security object, which now says "encrypted", so nothing else to forget here.
+        return []
+
+    def wake(self) -> list[Output]:
+        if not self._idling or self.state is State.LOGOUT:
+            return []
+        return self._guarded(lambda: self._sync(allow_expunge=True))
+
+    def timed_out(self) -> list[Output]:
+        self._logout_state()
+        # RFC 3501 5.4: the autologout timer; net closes the connection after this.
+        return [b"* BYE Autologout; idle for too long\r\n", Close()]
+
+    def connection_lost(self) -> None:
+        self._logout_state()
+
+    # --- Driving ----------------------------------------------------------------------------
+
+    def _guarded(self, work: Callable[[], None]) -> list[Output]:
+        """Run `work`, collecting its output; an internal error ends this session only."""
+        self._pending = pending = _Pending()
+        self._command_start = 0
+        try:
+            work()
+        except Exception:
+            log.exception("IMAP session with %s: internal error", self.connection.peer)
+            # Drop the failing command's partial output: a half FETCH response is unparseable.
+            del pending.chunks[self._command_start :]
+            pending.chunks.append(b"* BYE [SERVERBUG] Internal server error, closing the connection\r\n")
+            pending.action = Close()
+        outputs: list[Output] = list(_batched(pending.chunks))
+        if isinstance(pending.action, StartTls):
+            # PROTOCOL.md: plaintext pipelined behind STARTTLS is dropped, and remembered.
+            self.pipelined_after_starttls = self.framer.drop()
+            outputs.append(pending.action)
+        elif isinstance(pending.action, Close):
+            self._logout_state()
+            outputs.append(pending.action)
+        return outputs
+
+    def _process(self) -> None:
+        while self._pending.action is None:
+            if self._continuation is not None:
+                line = self.framer.next_line()
+                if line is None:
+                    return
+                if isinstance(line, LineTooLong):
+                    self._continuation = None
+                    self._idling = False
+                    self._bad(self._continuation_tag, "Line too long")
+                else:
+                    self._command_start = len(self._pending.chunks)
+                    self._continuation(line)
+                continue
+            event = self.framer.next_command()
+            if event is None:
+                return
+            if isinstance(event, CommandBytes):
+                self._execute(event.data)
+            elif isinstance(event, LiteralRequest):
+                self._literal(event)
+            else:
+                tag, _ = split_head(event.head)
+                self._bad(tag, "Command line too long")
+
+    def _literal(self, request: LiteralRequest) -> None:
+        """Answer a literal announcement before its bytes arrive (RFC 3501 7.5, RFC 7888)."""
+        tag, name = split_head(request.head)
+        limit = self.limits.max_literal_size
+        if name == "APPEND":
+            limit = min(limit, self.limits.max_message_size)
+        if tag is None:
+            self.framer.reject_literal()
+            self._bad(None, "Invalid tag")
+        elif name not in COMMANDS and name != "UID":
+            # No use reading a literal for a command that will be refused anyway.
+            self.framer.reject_literal()
+            self._bad(tag, "Unknown command")
+        elif request.total > limit:
+            self.framer.reject_literal()
+            self._tagged(tag, "NO", f"[TOOBIG] Literal too big (at most {limit} octets)")
+        elif name in ("LOGIN", "AUTHENTICATE") and not self.security.may_authenticate:
+            # Refuse before the password is sent in the clear.
+            self.framer.reject_literal()
+            self._tagged(tag, "NO", PRIVACY_REQUIRED)
+        else:
+            self.framer.accept_literal()
+            if request.synchronizing:
+                self._send(b"+ Ready for literal data\r\n")
+
+    def _execute(self, data: bytes) -> None:
+        self._command_start = len(self._pending.chunks)
+        try:
+            command = parse_command(data)
+        except CommandError as error:
+            self._bad(error.tag, error.message)
+            return
+        handler, states = COMMANDS[command.name]
+        if self.state not in states:
+            self._bad(command.tag, f"{command.name} is not valid in the {self.state.value} state")
+            return
+        reply = handler(self, command)
+        if reply is None:
+            return
+        status, text = reply
+        if status != "BAD" and self.view is not None:
+            self._sync(allow_expunge=command.uid or command.name not in _NO_EXPUNGE_DURING)
+        self._tagged(command.tag, status, text)
+
+    # --- Output helpers ---------------------------------------------------------------------
+
+    def _send(self, data: bytes) -> None:
+        self._pending.chunks.append(data)
+
+    def _untagged(self, text: str) -> None:
+        self._pending.chunks.append(f"* {text}\r\n".encode("utf-8", "surrogateescape"))
+
+    def _tagged(self, tag: str, status: str, text: str) -> None:
+        # Texts may echo client input (a mailbox name sent as a literal): never let it end the line.
+        text = text.replace("\r", " ").replace("\n", " ")
+        if status == "BAD":
+            self._bad(tag, text)
+            return
+        self.bad_commands = 0
+        self._pending.chunks.append(f"{tag} {status} {text}\r\n".encode("utf-8", "surrogateescape"))
+
+    def _bad(self, tag: str | None, text: str) -> None:
+        self._pending.chunks.append(f"{tag or '*'} BAD {text}\r\n".encode("utf-8", "surrogateescape"))
+        self.bad_commands += 1
+        if self.bad_commands >= self.limits.max_bad_commands:
+            self._send(b"* BYE Too many invalid commands\r\n")
+            self._pending.action = Close()
+
+    def capabilities(self) -> str:
+        security = self.security
+        names = ["IMAP4rev1"]
+        if self.state is State.NOT_AUTHENTICATED and security.offers_starttls:
+            names.append("STARTTLS")
+        if not security.may_authenticate:
+            # PROTOCOL.md: before TLS on a required port, exactly IMAP4rev1 STARTTLS LOGINDISABLED.
+            names.append("LOGINDISABLED")
+            return " ".join(names)
+        if self.state is State.NOT_AUTHENTICATED:
+            names.append("AUTH=PLAIN")
+        names.extend(EXTENSIONS)
+        return " ".join(names)
+
+    def _logout_state(self) -> None:
+        self._unselect()
+        self._continuation = None
+        self._idling = False
+        self.state = State.LOGOUT
+
+    # --- Any state --------------------------------------------------------------------------
+
+    def _capability(self, command: Command) -> Reply:
+        self._untagged(f"CAPABILITY {self.capabilities()}")
+        return "OK", "Capability completed"
+
+    def _noop(self, command: Command) -> Reply:
+        return "OK", f"{command.name} completed"
+
+    def _logout(self, command: Command) -> Reply:
+        self._unselect()
+        self._send(b"* BYE Logging out\r\n")
+        self._pending.action = Close()
+        return "OK", "Logout completed"
+
+    def _id(self, command: Command) -> Reply:
+        assert isinstance(command.args, IdArgs)
+        self._untagged(f'ID ("name" "mailmodes" "version" "{__version__}")')
+        return "OK", "ID completed"
+
+    # --- Not authenticated ------------------------------------------------------------------
+
+    def _starttls(self, command: Command) -> Reply:
+        if self.security.encrypted:
+            return "BAD", "TLS is already active"
+        if self.state is not State.NOT_AUTHENTICATED:
+            return "BAD", "STARTTLS is only valid before authentication"
+        if not self.security.offers_starttls:
+            return "NO", "[UNAVAILABLE] TLS is not available on this port"
+        self._pending.action = StartTls()
+        return "OK", "Begin TLS negotiation now"
+
+    def _login(self, command: Command) -> Reply:
+        args = command.args
+        assert isinstance(args, Login)
+        if not self.security.may_authenticate:
+            return "NO", PRIVACY_REQUIRED
+        account = self.store.authenticate(args.user.decode("utf-8", "replace"), args.password.decode("utf-8", "replace"))
+        return self._logged_in(account)
+
+    def _logged_in(self, account: Account | None) -> Reply:
+        if account is None:
+            return "NO", AUTH_FAILED
+        self.account = account
+        self.state = State.AUTHENTICATED
+        return "OK", f"[CAPABILITY {self.capabilities()}] Logged in"
+
+    def _authenticate(self, command: Command) -> Reply:
+        args = command.args
+        assert isinstance(args, Authenticate)
+        if not self.security.may_authenticate:
+            return "NO", PRIVACY_REQUIRED
+        if args.mechanism != "PLAIN":
+            return "NO", "[CANNOT] Unsupported authentication mechanism"
+        if args.initial is not None:
+            # RFC 4959: "=" is an empty initial response.
+            return self._sasl_plain(b"" if args.initial == b"=" else args.initial)
+        self._send(b"+ \r\n")
+        self._continuation_tag = command.tag
+        self._continuation = self._authenticate_response
+        return None
+
+    def _authenticate_response(self, line: bytes) -> None:
+        self._continuation = None
+        if line == b"*":
+            # RFC 3501 6.2.2: a "*" line cancels, answered with BAD.
+            self._bad(self._continuation_tag, "Authentication aborted")
+            return
+        reply = self._sasl_plain(line)
+        assert reply is not None
+        self._tagged(self._continuation_tag, *reply)
+
+    def _sasl_plain(self, response: bytes) -> Reply:
+        try:
+            decoded = base64.b64decode(response, validate=True)
+        except (binascii.Error, ValueError):
+            return "BAD", "Invalid base64 data"
+        parts = decoded.split(b"\0")
+        if len(parts) != 3:
+            return "NO", AUTH_FAILED
+        authzid, authcid, password = (part.decode("utf-8", "replace") for part in parts)
+        account = self.store.authenticate(authcid, password)
+        if account is not None and authzid not in ("", authcid, account.name):
+            # RFC 4616: acting as another user is not offered.
+            return "NO", "[AUTHORIZATIONFAILED] Authorization failed"
+        return self._logged_in(account)
+
+    # --- Authenticated ----------------------------------------------------------------------
+
+    def _account(self) -> Account:
+        assert self.account is not None
+        return self.account
+
+    def _select(self, command: Command) -> Reply:
+        args = command.args
+        assert isinstance(args, MailboxArg)
+        # RFC 3501 6.3.1: a SELECT deselects the current mailbox even when it fails.
+        self._unselect()
+        mailbox = self._account().mailbox(args.mailbox)
+        if mailbox is None:
+            return "NO", f"[NONEXISTENT] Mailbox doesn't exist: {args.mailbox}"
+        readonly = command.name == "EXAMINE"
+        # \Recent belongs to the first session to see a message; EXAMINE only looks.
+        claimed = self._claimed_recent.setdefault(mailbox, set())
+        if readonly:
+            recent = claimed | mailbox.recent_uids
+        else:
+            claimed |= mailbox.claim_recent()
+            recent = claimed  # one set: what this view reports and what the session keeps
+        messages = list(mailbox.messages)
+        recent &= {m.uid for m in messages}
+        keywords = sorted({flag for m in messages for flag in m.flags if not flag.startswith("\\")})
+        view = View(
+            mailbox, readonly, messages, {m.uid: frozenset(m.flags) for m in messages}, recent, keywords,
+            uid_high=messages[-1].uid if messages else 0,
+        )
+        view.unwatch = mailbox.watch(self._mailbox_changed)
+        self.view, self.state = view, State.SELECTED
+        self._untagged(f"FLAGS ({self._flags_text(view)})")
+        self._untagged(f"{len(messages)} EXISTS")
+        self._untagged(f"{len(recent)} RECENT")
+        first_unseen = next((n for n, m in enumerate(messages, 1) if "\\Seen" not in m.flags), None)
+        if first_unseen is not None:
+            self._untagged(f"OK [UNSEEN {first_unseen}] First unseen")
+        self._permanent_flags(view)
+        self._untagged(f"OK [UIDVALIDITY {mailbox.uidvalidity}] UIDs valid")
+        self._untagged(f"OK [UIDNEXT {mailbox.uidnext}] Predicted next UID")
+        return "OK", "[READ-ONLY] EXAMINE completed" if readonly else "[READ-WRITE] SELECT completed"
+
+    def _flags_text(self, view: View) -> str:
+        return " ".join([_SYSTEM_FLAGS_TEXT, *view.keywords]).strip()
+
+    def _permanent_flags(self, view: View) -> None:
+        if view.readonly:
+            self._untagged("OK [PERMANENTFLAGS ()] Read-only mailbox")
+        else:
+            # "\*": clients may create keywords (RFC 3501 7.1).
+            self._untagged(f"OK [PERMANENTFLAGS ({self._flags_text(view)} \\*)] Flags permitted")
+
+    def _mailbox_changed(self) -> None:
+        if self.view is not None:
+            self.view.dirty = True
+        if self._idling:
+            self.connection.wake()
+
+    def _unselect(self) -> None:
+        if self.view is not None:
+            self.view.unwatch()
+            self.view = None
+        if self.state is State.SELECTED:
+            self.state = State.AUTHENTICATED
+
+    def _create(self, command: Command) -> Reply:
+        args = command.args
+        assert isinstance(args, MailboxArg)
+        account = self._account()
+        name = args.mailbox.rstrip(HIERARCHY_DELIMITER)
+        if account.mailbox(name) is not None:
+            return "NO", "[ALREADYEXISTS] Mailbox already exists"
+        if not _valid_new_name(name):
+            return "NO", "[CANNOT] Invalid mailbox name"
+        before = set(account.mailboxes)
+        try:
+            account.create(name)
+        except MailboxError as error:
+            return "NO", f"[CANNOT] {error}"
+        # CREATE does not subscribe (RFC 3501 6.3.3 and 6.3.6 are separate steps); the store's
+        # built-in mailboxes stay subscribed.
+        for created in set(account.mailboxes) - before:
+            account.mailboxes[created].subscribed = False
+        return "OK", "CREATE completed"
+
+    def _delete(self, command: Command) -> Reply:
+        args = command.args
+        assert isinstance(args, MailboxArg)
+        account = self._account()
+        if args.mailbox == INBOX:
+            return "NO", "[CANNOT] INBOX cannot be deleted"
+        if account.mailbox(args.mailbox) is None:
+            return "NO", f"[NONEXISTENT] Mailbox doesn't exist: {args.mailbox}"
+        try:
+            account.delete(args.mailbox)
+        except MailboxError as error:
+            return "NO", f"[INUSE] {error}"
+        return "OK", "DELETE completed"
+
+    def _rename(self, command: Command) -> Reply:
+        args = command.args
+        assert isinstance(args, Rename)
+        account = self._account()
+        new = args.new.rstrip(HIERARCHY_DELIMITER)
+        if account.mailbox(args.old) is None:
+            return "NO", f"[NONEXISTENT] Mailbox doesn't exist: {args.old}"
+        if account.mailbox(new) is not None:
+            return "NO", "[ALREADYEXISTS] Mailbox already exists"
+        if not _valid_new_name(new) or new.startswith(args.old + HIERARCHY_DELIMITER):
+            return "NO", "[CANNOT] Invalid mailbox name"
+        try:
+            account.rename(args.old, new)
+        except MailboxError as error:
+            return "NO", f"[CANNOT] {error}"
+        return "OK", "RENAME completed"
+
+    def _subscribe(self, command: Command) -> Reply:
+        args = command.args
+        assert isinstance(args, MailboxArg)
+        mailbox = self._account().mailbox(args.mailbox)
+        if mailbox is None:
+            return "NO", f"[NONEXISTENT] Mailbox doesn't exist: {args.mailbox}"
+        mailbox.subscribed = command.name == "SUBSCRIBE"
+        return "OK", f"{command.name} completed"
+
+    def _list(self, command: Command) -> Reply:
+        args = command.args
+        assert isinstance(args, ListArgs)
+        lsub = command.name == "LSUB"
+        if not args.pattern:
+            # RFC 3501 6.3.8: an empty pattern asks for the delimiter and the reference's root.
+            root = args.reference.split(HIERARCHY_DELIMITER, 1)[0]
+            root += HIERARCHY_DELIMITER if HIERARCHY_DELIMITER in args.reference else ""
+            if not lsub:
+                self._untagged(f'LIST (\\Noselect) "{HIERARCHY_DELIMITER}" {_astring(root)}')
+            return "OK", f"{command.name} completed"
+        matcher = _pattern(args.reference + args.pattern)
+        inbox_matcher = re.compile(matcher.pattern, re.IGNORECASE | re.DOTALL)
+
+        def matches(name: str) -> bool:
+            return bool((inbox_matcher if name == INBOX else matcher).fullmatch(name))
+
+        mailboxes = self._account().mailboxes
+        names = sorted(mailboxes, key=lambda n: (n != INBOX, n))
+        if lsub:
+            for name, noselect in _lsub_entries(mailboxes, names, matches):
+                self._untagged(f'LSUB ({noselect}) "{HIERARCHY_DELIMITER}" {_astring(name)}')
+            return "OK", f"{command.name} completed"
+        for name in names:
+            if not matches(name):
+                continue
+            mailbox = mailboxes[name]
+            prefix = name + HIERARCHY_DELIMITER
+            children = any(other.startswith(prefix) for other in mailboxes)
+            attributes = ["\\HasChildren" if children else "\\HasNoChildren"]
+            if mailbox.special_use:
+                attributes.append(mailbox.special_use)
+            self._untagged(f'LIST ({" ".join(attributes)}) "{HIERARCHY_DELIMITER}" {_astring(name)}')
+        return "OK", f"{command.name} completed"
+
+    def _status(self, command: Command) -> Reply:
+        args = command.args
+        assert isinstance(args, StatusArgs)
+        mailbox = self._account().mailbox(args.mailbox)
+        if mailbox is None:
+            return "NO", f"[NONEXISTENT] Mailbox doesn't exist: {args.mailbox}"
+        view = self.view
+        recent = len(view.recent) if view is not None and view.mailbox is mailbox else len(mailbox.recent_uids)
+        values = {
+            "MESSAGES": len(mailbox.messages),
+            "RECENT": recent,
+            "UIDNEXT": mailbox.uidnext,
+            "UIDVALIDITY": mailbox.uidvalidity,
+            "UNSEEN": sum(1 for m in mailbox.messages if "\\Seen" not in m.flags),
+        }
+        items = " ".join(f"{item} {values[item]}" for item in args.items)
+        self._untagged(f"STATUS {_astring(mailbox.name)} ({items})")
+        return "OK", "STATUS completed"
+
+    def _append(self, command: Command) -> Reply:
+        args = command.args
+        assert isinstance(args, AppendArgs)
+        mailbox = self._account().mailbox(args.mailbox)
+        if mailbox is None:
+            # RFC 3501 6.3.11: TRYCREATE tells the client that CREATE would help.
+            return "NO", f"[TRYCREATE] Mailbox doesn't exist: {args.mailbox}"
+        if len(args.message) > self.limits.max_message_size:
+            return "NO", "[TOOBIG] Message too big"
+        flags = self._canonical_flags(args.flags)
+        if self.view is not None and self.view.mailbox is mailbox:
+            self._announce_keywords(self.view, flags)
+        message = mailbox.append(args.message, flags, args.internal_date)
+        return "OK", f"[APPENDUID {mailbox.uidvalidity} {message.uid}] APPEND completed"
+
+    def _namespace(self, command: Command) -> Reply:
+        self._untagged(f'NAMESPACE (("" "{HIERARCHY_DELIMITER}")) NIL NIL')
+        return "OK", "NAMESPACE completed"
+
+    def _enable(self, command: Command) -> Reply:
+        assert isinstance(command.args, EnableArgs)
+        if self.state is not State.AUTHENTICATED:
+            # RFC 5161 3.1: only before a mailbox is selected.
+            return "BAD", "ENABLE is only valid before a mailbox is selected"
+        self._untagged("ENABLED")  # none of our extensions needs enabling
+        return "OK", "ENABLE completed"
+
+    def _idle(self, command: Command) -> Reply:
+        # RFC 2177: report what is pending now, then as it happens until DONE.
+        if self.view is not None:
+            self._sync(allow_expunge=True)
+        self._send(b"+ idling\r\n")
+        self._continuation_tag = command.tag
+        self._continuation = self._idle_line
+        self._idling = True
+        return None
+
+    def _idle_line(self, line: bytes) -> None:
+        self._continuation = None
+        self._idling = False
+        if line.upper() != b"DONE":
+            self._bad(self._continuation_tag, "Expected DONE to end IDLE")
+            return
+        if self.view is not None:
+            self._sync(allow_expunge=True)
+        self._tagged(self._continuation_tag, "OK", "IDLE terminated")
+
+    # --- Selected ---------------------------------------------------------------------------
+
+    def _selected(self) -> View:
+        assert self.view is not None
+        return self.view
+
+    def _targets(self, sequence: SequenceSet, uid: bool) -> list[tuple[int, Message]] | None:
+        """(sequence number, message) pairs, ascending; None if a sequence number is invalid."""
+        messages = self._selected().messages
+        indexes: Iterable[int]
+        if uid:
+            if not messages:
+                return []
+            # RFC 3501 6.4.8: "*" is the largest UID in use, so "n:*" always includes it.
+            spans = [
+                range(bisect.bisect_left(messages, low, key=_uid), bisect.bisect_right(messages, high, key=_uid))
+                for low, high in sequence.resolve(messages[-1].uid)
+            ]
+        else:
+            count = len(messages)
+            spans = []
+            for low, high in sequence.resolve(count):
+                if low < 1 or high > count:
+                    return None
+                spans.append(range(low - 1, high))
+        indexes = spans[0] if len(spans) == 1 else sorted(set().union(*spans))
+        return [(index + 1, messages[index]) for index in indexes]
+
+    def _ghosts(self, view: View) -> set[int]:
+        """UIDs this client still sees that are gone from the store (EXPUNGE not yet sent)."""
+        if not view.dirty:
+            return set()
+        present = {m.uid for m in view.mailbox.messages}
+        return {m.uid for m in view.messages if m.uid not in present}
+
+    def _check(self, command: Command) -> Reply:
+        return "OK", "CHECK completed"
+
+    def _close(self, command: Command) -> Reply:
+        view = self._selected()
+        if not view.readonly:
+            # RFC 3501 6.4.2: expunge silently, no EXPUNGE responses.
+            view.mailbox.expunge([m.uid for m in view.mailbox.messages if "\\Deleted" in m.flags])
+        self._unselect()
+        return "OK", "CLOSE completed"
+
+    def _expunge(self, command: Command) -> Reply:
+        args = command.args
+        assert isinstance(args, ExpungeArgs)
+        view = self._selected()
+        if view.readonly:
+            return "NO", "[CANNOT] Mailbox is read-only"
+        uids = [m.uid for m in view.messages if "\\Deleted" in m.flags]
+        if args.uids is not None:
+            ranges = list(args.uids.resolve(view.largest_uid()))
+            uids = [uid for uid in uids if any(low <= uid <= high for low, high in ranges)]
+        view.mailbox.expunge(uids)  # the EXPUNGE responses come from the sync after this
+        return "OK", "EXPUNGE completed"
+
+    def _search(self, command: Command) -> Reply:
+        args = command.args
+        assert isinstance(args, SearchArgs)
+        if args.charset not in (None, "UTF-8", "US-ASCII"):
+            return "NO", "[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset"
+        view = self._selected()
+        context = SearchContext(len(view.messages), view.largest_uid(), view.recent)
+        numbers = search(args.key, view.messages, context)
+        if command.uid:
+            numbers = [view.messages[n - 1].uid for n in numbers]
+        self._send(b"* SEARCH" + b"".join(b" %d" % n for n in numbers) + b"\r\n")
+        return "OK", "SEARCH completed"
+
+    def _fetch(self, command: Command) -> Reply:
+        args = command.args
+        assert isinstance(args, FetchArgs)
+        view = self._selected()
+        targets = self._targets(args.sequence, command.uid)
+        if targets is None:
+            return "BAD", "Invalid message sequence number"
+        items = list(args.items)
+        if command.uid and not any(item.name == "UID" for item in items):
+            items.insert(0, FetchItem("UID"))  # RFC 3501 6.4.8
+        marks_seen = not view.readonly and any(_marks_seen(item) for item in items)
+        reports_flags = any(item.name == "FLAGS" for item in items)
+        ghosts = self._ghosts(view)
+        # Responses go out as a flat list of pieces joined once: a message's bytes are copied a
+        # single time, however big (the FETCH BODY[] throughput target).
+        labels = {item: _fetch_label(item) for item in items}
+        chunks = self._pending.chunks
+        for number, message in targets:
+            seen_now = marks_seen and "\\Seen" not in message.flags and message.uid not in ghosts
+            if seen_now:
+                # RFC 3501 6.4.5: BODY[...] sets \Seen; the changed flags SHOULD be returned.
+                view.mailbox.set_flags(message, message.flags | {"\\Seen"})
+            chunks.append(b"* %d FETCH (" % number)
+            for index, item in enumerate(items):
+                if index:
+                    chunks.append(b" ")
+                self._fetch_item(view, item, labels[item], message, chunks)
+            if seen_now and not reports_flags:
+                chunks += (b" ", self._flags_item(view, message))
+            chunks.append(b")\r\n")
+        return "OK", "FETCH completed"
+
+    def _fetch_item(self, view: View, item: FetchItem, label: bytes, message: Message, out: list[bytes]) -> None:
+        """Append one fetch-att's response (msg-att, RFC 3501 section 7.4.2) to `out`."""
+        section = item.section
+        data = message.data
+        if section is not None:
+            content = mime.section(data, section.part, section.kind, section.fields)
+            if item.partial is not None:
+                origin, count = item.partial
+                content = content[origin : origin + count]
+            out += (b"%b {%d}\r\n" % (label, len(content)), content)
+            return
+        name = item.name
+        if name == "UID":
+            out.append(b"UID %d" % message.uid)
+        elif name == "FLAGS":
+            out.append(self._flags_item(view, message))
+        elif name == "RFC822.SIZE":
+            out.append(b"RFC822.SIZE %d" % len(data))
+        elif name == "INTERNALDATE":
+            out.append(b"INTERNALDATE " + _internal_date(message.internal_date).encode())
+        elif name == "ENVELOPE":
+            out += (b"ENVELOPE ", mime.envelope(data))
+        elif name in ("BODY", "BODYSTRUCTURE"):
+            out += (label, b" ", mime.bodystructure(data, name == "BODYSTRUCTURE"))
+        else:
+            if name == "RFC822":
+                content = data
+            elif name == "RFC822.HEADER":
+                content = mime.section(data, (), "HEADER")
+            else:  # RFC822.TEXT
+                content = mime.section(data, (), "TEXT")
+            out += (b"%b {%d}\r\n" % (label, len(content)), content)
+
+    def _flags_item(self, view: View, message: Message) -> bytes:
+        view.flags[message.uid] = frozenset(message.flags)
+        return b"FLAGS " + _flag_list(message.flags, message.uid in view.recent).encode()
+
+    def _store(self, command: Command) -> Reply:
+        args = command.args
+        assert isinstance(args, StoreArgs)
+        view = self._selected()
+        targets = self._targets(args.sequence, command.uid)
+        if targets is None:
+            return "BAD", "Invalid message sequence number"
+        if view.readonly:
+            return "NO", "[CANNOT] Mailbox is read-only"
+        flags = set(self._canonical_flags(args.flags))
+        self._announce_keywords(view, flags)
+        ghosts = self._ghosts(view)
+        missed = False
+        for number, message in targets:
+            if message.uid in ghosts:
+                missed = True
+                continue
+            if args.mode == "+":
+                new = message.flags | flags
+            elif args.mode == "-":
+                new = message.flags - flags
+            else:
+                new = set(flags)
+            view.mailbox.set_flags(message, new)
+            if args.silent:
+                view.flags[message.uid] = frozenset(message.flags)
+                continue
+            # RFC 3501 6.4.6: the new flags come back as if fetched (with the UID for UID STORE).
+            uid = b"UID %d " % message.uid if command.uid else b""
+            self._send(b"* %d FETCH (%b%b)\r\n" % (number, uid, self._flags_item(view, message)))
+        if missed:
+            return "NO", "[EXPUNGEISSUED] Some of the requested messages no longer exist"
+        return "OK", "STORE completed"
+
+    def _canonical_flags(self, flags: Iterable[str]) -> tuple[str, ...]:
+        """Keywords take the spelling already used in the mailbox ($Junk and $junk are one)."""
+        view = self.view
+        known = {keyword.casefold(): keyword for keyword in view.keywords} if view is not None else {}
+        return tuple(dict.fromkeys(flag if flag.startswith("\\") else known.get(flag.casefold(), flag) for flag in flags))
+
+    def _announce_keywords(self, view: View, flags: Iterable[str]) -> None:
+        """RFC 3501 7.2.6: a new keyword means a new FLAGS (and PERMANENTFLAGS) response."""
+        known = {keyword.casefold() for keyword in view.keywords}
+        new = [flag for flag in flags if not flag.startswith("\\") and flag.casefold() not in known]
+        if not new:
+            return
+        view.keywords.extend(dict.fromkeys(new))
+        self._untagged(f"FLAGS ({self._flags_text(view)})")
+        self._permanent_flags(view)
+
+    def _copy(self, command: Command) -> Reply:
+        args = command.args
+        assert isinstance(args, CopyArgs)
+        view = self._selected()
+        move = command.name == "MOVE"
+        targets = self._targets(args.sequence, command.uid)
+        if targets is None:
+            return "BAD", "Invalid message sequence number"
+        if move and view.readonly:
+            return "NO", "[CANNOT] Mailbox is read-only"
+        target = self._account().mailbox(args.mailbox)
+        if target is None:
+            return "NO", f"[TRYCREATE] Mailbox doesn't exist: {args.mailbox}"
+        ghosts = self._ghosts(view)
+        if any(message.uid in ghosts for _, message in targets):
+            return "NO", "[EXPUNGEISSUED] Some of the requested messages no longer exist"
+        if not targets:
+            return "OK", "No messages found"
+        source_uids = [message.uid for _, message in targets]
+        copies = [target.append(m.data, m.flags, m.internal_date) for _, m in targets]
+        # RFC 4315 section 3: COPYUID names the source and destination UIDs, pairwise.
+        code = f"[COPYUID {target.uidvalidity} {_uid_set(source_uids)} {_uid_set([c.uid for c in copies])}]"
+        if not move:
+            return "OK", f"{code} COPY completed"
+        # RFC 6851 section 4.3: COPYUID goes in an untagged OK before the EXPUNGE responses.
+        self._untagged(f"OK {code} Moved UIDs")
+        view.mailbox.expunge(source_uids)
+        return "OK", "MOVE completed"
+
+    # --- Reporting changes ------------------------------------------------------------------
+
+    def _sync(self, allow_expunge: bool) -> None:
+        """Tell the client what changed in the store since it last heard (RFC 3501 5.2, 7.4.1)."""
+        view = self.view
+        if view is None or not view.dirty:
+            return
+        current = view.mailbox.messages
+        count = len(view.messages)
+        held_back = False
+        unchanged = count == 0 or (len(current) >= count and current[count - 1] is view.messages[-1])
+        if not unchanged:
+            if allow_expunge:
+                self._report_expunges(view, {m.uid for m in current})
+            else:
+                held_back = True
+        self._report_new(view, current)
+        self._report_flags(view)
+        view.dirty = held_back
+
+    def _report_expunges(self, view: View, present: set[int]) -> None:
+        kept: list[Message] = []
+        for message in view.messages:
+            if message.uid in present:
+                kept.append(message)
+                continue
+            # Each EXPUNGE renumbers the rest at once, so the next one counts from `kept`.
+            self._send(b"* %d EXPUNGE\r\n" % (len(kept) + 1))
+            view.flags.pop(message.uid, None)
+            view.recent.discard(message.uid)
+        view.messages = kept
+
+    def _report_new(self, view: View, current: list[Message]) -> None:
+        start = len(current)
+        while start and current[start - 1].uid > view.uid_high:
+            start -= 1
+        new = current[start:]
+        if not new:
+            return
+        self._announce_keywords(view, {flag for m in new for flag in m.flags})
+        view.messages.extend(new)
+        for message in new:
+            view.flags[message.uid] = frozenset(message.flags)
+        view.uid_high = new[-1].uid
+        if view.readonly:
+            view.recent |= {m.uid for m in new} & view.mailbox.recent_uids
+        else:
+            view.recent |= view.mailbox.claim_recent()  # the same set as _claimed_recent holds
+        self._untagged(f"{len(view.messages)} EXISTS")
+        self._untagged(f"{len(view.recent)} RECENT")
+
+    def _report_flags(self, view: View) -> None:
+        for number, message in enumerate(view.messages, 1):
+            if view.flags.get(message.uid) != frozenset(message.flags):
+                self._announce_keywords(view, message.flags)
+                self._send(b"* %d FETCH (%b)\r\n" % (number, self._flags_item(view, message)))
+
+
+def _lsub_entries(
+    mailboxes: dict[str, Mailbox], names: list[str], matches: Callable[[str], bool]
+) -> list[tuple[str, str]]:
+    """LSUB results. RFC 3501 6.3.9: when "%" hides a subscribed name, its unsubscribed parent
+    that matches is listed with \\Noselect."""
+    entries: dict[str, str] = {}
+    for name in names:
+        if not mailboxes[name].subscribed:
+            continue
+        if matches(name):
+            entries[name] = ""
+            continue
+        parts = name.split(HIERARCHY_DELIMITER)
+        for depth in range(1, len(parts)):
+            parent = HIERARCHY_DELIMITER.join(parts[:depth])
+            box = mailboxes.get(parent)
+            if parent not in entries and (box is None or not box.subscribed) and matches(parent):
+                entries[parent] = "\\Noselect"
+    return sorted(entries.items(), key=lambda item: (item[0] != INBOX, item[0]))
+
+
+# Output goes to net in pieces of about this size rather than one join: memory stays flat for a
+# FETCH of many big messages, and per-chunk consumers (the transcript recorder) stay linear.
+OUTPUT_PIECE = 64 * 1024
+
+
+def _batched(chunks: list[bytes]) -> Iterator[bytes]:
+    batch: list[bytes] = []
+    size = 0
+    for chunk in chunks:
+        batch.append(chunk)
+        size += len(chunk)
+        if size >= OUTPUT_PIECE:
+            yield b"".join(batch) if len(batch) > 1 else chunk
+            batch, size = [], 0
+    if batch:
+        yield b"".join(batch)
+
+
+def _uid(message: Message) -> int:
+    return message.uid
+
+
+def _fetch_label(item: FetchItem) -> bytes:
+    """The name a fetch-att has in the response: BODY.PEEK[...] answers as BODY[...]<origin>."""
+    if item.section is None:
+        return item.name.encode()
+    label = f"BODY[{item.section.label()}]"
+    if item.partial is not None:
+        label += f"<{item.partial[0]}>"
+    return label.encode()
+
+
+def _marks_seen(item: FetchItem) -> bool:
+    return (item.section is not None and not item.peek) or item.name in ("RFC822", "RFC822.TEXT")
+
+
+def _flag_list(flags: Iterable[str], recent: bool) -> str:
+    listed = [*flags, "\\Recent"] if recent else flags
+    ordered = sorted(listed, key=lambda flag: (_FLAG_ORDER.get(flag, len(_FLAG_ORDER)), flag))
+    return "(" + " ".join(ordered) + ")"
+
+
+def _internal_date(when: datetime) -> str:
+    """date-time (RFC 3501 section 9): "dd-Mon-yyyy hh:mm:ss +zzzz", day padded with a space."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    offset = when.utcoffset() or timedelta(0)
+    minutes = int(offset.total_seconds()) // 60
+    sign = "-" if minutes < 0 else "+"
+    minutes = abs(minutes)
+    return (
+        f'"{when.day:2d}-{_MONTHS[when.month - 1]}-{when.year:04d} '
+        f'{when.hour:02d}:{when.minute:02d}:{when.second:02d} {sign}{minutes // 60:02d}{minutes % 60:02d}"'
+    )
+
+
+def _uid_set(uids: list[int]) -> str:
+    """A compact uid-set: 1:3,5 (RFC 4315 section 4); `uids` ascending."""
+    spans: list[list[int]] = []
+    for uid in uids:
+        if spans and uid == spans[-1][1] + 1:
+            spans[-1][1] = uid
+        else:
+            spans.append([uid, uid])
+    return ",".join(str(a) if a == b else f"{a}:{b}" for a, b in spans)
+
+
+def _astring(name: str) -> str:
+    """A mailbox name as an atom or quoted string; a literal for octets a quoted string can't hold."""
+    if _SAFE_ASTRING.fullmatch(name):
+        return quote_astring(name)
+    encoded = name.encode("utf-8", "surrogateescape")
+    return f"{{{len(encoded)}}}\r\n" + encoded.decode("utf-8", "surrogateescape")
+
+
+def _pattern(pattern: str) -> re.Pattern[str]:
+    """LIST wildcards (RFC 3501 6.3.8): "*" matches anything, "%" stops at the delimiter."""
+    parts = []
+    for char in pattern:
+        if char == "*":
+            parts.append(".*")
+        elif char == "%":
+            parts.append(f"[^{re.escape(HIERARCHY_DELIMITER)}]*")
+        else:
+            parts.append(re.escape(char))
+    return re.compile("".join(parts), re.DOTALL)
+
+
+def _valid_new_name(name: str) -> bool:
+    if not name or name.startswith(HIERARCHY_DELIMITER) or any(c in name for c in "%*\r\n\0"):
+        return False
+    return all(name.split(HIERARCHY_DELIMITER))
+
+
+ANY = frozenset({State.NOT_AUTHENTICATED, State.AUTHENTICATED, State.SELECTED})
+NOT_AUTHENTICATED = frozenset({State.NOT_AUTHENTICATED})
+AUTHENTICATED = frozenset({State.AUTHENTICATED, State.SELECTED})
+SELECTED = frozenset({State.SELECTED})
+Handler = Callable[[ImapSession, Command], Reply]
+# The state table: each command's handler and the states it is valid in (RFC 3501 section 6).
+COMMANDS: dict[str, tuple[Handler, frozenset[State]]] = {
+    "CAPABILITY": (ImapSession._capability, ANY),
+    "NOOP": (ImapSession._noop, ANY),
+    "LOGOUT": (ImapSession._logout, ANY),
+    "ID": (ImapSession._id, ANY),
+    "STARTTLS": (ImapSession._starttls, ANY),
+    "LOGIN": (ImapSession._login, NOT_AUTHENTICATED),
+    "AUTHENTICATE": (ImapSession._authenticate, NOT_AUTHENTICATED),
+    "SELECT": (ImapSession._select, AUTHENTICATED),
+    "EXAMINE": (ImapSession._select, AUTHENTICATED),
+    "CREATE": (ImapSession._create, AUTHENTICATED),
+    "DELETE": (ImapSession._delete, AUTHENTICATED),
+    "RENAME": (ImapSession._rename, AUTHENTICATED),
+    "SUBSCRIBE": (ImapSession._subscribe, AUTHENTICATED),
+    "UNSUBSCRIBE": (ImapSession._subscribe, AUTHENTICATED),
+    "LIST": (ImapSession._list, AUTHENTICATED),
+    "LSUB": (ImapSession._list, AUTHENTICATED),
+    "STATUS": (ImapSession._status, AUTHENTICATED),
+    "APPEND": (ImapSession._append, AUTHENTICATED),
+    "NAMESPACE": (ImapSession._namespace, AUTHENTICATED),
+    "ENABLE": (ImapSession._enable, AUTHENTICATED),
+    "IDLE": (ImapSession._idle, AUTHENTICATED),
+    "CHECK": (ImapSession._check, SELECTED),
+    "CLOSE": (ImapSession._close, SELECTED),
+    "EXPUNGE": (ImapSession._expunge, SELECTED),
+    "SEARCH": (ImapSession._search, SELECTED),
+    "FETCH": (ImapSession._fetch, SELECTED),
+    "STORE": (ImapSession._store, SELECTED),
+    "COPY": (ImapSession._copy, SELECTED),
+    "MOVE": (ImapSession._copy, SELECTED),
+}
