@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mailmodes.certs import ensure_certificates
-from mailmodes.config import Config, Listener
+from mailmodes.config import Config, HttpConfig, Listener
+from mailmodes.http import HttpServer
 from mailmodes.journal import Journal
+from mailmodes.misbehaviour import Misbehaviour
 from mailmodes.net import LineServer
 from mailmodes.smtp import smtp_factory
 from mailmodes.store import Store
@@ -57,6 +59,8 @@ class MailServer:
         self.skipped: dict[str, str] = {}
         self.ca_file: Path | None = None
         self._servers: list[asyncio.Server] = []
+        self.http_port: int | None = None  # the HTTP API and dashboard, when [http] is configured
+        self._http: HttpServer | None = None
 
     async def start(self) -> None:
         certs = ensure_certificates(self.config.certs.dir, self.config.hostname)
@@ -74,6 +78,8 @@ class MailServer:
                     self._servers.append(server)
                     self.ports[listener.name] = server.sockets[0].getsockname()[1]
                     self.listeners[listener.name] = listener
+            if self.config.http is not None:
+                await self._start_http(self.config.http)
         except BaseException:
             await self.stop()
             raise
@@ -94,15 +100,36 @@ class MailServer:
                 return None
             hostname = self.config.hostname
             store = self.store
+            misbehaviour = Misbehaviour(listener.scenario, listener.protocol, listener.chaos)
+            plaintext_on_implicit = misbehaviour.speaks_plaintext_on_implicit
             line_server = LineServer(
                 listener, lambda connection: session_class(connection, store, hostname), context, too_many,
                 self.journal,
+                policy_mode=TlsMode.PLAINTEXT if misbehaviour.strips_starttls else None,
+                handshake_first=listener.tls is TlsMode.IMPLICIT and not plaintext_on_implicit,
+                pretend_encrypted=plaintext_on_implicit,
             )
             return await asyncio.start_server(line_server.handle, host, listener.port)
         except OSError as error:
             raise ListenerError(_explain_bind_error(listener, host, error)) from None
 
+    async def _start_http(self, config: HttpConfig) -> None:
+        # After the mail listeners: /api/ready is true from its first answer.
+        http = HttpServer(self, config)
+        try:
+            self.http_port = await http.start()
+        except (OSError, OverflowError) as error:  # OverflowError: --port-offset pushed it past 65535
+            where = f"the HTTP API cannot bind {config.host}:{config.port}"
+            if getattr(error, "errno", None) == errno.EADDRINUSE:
+                raise ListenerError(f"{where}: the port is already in use; set [http] port "
+                                    "(0 picks a free one) or use --port-offset") from None
+            raise ListenerError(f"{where}: {getattr(error, 'strerror', None) or error}") from None
+        self._http = http
+
     async def stop(self) -> None:
+        http, self._http = self._http, None
+        if http is not None:
+            await http.stop()
         servers, self._servers = self._servers, []
         for server in servers:
             server.close()
@@ -149,6 +176,10 @@ class ThreadedMailServer:
     @property
     def ca_file(self) -> Path | None:
         return self.server.ca_file
+
+    @property
+    def http_port(self) -> int | None:
+        return self.server.http_port
 
     @property
     def config(self) -> Config:

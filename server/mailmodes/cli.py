@@ -6,14 +6,19 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
+import tomllib
+from collections.abc import Mapping
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from mailmodes import __version__
+from mailmodes import __version__, apiclient
+from mailmodes import check as health
+from mailmodes import explain as teaching
 from mailmodes.app import ListenerError, MailServer
 from mailmodes.certs import ensure_certificates
 from mailmodes.config import Config, ConfigError, load_config, parse_config
@@ -31,15 +36,97 @@ def default_config() -> Config:
 
 
 def _load(args: argparse.Namespace) -> Config:
-    config = load_config(Path(args.config)) if args.config else default_config()
+    environ: Mapping[str, str] = getattr(args, "environ", {})
+    path = args.config or environ.get("MAILMODES_CONFIG") or None
+    if any(environ.get(name) for name in ENV_KEYS):
+        config = _config_with_environment(Path(path) if path else None, environ)
+    else:
+        config = load_config(Path(path)) if path else default_config()
     if getattr(args, "host", None):
         config = replace(config, host=args.host)
-    if getattr(args, "port_offset", 0):
-        config = config.with_port_offset(args.port_offset)
+    offset = getattr(args, "port_offset", None)
+    if offset is None:
+        offset = _env_int(environ, "MAILMODES_PORT_OFFSET")
+    if offset:
+        config = config.with_port_offset(offset)
     bad = [listener for listener in config.listeners if listener.port > 65535]
     if bad:
         raise ConfigError(f"{config.source}: --port-offset makes port {bad[0].port} of {bad[0].name!r} too large")
     return config
+
+
+# The common settings as environment variables (the Docker image's configuration). They set the
+# TOML keys before validation, so they are checked like the file; command-line options win.
+ENV_KEYS = ("MAILMODES_HOSTNAME", "MAILMODES_HOST", "MAILMODES_HTTP_HOST", "MAILMODES_CERTS_DIR", "MAILMODES_USERS",
+            "MAILMODES_SCENARIOS")
+
+
+def _env_int(environ: Mapping[str, str], name: str) -> int:
+    text = environ.get(name, "").strip()
+    if not text:
+        return 0
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"environment: {name}: {text!r} is not a whole number") from None
+
+
+def _config_with_environment(path: Path | None, environ: Mapping[str, str]) -> Config:
+    if path is None:
+        text = resources.files("mailmodes").joinpath("default.toml").read_text()
+        data, source = tomllib.loads(text), "default config (config/default.toml)"
+    else:
+        try:
+            with path.open("rb") as file:
+                data, source = tomllib.load(file), str(path)
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"{path}: not valid TOML: {error}") from None
+        except OSError as error:
+            raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
+    return parse_config(_environment_document(data, environ), source=f"{source} with MAILMODES_* variables")
+
+
+def _environment_document(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """MAILMODES_HOSTNAME, _HOST, _HTTP_HOST ([http] host) and _CERTS_DIR set their keys;
+    MAILMODES_USERS="alice:pw,bob:pw" replaces the users (one already in the file keeps its
+    addresses); MAILMODES_SCENARIOS="imaps=cert-expired" gives named listeners a scenario."""
+    data = dict(data)
+    for name, key in (("MAILMODES_HOSTNAME", "hostname"), ("MAILMODES_HOST", "host")):
+        if value := environ.get(name, "").strip():
+            data[key] = value
+    if value := environ.get("MAILMODES_HTTP_HOST", "").strip():
+        data["http"] = {**data.get("http", {}), "host": value}
+    if value := environ.get("MAILMODES_CERTS_DIR", "").strip():
+        data["certs"] = {**data.get("certs", {}), "dir": value}
+    if value := environ.get("MAILMODES_USERS", "").strip():
+        data["users"] = _env_users(value, data.get("users", []))
+    if value := environ.get("MAILMODES_SCENARIOS", "").strip():
+        data["listeners"] = _env_scenarios(value, data.get("listeners", []))
+    return data
+
+
+def _env_users(value: str, known: list[Any]) -> list[dict[str, Any]]:
+    users: list[dict[str, Any]] = []
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        name, colon, password = item.partition(":")
+        if not colon or not name or not password:
+            raise ConfigError(f"environment: MAILMODES_USERS: {item!r} is not name:password")
+        before = next((u for u in known if isinstance(u, dict) and u.get("name") == name), {})
+        users.append({**before, "name": name, "password": password})
+    return users
+
+
+def _env_scenarios(value: str, listeners: list[Any]) -> list[Any]:
+    chosen = dict(item.strip().partition("=")[::2] for item in value.split(",") if item.strip())
+    names = [listener.get("name") for listener in listeners if isinstance(listener, dict)]
+    for name, scenario in chosen.items():
+        if name not in names or not scenario:
+            raise ConfigError(f"environment: MAILMODES_SCENARIOS: {name}={scenario}: want listener=scenario "
+                              f"with a listener of the config ({', '.join(map(str, names))})")
+    return [{**listener, "scenario": chosen[listener["name"]]} if isinstance(listener, dict)
+            and listener.get("name") in chosen else listener for listener in listeners]
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -61,6 +148,9 @@ async def _serve(config: Config) -> int:
         scenario = f"  scenario={listener.scenario}" if listener.scenario else ""
         print(f"listening {name:<14} {listener.protocol:<5} {host}:{server.port(name):<6} {listener.tls}{scenario}")
     print(f"CA certificate {server.ca_file}")
+    if server.http_port is not None and config.http is not None:
+        http_host = f"[{config.http.host}]" if ":" in config.http.host else config.http.host
+        print(f"dashboard http://{http_host}:{server.http_port}/")
     print("ready", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -80,7 +170,40 @@ def certs(args: argparse.Namespace) -> int:
     return 0
 
 
+def check(args: argparse.Namespace) -> int:
+    """The readiness check (Docker HEALTHCHECK): one line per listener, 0 only if all greet."""
+    config = _load(args)
+    ca = Path(args.ca) if args.ca else None
+    lines, status = health.report(health.check(config, host=args.connect, ca_file=ca, timeout=args.timeout))
+    print("\n".join(lines), flush=True)
+    return status
+
+
+def explain(args: argparse.Namespace) -> int:
+    """The teaching table: every client setting against every listener of a running server."""
+    config = _load(args)
+    options = teaching.options_from_config(config, Path(args.ca) if args.ca else None,
+                                           greeting_timeout=args.timeout)
+    if options.ca_file is not None and not options.ca_file.is_file():
+        print(f"mailmodes: {options.ca_file}: no CA certificate there; give the server's ca.pem with --ca",
+              file=sys.stderr)
+        return EXIT_CONFIG
+    table = teaching.explain(teaching.targets_from_config(config, host=args.connect), options)
+    if args.format == "json":
+        print(json.dumps(table.as_dict(), indent=2))
+    else:
+        print(teaching.format_markdown(table) if args.format == "markdown" else teaching.format_text(table))
+    if table.cells and all(cell.outcome is teaching.Outcome.UNREACHABLE for cell in table.cells):
+        print("mailmodes: no listener answered: is the server running (same --config and --port-offset)?",
+              file=sys.stderr)
+        return EXIT_START
+    return 0
+
+
 def sessions(args: argparse.Namespace) -> int:
+    if args.api:
+        return apiclient.print_sessions(args.api, args.verdict, lambda entry: format_session(
+            entry, transcript=args.transcript))
     path = Path(args.journal)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -127,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve_parser = commands.add_parser("serve", help="start every configured listener")
     serve_parser.add_argument("--config", help="TOML config file (default: the seven standard listeners)")
-    serve_parser.add_argument("--port-offset", type=int, default=0, metavar="N",
+    serve_parser.add_argument("--port-offset", type=int, default=None, metavar="N",
                               help="add N to every port, e.g. 10000 turns 25 into 10025")
     serve_parser.add_argument("--host", help="address to bind (default from the config: 127.0.0.1)")
     serve_parser.set_defaults(run=serve)
@@ -136,17 +259,40 @@ def build_parser() -> argparse.ArgumentParser:
     certs_parser.add_argument("--config", help="TOML config file (its hostname and certs dir)")
     certs_parser.set_defaults(run=certs)
 
+    check_parser = commands.add_parser("check", help="exit 0 only if every listener greets (the HEALTHCHECK)")
+    explain_parser = commands.add_parser("explain", help="what each client setting meets on each port")
+    for sub in (check_parser, explain_parser):
+        sub.add_argument("--config", help="TOML config of the running server (default: the seven standard)")
+        sub.add_argument("--port-offset", type=int, default=None, metavar="N", help="the server's --port-offset")
+        sub.add_argument("--host", dest="connect", metavar="H",
+                         help="connect here instead of the config's address (e.g. a Docker host)")
+        sub.add_argument("--ca", metavar="FILE", help="CA certificate to trust (default: ca.pem in the certs dir)")
+    check_parser.add_argument("--timeout", type=float, default=3.0, metavar="S", help="per listener (default 3)")
+    check_parser.set_defaults(run=check)
+    explain_parser.add_argument("--timeout", type=float, default=1.5, metavar="S",
+                                help="how long to wait for a greeting before calling it a hang (default 1.5)")
+    explain_parser.add_argument("--format", choices=("text", "markdown", "json"), default="text")
+    explain_parser.set_defaults(run=explain)
+
     sessions_parser = commands.add_parser("sessions", help="print recorded sessions and their verdicts")
-    sessions_parser.add_argument("--journal", required=True, metavar="FILE",
-                                 help="the JSON-lines file named by [journal] path")
+    sessions_source = sessions_parser.add_mutually_exclusive_group(required=True)
+    sessions_source.add_argument("--journal", metavar="FILE", help="the JSON-lines file named by [journal] path")
+    sessions_source.add_argument("--api", metavar="URL", help="a running server's HTTP API, e.g. http://127.0.0.1:8025")
     sessions_parser.add_argument("--verdict", help="only sessions with this verdict")
     sessions_parser.add_argument("--transcript", action="store_true", help="show each transcript")
     sessions_parser.set_defaults(run=sessions)
+
+    messages_parser = commands.add_parser("messages", help="print the mail a running server holds")
+    messages_parser.add_argument("--api", metavar="URL", required=True,
+                                 help="the server's HTTP API, e.g. http://127.0.0.1:8025")
+    messages_parser.add_argument("--user", help="only this user's mailboxes (default: every user, and captured mail)")
+    messages_parser.set_defaults(run=lambda args: apiclient.print_messages(args.api, args.user))
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.environ = os.environ if environ is None else environ
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:

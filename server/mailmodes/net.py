@@ -37,7 +37,14 @@ class Close:
     """Send everything before this, then close the connection."""
 
 
-Output = bytes | StartTls | Close
+@dataclass(frozen=True)
+class Pause:
+    """Send everything before this, then wait (the chaos scenario's delay per reply)."""
+
+    seconds: float
+
+
+Output = bytes | StartTls | Close | Pause
 
 
 @dataclass
@@ -85,7 +92,9 @@ class LineServer:
         too_many: bytes,
         journal: Journal,
         *,
+        policy_mode: TlsMode | None = None,
         handshake_first: bool | None = None,
+        pretend_encrypted: bool = False,
     ) -> None:
         self.listener = listener
         self.session_factory = session_factory
@@ -95,6 +104,10 @@ class LineServer:
         # Implicit TLS: the handshake is ours rather than asyncio's, so that a client's alert (or
         # its plaintext) is recorded instead of vanishing into asyncio's log.
         self.handshake_first = listener.tls is TlsMode.IMPLICIT if handshake_first is None else handshake_first
+        # Scenario overrides (misbehaviour.py): the TLS policy the session applies, and a session
+        # that acts as if encrypted on an implicit port that speaks plaintext.
+        self.policy_mode = policy_mode or listener.tls
+        self.pretend_encrypted = pretend_encrypted
         self.active: set[asyncio.Task[None]] = set()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -130,7 +143,7 @@ class _ClientConnection:
         self.writer = writer
         self.recorder = recorder
         self.woken = asyncio.Event()
-        self.security = Security(server.listener.tls, encrypted=False, tls_available=server.tls_context is not None)
+        self.security = Security(server.policy_mode, encrypted=False, tls_available=server.tls_context is not None)
         self.session: LineSession | None = None
 
     async def handshake(self, *, via_starttls: bool) -> bool:
@@ -148,7 +161,7 @@ class _ClientConnection:
 
     async def serve(self) -> None:
         listener = self.server.listener
-        self.security.encrypted = is_encrypted(self.writer.transport)
+        self.security.encrypted = is_encrypted(self.writer.transport) or self.server.pretend_encrypted
         peer = self.writer.get_extra_info("peername") or ("", 0)
         session = self.session = self.server.session_factory(
             Connection(listener, self.security, peer[:2], self.woken.set)
@@ -201,6 +214,9 @@ class _ClientConnection:
             elif isinstance(item, Close):
                 await self.writer.drain()
                 return True
+            elif isinstance(item, Pause):
+                await self.writer.drain()
+                await asyncio.sleep(item.seconds)
             else:
                 if not item.keep_pipelined:
                     self._discard_read_ahead()

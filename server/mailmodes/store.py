@@ -35,6 +35,15 @@ class Message:
     def size(self) -> int:
         return len(self.data)
 
+    def derived(self, key: str, compute: Callable[[bytes], object]) -> object:
+        """A value computed from `data` once and kept with the message (e.g. POP3's CRLF and
+        dot-stuffed wire form), so every session after the first reuses it. Safe because the
+        store never changes a message's bytes; the value goes when the message goes."""
+        cache: dict[str, object] = self.__dict__.setdefault("_derived", {})
+        if key not in cache:
+            cache[key] = compute(self.data)
+        return cache[key]
+
 
 Watcher = Callable[[], None]
 

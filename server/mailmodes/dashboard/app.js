@@ -1,0 +1,345 @@
+// mailmodes dashboard. Everything a mail client sent is hostile input: it reaches the page only
+// through textContent (see el()), never innerHTML, and the server's Content-Security-Policy
+// forbids inline script besides. No build step, no external assets.
+"use strict";
+
+const MODES = ["implicit", "starttls-required", "starttls-optional", "plaintext"];
+const PROTOCOLS = ["smtp", "imap", "pop3"];
+// Which plaintext client lines a verdict is about, to mark them in the transcript. The verdict
+// itself comes from the server (journal.py); this only points at the lines it concerns.
+const VERDICT_LINES = {
+  "credentials-in-clear": /^(AUTH|USER|PASS|APOP|\S+ (LOGIN|AUTHENTICATE))\b|^\*\*\*\*$/i,
+  "mail-in-clear": /^(MAIL|RCPT|DATA|BDAT|RETR|TOP|\S+ (SELECT|EXAMINE|FETCH|APPEND|SEARCH|UID FETCH|UID SEARCH))\b/i,
+};
+
+const state = { sessionId: null, message: null, user: null };
+
+// --- DOM helpers: text only -----------------------------------------------------------------
+
+function el(tag, props, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props || {})) {
+    if (key === "class") node.className = value;
+    else if (key === "title") node.title = value;
+    else if (key === "href") node.setAttribute("href", value);
+    else node.dataset[key] = value;
+  }
+  for (const child of children) {
+    if (child === null || child === undefined) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function replaceRows(tbody, rows) {
+  tbody.replaceChildren(...rows);
+}
+
+function $(id) {
+  return document.getElementById(id);
+}
+
+async function api(path, method) {
+  const response = await fetch(path, { method: method || "GET", headers: { Accept: "application/json" } });
+  const body = await response.json();
+  if (!response.ok) throw new Error(body.error || response.statusText);
+  return body;
+}
+
+function clock(iso) {
+  if (!iso) return "";
+  const date = new Date(iso);
+  return date.toLocaleTimeString([], { hour12: false }) + "." + String(date.getMilliseconds()).padStart(3, "0");
+}
+
+function size(bytes) {
+  return bytes < 1024 ? `${bytes} B` : `${(bytes / 1024).toFixed(1)} KiB`;
+}
+
+function mailPath(user, mailbox, uid) {
+  return [user, mailbox, uid].map((part) => encodeURIComponent(String(part))).join("/");
+}
+
+// --- listeners ------------------------------------------------------------------------------
+
+async function loadListeners() {
+  const { listeners } = await api("/api/listeners");
+  const rows = PROTOCOLS.map((protocol) => {
+    const cells = MODES.map((mode) => {
+      const here = listeners.filter((l) => l.protocol === protocol && l.mode === mode);
+      return el("td", {}, ...here.map(listenerEntry));
+    });
+    return el("tr", {}, el("th", {}, protocol.toUpperCase()), ...cells);
+  });
+  replaceRows($("matrix").tBodies[0], rows);
+  const skipped = listeners.filter((l) => l.skipped);
+  $("listeners-note").textContent = skipped.length
+    ? "Not running: " + skipped.map((l) => `${l.name} (${l.skipped})`).join(", ")
+    : "";
+  const select = $("filter-listener");
+  const chosen = select.value;
+  select.replaceChildren(el("option", {}, "any"), ...listeners.map((l) => el("option", {}, l.name)));
+  select.options[0].value = "";
+  select.value = chosen;
+}
+
+function listenerEntry(listener) {
+  return el("div", { class: "listener" + (listener.running ? "" : " stopped") },
+    el("span", { class: "port" }, listener.port === null ? "-" : `:${listener.port}`), " ",
+    el("span", { class: "name" }, listener.name),
+    listener.role && listener.role !== "submission" ? el("span", { class: "tag" }, listener.role) : null,
+    listener.scenario ? el("span", { class: "tag scenario" }, listener.scenario) : null);
+}
+
+// --- sessions -------------------------------------------------------------------------------
+
+function sessionQuery() {
+  const query = new URLSearchParams({ transcript: "false", limit: "300" });
+  const listener = $("filter-listener").value;
+  const verdict = $("filter-verdict").value.trim();
+  const user = $("filter-user").value.trim();
+  if (listener) query.set("listener", listener);
+  if (verdict) query.set("verdict", verdict);
+  if (user) query.set("user", user);
+  return query.toString();
+}
+
+async function loadSessions() {
+  const { sessions, count } = await api("/api/sessions?" + sessionQuery());
+  const rows = sessions.slice().reverse().map(sessionRow);
+  replaceRows($("sessions").tBodies[0], rows);
+  $("sessions-count").textContent = `(${count})`;
+  $("sessions-empty").hidden = count > 0;
+  if (state.sessionId !== null) {
+    const shown = sessions.find((s) => s.id === state.sessionId);
+    // an open session grows: show its new lines, and its verdicts once it ends
+    if (shown && (shown.ended === null || $("transcript").dataset.ended !== "yes")) await showSession(state.sessionId);
+  }
+}
+
+function tlsLabel(session) {
+  if (session.tls_version) return (session.starttls ? "STARTTLS " : "") + session.tls_version;
+  if (session.tls_alert) return `alert: ${session.tls_alert}`;
+  return "none";
+}
+
+function sessionRow(session) {
+  const verdicts = session.verdicts.map((code) => el("span", { class: "verdict" }, code));
+  const row = el("tr", { class: "clickable" + (session.ended === null ? " open" : "") + (session.id === state.sessionId ? " selected" : "") },
+    el("td", {}, session.id),
+    el("td", {}, clock(session.started)),
+    el("td", {}, session.client),
+    el("td", {}, session.listener),
+    el("td", {}, `${session.protocol} ${session.tls_mode}`),
+    el("td", { class: session.tls_version ? "tls" : "plain" }, tlsLabel(session)),
+    el("td", {}, session.user || ""),
+    el("td", {}, session.ended === null ? el("span", { class: "muted" }, "live") : null, ...verdicts));
+  row.addEventListener("click", () => { location.hash = `session=${session.id}`; });
+  return row;
+}
+
+async function showSession(id) {
+  const session = await api(`/api/sessions/${encodeURIComponent(id)}`);
+  state.sessionId = session.id;
+  $("transcript-section").hidden = false;
+  $("transcript-title").textContent = `Session #${session.id}: ${session.client} on ${session.listener}`;
+  const facts = [
+    ["protocol", `${session.protocol}, ${session.tls_mode}` + (session.scenario ? `, scenario ${session.scenario}` : "")],
+    ["TLS", session.tls_version ? `${session.starttls ? "via STARTTLS, " : "implicit, "}${session.tls_version} ${session.cipher}` : "none"],
+    ["SNI", session.sni || "-"],
+    ["user", session.user || "-"],
+    ["started", session.started],
+    ["ended", session.ended || "still connected"],
+  ];
+  $("session-facts").replaceChildren(...facts.flatMap(([name, value]) => [el("dt", {}, name), el("dd", {}, value)]));
+  renderTranscript(session);
+}
+
+function renderTranscript(session) {
+  const box = $("transcript");
+  const lines = [];
+  let encrypted = false;
+  for (const line of session.transcript) {
+    if (line.tls && !encrypted) {
+      // Exactly where TLS began: everything below was encrypted on the wire.
+      lines.push(el("div", { class: "tls-boundary", role: "separator" }, "TLS began here"));
+      encrypted = true;
+    }
+    lines.push(transcriptLine(line, session.verdicts));
+  }
+  if (session.transcript_truncated) {
+    lines.push(el("div", { class: "muted" }, `[${session.transcript_truncated} more lines not kept]`));
+  }
+  for (const verdict of session.verdict_details) {
+    lines.push(el("div", { class: "line verdict-line", title: "verdict" },
+      el("span", { class: "arrow" }, "!"),
+      el("span", { class: "text" }, el("span", { class: "code" }, verdict.code), ": ", verdict.detail)));
+  }
+  if (session.ended === null) lines.push(el("div", { class: "muted" }, "… still connected"));
+  else if (!session.verdicts.length) lines.push(el("div", { class: "line ok-line" }, "no verdicts: nothing to complain about"));
+  box.replaceChildren(...lines);
+  box.dataset.ended = session.ended === null ? "no" : "yes";
+}
+
+function transcriptLine(line, verdicts) {
+  const classes = ["line", line.sender, line.tls ? "tls" : "plain"];
+  if (line.text.startsWith("[TLS established")) classes.push("tls-established");
+  const flagged = line.sender === "client" && !line.tls
+    ? verdicts.filter((code) => VERDICT_LINES[code] && VERDICT_LINES[code].test(line.text)) : [];
+  if (flagged.length) classes.push("flagged");
+  return el("div", { class: classes.join(" "), title: flagged.length ? flagged.join(", ") : "" },
+    el("span", { class: "at" }, line.at.toFixed(3)),
+    el("span", { class: "lock" }, line.tls ? "TLS" : ""),
+    el("span", { class: "arrow" }, line.sender === "client" ? "C:" : "S:"),
+    el("span", { class: "text" }, line.text),
+    flagged.length ? el("span", { class: "verdict" }, flagged.join(", ")) : null);
+}
+
+// --- messages -------------------------------------------------------------------------------
+
+async function loadMessages() {
+  const overview = await api("/api/messages");
+  const select = $("message-user");
+  const users = overview.users.map((u) => u.user);
+  if (state.user === null || !users.includes(state.user)) {
+    const withMail = overview.users.find((u) => u.mailboxes.some((m) => m.messages > 0));
+    state.user = withMail ? withMail.user : (users[0] || null);
+  }
+  select.replaceChildren(...overview.users.map((u) => {
+    const count = u.mailboxes.reduce((sum, m) => sum + m.messages, 0);
+    const option = el("option", {}, `${u.user} (${count})`);
+    option.value = u.user;
+    return option;
+  }));
+  if (state.user !== null) select.value = state.user;
+  await Promise.all([loadUserMessages(), loadCaptured()]);
+}
+
+async function loadUserMessages() {
+  if (state.user === null) return;
+  const { user, messages } = await api(`/api/messages/${encodeURIComponent(state.user)}`);
+  const rows = messages.slice().reverse().map((m) => {
+    const row = el("tr", { class: "clickable" },
+      el("td", {}, m.mailbox), el("td", {}, m.uid), el("td", {}, m.headers.from || ""),
+      el("td", { class: "subject" }, m.headers.subject === null ? "(no subject)" : m.headers.subject),
+      el("td", {}, m.headers.date || ""), el("td", {}, size(m.size)), el("td", {}, m.flags.join(" ")));
+    row.addEventListener("click", () => { location.hash = "message=" + mailPath(user, m.mailbox, m.uid); });
+    return row;
+  });
+  replaceRows($("messages").tBodies[0], rows);
+  $("messages-empty").hidden = messages.length > 0;
+}
+
+async function loadCaptured() {
+  const { messages } = await api("/api/captured");
+  replaceRows($("captured").tBodies[0], messages.slice().reverse().map((m) => {
+    const row = el("tr", { class: "clickable" },
+      el("td", {}, m.id), el("td", {}, m.sender_account), el("td", {}, m.mail_from),
+      el("td", {}, m.recipients.join(", ")),
+      el("td", { class: "subject" }, m.headers.subject === null ? "(no subject)" : m.headers.subject),
+      el("td", {}, size(m.size)));
+    row.addEventListener("click", () => { location.hash = `captured=${m.id}`; });
+    return row;
+  }));
+}
+
+async function showMessage(path, title) {
+  const message = await api(path);
+  $("message-section").hidden = false;
+  $("message-title").textContent = title;
+  $("message-raw").setAttribute("href", path + "/raw");
+  replaceRows($("message-headers").tBodies[0],
+    message.header_list.map(([name, value]) => el("tr", {}, el("th", {}, name), el("td", {}, value))));
+  const parts = message.parts.map((part) => {
+    const caption = `${part.content_type}` + (part.filename ? ` "${part.filename}"` : "") + `, ${size(part.size)}`;
+    const body = part.text === null
+      ? el("p", { class: "muted" }, "(not text: download the raw message to see it)")
+      // HTML parts are shown as their source, in a <pre>, never rendered.
+      : el("pre", { class: "body" }, part.text + (part.truncated ? "\n[… cut here: download the raw message]" : ""));
+    return el("figure", {}, el("figcaption", {}, caption), body);
+  });
+  if (message.parse_error) parts.unshift(el("p", { class: "muted" }, "This message could not be parsed; download it raw."));
+  $("message-parts").replaceChildren(...parts);
+}
+
+// --- navigation, live updates, buttons -------------------------------------------------------
+
+async function route() {
+  const raw = location.hash.slice(1);
+  if (raw.startsWith("session=")) {
+    await showSession(Number(raw.slice("session=".length)));
+    await loadSessions();
+  } else if (raw.startsWith("message=")) {
+    const [user, mailbox, uid] = raw.slice("message=".length).split("/").map(decodeURIComponent);
+    await showMessage(`/api/messages/${mailPath(user, mailbox, uid)}`, `${user} / ${mailbox} / UID ${uid}`);
+  } else if (raw.startsWith("captured=")) {
+    const id = raw.slice("captured=".length);
+    await showMessage(`/api/captured/${encodeURIComponent(id)}`, `Captured message #${id}`);
+  }
+}
+
+function setLive(stateName, text) {
+  const badge = $("live");
+  badge.dataset.state = stateName;
+  badge.textContent = text;
+}
+
+function listen() {
+  if (!window.EventSource) {
+    setLive("polling", "polling");
+    setInterval(() => { loadSessions(); loadMessages(); }, 2000);
+    return;
+  }
+  const events = new EventSource("/api/events");
+  events.addEventListener("open", () => setLive("live", "live"));
+  events.addEventListener("error", () => setLive("down", "reconnecting"));
+  events.addEventListener("change", (event) => {
+    const changed = JSON.parse(event.data);
+    if (changed.sessions) loadSessions().catch(report);
+    if (changed.messages) loadMessages().catch(report);
+  });
+}
+
+function report(error) {
+  setLive("down", `error: ${error.message}`);
+}
+
+function wire() {
+  for (const id of ["filter-listener", "filter-verdict", "filter-user"]) {
+    $(id).addEventListener("input", () => loadSessions().catch(report));
+  }
+  $("session-filters").addEventListener("submit", (event) => event.preventDefault());
+  $("clear-sessions").addEventListener("click", async () => {
+    await api("/api/sessions", "DELETE");
+    $("transcript-section").hidden = true;
+    state.sessionId = null;
+    await loadSessions();
+  });
+  $("message-user").addEventListener("change", () => {
+    state.user = $("message-user").value;
+    loadUserMessages().catch(report);
+  });
+  $("delete-user-messages").addEventListener("click", async () => {
+    if (state.user !== null) await api(`/api/messages/${encodeURIComponent(state.user)}`, "DELETE");
+    $("message-section").hidden = true;
+    await loadMessages();
+  });
+  $("delete-all-messages").addEventListener("click", async () => {
+    await api("/api/messages", "DELETE");
+    $("message-section").hidden = true;
+    await loadMessages();
+  });
+  window.addEventListener("hashchange", () => route().catch(report));
+}
+
+async function start() {
+  wire();
+  const info = await api("/api/info");
+  $("server-facts").textContent = `${info.hostname} · version ${info.version}`;
+  await Promise.all([loadListeners(), loadSessions(), loadMessages()]);
+  await route();
+  listen();
+  document.body.dataset.loaded = "yes";
+}
+
+start().catch(report);

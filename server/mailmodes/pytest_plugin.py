@@ -1,0 +1,252 @@
+"""pytest plugin (entry point pytest11 "mailmodes"): a real mailmodes server for each test.
+
+    def test_my_client_uses_starttls(mailmodes_server):
+        my_client.send(host="127.0.0.1", port=mailmodes_server.port("smtp-starttls-required"),
+                       cafile=mailmodes_server.ca_file)
+        assert not mailmodes_server.sessions(verdict="credentials-in-clear")
+
+`mailmodes_server` has one listener per protocol per TLS mode, named "<protocol>-<mode>"; choose
+others with `@pytest.mark.mailmodes(listeners=[...], scenarios=[...])` or start servers yourself
+with the `mailmodes_factory` fixture. Every port is ephemeral (port 0) and the certificates live
+in a per-session temporary directory, which pytest-xdist makes per worker: parallel workers never
+share a port or a file.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable, Iterable, Iterator
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from mailmodes.app import ThreadedMailServer
+    from mailmodes.journal import Journal, SessionRecord
+    from mailmodes.store import CapturedMessage, Store
+
+HOSTNAME = "mail.example.test"
+PROTOCOLS = ("smtp", "imap", "pop3")
+MODES = ("implicit", "starttls-required", "starttls-optional", "plaintext")
+DEFAULT_USERS = (
+    {"name": "alice", "password": "alice-password", "addresses": ["alice@example.test"]},
+    {"name": "bob", "password": "bob-password", "addresses": ["bob@example.test"]},
+)
+SETTLE_TIMEOUT = 5.0  # how long sessions() waits for connections that are still closing
+
+
+def default_listeners(protocols: Iterable[str] = PROTOCOLS, modes: Iterable[str] = MODES) -> list[dict[str, Any]]:
+    """One listener per protocol per mode, "<protocol>-<mode>" (SMTP in the submission role)."""
+    modes = tuple(modes)
+    return [{"name": f"{protocol}-{mode}", "protocol": protocol, "port": 0, "tls": mode}
+            for protocol in protocols for mode in modes]
+
+
+def scenario_listeners(scenario: str, protocols: Iterable[str] = PROTOCOLS) -> list[dict[str, Any]]:
+    """A scenario on an implicit-TLS and a STARTTLS listener per protocol it is for:
+    "<protocol>-implicit-<scenario>" and "<protocol>-starttls-<scenario>"."""
+    from mailmodes.scenarios import SCENARIOS
+
+    known = SCENARIOS.get(scenario)  # an unknown id is left to the config check, which names it
+    return [
+        {"name": f"{protocol}-{kind}-{scenario}", "protocol": protocol, "port": 0, "tls": mode, "scenario": scenario}
+        for protocol in protocols if known is None or protocol in known.protocols
+        for kind, mode in (("implicit", "implicit"), ("starttls", "starttls-required"))
+    ]
+
+
+class MailmodesServer:
+    """A started server, as a test sees it. Reads of the store go through the server's loop."""
+
+    host = "127.0.0.1"
+
+    def __init__(self, threaded: ThreadedMailServer) -> None:
+        self.threaded = threaded
+
+    # --- where to connect ---------------------------------------------------------------------
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return dict(self.threaded.ports)
+
+    def port(self, name: str) -> int:
+        """The bound port of a listener, e.g. port("imap-implicit")."""
+        try:
+            return self.threaded.ports[name]
+        except KeyError:
+            raise KeyError(f"no listener {name!r}; listeners: {', '.join(self.threaded.ports)}") from None
+
+    @property
+    def hostname(self) -> str:
+        return self.threaded.config.hostname
+
+    @property
+    def ca_file(self) -> Path:
+        assert self.threaded.ca_file is not None
+        return self.threaded.ca_file
+
+    @cached_property
+    def ssl_context(self) -> ssl.SSLContext:
+        """A client context that trusts the test CA and checks names (127.0.0.1, localhost and
+        the configured hostname are in the server certificate)."""
+        return ssl.create_default_context(cafile=str(self.ca_file))
+
+    @property
+    def http_port(self) -> int | None:
+        return self.threaded.http_port
+
+    @property
+    def http_url(self) -> str | None:
+        """The dashboard and API, e.g. "http://127.0.0.1:40123" (None if started with http=False)."""
+        return None if self.http_port is None else f"http://{self.host}:{self.http_port}"
+
+    # --- what happened ------------------------------------------------------------------------
+
+    @property
+    def store(self) -> Store:
+        return self.threaded.store
+
+    @property
+    def journal(self) -> Journal:
+        return self.threaded.journal
+
+    def call(self, function: Callable[[], Any]) -> Any:
+        """Run `function` on the server's event loop (the safe way to touch the store)."""
+        return self.threaded.call(function)
+
+    def sessions(self, verdict: str | None = None, listener: str | None = None, *, protocol: str | None = None,
+                 user: str | None = None, timeout: float = SETTLE_TIMEOUT) -> list[SessionRecord]:
+        """Finished sessions, oldest first, optionally only those with a verdict (code) etc.
+
+        Waits up to `timeout` seconds for connections that are still open to finish first: a
+        client that has just returned may not have been seen to close yet, and a session gets
+        its verdicts only when it ends.
+        """
+        self.settle(timeout)
+        return [
+            record for record in self.journal.sessions(verdict=verdict, listener=listener)
+            if (protocol is None or record.protocol == protocol) and (user is None or record.user == user)
+        ]
+
+    def session_dicts(self, verdict: str | None = None, listener: str | None = None, **filters: Any) -> list[dict[str, Any]]:
+        """As sessions(), in the public JSON shape (the API's and the journal file's)."""
+        return [record.to_json() for record in self.sessions(verdict, listener, **filters)]
+
+    def settle(self, timeout: float = SETTLE_TIMEOUT) -> None:
+        """Wait (up to `timeout`) until every session open now has finished."""
+        journal = self.journal
+        still_open = sum(1 for record in journal.sessions(include_open=True) if record.ended is None)
+        if still_open:
+            finished = len(journal.sessions())
+            target = min(finished + still_open, self.threaded.config.journal.max_sessions)
+            journal.wait_for(target, timeout)
+
+    def messages(self, user: str, mailbox: str = "INBOX") -> list[bytes]:
+        """The raw messages in a user's mailbox, oldest first."""
+        def read() -> list[bytes]:
+            box = self.store.accounts[user].mailbox(mailbox)
+            if box is None:
+                raise KeyError(f"user {user!r} has no mailbox {mailbox!r}")
+            return [message.data for message in box.messages]
+
+        result: list[bytes] = self.call(read)
+        return result
+
+    def captured(self) -> list[CapturedMessage]:
+        """Mail that authenticated clients sent to non-local addresses (kept, never relayed)."""
+        result: list[CapturedMessage] = self.call(lambda: list(self.store.captured))
+        return result
+
+    def clear(self) -> None:
+        """Forget every finished session, message and captured message: start clean."""
+        from mailmodes.views import delete_messages
+
+        self.settle()
+        self.journal.clear()
+
+        def wipe() -> None:
+            delete_messages(self.store)
+            self.store.captured.clear()
+
+        self.call(wipe)
+
+    def stop(self) -> None:
+        self.threaded.stop()
+
+
+def _certs_dir(base: Path, hostname: str) -> Path:
+    # One directory per hostname: certs.py remakes the server certificate when the name changes.
+    from mailmodes.certs import ensure_certificates
+
+    path = base if hostname == HOSTNAME else base / hostname
+    ensure_certificates(path, hostname)
+    return path
+
+
+def start_server(certs_base: Path, listeners: Iterable[dict[str, Any]] | None = None, *,
+                 scenarios: Iterable[str] = (), protocols: Iterable[str] = PROTOCOLS,
+                 modes: Iterable[str] = MODES, users: Iterable[dict[str, Any]] | None = None,
+                 hostname: str = HOSTNAME, http: bool = True, **config: Any) -> MailmodesServer:
+    """Start a server: `listeners` (TOML-shaped dicts; ports are forced to 0), else one per
+    protocol per mode; plus both listeners of each scenario; any other top-level config keys."""
+    from mailmodes.app import ThreadedMailServer
+    from mailmodes.config import parse_config
+
+    protocols = tuple(protocols)
+    chosen = list(listeners) if listeners is not None else default_listeners(protocols, modes)
+    for scenario in scenarios:
+        chosen += scenario_listeners(scenario, protocols)
+    data: dict[str, Any] = {
+        "hostname": hostname,
+        "certs": {"dir": str(_certs_dir(certs_base, hostname))},
+        "users": list(users if users is not None else DEFAULT_USERS),
+        "listeners": [{**listener, "port": 0} for listener in chosen],
+        **config,
+    }
+    if http:
+        data["http"] = {"port": 0, "host": "127.0.0.1"}
+    threaded = ThreadedMailServer(parse_config(data, source="mailmodes pytest plugin")).start()
+    return MailmodesServer(threaded)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "mailmodes(listeners=None, *, scenarios=(), protocols=..., modes=..., users=None, http=True, **config): "
+        "how the mailmodes_server fixture starts its server",
+    )
+
+
+@pytest.fixture(scope="session")
+def mailmodes_certs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test CA and server certificate, made once per session (per xdist worker)."""
+    return _certs_dir(tmp_path_factory.mktemp("mailmodes-certs"), HOSTNAME)
+
+
+@pytest.fixture
+def mailmodes_factory(mailmodes_certs_dir: Path) -> Iterator[Callable[..., MailmodesServer]]:
+    """mailmodes_factory(listeners=None, *, scenarios=(), ...) -> a started MailmodesServer;
+    every server started here is stopped after the test."""
+    started: list[MailmodesServer] = []
+
+    def start(*args: Any, **kwargs: Any) -> MailmodesServer:
+        server = start_server(mailmodes_certs_dir, *args, **kwargs)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def mailmodes_server(request: pytest.FixtureRequest,
+                     mailmodes_factory: Callable[..., MailmodesServer]) -> MailmodesServer:
+    """A fresh server for this test: one listener per protocol per mode unless the test's
+    `@pytest.mark.mailmodes(...)` says otherwise."""
+    marker = request.node.get_closest_marker("mailmodes")
+    if marker is None:
+        return mailmodes_factory()
+    return mailmodes_factory(*marker.args, **marker.kwargs)

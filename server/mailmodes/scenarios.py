@@ -1,0 +1,270 @@
+"""The certificate and TLS scenarios ("badssl.com for mail"), KNOWN-BAD.md section 1.
+
+A scenario is one server-side TLS context: a listener with `scenario = "<id>"` uses it for
+implicit TLS and for STARTTLS alike, and certificate scenarios can also be chosen by the SNI name
+`<label>.<hostname>` (see `scenario_for_sni`). Each context has exactly one flaw; everything else
+is the known-good setup of tls.server_context and certs.py, so a client that refuses it refuses
+it for that flaw.
+
+Only certificate scenarios can be chosen by SNI: OpenSSL lets the SNI callback swap the
+certificate (and the security level that travels with it), but the protocol versions and the
+cipher list stay those of the listener's context (SSL_set_SSL_CTX copies neither).
+"""
+
+from __future__ import annotations
+
+import shutil
+import ssl
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailmodes import badcerts
+from mailmodes.certs import ensure_certificates
+from mailmodes.config import Listener
+from mailmodes.tls import TlsMode
+
+PROTOCOLS = ("smtp", "imap", "pop3")
+
+# Python's own default cipher list (Modules/_ssl.c, PY_SSL_DEFAULT_CIPHER_STRING) minus its
+# @SECLEVEL=2, so that a scenario which must lower the level changes nothing else.
+PYTHON_DEFAULT_CIPHERS = "ECDH+AESGCM:ECDH+CHACHA20:ECDH+AES:DHE+AES:!aNULL:!eNULL:!aDSS:!SHA1:!AESCCM"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    id: str                      # "cert-expired"
+    kind: str                    # "certificate" | "tls" (section 2 kinds come later: "starttls", ...)
+    protocols: tuple[str, ...]   # ("smtp", "imap", "pop3")
+    server_does: str             # one line: what the server presents
+    correct_client: str          # one line: what a correct client does
+    bad_certificate: bool        # True where completing the handshake is the client's fault
+    sni_label: str | None        # "expired" -> chosen by SNI "expired.<hostname>"; None if not by SNI
+    buildable: bool = True
+    why_not: str = ""            # reason when not buildable here
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """How a scenario's context differs from the known-good one (TLS 1.2+, Python's ciphers)."""
+
+    minimum: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2
+    maximum: ssl.TLSVersion = ssl.TLSVersion.MAXIMUM_SUPPORTED
+    ciphers: str | None = None
+    dh1024: bool = False
+
+
+TLS12 = ssl.TLSVersion.TLSv1_2
+SETTINGS: dict[str, TlsSettings] = {
+    # OpenSSL 3 security level 2 refuses to load a 1024-bit key ("ee key too small"); level 1
+    # allows 80-bit security, i.e. RSA 1024.
+    "cert-rsa1024": TlsSettings(ciphers=f"{PYTHON_DEFAULT_CIPHERS}:@SECLEVEL=1"),
+    # OpenSSL 3 rates SHA-1 signatures below 80 bits: only level 0 loads the certificate.
+    "cert-sha1-signature": TlsSettings(ciphers=f"{PYTHON_DEFAULT_CIPHERS}:@SECLEVEL=0"),
+    # TLS 1.0/1.1 sign the handshake with MD5+SHA-1, which OpenSSL 3 allows at level 0 only.
+    "tls-v1-0": TlsSettings(ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1, "DEFAULT:@SECLEVEL=0"),
+    "tls-v1-1": TlsSettings(ssl.TLSVersion.TLSv1_1, ssl.TLSVersion.TLSv1_1, "DEFAULT:@SECLEVEL=0"),
+    "tls-v1-2-only": TlsSettings(TLS12, TLS12),
+    "tls-v1-3-only": TlsSettings(ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_3),
+    # Authenticated but unencrypted suites (RFC 7525 section 4.2 forbids them); no anonymous ones.
+    "tls-null-cipher": TlsSettings(TLS12, TLS12, "NULL-SHA256:eNULL:!aNULL:@SECLEVEL=0"),
+    # Ephemeral DH over a 1024-bit group only (Logjam; RFC 7525 section 4.1 wants 2048 bits).
+    "tls-dh1024": TlsSettings(TLS12, TLS12, "kDHE+aRSA:!aNULL:!eNULL:@SECLEVEL=1", dh1024=True),
+    # RSA key transport: no forward secrecy (RFC 7525 section 4.2 prefers (EC)DHE); TLS 1.3 has none.
+    "tls-static-rsa": TlsSettings(TLS12, TLS12, "AES256-GCM-SHA384:AES128-GCM-SHA256:AES256-SHA256:AES128-SHA256"),
+    # CBC with HMAC-SHA1 (Lucky13-class padding oracles, RFC 7457 section 2.8).
+    "tls-cbc-sha1": TlsSettings(TLS12, TLS12, "ECDHE-RSA-AES128-SHA:ECDHE-RSA-AES256-SHA:AES128-SHA:AES256-SHA"),
+}
+
+
+def _ciphers_available(spec: str) -> bool:
+    """Whether this OpenSSL build has any TLS 1.2 suite matching spec."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.set_ciphers(spec)
+    except ssl.SSLError:
+        return False
+    return any(c["protocol"] != "TLSv1.3" for c in context.get_ciphers())
+
+
+def _certificate(scenario_id: str, server_does: str, correct_client: str, *, bad: bool = True,
+                 by_sni: bool = True) -> Scenario:
+    label = scenario_id.removeprefix("cert-") if by_sni else None
+    return Scenario(scenario_id, "certificate", PROTOCOLS, server_does, correct_client, bad, label)
+
+
+def _tls(scenario_id: str, server_does: str, correct_client: str, why_not: str = "") -> Scenario:
+    return Scenario(scenario_id, "tls", PROTOCOLS, server_does, correct_client, False, None, not why_not, why_not)
+
+
+def _catalogue() -> dict[str, Scenario]:
+    """Every section-1 id in a fixed order: the port plan (config/known-bad.toml) numbers them by
+    position, so new ids go at the end."""
+    has_openssl = shutil.which("openssl") is not None
+    has_null = _ciphers_available("NULL-SHA256:eNULL:!aNULL:@SECLEVEL=0")
+    weak_suites = "this OpenSSL is built without enable-weak-ssl-ciphers (set_ciphers finds no {}, even at @SECLEVEL=0)"
+    scenarios = [
+        _certificate("cert-expired", "leaf from the project CA whose notAfter is 30 days in the past",
+                     "refuses: certificate has expired (alert certificate_expired)"),
+        _certificate("cert-not-yet-valid", "leaf from the project CA whose notBefore is a year in the future",
+                     "refuses: certificate is not yet valid (alert certificate_expired)"),
+        _certificate("cert-wrong-host", f"leaf for {badcerts.WRONG_HOST} only",
+                     "refuses: host name mismatch (RFC 7817 section 3, RFC 6125)"),
+        _certificate("cert-self-signed", "self-signed leaf for the host name",
+                     "refuses: self-signed certificate (alert unknown_ca)"),
+        _certificate("cert-untrusted-root", "leaf plus the root of a second CA the client was never given",
+                     "refuses: self-signed certificate in chain (alert unknown_ca)"),
+        _certificate("cert-incomplete-chain", "leaf from an intermediate of the project CA, intermediate not sent",
+                     "refuses: unable to get local issuer certificate (alert unknown_ca)"),
+        _certificate("cert-wildcard-apex", "only *.wildcard-apex.<hostname>: connect as wildcard-apex.<hostname>",
+                     "refuses: a wildcard never matches its apex (RFC 6125 section 6.4.3)"),
+        _certificate("cert-wildcard-multilabel",
+                     "only *.<parent of hostname>: connect as wildcard-multilabel.<hostname>",
+                     "refuses: * matches one label only (RFC 6125 section 6.4.3)"),
+        _certificate("cert-cn-only", "host name only in the subject CN, no subjectAltName",
+                     "may accept (RFC 7817 section 3 allows CN-ID); reported as info", bad=False, by_sni=False),
+        _certificate("cert-rsa1024", "1024-bit RSA leaf from the project CA (server at security level 1)",
+                     "refuses: key too small (RFC 7525 section 4.5 wants 2048 bits)"),
+        Scenario("cert-sha1-signature", "certificate", PROTOCOLS,
+                 "leaf the project CA signed with SHA-1 (server at security level 0)",
+                 "refuses: signature digest too weak (SHA-1 collisions, RFC 9155)", True, "sha1-signature",
+                 has_openssl, "" if has_openssl else "needs the openssl command to sign with SHA-1; not installed"),
+        _tls("tls-v1-0", "TLS 1.0 only", "refuses (RFC 8996; RFC 8314 section 5: TLS 1.2 minimum)",
+             "" if ssl.HAS_TLSv1 else "this OpenSSL has no TLS 1.0"),
+        _tls("tls-v1-1", "TLS 1.1 only", "refuses (RFC 8996; RFC 8314 section 5: TLS 1.2 minimum)",
+             "" if ssl.HAS_TLSv1_1 else "this OpenSSL has no TLS 1.1"),
+        _tls("tls-v1-2-only", "TLS 1.2 only (known-good)", "connects with TLS 1.2"),
+        _tls("tls-v1-3-only", "TLS 1.3 only (known-good)", "connects with TLS 1.3"),
+        _tls("tls-null-cipher", "TLS 1.2 with NULL (unencrypted) suites only",
+             "refuses: no shared cipher (RFC 7525 section 4.1)",
+             "" if has_null else "this OpenSSL has no NULL cipher suites"),
+        _tls("tls-dh1024", "TLS 1.2, DHE suites only, over a 1024-bit group (RFC 2409 Oakley group 2)",
+             "refuses: DH key too small (Logjam; RFC 7525 section 4.1)"),
+        _tls("tls-static-rsa", "TLS 1.2, RSA key transport suites only (no forward secrecy)",
+             "refuses or warns: dubious, many clients still accept it"),
+        _tls("tls-cbc-sha1", "TLS 1.2, CBC suites with HMAC-SHA1 only",
+             "refuses or warns: dubious, many clients still accept it"),
+        _tls("tls-sslv2", "SSL 2.0 only", "refuses (RFC 6176)",
+             "OpenSSL removed SSL 2.0 in 1.1.0; Python's ssl cannot offer it"),
+        _tls("tls-sslv3", "SSL 3.0 only", "refuses (RFC 7568)",
+             "Debian builds OpenSSL without SSL 3.0 (ssl.HAS_SSLv3 is False)"),
+        _tls("tls-rc4", "RC4 suites", "refuses (RFC 7465)", weak_suites.format("RC4-SHA")),
+        _tls("tls-3des", "3DES suites", "refuses (Sweet32)", weak_suites.format("DES-CBC3-SHA")),
+        _tls("tls-dh512", "DHE over a 512-bit group (Logjam export grade)", "refuses",
+             "OpenSSL 3 refuses to load 512-bit DH parameters (dh key too small) even at @SECLEVEL=0"),
+    ]
+    return {scenario.id: scenario for scenario in scenarios}
+
+
+SCENARIOS: dict[str, Scenario] = _catalogue()
+
+
+def client_name(scenario_id: str, hostname: str) -> str:
+    """The name a client should connect to (and verify) to meet the scenario's one flaw."""
+    if scenario_id in ("cert-wildcard-apex", "cert-wildcard-multilabel"):
+        return badcerts.sni_name(scenario_id, hostname)
+    return hostname
+
+
+def tls_context_for(scenario_id: str, certs_dir: Path, hostname: str) -> ssl.SSLContext:
+    """The server-side context presenting one scenario (certificates cached in certs_dir/scenarios/)."""
+    scenario = _buildable(scenario_id)
+    settings = SETTINGS.get(scenario_id, TlsSettings())
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    with warnings.catch_warnings():
+        # Python deprecates TLSVersion.TLSv1/TLSv1_1; offering them is the point here.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context.minimum_version = settings.minimum
+        context.maximum_version = settings.maximum
+    if settings.ciphers is not None:
+        # Before loading keys: the security level also decides which keys and signatures load.
+        context.set_ciphers(settings.ciphers)
+    if settings.dh1024:
+        context.load_dh_params(badcerts.dh1024_params(certs_dir))
+    if scenario.kind == "certificate":
+        try:
+            bundle = badcerts.scenario_certificate(scenario_id, certs_dir, hostname)
+        except badcerts.CertificateBuildError as error:
+            raise ValueError(f"scenario {scenario_id!r} cannot be built: {error}") from None
+        context.load_cert_chain(bundle)
+    else:
+        paths = ensure_certificates(certs_dir, hostname)
+        context.load_cert_chain(paths.cert_file, paths.key_file)
+    return context
+
+
+def _buildable(scenario_id: str) -> Scenario:
+    scenario = SCENARIOS.get(scenario_id)
+    if scenario is None:
+        known = ", ".join(s.id for s in SCENARIOS.values() if s.buildable)
+        raise ValueError(f"unknown certificate/TLS scenario {scenario_id!r}; known: {known}")
+    if not scenario.buildable:
+        raise ValueError(f"scenario {scenario_id!r} cannot be built here: {scenario.why_not}")
+    return scenario
+
+
+def scenario_for_sni(server_name: str | None, hostname: str) -> str | None:
+    """"expired.mail.example.test" -> "cert-expired"; None unless it names a subdomain of hostname
+    whose first label is a buildable scenario's sni_label."""
+    if not server_name:
+        return None
+    name = server_name.lower().rstrip(".")
+    suffix = "." + hostname.lower().rstrip(".")
+    if not name.endswith(suffix):
+        return None
+    label = name.removesuffix(suffix)
+    for scenario in SCENARIOS.values():
+        if scenario.buildable and scenario.sni_label == label:
+            return scenario.id
+    return None
+
+
+def listener_ports(listeners: Iterable[Listener], ports: dict[str, int] | None = None) -> dict[str, list[tuple[str, int]]]:
+    """{scenario: [(protocol, port), ...]} for describe(), implicit-TLS ports before STARTTLS ones.
+
+    `ports` (listener name -> bound port, as MailServer.ports) overrides the configured numbers.
+    """
+    result: dict[str, list[tuple[str, int]]] = {}
+    ordered = sorted(listeners, key=lambda listener: listener.tls is not TlsMode.IMPLICIT)
+    for listener in ordered:
+        if listener.scenario is not None:
+            port = (ports or {}).get(listener.name, listener.port)
+            result.setdefault(listener.scenario, []).append((listener.protocol, port))
+    return result
+
+
+def describe(listener_ports: dict[str, list[tuple[str, int]]] | None = None) -> str:
+    """The table `mailmodes scenarios` prints: every id, its ports (implicit/STARTTLS per
+    protocol, when given), what the server does and what a correct client does."""
+    lines = [
+        "Certificate and TLS scenarios (KNOWN-BAD.md section 1)",
+        "Chosen per listener (scenario = \"<id>\"); certificate ones also by SNI <label>.<hostname>.",
+        "Ports per protocol: implicit TLS / STARTTLS.",
+        "",
+    ]
+    buildable = [s for s in SCENARIOS.values() if s.buildable]
+    width = max(len(s.id) for s in SCENARIOS.values())
+    for scenario in buildable:
+        head = [scenario.id.ljust(width)]
+        if listener_ports is not None:
+            head.append(_ports(listener_ports.get(scenario.id, [])))
+        if scenario.sni_label:
+            head.append(f"SNI {scenario.sni_label}.<hostname>")
+        lines.append("  ".join(head).rstrip())
+        lines.append(f"    server does:    {scenario.server_does}")
+        lines.append(f"    correct client: {scenario.correct_client}")
+    unbuildable = [s for s in SCENARIOS.values() if not s.buildable]
+    if unbuildable:
+        lines += ["", "Not buildable here:"]
+        lines += [f"{s.id.ljust(width)}  {s.server_does}: {s.why_not}" for s in unbuildable]
+    return "\n".join(lines) + "\n"
+
+
+def _ports(entries: list[tuple[str, int]]) -> str:
+    if not entries:
+        return "(no listener)".ljust(50)
+    by_protocol: dict[str, list[str]] = {}
+    for protocol, port in entries:
+        by_protocol.setdefault(protocol, []).append(str(port))
+    return "  ".join(f"{protocol} {'/'.join(ports)}" for protocol, ports in by_protocol.items()).ljust(50)

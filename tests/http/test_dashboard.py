@@ -1,0 +1,115 @@
+"""The dashboard in a real headless Chromium: listeners, a live session from a real client with
+its TLS boundary, verdict lines, and hostile mail shown as text that runs nothing."""
+
+from __future__ import annotations
+
+import json
+import smtplib
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mailmodes.app import ThreadedMailServer
+from support import run_client
+
+if TYPE_CHECKING:  # tests/http/conftest.py; not importable by name under --import-mode=importlib
+    from conftest import Page
+
+HOST = "127.0.0.1"
+HOSTILE_SUBJECT = "<script>alert(1)</script>"
+HOSTILE_HTML = "<img src=x onerror=\"document.title='pwned'\"><script>document.title='pwned'</script>"
+MESSAGE = (f"From: Alice <alice@example.test>\r\nTo: bob@example.test\r\nSubject: {HOSTILE_SUBJECT}\r\n"
+           f"Content-Type: text/html; charset=utf-8\r\n\r\n{HOSTILE_HTML}\r\n").encode()
+
+
+def listeners() -> tuple[dict[str, str], ...]:
+    return (
+        {"name": "submission", "protocol": "smtp", "tls": "starttls-required"},
+        {"name": "plain", "protocol": "smtp", "tls": "plaintext"},
+        {"name": "imaps", "protocol": "imap", "tls": "implicit"},
+        {"name": "pop3", "protocol": "pop3", "tls": "starttls-optional"},
+    )
+
+
+def js(value: object) -> str:
+    return json.dumps(value)
+
+
+def test_dashboard_shows_listeners_live_sessions_tls_boundary_and_hostile_mail_as_text(
+        api_server: Callable[..., ThreadedMailServer], browser: Page, ca_file: Path, tmp_path: Path) -> None:
+    server = api_server(*listeners())
+    url = f"http://{HOST}:{server.http_port}/"
+
+    # A real client (curl) upgrades with STARTTLS, logs in and sends the hostile message to bob.
+    (tmp_path / "hostile.eml").write_bytes(MESSAGE)
+    result = run_client(["curl", "-sS", "--max-time", "10", "--ssl-reqd", "--cacert", str(ca_file),
+                         "-u", "alice:alice-password", "--mail-from", "alice@example.test",
+                         "--mail-rcpt", "bob@example.test", "-T", str(tmp_path / "hostile.eml"),
+                         f"smtp://{HOST}:{server.port('submission')}"])
+    assert result.returncode == 0, result.stderr
+    [curl_session] = server.journal.wait_for(1)
+
+    browser.open(url)
+    browser.wait_for("document.body.dataset.loaded === 'yes'")
+
+    # The listener matrix: each listener under its protocol and mode, with its bound port.
+    for listener in listeners():
+        cell = browser.evaluate(
+            f"[...document.querySelectorAll('#matrix tbody tr')]"
+            f".find(r => r.cells[0].textContent === {js(listener['protocol'].upper())})"
+            f".cells[{['implicit', 'starttls-required', 'starttls-optional', 'plaintext'].index(listener['tls']) + 1}]"
+            ".textContent")
+        assert f":{server.port(listener['name'])} {listener['name']}" in cell
+
+    # The curl session is listed; its transcript marks where TLS began, right before the
+    # server's "[TLS established ...]" line, with plaintext above and encrypted below.
+    assert browser.wait_for("document.querySelector('#sessions tbody').textContent.includes('submission')")
+    browser.open(f"{url}#session={curl_session.id}")
+    browser.wait_for("document.querySelector('#transcript .tls-boundary') !== null")
+    rows = browser.evaluate(
+        "[...document.querySelector('#transcript').children].map(e => [e.className, e.textContent])")
+    boundary = next(i for i, (kind, _) in enumerate(rows) if kind == "tls-boundary")
+    assert rows[boundary][1] == "TLS began here"
+    assert "tls-established" in rows[boundary + 1][0] and "[TLS established: TLSv1.3" in rows[boundary + 1][1]
+    assert rows[boundary - 1][1].endswith("220 2.0.0 Ready to start TLS")
+    assert all("plain" in kind.split() for kind, _ in rows[:boundary])
+    wire = [kind.split() for kind, _ in rows if {"client", "server"} & set(kind.split())]
+    assert all("tls" in kind for kind in wire[boundary:]) and len(wire) > boundary + 3
+    assert sum(kind == "tls-boundary" for kind, _ in rows) == 1
+    browser.screenshot(tmp_path / "dashboard-starttls.png")
+
+    # The hostile subject is text in the messages list, and nothing it carries ran.
+    subjects = browser.wait_for(
+        "[...document.querySelectorAll('#messages td.subject')].map(td => td.textContent).join('|') || null")
+    assert subjects == HOSTILE_SUBJECT
+    assert browser.evaluate("document.querySelectorAll('#messages script, #messages img').length") == 0
+    browser.open(f"{url}#message=bob/INBOX/1")
+    body = browser.wait_for("document.querySelector('#message-parts pre')?.textContent")
+    assert body.strip() == HOSTILE_HTML  # the HTML part shown as its source
+    assert browser.evaluate("document.querySelectorAll('main script, main img').length") == 0
+    headers = browser.evaluate("[...document.querySelectorAll('#message-headers tr')].map(r => r.textContent)")
+    assert f"Subject{HOSTILE_SUBJECT}" in headers
+    assert browser.evaluate("document.title") == "mailmodes"
+    assert browser.dialogs == []
+    assert browser.evaluate("document.querySelector('#message-raw').getAttribute('href')") == \
+        "/api/messages/bob/INBOX/1/raw"
+    assert browser.evaluate("document.querySelector('#ca-link').getAttribute('href')") == "/ca.pem"
+
+    # Live: a new plaintext login shows up without reloading, with its verdict lines highlighted.
+    with smtplib.SMTP(HOST, server.port("plain"), timeout=10) as client:
+        client.login("alice", "alice-password")
+    [_, plain_session] = server.journal.wait_for(2)
+    browser.wait_for(f"[...document.querySelectorAll('#sessions tbody tr')]"
+                     f".some(r => r.cells[0].textContent === '{plain_session.id}' && "
+                     "r.textContent.includes('credentials-in-clear'))")
+    browser.open(f"{url}#session={plain_session.id}")
+    verdict = browser.wait_for("document.querySelector('#transcript .verdict-line')?.textContent")
+    assert verdict.startswith("!credentials-in-clear: AUTH PLAIN")
+    flagged = browser.evaluate("[...document.querySelectorAll('#transcript .flagged .text')].map(e => e.textContent)")
+    assert flagged and all(text.startswith("AUTH") for text in flagged)
+    assert browser.evaluate("document.querySelector('#transcript .tls-boundary')") is None
+    assert browser.evaluate("document.querySelector('#live').dataset.state") == "live"
+
+    assert browser.exceptions == []
+    assert not [line for line in browser.console if "Content Security Policy" in line], browser.console
+    assert browser.screenshot(tmp_path / "dashboard.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

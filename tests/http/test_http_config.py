@@ -1,0 +1,38 @@
+"""The [http] table: defaults, validation, --port-offset; and the OpenAPI document's validity."""
+
+from __future__ import annotations
+
+import pytest
+
+from mailmodes.cli import default_config
+from mailmodes.config import ConfigError, HttpConfig, parse_config
+from mailmodes.openapi import openapi_document
+
+
+def test_default_config_serves_http_on_8025_and_offset_moves_it() -> None:
+    config = default_config()
+    assert config.http == HttpConfig(port=8025, host="127.0.0.1")
+    assert config.with_port_offset(10000).http == HttpConfig(port=18025, host="127.0.0.1")
+
+
+def test_no_table_no_http_and_port_0_stays_0() -> None:
+    assert parse_config({}).http is None
+    assert parse_config({"http": {}}).http == HttpConfig()
+    assert parse_config({"http": {"port": 0}}).with_port_offset(100).http == HttpConfig(port=0)
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ({"port": 70000}, "t.toml: http.port: 70000 is not a port number (0-65535; 0 picks a free one)"),
+    ({"port": "8025"}, "t.toml: http.port: must be a int, not str '8025'"),
+    ({"host": 1}, "t.toml: http.host: must be a str, not int 1"),
+    ({"prot": 1}, "t.toml: http.prot: unknown key (allowed here: host, port)"),
+])
+def test_bad_http_table(table: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"http": table}, source="t.toml")
+    assert str(caught.value) == message
+
+
+def test_openapi_document_is_valid() -> None:
+    validator = pytest.importorskip("openapi_spec_validator")
+    validator.validate(openapi_document("0.1.0"))
