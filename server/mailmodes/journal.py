@@ -237,6 +237,7 @@ class Journal:
             if failed_at is not None and record.started - failed_at < FALLBACK_WINDOW:
                 yield Verdict("fallback", "a failed TLS attempt from this client was followed by this plaintext "
                               "session")
+        yield from _scenario_verdicts(record)
 
 
 CAPABILITY_COMMANDS = {"EHLO", "HELO", "CAPABILITY", "CAPA"}

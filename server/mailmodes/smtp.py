@@ -162,6 +162,7 @@ class MailmodesSMTP(SMTP):
         self.greeted = False
         self.keep_pipelined = False
         self.injected = ""
+        self.silent = False  # starttls-silence: not even a goodbye at the idle timeout
         self.misbehaviour = Misbehaviour(listener.scenario, "smtp", listener.chaos)
         mode = TlsMode.PLAINTEXT if self.misbehaviour.strips_starttls else listener.tls
         self.security = Security(mode, encrypted=False, tls_available=tls_context is not None)
@@ -256,7 +257,8 @@ class MailmodesSMTP(SMTP):
             if plan.then == "garbage" and client_hello and self.transport is not None:
                 await self._push_recorded(GARBAGE)
                 self.transport.close()
-            while plan.then == "silence" and await self._reader.read(65536):
+            self.silent = plan.then == "silence"
+            while self.silent and await self._reader.read(65536):
                 pass  # swallow everything until the client (or the idle timeout) gives up
         else:
             self.injected = plan.injected
@@ -308,7 +310,7 @@ class MailmodesSMTP(SMTP):
 
     def _timeout_cb(self) -> None:
         # RFC 5321 4.5.3.2: say why before closing an idle connection.
-        if self.transport is not None and not self.transport.is_closing():
+        if self.transport is not None and not self.transport.is_closing() and not self.silent:
             goodbye = b"421 4.4.2 Idle timeout, closing connection\r\n"
             if self.recorder is not None:
                 self.recorder.server(goodbye)
