@@ -17,14 +17,14 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from mailmodes.certs import ensure_certificates
+from mailmodes.contexts import ServerContexts
 from mailmodes.config import Config, HttpConfig, Listener
 from mailmodes.journal import Journal
 from mailmodes.misbehaviour import Misbehaviour
 from mailmodes.net import LineServer
 from mailmodes.smtp import smtp_factory
 from mailmodes.store import Store
-from mailmodes.tls import TlsMode, server_context
+from mailmodes.tls import TlsMode
 
 if TYPE_CHECKING:
     from mailmodes.http import HttpServer
@@ -65,17 +65,11 @@ class MailServer:
         self._http: HttpServer | None = None
 
     async def start(self) -> None:
-        certs = ensure_certificates(self.config.certs.dir, self.config.hostname)
-        self.ca_file = certs.ca_file
-        default_context = server_context(certs.cert_file, certs.key_file)
+        contexts = ServerContexts(self.config.certs.dir, self.config.hostname)
+        self.ca_file = contexts.ca_file
         try:
             for listener in self.config.listeners:
-                context = (
-                    server_context(listener.cert_file, listener.key_file)
-                    if listener.cert_file and listener.key_file
-                    else default_context
-                )
-                server = await self._start_listener(listener, context)
+                server = await self._start_listener(listener, contexts.for_listener(listener))
                 if server is not None:
                     self._servers.append(server)
                     self.ports[listener.name] = server.sockets[0].getsockname()[1]

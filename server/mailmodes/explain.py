@@ -500,7 +500,7 @@ def probe(target: Target, setting: ClientSetting, options: ProbeOptions) -> Cell
 
 
 def explain(targets: Sequence[Target], options: ProbeOptions,
-            settings: Iterable[ClientSetting] = tuple(s.setting for s in SETTINGS)) -> Table:
+            settings: Iterable[ClientSetting] = tuple(ClientSetting)) -> Table:
     """Every target in every client setting, concurrently; the table in target order."""
     jobs = [(target, setting) for target in targets for setting in settings]
     if not jobs:
@@ -556,11 +556,11 @@ def format_text(table: Table) -> str:
 
 
 def format_markdown(table: Table) -> str:
-    """The README view: listeners down, client settings across, outcome words in the cells."""
-    header = ["port", "listener (configured mode)"] + [
-        f"{s.title}<br>TB \"{s.thunderbird}\" · Outlook \"{s.outlook}\" · curl `{s.curl}`" for s in table.settings
-    ]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    """The README view: what clients call each setting, then listeners down and settings across."""
+    lines = ["| client setting | Thunderbird | Outlook | curl |", "|---|---|---|---|"]
+    lines += [f"| {s.title} | {s.thunderbird} | {s.outlook} | {s.curl} |" for s in table.settings]
+    header = ["port", "listener (configured mode)"] + [s.title for s in table.settings]
+    lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for target in table.targets:
         cells = [table.cell(target.name, s.setting).text for s in table.settings]
         lines.append(f"| {target.port} | {target.name} ({target.protocol}, {target.mode}) | " + " | ".join(cells) + " |")

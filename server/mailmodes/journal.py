@@ -21,6 +21,7 @@ from typing import Any
 
 from mailmodes.config import Listener
 from mailmodes.misbehaviour import CANARY_INJECTED, CANARY_PRETLS
+from mailmodes.scenarios import SCENARIOS
 from mailmodes.tls import TlsMode
 
 # A plaintext session this soon after a failed TLS attempt from the same host is a fallback.
@@ -28,7 +29,7 @@ FALLBACK_WINDOW = 60.0
 WEAK_CIPHER_MARKERS = ("NULL", "RC4", "DES", "EXPORT", "anon", "MD5")
 
 
-@dataclass
+@dataclass(slots=True)
 class TranscriptLine:
     at: float  # seconds since the session started
     sender: str  # "client" | "server"
@@ -137,6 +138,7 @@ class Journal:
             client=f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
             client_host=host,
             started=time.time(),
+            bad_certificate=listener.scenario in SCENARIOS and SCENARIOS[listener.scenario].bad_certificate,
         )
         with self._lock:
             self._open[record.id] = record

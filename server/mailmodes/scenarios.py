@@ -8,7 +8,11 @@ it for that flaw.
 
 Only certificate scenarios can be chosen by SNI: OpenSSL lets the SNI callback swap the
 certificate (and the security level that travels with it), but the protocol versions and the
-cipher list stay those of the listener's context (SSL_set_SSL_CTX copies neither).
+cipher list stay those of the listener's context (SSL_set_SSL_CTX copies neither). cert-cn-only
+is not chosen by SNI either: its one name, in the CN, is the configured host name.
+
+Which client name meets only the intended flaw: the configured host name (or localhost, or
+127.0.0.1), except for the two wildcard scenarios, whose name is their SNI name (`client_name`).
 """
 
 from __future__ import annotations
@@ -108,9 +112,9 @@ def _catalogue() -> dict[str, Scenario]:
         _certificate("cert-expired", "leaf from the project CA whose notAfter is 30 days in the past",
                      "refuses: certificate has expired (alert certificate_expired)"),
         _certificate("cert-not-yet-valid", "leaf from the project CA whose notBefore is a year in the future",
-                     "refuses: certificate is not yet valid (alert certificate_expired)"),
+                     "refuses: certificate is not yet valid (OpenSSL sends alert bad_certificate)"),
         _certificate("cert-wrong-host", f"leaf for {badcerts.WRONG_HOST} only",
-                     "refuses: host name mismatch (RFC 7817 section 3, RFC 6125)"),
+                     "refuses: host name mismatch (RFC 7817 section 3, RFC 6125; alert bad_certificate)"),
         _certificate("cert-self-signed", "self-signed leaf for the host name",
                      "refuses: self-signed certificate (alert unknown_ca)"),
         _certificate("cert-untrusted-root", "leaf plus the root of a second CA the client was never given",
@@ -125,10 +129,10 @@ def _catalogue() -> dict[str, Scenario]:
         _certificate("cert-cn-only", "host name only in the subject CN, no subjectAltName",
                      "may accept (RFC 7817 section 3 allows CN-ID); reported as info", bad=False, by_sni=False),
         _certificate("cert-rsa1024", "1024-bit RSA leaf from the project CA (server at security level 1)",
-                     "refuses: key too small (RFC 7525 section 4.5 wants 2048 bits)"),
+                     "refuses: EE key too weak (RFC 7525 section 4.5 wants 2048 bits; alert bad_certificate)"),
         Scenario("cert-sha1-signature", "certificate", PROTOCOLS,
                  "leaf the project CA signed with SHA-1 (server at security level 0)",
-                 "refuses: signature digest too weak (SHA-1 collisions, RFC 9155)", True, "sha1-signature",
+                 "refuses: CA signature digest too weak (SHA-1 collisions, RFC 9155; alert bad_certificate)", True, "sha1-signature",
                  has_openssl, "" if has_openssl else "needs the openssl command to sign with SHA-1; not installed"),
         _tls("tls-v1-0", "TLS 1.0 only", "refuses (RFC 8996; RFC 8314 section 5: TLS 1.2 minimum)",
              "" if ssl.HAS_TLSv1 else "this OpenSSL has no TLS 1.0"),
@@ -181,7 +185,7 @@ def tls_context_for(scenario_id: str, certs_dir: Path, hostname: str) -> ssl.SSL
         # Before loading keys: the security level also decides which keys and signatures load.
         context.set_ciphers(settings.ciphers)
     if settings.dh1024:
-        context.load_dh_params(badcerts.dh1024_params(certs_dir))
+        context.load_dh_params(str(badcerts.dh1024_params(certs_dir)))
     if scenario.kind == "certificate":
         try:
             bundle = badcerts.scenario_certificate(scenario_id, certs_dir, hostname)

@@ -305,7 +305,10 @@ class MailmodesSMTP(SMTP):
 
     async def _push_recorded(self, status: str | bytes) -> None:
         if self.recorder is not None:
-            self.recorder.server((status.encode() if isinstance(status, str) else status) + b"\r\n")
+            if isinstance(status, str) and "\n" not in status:
+                self.recorder.server_reply(status)  # the common case: one line, no re-parsing
+            else:
+                self.recorder.server((status.encode() if isinstance(status, str) else status) + b"\r\n")
         await super().push(status)
 
     def _timeout_cb(self) -> None:

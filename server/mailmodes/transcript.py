@@ -341,12 +341,16 @@ class Recorder:
         self._add("server", ".")
 
     def _server_line(self, line: bytes) -> bool:
-        text = _text(line)
-        self._add("server", text)
         if self.protocol == "imap":
             literal = _LITERAL.search(line)
             if literal:
                 self._server.expect_literal(int(literal.group(1)))
+        self.server_reply(_text(line))
+        return False
+
+    def server_reply(self, text: str) -> None:
+        """One reply line, already text (SMTP's push hands them over one by one)."""
+        self._add("server", text)
         if self._starttls_tag is not None:
             self._starttls_reply(text)
         if self.protocol == "smtp":
@@ -361,7 +365,6 @@ class Recorder:
             self._secret_next = True
         elif text.startswith("+OK") and self._last_command in ("RETR", "TOP"):
             self._server.expect_message()
-        return False
 
     def _starttls_reply(self, text: str) -> None:
         """The reply to STARTTLS: on success the handshake follows; otherwise bytes held back

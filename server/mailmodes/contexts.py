@@ -1,0 +1,57 @@
+"""Every server-side TLS context of one MailServer, decided in one place.
+
+The known-good context, a listener's own certificate, and the certificate/TLS scenarios (made
+once and shared); and the SNI callback that lets a client pick a certificate scenario by name
+(`expired.<hostname>`) on any listener, STARTTLS ports included. The callback also notes the SNI
+name and the scenario on the connection's SSL object, where the journal reads them.
+"""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import Any
+
+from mailmodes.certs import ensure_certificates
+from mailmodes.config import Listener
+from mailmodes.scenarios import SCENARIOS, scenario_for_sni, tls_context_for
+from mailmodes.tls import server_context
+
+
+class ServerContexts:
+    def __init__(self, certs_dir: Path, hostname: str) -> None:
+        self.certs_dir = certs_dir
+        self.hostname = hostname
+        paths = ensure_certificates(certs_dir, hostname)
+        self.ca_file = paths.ca_file
+        self.default = self._with_sni(server_context(paths.cert_file, paths.key_file))
+        self._scenarios: dict[str, ssl.SSLContext] = {}
+
+    def for_listener(self, listener: Listener) -> ssl.SSLContext:
+        if listener.scenario in SCENARIOS:
+            return self.scenario(listener.scenario)
+        if listener.cert_file and listener.key_file:
+            return self._with_sni(server_context(listener.cert_file, listener.key_file))
+        return self.default
+
+    def scenario(self, scenario_id: str) -> ssl.SSLContext:
+        context = self._scenarios.get(scenario_id)
+        if context is None:
+            context = self._scenarios[scenario_id] = self._with_sni(
+                tls_context_for(scenario_id, self.certs_dir, self.hostname)
+            )
+        return context
+
+    def _with_sni(self, context: ssl.SSLContext) -> ssl.SSLContext:
+        context.sni_callback = self._sni
+        return context
+
+    def _sni(self, ssl_object: Any, server_name: str | None, context: ssl.SSLContext) -> None:
+        ssl_object.mailmodes_sni = server_name
+        scenario_id = scenario_for_sni(server_name, self.hostname)
+        if scenario_id is not None:
+            # Only the certificate changes this way (OpenSSL keeps the listener's versions and
+            # ciphers), which is why only certificate scenarios have an SNI name.
+            ssl_object.context = self.scenario(scenario_id)
+            ssl_object.mailmodes_scenario = scenario_id
+            ssl_object.mailmodes_bad_certificate = SCENARIOS[scenario_id].bad_certificate

@@ -1,0 +1,120 @@
+"""`mailmodes check`, the image's HEALTHCHECK: healthy only when every listener greets."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mailmodes.app import ThreadedMailServer
+from mailmodes.certs import ensure_certificates
+from mailmodes.config import parse_config
+
+LISTENERS = [
+    ("submissions", "smtp", "implicit"),
+    ("submission", "smtp", "starttls-required"),
+    ("imaps", "imap", "implicit"),
+    ("imap", "imap", "starttls-required"),
+    ("pop3s", "pop3", "implicit"),
+    ("pop3", "pop3", "plaintext"),
+]
+VERSION = "0.1.0"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedMailServer]:
+    certs = tmp_path_factory.mktemp("certs")
+    config = parse_config({
+        "hostname": "mail.example.test",
+        "certs": {"dir": str(certs)},
+        "users": [{"name": "alice", "password": "alice-password"}],
+        "listeners": [{"name": n, "protocol": p, "tls": t, "port": 0} for n, p, t in LISTENERS],
+    })
+    with ThreadedMailServer(config) as running:
+        yield running
+
+
+def write_config(path: Path, server: ThreadedMailServer, extra: str = "", modes: dict[str, str] | None = None) -> Path:
+    """The server's listeners with their real ports, as `mailmodes check --config` reads them."""
+    modes = modes or {}
+    text = f'hostname = "mail.example.test"\n[certs]\ndir = "{server.config.certs.dir}"\n'
+    for name, protocol, tls in LISTENERS:
+        text += (f'[[listeners]]\nname = "{name}"\nprotocol = "{protocol}"\nport = {server.port(name)}\n'
+                 f'tls = "{modes.get(name, tls)}"\n')
+    path.write_text(text + extra)
+    return path
+
+
+def check(config: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "mailmodes", "check", "--config", str(config), *options],
+                          check=False, capture_output=True, text=True, timeout=60, cwd=config.parent)
+
+
+def line(status: str, name: str, protocol: str, port: int, mode: str, detail: str) -> str:
+    return f"{status} {name:<22} {protocol:<4} 127.0.0.1:{port:<5} {mode:<17} {detail}"
+
+
+def test_healthy_when_every_listener_greets(server: ThreadedMailServer, tmp_path: Path) -> None:
+    result = check(write_config(tmp_path / "up.toml", server))
+    assert result.returncode == 0, result.stdout + result.stderr
+    # The implicit IMAP greeting lists every capability (IMAP's own business): its start suffices.
+    imaps = result.stdout.splitlines()[2]
+    assert imaps.startswith(line("ok  ", "imaps", "imap", server.port("imaps"), "implicit",
+                                 "* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN "))
+    assert imaps.endswith(" (TLSv1.3)")
+    assert result.stdout.splitlines() == [
+        line("ok  ", "submissions", "smtp", server.port("submissions"), "implicit",
+             f"220 mail.example.test ESMTP mailmodes {VERSION} (TLSv1.3)"),
+        line("ok  ", "submission", "smtp", server.port("submission"), "starttls-required",
+             f"220 mail.example.test ESMTP mailmodes {VERSION}"),
+        imaps,
+        line("ok  ", "imap", "imap", server.port("imap"), "starttls-required",
+             "* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] mail.example.test ready"),
+        line("ok  ", "pop3s", "pop3", server.port("pop3s"), "implicit", "+OK mail.example.test POP3 ready (TLSv1.3)"),
+        line("ok  ", "pop3", "pop3", server.port("pop3"), "plaintext", "+OK mail.example.test POP3 ready"),
+    ]
+    assert result.stderr == ""
+
+
+def test_unhealthy_when_a_listener_is_down(server: ThreadedMailServer, tmp_path: Path) -> None:
+    with socket.socket() as reserved:  # bound but not listening: nothing answers there
+        reserved.bind(("127.0.0.1", 0))
+        port = reserved.getsockname()[1]
+        extra = f'[[listeners]]\nname = "gone"\nprotocol = "smtp"\nport = {port}\ntls = "plaintext"\n'
+        result = check(write_config(tmp_path / "down.toml", server, extra))
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert len(lines) == 7
+    assert [row[:4] for row in lines] == ["ok  "] * 6 + ["DOWN"]
+    assert lines[-1] == line("DOWN", "gone", "smtp", port, "plaintext", "cannot connect: Connection refused")
+
+
+def test_implicit_tls_is_verified_with_the_ca(server: ThreadedMailServer, tmp_path: Path) -> None:
+    stranger = ensure_certificates(tmp_path / "other", "mail.example.test").ca_file
+    result = check(write_config(tmp_path / "up.toml", server), "--ca", str(stranger))
+    assert result.returncode == 1
+    down = [row.split()[1] for row in result.stdout.splitlines() if row.startswith("DOWN")]
+    assert down == ["submissions", "imaps", "pop3s"]
+    assert "TLS handshake failed: [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed" in result.stdout
+
+
+def test_a_listener_that_speaks_the_wrong_way_is_down(server: ThreadedMailServer, tmp_path: Path) -> None:
+    # The config says implicit where the port greets in plaintext, and plaintext where it wants TLS.
+    config = write_config(tmp_path / "wrong.toml", server, modes={"submission": "implicit", "pop3s": "plaintext"})
+    result = check(config, "--timeout", "1")
+    assert result.returncode == 1
+    lines = {row.split()[1]: row for row in result.stdout.splitlines()}
+    assert lines["submission"].startswith("DOWN")
+    assert "TLS handshake failed: [SSL: WRONG_VERSION_NUMBER] wrong version number" in lines["submission"]
+    assert lines["pop3s"] == line("DOWN", "pop3s", "pop3", server.port("pop3s"), "plaintext", "no greeting within 1s")
+    assert [name for name, row in lines.items() if row.startswith("ok")] == ["submissions", "imaps", "imap", "pop3"]
+
+
+def test_no_listeners_is_unhealthy(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.toml"
+    empty.write_text('hostname = "mail.example.test"\n')
+    result = check(empty)
+    assert (result.returncode, result.stdout) == (1, "DOWN no listeners configured\n")

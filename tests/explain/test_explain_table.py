@@ -1,0 +1,231 @@
+"""The teaching table for config/matrix.toml, computed from real connections, cell by cell."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mailmodes.app import ThreadedMailServer
+from mailmodes.config import Config, parse_config
+from mailmodes.explain import (
+    SETTINGS,
+    ClientSetting,
+    Credentials,
+    Outcome,
+    ProbeOptions,
+    Table,
+    Target,
+    explain,
+    format_markdown,
+    format_text,
+    options_from_config,
+    probe,
+    targets_from_config,
+)
+
+MATRIX = Path(__file__).resolve().parents[2] / "config" / "matrix.toml"
+GREETING_TIMEOUT = 1.5
+
+WORKS = "works (TLS 1.3)"
+CLEAR = "works, but the password went in the clear"
+REFUSED = "refused before login: server requires STARTTLS"
+HANGS = "hangs waiting for a greeting (the port speaks TLS first) — timed out after 1.5s"
+WRONG_VERSION = "TLS error: wrong version number (the port speaks plaintext first)"
+NO_STARTTLS = "STARTTLS not offered: client refuses to continue"
+
+# Columns: implicit TLS, STARTTLS required, STARTTLS if available, no TLS.
+EXPECTED: dict[str, tuple[str, str, str, str]] = {
+    "smtp-implicit":          (WORKS,         HANGS,       HANGS, HANGS),
+    "smtp-starttls-required": (WRONG_VERSION, WORKS,       WORKS, REFUSED),
+    "smtp-starttls-optional": (WRONG_VERSION, WORKS,       WORKS, CLEAR),
+    "smtp-plaintext":         (WRONG_VERSION, NO_STARTTLS, CLEAR, CLEAR),
+    "imap-implicit":          (WORKS,         HANGS,       HANGS, HANGS),
+    "imap-starttls-required": (WRONG_VERSION, WORKS,       WORKS, REFUSED),
+    "imap-starttls-optional": (WRONG_VERSION, WORKS,       WORKS, CLEAR),
+    "imap-plaintext":         (WRONG_VERSION, NO_STARTTLS, CLEAR, CLEAR),
+    "pop3-implicit":          (WORKS,         HANGS,       HANGS, HANGS),
+    "pop3-starttls-required": (WRONG_VERSION, WORKS,       WORKS, REFUSED),
+    "pop3-starttls-optional": (WRONG_VERSION, WORKS,       WORKS, CLEAR),
+    "pop3-plaintext":         (WRONG_VERSION, NO_STARTTLS, CLEAR, CLEAR),
+    "smtp-mta":               (WRONG_VERSION, WORKS,       WORKS, CLEAR),
+}
+COLUMNS = tuple(info.setting for info in SETTINGS)
+
+
+def matrix_config(certs_dir: Path) -> Config:
+    """config/matrix.toml with every port 0 (the OS picks) and no HTTP server."""
+    data: dict[str, Any] = tomllib.loads(MATRIX.read_text())
+    data.pop("http", None)
+    data["certs"] = {"dir": str(certs_dir)}
+    for listener in data["listeners"]:
+        listener["port"] = 0
+    return parse_config(data, source=str(MATRIX))
+
+
+@pytest.fixture(scope="module")
+def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedMailServer]:
+    with ThreadedMailServer(matrix_config(tmp_path_factory.mktemp("certs"))) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def table_and_time(matrix: ThreadedMailServer) -> tuple[Table, float]:
+    started = time.monotonic()
+    table = explain(targets_from_config(matrix.config, matrix.ports),
+                    options_from_config(matrix.config, matrix.ca_file, greeting_timeout=GREETING_TIMEOUT))
+    return table, time.monotonic() - started
+
+
+def test_every_listener_of_matrix_toml_is_a_row(table_and_time: tuple[Table, float]) -> None:
+    table, _ = table_and_time
+    assert [target.name for target in table.targets] == list(EXPECTED)
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_cells_match_the_expected_table(table_and_time: tuple[Table, float], name: str) -> None:
+    table, _ = table_and_time
+    assert tuple(table.cell(name, setting).text for setting in COLUMNS) == EXPECTED[name]
+
+
+def test_cells_run_concurrently(table_and_time: tuple[Table, float]) -> None:
+    # Nine cells hang for 1.5 s each (13.5 s one after another); run together they take ~1.5 s.
+    table, seconds = table_and_time
+    hangs = [cell for cell in table.cells if cell.outcome is Outcome.HANGS]
+    assert len(hangs) == 9
+    assert all(cell.seconds >= GREETING_TIMEOUT for cell in hangs)
+    assert seconds < 6 * GREETING_TIMEOUT
+
+
+def test_reasons_quote_what_the_server_said(table_and_time: tuple[Table, float]) -> None:
+    table, _ = table_and_time
+    reason = {(c.target.name, c.setting): c.reason for c in table.cells}
+    assert reason["smtp-starttls-required", ClientSetting.NONE].endswith(
+        "login: 538 5.7.11 Encryption required for requested authentication mechanism")
+    assert reason["pop3-starttls-required", ClientSetting.NONE].endswith(
+        "login: -ERR [AUTH] Plaintext authentication disallowed on non-secure connections")
+    assert reason["imap-starttls-required", ClientSetting.NONE].endswith(
+        "login: the server advertises LOGINDISABLED, so no password is sent")
+    assert reason["smtp-starttls-required", ClientSetting.STARTTLS_REQUIRED] == (
+        "greeting 220 mail.example.test ESMTP mailmodes 0.1.0; STARTTLS: 220 2.0.0 Ready to start TLS; "
+        "login: 235 2.7.0 Authentication successful")
+    assert reason["pop3-plaintext", ClientSetting.STARTTLS_IF_AVAILABLE] == (
+        "greeting +OK mail.example.test POP3 ready; no STARTTLS offered, carried on without TLS; "
+        "login: +OK Logged in, 0 messages")
+    assert "[SSL: WRONG_VERSION_NUMBER]" in reason["imap-plaintext", ClientSetting.IMPLICIT]
+
+
+def test_the_table_as_data_for_the_dashboard(table_and_time: tuple[Table, float]) -> None:
+    table, _ = table_and_time
+    data = json.loads(json.dumps(table.as_dict()))
+    assert [s["setting"] for s in data["settings"]] == [
+        "implicit", "starttls-required", "starttls-if-available", "none"]
+    assert data["settings"][2] == {"setting": "starttls-if-available", "title": "STARTTLS if available",
+                                   "thunderbird": "STARTTLS, if available (older versions)", "outlook": "Auto",
+                                   "curl": "--ssl"}
+    row = data["rows"][2]
+    assert (row["listener"], row["protocol"], row["mode"]) == ("smtp-starttls-optional", "smtp", "starttls-optional")
+    assert [c["outcome"] for c in row["cells"]] == ["tls-error", "works", "works", "works-cleartext"]
+    assert [c["text"] for c in row["cells"]] == list(EXPECTED["smtp-starttls-optional"])
+
+
+def test_text_and_markdown_views(table_and_time: tuple[Table, float]) -> None:
+    table, _ = table_and_time
+    text = format_text(table).splitlines()
+    assert text[1].split() == ["implicit", "TLS", "Thunderbird", '"SSL/TLS",', "Outlook", '"SSL/TLS",', "curl",
+                               "smtps://", "imaps://", "pop3s://"]
+    markdown = format_markdown(table).splitlines()
+    assert markdown[:7] == [
+        "| client setting | Thunderbird | Outlook | curl |",
+        "|---|---|---|---|",
+        "| implicit TLS | SSL/TLS | SSL/TLS | smtps:// imaps:// pop3s:// |",
+        "| STARTTLS required | STARTTLS | STARTTLS | --ssl-reqd |",
+        "| STARTTLS if available | STARTTLS, if available (older versions) | Auto | --ssl |",
+        "| no TLS | None | None | smtp:// imap:// pop3:// without --ssl |",
+        "",
+    ]
+    assert markdown[7] == ("| port | listener (configured mode) | implicit TLS | STARTTLS required | "
+                           "STARTTLS if available | no TLS |")
+    assert len(markdown) == 9 + len(EXPECTED)
+    assert markdown[10].endswith(f"| smtp-starttls-required (smtp, starttls-required) | {WRONG_VERSION} | {WORKS} "
+                                f"| {WORKS} | {REFUSED} |")
+
+
+def test_the_probe_leaves_no_mail_and_no_pop3_lock(matrix: ThreadedMailServer) -> None:
+    # Every POP3 login of the table ended with QUIT: the maildrop is free again.
+    target = next(t for t in targets_from_config(matrix.config, matrix.ports) if t.name == "pop3-implicit")
+    options = options_from_config(matrix.config, matrix.ca_file)
+    assert probe(target, ClientSetting.IMPLICIT, options).text == WORKS
+    assert matrix.call(lambda: [len(a.inbox.messages) for a in matrix.store.accounts.values()]) == [0, 0]
+
+
+def test_a_wrong_password_is_a_failed_login(matrix: ThreadedMailServer) -> None:
+    target = next(t for t in targets_from_config(matrix.config, matrix.ports) if t.name == "smtp-starttls-optional")
+    options = ProbeOptions(matrix.ca_file, Credentials("alice", "wrong"))
+    cell = probe(target, ClientSetting.STARTTLS_REQUIRED, options)
+    assert (cell.outcome, cell.text) == (Outcome.LOGIN_FAILED,
+                                         "login failed: 535 5.7.8 Authentication credentials invalid")
+
+
+def test_a_port_with_nothing_behind_it(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as reserved:  # bound, never listening: connections are refused
+        reserved.bind(("127.0.0.1", 0))
+        target = Target("nothing", "smtp", "127.0.0.1", reserved.getsockname()[1])
+        cell = probe(target, ClientSetting.NONE, ProbeOptions(None, None))
+    assert (cell.outcome, cell.text) == (Outcome.UNREACHABLE, "cannot connect")
+    assert cell.reason == f"127.0.0.1:{target.port}: Connection refused"
+
+
+def test_an_untrusted_certificate_is_a_tls_error(matrix: ThreadedMailServer, tmp_path: Path) -> None:
+    from mailmodes.certs import ensure_certificates
+
+    other_ca = ensure_certificates(tmp_path, "mail.example.test").ca_file
+    target = next(t for t in targets_from_config(matrix.config, matrix.ports) if t.name == "imap-implicit")
+    cell = probe(target, ClientSetting.IMPLICIT, ProbeOptions(other_ca, Credentials("alice", "alice-password")))
+    assert (cell.outcome, cell.text) == (
+        Outcome.TLS_ERROR, "TLS error: certificate verify failed: unable to get local issuer certificate")
+
+
+def test_the_command_line_against_a_running_server(matrix: ThreadedMailServer, tmp_path: Path) -> None:
+    config = tmp_path / "running.toml"
+    config.write_text(running_config_toml(matrix))
+    result = subprocess.run(
+        [sys.executable, "-m", "mailmodes", "explain", "--config", str(config), "--format", "json"],
+        check=False, capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)["rows"]
+    assert {row["listener"]: tuple(c["text"] for c in row["cells"]) for row in rows} == EXPECTED
+
+
+def test_the_command_line_says_when_nothing_answers(tmp_path: Path) -> None:
+    config = tmp_path / "nothing.toml"
+    config.write_text('[[listeners]]\nname = "gone"\nprotocol = "smtp"\nport = 1\ntls = "plaintext"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "mailmodes", "explain", "--config", str(config), "--ca", str(config)],
+        check=False, capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    assert result.stderr == ("mailmodes: no listener answered: is the server running "
+                             "(same --config and --port-offset)?\n")
+
+
+def running_config_toml(server: ThreadedMailServer) -> str:
+    """A TOML config naming the server's real (ephemeral) ports, for the command line."""
+    config = server.config
+    lines = [f'hostname = "{config.hostname}"', f'host = "{config.host}"',
+             f'[certs]\ndir = "{config.certs.dir}"']
+    for user in config.users:
+        lines.append(f'[[users]]\nname = "{user.name}"\npassword = "{user.password}"')
+    for listener in config.listeners:
+        lines.append(f'[[listeners]]\nname = "{listener.name}"\nprotocol = "{listener.protocol}"\n'
+                     f'port = {server.port(listener.name)}\ntls = "{listener.tls}"\nrole = "{listener.role}"')
+    return "\n".join(lines) + "\n"

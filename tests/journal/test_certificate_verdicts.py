@@ -1,0 +1,112 @@
+"""Certificate and TLS scenarios through the whole server: what the journal says about the client."""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from mailmodes.app import ThreadedMailServer
+from mailmodes.badcerts import sni_name
+from mailmodes.scenarios import SCENARIOS, client_name
+from support import HOSTNAME, one_session, run_client, verdict_codes
+
+HOST = "127.0.0.1"
+BAD_CERTIFICATES = sorted(s.id for s in SCENARIOS.values() if s.bad_certificate and s.buildable)
+
+
+def listener(scenario: str | None, tls: str = "implicit", protocol: str = "smtp") -> dict[str, object]:
+    return {"name": "l", "protocol": protocol, "tls": tls, **({"scenario": scenario} if scenario else {})}
+
+
+def openssl(port: int, ca_file: Path, name: str, *extra: str) -> int:
+    return run_client(["openssl", "s_client", "-connect", f"{HOST}:{port}", "-servername", name,
+                       "-verify_hostname", name, "-CAfile", str(ca_file), "-verify_return_error", *extra],
+                      stdin=b"").returncode
+
+
+@pytest.mark.parametrize("scenario", BAD_CERTIFICATES)
+def test_verifying_client_is_recorded_as_rejecting(serve: Callable[..., ThreadedMailServer], ca_file: Path,
+                                                   scenario: str) -> None:
+    server = serve(listener(scenario))
+    assert openssl(server.port("l"), ca_file, client_name(scenario, HOSTNAME)) != 0
+    record = one_session(server)
+    assert "rejected-certificate" in verdict_codes(record), record.tls_failure
+    assert record.tls_alert and record.tls_version is None
+
+
+@pytest.mark.parametrize(("scenario", "alert"), [("cert-expired", "certificate_expired"),
+                                                 ("cert-untrusted-root", "unknown_ca"),
+                                                 ("cert-wrong-host", "bad_certificate")])
+def test_the_alert_is_named(serve: Callable[..., ThreadedMailServer], ca_file: Path, scenario: str,
+                            alert: str) -> None:
+    server = serve(listener(scenario))
+    openssl(server.port("l"), ca_file, client_name(scenario, HOSTNAME))
+    assert one_session(server).tls_alert == alert
+
+
+@pytest.mark.parametrize("scenario", BAD_CERTIFICATES)
+def test_client_that_verifies_nothing_accepts_the_bad_certificate(serve: Callable[..., ThreadedMailServer],
+                                                                   scenario: str) -> None:
+    server = serve(listener(scenario))
+    context = ssl._create_unverified_context()
+    context.set_ciphers("DEFAULT:@SECLEVEL=0")  # the weak-key scenarios need it on the client too
+    with smtplib.SMTP_SSL(HOST, server.port("l"), context=context, timeout=10) as client:
+        assert client.noop()[0] == 250
+    record = one_session(server)
+    assert "accepted-bad-certificate" in verdict_codes(record)
+    assert record.scenario == scenario
+
+
+def test_starttls_with_a_bad_certificate(serve: Callable[..., ThreadedMailServer], ca_file: Path,
+                                         tmp_path: Path) -> None:
+    server = serve(listener("cert-expired", tls="starttls-required"))
+    result = run_client(["curl", "-sS", "--max-time", "10", "--cacert", str(ca_file), "--ssl-reqd",
+                         "-u", "alice:alice-password", f"smtp://{HOST}:{server.port('l')}"])
+    assert result.returncode == 60 and "expired" in result.stderr
+    record = one_session(server)
+    assert "rejected-certificate" in verdict_codes(record)
+    assert record.credentials == []
+    # swaks without --tls-verify checks nothing: it goes on, and is told so.
+    swaks = run_client(["swaks", "--server", HOST, "--port", str(server.port("l")), "--tls", "--quit-after", "EHLO",
+                        "--timeout", "10"])
+    assert swaks.returncode == 0, swaks.stdout
+    assert "accepted-bad-certificate" in verdict_codes(server.journal.wait_for(2)[-1])
+
+
+def test_certificate_scenario_chosen_by_sni(serve: Callable[..., ThreadedMailServer], ca_file: Path) -> None:
+    server = serve(listener(None, tls="starttls-required"))
+    name = sni_name("cert-expired", HOSTNAME)
+    assert openssl(server.port("l"), ca_file, name, "-starttls", "smtp") != 0
+    record = one_session(server)
+    assert "rejected-certificate" in verdict_codes(record)
+    # A well-named client gets the good certificate on the same port and earns nothing.
+    assert openssl(server.port("l"), ca_file, "localhost", "-starttls", "smtp") == 0
+    good = server.journal.wait_for(2)[-1]
+    assert good.sni == "localhost" and good.scenario is None and good.tls_version
+
+
+def test_sni_scenario_accepted_is_recorded(serve: Callable[..., ThreadedMailServer]) -> None:
+    server = serve(listener(None))
+    name = sni_name("cert-self-signed", HOSTNAME)
+    context = ssl._create_unverified_context()
+    with context.wrap_socket(socket.create_connection((HOST, server.port("l")), timeout=10),
+                             server_hostname=name) as tls, tls.makefile("rb") as reader:
+        assert reader.readline().startswith(b"220 ")
+        tls.sendall(b"NOOP\r\n")
+        assert reader.readline().startswith(b"250 ")
+    record = one_session(server)
+    assert (record.sni, record.scenario) == (name, "cert-self-signed")
+    assert "accepted-bad-certificate" in verdict_codes(record)
+
+
+def test_old_tls_version_earns_weak_tls(serve: Callable[..., ThreadedMailServer], ca_file: Path) -> None:
+    server = serve(listener("tls-v1-0"))
+    assert openssl(server.port("l"), ca_file, "localhost", "-tls1", "-cipher", "DEFAULT:@SECLEVEL=0") == 0
+    record = one_session(server)
+    assert record.tls_version == "TLSv1"
+    assert "weak-tls" in verdict_codes(record)
