@@ -242,6 +242,15 @@ def format_session(entry: dict[str, Any], *, transcript: bool) -> str:
     return "\n".join(lines)
 
 
+def scenarios(args: argparse.Namespace) -> int:
+    """Every scenario id: what the server does, what a correct client does, and its ports."""
+    from mailmodes.scenarios import describe, listener_ports
+
+    config = _load(args) if args.config else None
+    print(describe(listener_ports(config.listeners) if config else None), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mailmodes", description=__doc__)
     parser.add_argument("--version", action="version", version=f"mailmodes {__version__}")
@@ -273,6 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 help="how long to wait for a greeting before calling it a hang (default 1.5)")
     explain_parser.add_argument("--format", choices=("text", "markdown", "json"), default="text")
     explain_parser.set_defaults(run=explain)
+
+    scenarios_parser = commands.add_parser("scenarios", help="list every known-bad scenario and its ports")
+    scenarios_parser.add_argument("--config", help="show the ports of this config (e.g. config/known-bad.toml)")
+    scenarios_parser.set_defaults(run=scenarios)
 
     sessions_parser = commands.add_parser("sessions", help="print recorded sessions and their verdicts")
     sessions_source = sessions_parser.add_mutually_exclusive_group(required=True)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from mailmodes.misbehaviour import PROTOCOL_SCENARIOS, Chaos
+from mailmodes.misbehaviour import Chaos
 from mailmodes.tls import TlsMode
 
 PROTOCOLS = ("smtp", "imap", "pop3")
@@ -198,12 +198,11 @@ def _check_scenario(reader: _Reader, scenario: str, protocol: str) -> None:
     from mailmodes.scenarios import SCENARIOS
 
     known = SCENARIOS.get(scenario)
-    protocols = known.protocols if known else PROTOCOL_SCENARIOS.get(scenario)
-    if protocols is None:
+    if known is None:
         raise reader.fail("scenario", f"unknown scenario {scenario!r} (`mailmodes scenarios` lists them)")
-    if protocol not in protocols:
-        raise reader.fail("scenario", f"{scenario!r} is not for {protocol} (only {', '.join(protocols)})")
-    if known is not None and not known.buildable:
+    if protocol not in known.protocols:
+        raise reader.fail("scenario", f"{scenario!r} is not for {protocol} (only {', '.join(known.protocols)})")
+    if not known.buildable:
         raise reader.fail("scenario", f"{scenario!r} cannot be served here: {known.why_not}")
 
 

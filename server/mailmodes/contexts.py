@@ -28,8 +28,9 @@ class ServerContexts:
         self._scenarios: dict[str, ssl.SSLContext] = {}
 
     def for_listener(self, listener: Listener) -> ssl.SSLContext:
-        if listener.scenario in SCENARIOS:
-            return self.scenario(listener.scenario)
+        scenario = SCENARIOS.get(listener.scenario or "")
+        if scenario is not None and scenario.kind in ("certificate", "tls"):
+            return self.scenario(scenario.id)
         if listener.cert_file and listener.key_file:
             return self._with_sni(server_context(listener.cert_file, listener.key_file))
         return self.default

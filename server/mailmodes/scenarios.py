@@ -27,6 +27,7 @@ from pathlib import Path
 from mailmodes import badcerts
 from mailmodes.certs import ensure_certificates
 from mailmodes.config import Listener
+from mailmodes.misbehaviour import PROTOCOL_SCENARIOS
 from mailmodes.tls import TlsMode
 
 PROTOCOLS = ("smtp", "imap", "pop3")
@@ -157,8 +158,56 @@ def _catalogue() -> dict[str, Scenario]:
         _tls("tls-3des", "3DES suites", "refuses (Sweet32)", weak_suites.format("DES-CBC3-SHA")),
         _tls("tls-dh512", "DHE over a 512-bit group (Logjam export grade)", "refuses",
              "OpenSSL 3 refuses to load 512-bit DH parameters (dh key too small) even at @SECLEVEL=0"),
+        *_protocol_scenarios(),
     ]
     return {scenario.id: scenario for scenario in scenarios}
+
+
+# KNOWN-BAD.md section 2: (what the server does, what a correct client does). The behaviour
+# itself lives in misbehaviour.py; this is the catalogue entry.
+PROTOCOL_DESCRIPTIONS = {
+    "starttls-stripped": ("STARTTLS not advertised, plaintext login offered; STARTTLS if sent anyway: 502 / NO / -ERR",
+                          "set to STARTTLS or TLS: aborts before sending credentials"),
+    "starttls-rejected": ("STARTTLS advertised but refused: SMTP 502, IMAP NO, POP3 -ERR", "aborts"),
+    "starttls-tempfail": ("STARTTLS refused for now: SMTP 454 4.7.0, IMAP NO [UNAVAILABLE], POP3 -ERR [SYS/TEMP]",
+                          "aborts (no plaintext fallback)"),
+    "starttls-unexpected-reply": ("STARTTLS answered neither yes nor no: SMTP 354, IMAP + continue, POP3 +Okay",
+                                  "aborts: only exactly 220 / tagged OK / +OK starts TLS"),
+    "starttls-no-handshake": ("success line, then plaintext answers the ClientHello", "aborts, does not fall back"),
+    "starttls-silence": ("success line, then never answers the ClientHello", "times out and closes"),
+    "capability-fails": ("EHLO / CAPABILITY / CAPA answered with an error",
+                         "still insists on STARTTLS or aborts (CVE-2021-22946)"),
+    "protocol-downgrade": ("EHLO refused so HELO is used; IMAP says IMAP4, not IMAP4rev1; no STARTTLS", "aborts"),
+    "imap-preauth": ("plaintext greeting * PREAUTH", "closes at once (RFC 9051 section 7.1.4)"),
+    "response-injection": ("extra responses right after the STARTTLS success line, in the same write, with the "
+                           "canary mechanism X-MAILMODES-INJECTED", "discards them; never uses the canary"),
+    "injected-bye": ("* BYE right after the STARTTLS OK, in the same write", "ignores it, completes TLS"),
+    "stale-capability": ("the canary mechanism X-MAILMODES-PRETLS advertised only before TLS",
+                         "asks for capabilities again after TLS; never uses the canary"),
+    "pretls-state-injection": ("untagged LIST / EXISTS / STATUS for a canary mailbox before TLS",
+                               "ignores them; never selects the canary mailbox"),
+    "pretls-alert": ("* OK [ALERT] / +OK [SYS/PERM] text before TLS", "does not show it as the server's word"),
+    "premature-tagged-ok": ("tagged OKs for tags the client has not used yet", "errors out"),
+    "greeting-invalid": ("a malformed greeting", "closes, never authenticates (CVE-2020-28896)"),
+    "greeting-reject": ("* BYE / -ERR / 554 greeting", "stops"),
+    "login-referral": ("LOGIN answered NO [REFERRAL imap://...]", "never follows it to another host"),
+    "implicit-speaks-plaintext": ("an implicit-TLS port that answers in plaintext", "refuses"),
+    "command-injection-vulnerable": ("a vulnerable server: plaintext pipelined behind STARTTLS is executed inside "
+                                     "TLS (CVE-2011-0411); teaching only", "sends nothing behind STARTTLS"),
+    "chaos": ("a chosen reply or a disconnect at a chosen stage, or a delay per reply ([listeners.chaos])",
+              "handles it cleanly"),
+}
+
+
+def _protocol_scenarios() -> list[Scenario]:
+    kinds = {"chaos": "chaos", "imap-preauth": "protocol", "greeting-invalid": "protocol",
+             "greeting-reject": "protocol", "login-referral": "protocol", "protocol-downgrade": "protocol",
+             "capability-fails": "protocol", "premature-tagged-ok": "protocol"}
+    return [
+        Scenario(scenario_id, kinds.get(scenario_id, "starttls"), protocols, *PROTOCOL_DESCRIPTIONS[scenario_id],
+                 bad_certificate=False, sni_label=None)
+        for scenario_id, protocols in PROTOCOL_SCENARIOS.items()
+    ]
 
 
 SCENARIOS: dict[str, Scenario] = _catalogue()
@@ -242,20 +291,27 @@ def describe(listener_ports: dict[str, list[tuple[str, int]]] | None = None) -> 
     """The table `mailmodes scenarios` prints: every id, its ports (implicit/STARTTLS per
     protocol, when given), what the server does and what a correct client does."""
     lines = [
-        "Certificate and TLS scenarios (KNOWN-BAD.md section 1)",
-        "Chosen per listener (scenario = \"<id>\"); certificate ones also by SNI <label>.<hostname>.",
+        "Scenarios: chosen per listener (scenario = \"<id>\"); certificate ones also by SNI <label>.<hostname>.",
         "Ports per protocol: implicit TLS / STARTTLS.",
-        "",
     ]
     buildable = [s for s in SCENARIOS.values() if s.buildable]
     width = max(len(s.id) for s in SCENARIOS.values())
+    headings = {"certificate": "Certificate and TLS scenarios (KNOWN-BAD.md section 1)",
+                "starttls": "STARTTLS and protocol scenarios (KNOWN-BAD.md section 2)"}
+    heading = None
     for scenario in buildable:
+        section = headings["certificate" if scenario.kind in ("certificate", "tls") else "starttls"]
+        if section != heading:
+            heading = section
+            lines += ["", heading]
         head = [scenario.id.ljust(width)]
         if listener_ports is not None:
             head.append(_ports(listener_ports.get(scenario.id, [])))
         if scenario.sni_label:
             head.append(f"SNI {scenario.sni_label}.<hostname>")
         lines.append("  ".join(head).rstrip())
+        if scenario.protocols != PROTOCOLS:
+            lines.append(f"    protocols:      {', '.join(scenario.protocols)}")
         lines.append(f"    server does:    {scenario.server_does}")
         lines.append(f"    correct client: {scenario.correct_client}")
     unbuildable = [s for s in SCENARIOS.values() if not s.buildable]

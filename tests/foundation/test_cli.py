@@ -31,7 +31,8 @@ DEFAULT_PORTS = (25, 110, 143, 465, 587, 993, 995)
 def free_port_offset() -> int:
     """An offset that puts the seven default ports below the ephemeral range, all bindable now."""
     for _ in range(50):
-        offset = random.randrange(10000, 31000, 1000) + random.randrange(0, 900, 10)
+        # 17000-31000: clear of the known-bad plan (11000-16999) and of the ephemeral range.
+        offset = random.randrange(17000, 30000, 1000) + random.randrange(0, 900, 10)
         try:
             for port in DEFAULT_PORTS:
                 with socket.socket() as sock:

@@ -260,8 +260,9 @@ def starttls_option(mode: str) -> str | None:
 
 
 def test_every_section_1_id_is_listed() -> None:
-    assert tuple(SCENARIOS) == SECTION_1 + NOT_BUILDABLE
-    assert [s.id for s in SCENARIOS.values() if s.buildable] == list(SECTION_1)
+    section_1 = tuple(s.id for s in SCENARIOS.values() if s.kind in ("certificate", "tls"))
+    assert section_1 == SECTION_1 + NOT_BUILDABLE
+    assert [s for s in section_1 if SCENARIOS[s].buildable] == list(SECTION_1)
     for scenario_id in NOT_BUILDABLE:
         scenario = SCENARIOS[scenario_id]
         assert scenario.why_not and scenario.sni_label is None
@@ -500,9 +501,9 @@ def test_certificates_are_cached_and_remade_when_stale(tmp_path: Path) -> None:
 
 # --- the badssl-for-mail layout -----------------------------------------------------------------
 
-PORT_PLAN = {("smtp", "implicit"): 30000, ("smtp", "starttls-required"): 31000,
-             ("imap", "implicit"): 32000, ("imap", "starttls-required"): 33000,
-             ("pop3", "implicit"): 34000, ("pop3", "starttls-required"): 35000}
+PORT_PLAN = {("smtp", "implicit"): 11000, ("smtp", "starttls-required"): 12000,
+             ("imap", "implicit"): 13000, ("imap", "starttls-required"): 14000,
+             ("pop3", "implicit"): 15000, ("pop3", "starttls-required"): 16000}
 
 
 def test_known_bad_toml_follows_the_port_plan() -> None:
@@ -512,17 +513,23 @@ def test_known_bad_toml_follows_the_port_plan() -> None:
     planned = {
         (scenario_id, protocol, mode): base + index
         for index, scenario_id in enumerate(SCENARIOS)
-        if SCENARIOS[scenario_id].buildable
+        if SCENARIOS[scenario_id].buildable and SCENARIOS[scenario_id].kind in ("certificate", "tls")
         for (protocol, mode), base in PORT_PLAN.items()
     }
+    # Section 2: one port per protocol, the STARTTLS one (implicit-speaks-plaintext: the implicit one).
+    for index, scenario_id in enumerate(SCENARIOS):
+        if SCENARIOS[scenario_id].kind not in ("certificate", "tls"):
+            mode = "implicit" if scenario_id == "implicit-speaks-plaintext" else "starttls-required"
+            for protocol in SCENARIOS[scenario_id].protocols:
+                planned[(scenario_id, protocol, mode)] = PORT_PLAN[(protocol, mode)] + index
     actual = {(listener.scenario, listener.protocol, str(listener.tls)): listener.port for listener in config.listeners}
     assert actual == planned
     assert all(listener.role == "submission" for listener in config.listeners if listener.protocol == "smtp")
     assert len(tomllib.loads(path.read_text())["listeners"]) == len(planned)
 
     table = describe(listener_ports(config.listeners))
-    assert "cert-expired" in table and "smtp 30000/31000  imap 32000/33000  pop3 34000/35000" in table
-    assert "tls-cbc-sha1" in table and "smtp 30018/31018  imap 32018/33018  pop3 34018/35018" in table
+    assert "cert-expired" in table and "smtp 11000/12000  imap 13000/14000  pop3 15000/16000" in table
+    assert "tls-cbc-sha1" in table and "smtp 11018/12018  imap 13018/14018  pop3 15018/16018" in table
 
 
 def test_describe_lists_everything() -> None:
