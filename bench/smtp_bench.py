@@ -309,10 +309,17 @@ def ours_argv(config: Path) -> list[str]:
 
 
 def baseline_argv(certs: Path) -> list[str]:
+    if BASELINE["kind"] == "journal-off":
+        # The journal's own cost: the same server with [journal] enabled = false as the baseline.
+        config = write_config(certs.parent / "journal-off.toml", certs, journal=False)
+        return ours_argv(config)
     return [sys.executable, str(BASELINE_SCRIPT), "--certs", str(certs), "--hostname", HOSTNAME]
 
 
-def write_config(path: Path, certs: Path) -> Path:
+BASELINE = {"kind": "aiosmtpd"}
+
+
+def write_config(path: Path, certs: Path, journal: bool = True) -> Path:
     """Three MTA-role listeners (no AUTH needed; mail to local users is accepted), OS-chosen ports."""
     listeners = "".join(
         f'\n[[listeners]]\nname = "smtp-{name}"\nprotocol = "smtp"\nport = 0\ntls = "{tls}"\nrole = "mta"\n'
@@ -322,6 +329,7 @@ def write_config(path: Path, certs: Path) -> Path:
         f'hostname = "{HOSTNAME}"\nhost = "{HOST}"\n\n[certs]\ndir = "{certs}"\n\n'
         # 1,000 idle connections on one listener; the default is 100 per listener.
         "[limits]\nmax_connections = 2000\n\n"
+        + ("" if journal else "[journal]\nenabled = false\n\n")
         '[[users]]\nname = "alice"\npassword = "alice-password"\naddresses = ["alice@example.test"]\n'
         + listeners
     )
@@ -658,7 +666,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="repeats of each throughput cell (median)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the messages per session")
     parser.add_argument("--json-out", type=Path, help="also write the JSON summary to this file")
+    parser.add_argument("--baseline", choices=("aiosmtpd", "journal-off"), default="aiosmtpd",
+                        help="compare with a bare aiosmtpd (default), or with mailmodes itself with the journal "
+                             "off (the journal's overhead, issue 5)")
     args = parser.parse_args(argv)
+    BASELINE["kind"] = args.baseline
     raise_fd_limit()
     began, load_start = time.perf_counter(), os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="smtp-bench-") as tmp:

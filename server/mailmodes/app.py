@@ -55,7 +55,8 @@ class MailServer:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.store = build_store(config)
-        self.journal = Journal(config.journal.max_sessions, config.journal.max_transcript_lines, config.journal.path)
+        self.journal = Journal(config.journal.max_sessions, config.journal.max_transcript_lines, config.journal.path,
+                               enabled=config.journal.enabled)
         self.ports: dict[str, int] = {}
         self.listeners: dict[str, Listener] = {}
         self.skipped: dict[str, str] = {}

@@ -84,6 +84,7 @@ class JournalConfig:
     path: Path | None = None  # every finished session appended here as one JSON line
     max_sessions: int = 1000
     max_transcript_lines: int = 500
+    enabled: bool = True  # off: no transcripts, no verdicts, no sessions kept (for raw load tests)
 
 
 @dataclass(frozen=True)
@@ -248,6 +249,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>", base_dir: Pa
         path=base_dir / journal_path if journal_path else None,
         max_sessions=journal_table.get("max_sessions", int, JournalConfig.max_sessions),
         max_transcript_lines=journal_table.get("max_transcript_lines", int, JournalConfig.max_transcript_lines),
+        enabled=journal_table.get("enabled", bool, True),
     )
     for key in ("max_sessions", "max_transcript_lines"):
         if getattr(journal, key) <= 0:

@@ -116,7 +116,9 @@ def _iso(timestamp: float) -> str:
 class Journal:
     """The last `max_sessions` finished sessions, plus the ones still open. Thread-safe for readers."""
 
-    def __init__(self, max_sessions: int = 1000, max_transcript_lines: int = 500, path: Path | None = None) -> None:
+    def __init__(self, max_sessions: int = 1000, max_transcript_lines: int = 500, path: Path | None = None,
+                 *, enabled: bool = True) -> None:
+        self.enabled = enabled
         self.max_transcript_lines = max_transcript_lines
         self.path = path
         self._finished: deque[SessionRecord] = deque(maxlen=max_sessions)
@@ -140,12 +142,13 @@ class Journal:
             started=time.time(),
             bad_certificate=listener.scenario in SCENARIOS and SCENARIOS[listener.scenario].bad_certificate,
         )
-        with self._lock:
-            self._open[record.id] = record
+        if self.enabled:
+            with self._lock:
+                self._open[record.id] = record
         return record
 
     def finish(self, record: SessionRecord) -> None:
-        if record.ended is not None:
+        if record.ended is not None or not self.enabled:
             return
         record.ended = time.time()
         record.verdicts = list(self._verdicts(record))

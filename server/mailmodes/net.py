@@ -17,7 +17,7 @@ from typing import Protocol
 from mailmodes.config import Listener
 from mailmodes.journal import Journal
 from mailmodes.tls import Security, TlsMode, handshake_timeout, is_encrypted
-from mailmodes.transcript import Recorder
+from mailmodes.transcript import Recorder, recorder_for
 
 log = logging.getLogger(__name__)
 READ_SIZE = 65536
@@ -119,7 +119,7 @@ class LineServer:
             return
         self.active.add(task)
         record = self.journal.open(self.listener, writer.get_extra_info("peername") or ())
-        connection = _ClientConnection(self, reader, writer, Recorder(record, self.journal.max_transcript_lines))
+        connection = _ClientConnection(self, reader, writer, recorder_for(self.journal, record))
         try:
             if not self.handshake_first or await connection.handshake(via_starttls=False):
                 await connection.serve()

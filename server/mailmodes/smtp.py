@@ -23,7 +23,7 @@ from mailmodes.journal import Journal
 from mailmodes.misbehaviour import GARBAGE, Misbehaviour
 from mailmodes.store import Account, Store
 from mailmodes.tls import Security, TlsMode, handshake_timeout, is_encrypted
-from mailmodes.transcript import Recorder
+from mailmodes.transcript import Recorder, recorder_for
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ class MailmodesSMTP(SMTP):
             return
         if first:
             record = self.journal.open(self.listener, transport.get_extra_info("peername") or ())
-            self.recorder = Recorder(record, self.journal.max_transcript_lines)
+            self.recorder = recorder_for(self.journal, record)
             self.connections.add(self)
         self.security.encrypted = is_encrypted(transport)
         if self.security.encrypted and self.recorder is not None:
@@ -203,8 +203,7 @@ class MailmodesSMTP(SMTP):
 
     def handshake_failed(self, transport: asyncio.BaseTransport, error: BaseException) -> None:
         """The implicit-TLS handshake (ImplicitTls) failed: record it; aiosmtpd never saw this client."""
-        recorder = Recorder(self.journal.open(self.listener, transport.get_extra_info("peername") or ()),
-                            self.journal.max_transcript_lines)
+        recorder = recorder_for(self.journal, self.journal.open(self.listener, transport.get_extra_info("peername") or ()))
         recorder.tls_failed(error)
         self.journal.finish(recorder.record)
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from mailmodes.journal import SessionRecord, TranscriptLine
+from mailmodes.journal import Journal, SessionRecord, TranscriptLine
 from mailmodes.misbehaviour import CANARY_EXISTS, CANARY_INJECTED, CANARY_MAILBOX, CANARY_PRETLS
 
 MASK = "****"
@@ -381,3 +381,26 @@ class Recorder:
         if pending:
             self.client(pending)
 
+
+
+class _NullRecorder(Recorder):
+    """The recorder of a disabled journal: every hook does nothing."""
+
+    def client(self, data: bytes) -> None:
+        pass
+
+    def server(self, data: bytes) -> None:
+        pass
+
+    def server_reply(self, text: str) -> None:
+        pass
+
+    def tls_started(self, ssl_object: Any, *, via_starttls: bool) -> None:
+        pass
+
+    def tls_failed(self, error: BaseException | None) -> None:
+        pass
+
+
+def recorder_for(journal: Journal, record: SessionRecord) -> Recorder:
+    return Recorder(record, journal.max_transcript_lines) if journal.enabled else _NullRecorder(record, 0)

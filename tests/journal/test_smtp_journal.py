@@ -185,3 +185,12 @@ def test_fallback_after_a_failed_handshake(serve: Callable[..., ThreadedMailServ
     assert first.tls_version is None and first.tls_failure
     assert "fallback" not in verdict_codes(first)
     assert {"fallback", "credentials-in-clear"} <= verdict_codes(second)
+
+
+def test_journal_can_be_switched_off(serve: Callable[..., ThreadedMailServer]) -> None:
+    server = serve(smtp("plaintext"), journal={"enabled": False})
+    with smtplib.SMTP(HOST, server.port("smtp"), timeout=10) as client:
+        client.login("alice", SECRET)
+        client.sendmail("alice@example.test", ["bob@example.test"], MESSAGE)
+    assert server.call(lambda: len(server.store.accounts["bob"].inbox.messages)) == 1
+    assert server.journal.sessions(include_open=True) == []
