@@ -330,7 +330,7 @@ def write_config(path: Path, certs: Path, journal: bool = True) -> Path:
         # 1,000 idle connections on one listener; the default is 100 per listener.
         "[limits]\nmax_connections = 2000\n\n"
         + ("" if journal else "[journal]\nenabled = false\n\n")
-        '[[users]]\nname = "alice"\npassword = "alice-password"\naddresses = ["alice@example.test"]\n'
+        + '[[users]]\nname = "alice"\npassword = "alice-password"\naddresses = ["alice@example.test"]\n'
         + listeners
     )
     return path
