@@ -69,6 +69,7 @@ class SessionRecord:
     commands_before_tls: int = 0
     commands_after_tls: int = 0
     first_command_after_tls: str | None = None
+    verbs_before_tls: list[str] = field(default_factory=list)  # the first few, for the scenario verdicts
     canaries: list[tuple[str, bool]] = field(default_factory=list)  # (canary, encrypted) the client used
     used_injected_state: list[str] = field(default_factory=list)
     pipelined_bytes: int = 0
@@ -201,9 +202,11 @@ class Journal:
             yield Verdict("mail-in-clear", "before TLS although STARTTLS was on offer: "
                           + ", ".join(dict.fromkeys(record.mail_commands_in_clear)))
         if record.pipelined_bytes:
+            fate = ("EXECUTED inside TLS by this deliberately vulnerable server"
+                    if record.scenario == "command-injection-vulnerable" else "discarded")
             yield Verdict("pipelined-after-starttls",
                           f"{record.pipelined_bytes} plaintext bytes followed the STARTTLS command "
-                          "before the handshake (discarded)")
+                          f"before the handshake ({fate})")
         if record.tls_alert or record.tls_failure:
             self._tls_failures[record.client_host] = record.ended or time.time()
             if record.tls_alert:
@@ -259,8 +262,6 @@ def _scenario_verdicts(record: SessionRecord) -> Iterable[Verdict]:
           and first_after not in CAPABILITY_COMMANDS | {"QUIT"}):
         yield Verdict("acted-on-injection", f"after TLS the client sent {first_after} without a new EHLO: it took "
                       "the EHLO reply injected behind the STARTTLS success line")
-    elif record.scenario == "injected-bye" and record.starttls_attempted and not record.encrypted:
-        yield Verdict("acted-on-injection", "the client gave up on the injected * BYE instead of doing the handshake")
     if any(canary == CANARY_PRETLS and encrypted for canary, encrypted in record.canaries):
         yield Verdict("used-stale-capability", f"the client used {CANARY_PRETLS}, offered only before TLS")
     elif (record.scenario == "stale-capability" and first_after is not None
@@ -270,7 +271,7 @@ def _scenario_verdicts(record: SessionRecord) -> Iterable[Verdict]:
     if record.used_injected_state:
         yield Verdict("used-injected-state", "the client acted on state injected before TLS: "
                       + "; ".join(record.used_injected_state[:3]))
-    if record.scenario == "imap-preauth" and record.commands_before_tls:
+    if record.scenario == "imap-preauth" and set(record.verbs_before_tls) - {"CAPABILITY", "LOGOUT"}:
         yield Verdict("used-preauth", "the client went on after a plaintext PREAUTH greeting instead of closing "
                       "(RFC 9051 7.1.4)")
 

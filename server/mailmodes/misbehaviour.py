@@ -14,7 +14,7 @@ from typing import Literal
 
 CANARY_INJECTED = "X-MAILMODES-INJECTED"
 CANARY_PRETLS = "X-MAILMODES-PRETLS"
-CANARY_MAILBOX = "X-MAILMODES-INJECTED-STATE"
+CANARY_MAILBOX = "X-MAILMODES-STATE"  # must not contain the other canaries: they match as substrings
 CANARY_EXISTS = 54321
 
 # After the STARTTLS success line: "handshake" (normal), "stay" (no TLS, session goes on in

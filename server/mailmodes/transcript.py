@@ -249,6 +249,8 @@ class Recorder:
             self.record.commands_after_tls += 1
         else:
             self.record.commands_before_tls += 1
+            if len(self.record.verbs_before_tls) < 64:
+                self.record.verbs_before_tls.append(command)
             if command in MAIL_COMMANDS[self.protocol]:
                 self.record.mail_commands_in_clear.append(command)
 
@@ -370,8 +372,8 @@ class Recorder:
         """The reply to STARTTLS: on success the handshake follows; otherwise bytes held back
         behind the STARTTLS were ordinary pipelining and are replayed into the transcript."""
         tag = self._starttls_tag or ""
-        if self.protocol == "imap" and not text.startswith(f"{tag} "):
-            return  # an untagged response before the tagged one
+        if self.protocol == "imap" and not text.startswith((f"{tag} ", "+")):
+            return  # an untagged response before the tagged one (a "+" is an answer, if a wrong one)
         succeeded = (text.startswith("220") if self.protocol == "smtp"
                      else text.startswith("+OK") if self.protocol == "pop3"
                      else text.split(" ")[1:2] == ["OK"])

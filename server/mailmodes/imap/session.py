@@ -3,6 +3,8 @@
 net.py drives it through the `LineSession` protocol. The parser (parser.py) cuts and parses
 commands; this module keeps the state table, the per-session view of the selected mailbox and
 the store calls. TLS decisions come only from `connection.security`; this module chooses words.
+A listener's misbehaviour scenario (misbehaviour.py, KNOWN-BAD.md section 2) is asked at a few
+fixed points: the greeting, the capability list, STARTTLS, LOGIN, and each command (chaos).
 
 The selected-mailbox view: the client numbers messages by its own picture of the mailbox, which
 changes only when we tell it (EXISTS, EXPUNGE). So each session keeps the list of messages it has
@@ -53,7 +55,8 @@ from mailmodes.imap.parser import (
     split_head,
 )
 from mailmodes.imap.search import SearchContext, search
-from mailmodes.net import Close, Connection, Output, StartTls
+from mailmodes.misbehaviour import GARBAGE, Misbehaviour, StartTlsPlan
+from mailmodes.net import Close, Connection, Output, Pause, StartTls
 from mailmodes.store import (
     HIERARCHY_DELIMITER,
     INBOX,
@@ -70,6 +73,10 @@ log = logging.getLogger(__name__)
 EXTENSIONS = ("LITERAL+", "SASL-IR", "IDLE", "UIDPLUS", "MOVE", "NAMESPACE", "ID", "ENABLE", "SPECIAL-USE")
 PRIVACY_REQUIRED = "[PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure connections"
 AUTH_FAILED = "[AUTHENTICATIONFAILED] Authentication failed"  # RFC 5530
+STARTTLS_OK = "Begin TLS negotiation now"
+# Response conditions (RFC 3501 7.1): a chaos reply that starts with one of these has no tag yet.
+_TAGGED_CONDITIONS = ("OK", "NO", "BAD")
+_UNTAGGED_CONDITIONS = ("BYE", "PREAUTH")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _FLAG_ORDER = {flag: index for index, flag in enumerate(SYSTEM_FLAGS + ("\\Recent",))}
 _SYSTEM_FLAGS_TEXT = " ".join(SYSTEM_FLAGS)
@@ -137,22 +144,40 @@ class ImapSession:
         self._command_start = 0  # where the current command's output starts in _pending.chunks
         # \Recent stays with the session that claimed it (RFC 3501 2.3.2), across re-SELECTs.
         self._claimed_recent: dict[Mailbox, set[int]] = {}
+        # The listener's scenario. Without one every hook answers "known-good", and the hot paths
+        # (feed, each command) check one attribute each: _after_starttls, _chaos_stage, _delay.
+        listener = connection.listener
+        self.misbehaviour = Misbehaviour(listener.scenario, "imap", listener.chaos)
+        chaos = self.misbehaviour.chaos
+        self._chaos_stage = chaos.stage.upper() if chaos and chaos.stage and (chaos.reply or chaos.disconnect) else None
+        self._delay = self.misbehaviour.delay
+        # starttls-no-handshake / starttls-silence: the success line was sent but no TLS layer
+        # follows; this answers whatever the client sends next (its ClientHello).
+        self._after_starttls: Callable[[bytes], list[Output]] | None = None
 
     # --- LineSession ----------------------------------------------------------------------
 
     def greeting(self) -> list[Output]:
+        if self.misbehaviour.active:
+            return self._scenario_greeting()
         # Never PREAUTH (RFC 9051 7.1.4 and PROTOCOL.md): every client logs in.
         return [f"* OK [CAPABILITY {self.capabilities()}] {self.hostname} ready\r\n".encode()]
 
     def feed(self, data: bytes) -> list[Output]:
         if self.state is State.LOGOUT:
             return []
+        if self._after_starttls is not None:
+            return self._after_starttls(data)
         self.framer.feed(data)
         return self._guarded(self._process)
 
     def tls_started(self) -> list[Output]:
         # RFC 3501 6.2.1: the client must ask for CAPABILITY again; `capabilities()` reads the
         # security object, which now says "encrypted", so nothing else to forget here.
+        if self.framer.buffered:
+            # Only command-injection-vulnerable keeps plaintext pipelined behind STARTTLS (every
+            # other listener dropped it): run it now as if it had come inside TLS (CVE-2011-0411).
+            return self._guarded(self._process)
         return []
 
     def wake(self) -> list[Output]:
@@ -162,6 +187,8 @@ class ImapSession:
 
     def timed_out(self) -> list[Output]:
         self._logout_state()
+        if self._after_starttls is not None:
+            return [Close()]  # the client waits for a TLS handshake: a plaintext BYE is no use
         # RFC 3501 5.4: the autologout timer; net closes the connection after this.
         return [b"* BYE Autologout; idle for too long\r\n", Close()]
 
@@ -184,12 +211,16 @@ class ImapSession:
             pending.action = Close()
         outputs: list[Output] = list(_batched(pending.chunks))
         if isinstance(pending.action, StartTls):
-            # PROTOCOL.md: plaintext pipelined behind STARTTLS is dropped, and remembered.
-            self.pipelined_after_starttls = self.framer.drop()
+            # PROTOCOL.md: plaintext pipelined behind STARTTLS is dropped, and remembered (unless
+            # the listener plays the vulnerable server: tls_started() runs it).
+            if not pending.action.keep_pipelined:
+                self.pipelined_after_starttls = self.framer.drop()
             outputs.append(pending.action)
         elif isinstance(pending.action, Close):
             self._logout_state()
             outputs.append(pending.action)
+        if self._delay and outputs:
+            outputs.insert(0, Pause(self._delay))  # chaos: a slow server, before every reply
         return outputs
 
     def _process(self) -> None:
@@ -249,6 +280,9 @@ class ImapSession:
         except CommandError as error:
             self._bad(error.tag, error.message)
             return
+        if command.name == self._chaos_stage:
+            self._chaos_reply(command.name, command.tag)
+            return
         handler, states = COMMANDS[command.name]
         if self.state not in states:
             self._bad(command.tag, f"{command.name} is not valid in the {self.state.value} state")
@@ -286,18 +320,23 @@ class ImapSession:
             self._pending.action = Close()
 
     def capabilities(self) -> str:
+        # The scenario may add a canary or rename IMAP4rev1; known-good: the list unchanged.
+        return " ".join(self.misbehaviour.capabilities(self._capability_names(), encrypted=self.security.encrypted))
+
+    def _capability_names(self) -> list[str]:
         security = self.security
         names = ["IMAP4rev1"]
         if self.state is State.NOT_AUTHENTICATED and security.offers_starttls:
             names.append("STARTTLS")
-        if not security.may_authenticate:
-            # PROTOCOL.md: before TLS on a required port, exactly IMAP4rev1 STARTTLS LOGINDISABLED.
+        if not security.may_authenticate and self.state is State.NOT_AUTHENTICATED:
+            # PROTOCOL.md: before TLS on a required port, exactly IMAP4rev1 STARTTLS LOGINDISABLED
+            # (authenticated only after an imap-preauth greeting, which then lists the rest).
             names.append("LOGINDISABLED")
-            return " ".join(names)
+            return names
         if self.state is State.NOT_AUTHENTICATED:
             names.append("AUTH=PLAIN")
         names.extend(EXTENSIONS)
-        return " ".join(names)
+        return names
 
     def _logout_state(self) -> None:
         self._unselect()
@@ -305,9 +344,91 @@ class ImapSession:
         self._idling = False
         self.state = State.LOGOUT
 
+    # --- Scenarios (misbehaviour.py; KNOWN-BAD.md section 2) -----------------------------------
+
+    def _scenario_greeting(self) -> list[Output]:
+        misbehaviour = self.misbehaviour
+        outputs: list[Output] = [Pause(self._delay)] if self._delay else []
+        chaos = misbehaviour.at_stage("GREETING")
+        if chaos is not None and chaos.disconnect:
+            self._logout_state()
+            return [*outputs, Close()]
+        if chaos is not None and chaos.reply:
+            line = _chaos_line(chaos.reply, "*")
+            if line.startswith(b"* BYE"):
+                self._logout_state()
+                return [*outputs, line, Close()]
+            return [*outputs, line]
+        user = ""
+        if misbehaviour.scenario == "imap-preauth":
+            # RFC 3501 7.1.4: PREAUTH says the connection is already authenticated, here in the
+            # clear; as whom is ours to choose: the first account.
+            self.account = next(iter(self.store.accounts.values()), None)
+            if self.account is not None:
+                self.state, user = State.AUTHENTICATED, self.account.name
+        text = misbehaviour.greeting(self.hostname, user)
+        if text is None and misbehaviour.capability_error() is not None:
+            # capability-fails: no capabilities in the greeting, so that the client has to ask.
+            text = f"* OK {self.hostname} ready"
+        lines = [text or f"* OK [CAPABILITY {self.capabilities()}] {self.hostname} ready"]
+        lines += misbehaviour.after_greeting()  # untagged (or premature tagged) lines, same write
+        outputs.append("".join(f"{line}\r\n" for line in lines).encode())
+        if misbehaviour.closes_after_greeting():
+            self._logout_state()
+            outputs.append(Close())
+        return outputs
+
+    def _chaos_reply(self, stage: str, tag: str) -> None:
+        """chaos at this command: the configured reply instead of the command's, or a disconnect."""
+        chaos = self.misbehaviour.at_stage(stage)
+        assert chaos is not None
+        if chaos.reply:
+            line = _chaos_line(chaos.reply, tag)
+            self._send(line)
+            if not line.startswith(b"* BYE"):
+                return
+        # RFC 3501 7.1.5: after BYE the server closes the connection.
+        self._pending.action = Close()
+
+    def _planned_starttls(self, tag: str, plan: StartTlsPlan) -> Reply:
+        """STARTTLS as the scenario plans it: refused, answered oddly, or followed by no TLS."""
+        line = (plan.reply or f"{tag} OK {STARTTLS_OK}").replace("{tag}", tag) + "\r\n"
+        if plan.then == "stay":
+            # starttls-rejected / -tempfail / -unexpected-reply: the session goes on in plaintext.
+            self._send(line.encode())
+        elif plan.then == "handshake":
+            # The injection rule (KNOWN-BAD.md): injected lines go out in the same write as the OK.
+            self._send((line + plan.injected).encode())
+            self._pending.action = StartTls(keep_pipelined=plan.keep_pipelined)
+        else:
+            # starttls-no-handshake / starttls-silence: the OK, then no TLS layer at all.
+            self._send(line.encode())
+            self.framer.drop()
+            self._after_starttls = self._answer_client_hello if plan.then == "garbage" else _swallow
+        return None
+
+    def _answer_client_hello(self, data: bytes) -> list[Output]:
+        """starttls-no-handshake: plaintext where the client expects a ServerHello, then close."""
+        if not data:
+            return []
+        self._logout_state()
+        return [GARBAGE, Close()]
+
+    def _referred(self, tag: str) -> bool:
+        """login-referral: LOGIN / AUTHENTICATE answered with a referral to another server (RFC 2221)."""
+        referral = self.misbehaviour.login_refusal(tag)
+        if referral is None:
+            return False
+        self._send(f"{referral}\r\n".encode())
+        return True
+
     # --- Any state --------------------------------------------------------------------------
 
     def _capability(self, command: Command) -> Reply:
+        refusal = self.misbehaviour.capability_error(command.tag)
+        if refusal is not None:  # capability-fails
+            self._send(f"{refusal}\r\n".encode())
+            return None
         self._untagged(f"CAPABILITY {self.capabilities()}")
         return "OK", "Capability completed"
 
@@ -332,16 +453,25 @@ class ImapSession:
             return "BAD", "TLS is already active"
         if self.state is not State.NOT_AUTHENTICATED:
             return "BAD", "STARTTLS is only valid before authentication"
+        if self.misbehaviour.strips_starttls:
+            # starttls-stripped / protocol-downgrade: a server that never heard of STARTTLS
+            # (RFC 3501 6.1: an unknown command is answered with BAD).
+            return "BAD", "Unknown command"
         if not self.security.offers_starttls:
             return "NO", "[UNAVAILABLE] TLS is not available on this port"
+        plan = self.misbehaviour.starttls(self.hostname)
+        if plan is not None:
+            return self._planned_starttls(command.tag, plan)
         self._pending.action = StartTls()
-        return "OK", "Begin TLS negotiation now"
+        return "OK", STARTTLS_OK
 
     def _login(self, command: Command) -> Reply:
         args = command.args
         assert isinstance(args, Login)
         if not self.security.may_authenticate:
             return "NO", PRIVACY_REQUIRED
+        if self._referred(command.tag):
+            return None
         account = self.store.authenticate(args.user.decode("utf-8", "replace"), args.password.decode("utf-8", "replace"))
         return self._logged_in(account)
 
@@ -357,6 +487,8 @@ class ImapSession:
         assert isinstance(args, Authenticate)
         if not self.security.may_authenticate:
             return "NO", PRIVACY_REQUIRED
+        if self._referred(command.tag):
+            return None
         if args.mechanism != "PLAIN":
             return "NO", "[CANNOT] Unsupported authentication mechanism"
         if args.initial is not None:
@@ -894,6 +1026,23 @@ class ImapSession:
             if view.flags.get(message.uid) != frozenset(message.flags):
                 self._announce_keywords(view, message.flags)
                 self._send(b"* %d FETCH (%b)\r\n" % (number, self._flags_item(view, message)))
+
+
+def _swallow(data: bytes) -> list[Output]:
+    """starttls-silence: never answer (net's idle timeout ends the connection)."""
+    return []
+
+
+def _chaos_line(reply: str, tag: str) -> bytes:
+    """A configured chaos reply as a response line. A text that starts with a condition gets its
+    prefix: the command's tag for OK/NO/BAD, "*" for BYE/PREAUTH (always untagged, RFC 3501 7.1);
+    one that starts with a tag, "*" or "+" goes out as written."""
+    condition = reply.split(" ", 1)[0].upper()
+    if condition in _TAGGED_CONDITIONS:
+        reply = f"{tag} {reply}"
+    elif condition in _UNTAGGED_CONDITIONS:
+        reply = f"* {reply}"
+    return f"{reply}\r\n".encode("utf-8", "surrogateescape")
 
 
 def _lsub_entries(
