@@ -31,7 +31,7 @@ WEAK_CIPHER_MARKERS = ("NULL", "RC4", "DES", "EXPORT", "anon", "MD5")
 
 @dataclass(slots=True)
 class TranscriptLine:
-    at: float  # seconds since the session started
+    at: float  # seconds since the session started (rounded to ms in the JSON form)
     sender: str  # "client" | "server"
     tls: bool  # True once the connection was encrypted
     text: str
@@ -105,7 +105,8 @@ class SessionRecord:
             "user": self.user,
             "verdicts": [verdict.code for verdict in self.verdicts],
             "verdict_details": [asdict(verdict) for verdict in self.verdicts],
-            "transcript": [asdict(line) for line in self.transcript],
+            "transcript": [{"at": round(line.at, 3), "sender": line.sender, "tls": line.tls, "text": line.text}
+                           for line in self.transcript],
             "transcript_truncated": self.transcript_truncated,
         }
 

@@ -19,6 +19,7 @@ from mailmodes.journal import Journal, SessionRecord, TranscriptLine
 from mailmodes.misbehaviour import CANARY_EXISTS, CANARY_INJECTED, CANARY_MAILBOX, CANARY_PRETLS
 
 MASK = "****"
+CANARY_PREFIX = "X-MAILMODES-"
 MAX_LINE_SHOWN = 500
 _LITERAL = re.compile(rb"\{(\d+)\+?\}\r?\n?$")
 
@@ -122,6 +123,7 @@ class Recorder:
         self.max_lines = max_lines
         self.protocol = record.protocol
         self._client = _Stream()
+        self._command: Callable[[str], str] = getattr(self, f"_{record.protocol}_command")
         self._after_literal = False
         self._server = _Stream()
         self._secret_next = False  # the next client line answers an AUTH challenge
@@ -138,8 +140,7 @@ class Recorder:
         if len(record.transcript) >= self.max_lines:
             record.transcript_truncated += 1
             return
-        record.transcript.append(TranscriptLine(round(time.time() - record.started, 3), sender,
-                                                record.encrypted, text))
+        record.transcript.append(TranscriptLine(time.time() - record.started, sender, record.encrypted, text))
 
     # ---- TLS --------------------------------------------------------------------------------
     def tls_started(self, ssl_object: Any, *, via_starttls: bool) -> None:
@@ -230,10 +231,11 @@ class Recorder:
             self._credential(self._secret_command, secret=True)
             self._add("client", MASK)
             return False
-        for canary in (CANARY_INJECTED, CANARY_PRETLS):
-            if canary in text:
-                self.record.canaries.append((canary, self.record.encrypted))
-        shown = getattr(self, f"_{self.protocol}_command")(text)
+        if CANARY_PREFIX in text:
+            for canary in (CANARY_INJECTED, CANARY_PRETLS):
+                if canary in text:
+                    self.record.canaries.append((canary, self.record.encrypted))
+        shown = self._command(text)
         literal = _LITERAL.search(line) if self.protocol == "imap" else None
         if literal:
             self._client.expect_literal(int(literal.group(1)))
