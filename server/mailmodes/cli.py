@@ -21,7 +21,7 @@ from mailmodes import check as health
 from mailmodes import explain as teaching
 from mailmodes.app import ListenerError, MailServer
 from mailmodes.certs import ensure_certificates
-from mailmodes.config import Config, ConfigError, load_config, parse_config
+from mailmodes.config import Config, ConfigError, load_config, parse_config, read_toml
 
 EXIT_CONFIG = 2
 EXIT_START = 1
@@ -76,15 +76,7 @@ def _config_with_environment(path: Path | None, environ: Mapping[str, str]) -> C
         text = resources.files("mailmodes").joinpath("default.toml").read_text()
         data, source = tomllib.loads(text), "default config (config/default.toml)"
     else:
-        try:
-            with path.open("rb") as file:
-                data, source = tomllib.load(file), str(path)
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
-        except tomllib.TOMLDecodeError as error:
-            raise ConfigError(f"{path}: not valid TOML: {error}") from None
-        except OSError as error:
-            raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
+        data, source = read_toml(path), str(path)
     return parse_config(_environment_document(data, environ), source=f"{source} with MAILMODES_* variables")
 
 

@@ -333,14 +333,18 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>", base_dir: Pa
     )
 
 
-def load_config(path: Path) -> Config:
+def read_toml(path: Path) -> dict[str, Any]:
+    """A config file's TOML document; a missing, unreadable or malformed file is one clear line."""
     try:
         with path.open("rb") as file:
-            data = tomllib.load(file)
+            return tomllib.load(file)
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from None
     except OSError as error:
         raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
-    return parse_config(data, source=str(path))
+
+
+def load_config(path: Path) -> Config:
+    return parse_config(read_toml(path), source=str(path))

@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 import pytest
 from mailmodes.app import ThreadedMailServer
-from support import make_config, require_tool
+from support import require_tool
 
 CHROMIUM_FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -170,16 +170,11 @@ def browser(tmp_path: Path) -> Iterator[Page]:
 
 
 @pytest.fixture
-def api_server(certs_dir: Path) -> Iterator[Callable[..., ThreadedMailServer]]:
+def api_server(serve: Callable[..., ThreadedMailServer]) -> Callable[..., ThreadedMailServer]:
     """api_server(*listeners, **top) -> a started server with the HTTP API on an ephemeral port."""
-    started: list[ThreadedMailServer] = []
 
     def start(*listeners: dict[str, Any], **top: Any) -> ThreadedMailServer:
         top.setdefault("http", {"port": 0})
-        server = ThreadedMailServer(make_config(certs_dir, listeners, **top)).start()
-        started.append(server)
-        return server
+        return serve(*listeners, **top)
 
-    yield start
-    for server in started:
-        server.stop()
+    return start
