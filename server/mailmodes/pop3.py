@@ -4,6 +4,10 @@ Bytes go in through `Pop3Session.feed`; replies (bytes) and the instructions `St
 `Close` come out. net.py does the reading, writing and the TLS handshake; this module never
 touches a socket. Whether TLS is on, may be offered, or must come before a login is asked of
 `connection.security`; this module only chooses the POP3 wording.
+
+A listener with a protocol scenario (KNOWN-BAD.md section 2) departs from the known-good path at a
+few fixed points (greeting, CAPA, STLS, the bytes after STLS, a command at the chaos stage); what
+it does there is decided in misbehaviour.py. Without a scenario each point is one attribute check.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from dataclasses import dataclass
 from typing import cast
 
 from mailmodes import __version__
-from mailmodes.net import Close, Connection, Output, StartTls
+from mailmodes.misbehaviour import GARBAGE, Misbehaviour, StartTlsPlan
+from mailmodes.net import Close, Connection, Output, Pause, StartTls
 from mailmodes.store import Account, Mailbox, Message, Store
 
 CRLF = b"\r\n"
@@ -41,6 +46,8 @@ SYNTAX_ERROR = b"-ERR Syntax error\r\n"
 NO_SUCH_MESSAGE = b"-ERR No such message\r\n"
 IN_USE = b"-ERR [IN-USE] Maildrop is locked by another POP3 session\r\n"
 IDLE_TIMEOUT = b"-ERR [SYS/TEMP] Idle timeout, closing\r\n"
+# The commands that carry a secret: what a chaos stage named "LOGIN" (IMAP's word) means in POP3.
+LOGIN_COMMANDS = frozenset({"PASS", "APOP", "AUTH"})
 
 
 class State(enum.Enum):
@@ -100,6 +107,10 @@ class LineBuffer:
             if len(line) + 2 > limit:
                 return TOO_LONG
             return line
+
+    def pending(self) -> int:
+        """How many bytes are buffered (not yet a complete line or not yet taken)."""
+        return len(self._buffer)
 
     def drop(self) -> int:
         """Forget everything buffered (after STLS); return how many bytes that was."""
@@ -245,6 +256,15 @@ class Pop3Session:
         self._apop_timestamp = (
             f"<{os.getpid()}.{secrets.token_hex(8)}@{hostname}>" if apop else None
         )
+        listener = connection.listener
+        misbehaviour = Misbehaviour(listener.scenario, "pop3", listener.chaos)
+        # None without a scenario, so that each hook on the known-good path is one attribute check.
+        self.misbehaviour = misbehaviour if misbehaviour.active else None
+        self._chaos = misbehaviour if misbehaviour.chaos is not None and misbehaviour.chaos.stage else None
+        self._delay = misbehaviour.delay
+        # After a scenario's STLS success line: what the client's next bytes (its ClientHello) get.
+        self._diverted: Callable[[bytes], list[Output]] | None = None
+        self._keep_pipelined = False  # command-injection-vulnerable, between STLS and tls_started()
 
     # --- LineSession -----------------------------------------------------------------------------
 
@@ -252,12 +272,20 @@ class Pop3Session:
         line = f"+OK {self.hostname} POP3 ready"
         if self._apop_timestamp:
             line += f" {self._apop_timestamp}"
+        if self.misbehaviour is not None:
+            return self._scenario_greeting(self.misbehaviour, line)
         return [line.encode() + CRLF]
 
     def feed(self, data: bytes) -> list[Output]:
         if self.closed:
             return []
+        if self._diverted is not None:
+            return self._diverted(data)
         self._lines.append(data)
+        return self._run_lines()
+
+    def _run_lines(self) -> list[Output]:
+        """Answer every complete buffered line, up to a STLS that starts TLS."""
         outputs: list[Output] = []
         while not self.closed:
             limit = self.limits.max_line_length
@@ -272,8 +300,15 @@ class Pop3Session:
                 outputs += self._bad(LINE_TOO_LONG)
                 continue
             replies = self._sasl_response(line) if self._in_sasl else self._command(line)
+            if self._delay and replies:
+                outputs.append(Pause(self._delay))  # chaos: a slow server, before every reply
             outputs += replies
             if any(isinstance(reply, StartTls) for reply in replies):
+                if self._keep_pipelined:
+                    # command-injection-vulnerable: deliberately the CVE-2011-0411 bug; the
+                    # plaintext behind STLS stays buffered and tls_started() runs it inside TLS.
+                    self.pipelined_after_starttls = self._lines.pending()
+                    break
                 # RFC 2595 section 4 / CVE-2011-0411: nothing sent in plaintext after STLS may be
                 # taken as sent over TLS.
                 self.pipelined_after_starttls = self._lines.drop()
@@ -284,6 +319,9 @@ class Pop3Session:
         # RFC 2595 section 4: forget what the client said before TLS (e.g. the USER argument).
         self._user = None
         self._in_sasl = False
+        if self._keep_pipelined:
+            self._keep_pipelined = False
+            return self._run_lines()
         return []
 
     def wake(self) -> list[Output]:
@@ -293,6 +331,8 @@ class Pop3Session:
         # RFC 1939 section 3 would close silently; a line saying why helps whoever reads the trace.
         # The session does not enter UPDATE: nothing is deleted.
         self.closed = True
+        if self._diverted is not None:
+            return [Close()]  # starttls-silence / -no-handshake: no plaintext answer, not even this
         return [IDLE_TIMEOUT, Close()]
 
     def connection_lost(self) -> None:
@@ -311,6 +351,10 @@ class Pop3Session:
         # RFC 1939 PASS: valid only immediately after a successful USER, so any other command
         # forgets the name.
         self._previous_user, self._user = self._user, None
+        if self._chaos is not None:
+            chaotic = self._chaos_at(self._chaos, keyword)
+            if chaotic is not None:
+                return chaotic
         if entry is None:
             return self._bad(UNKNOWN_COMMAND)
         states, handler = entry
@@ -326,6 +370,63 @@ class Pop3Session:
             return [TOO_MANY_BAD, Close()]
         return [reply]
 
+    # --- scenarios (KNOWN-BAD.md section 2; the texts live in misbehaviour.py) -------------------
+
+    def _scenario_greeting(self, misbehaviour: Misbehaviour, line: str) -> list[Output]:
+        """greeting-reject, pretls-alert, and chaos at GREETING (a reply, a disconnect, a delay)."""
+        chaos = misbehaviour.at_stage("GREETING")
+        if chaos is not None and chaos.disconnect:
+            self.closed = True
+            return [Close()]
+        text = (chaos.reply if chaos is not None else None) or misbehaviour.greeting(self.hostname) or line
+        outputs: list[Output] = [Pause(self._delay)] if self._delay else []
+        outputs.append(text.encode() + CRLF)
+        if misbehaviour.closes_after_greeting():
+            # greeting-reject: RFC 1939 section 4 says the greeting "can be any positive response";
+            # a negative one refuses service, and there is nothing more to say.
+            self.closed = True
+            outputs.append(Close())
+        return outputs
+
+    def _planned_stls(self, plan: StartTlsPlan) -> list[Output]:
+        """The STLS reply of a STARTTLS scenario, and what follows it."""
+        reply = plan.reply.encode() + CRLF if plan.reply is not None else BEGIN_TLS
+        if plan.then == "stay":
+            # starttls-rejected / -tempfail / -unexpected-reply: no TLS, the session goes on in
+            # plaintext. RFC 2595 section 4: only "+OK" may start the negotiation.
+            return [reply]
+        if plan.then == "garbage":
+            self._diverted = self._answer_with_garbage
+            return [reply]
+        if plan.then == "silence":
+            self._diverted = self._swallow
+            return [reply]
+        # response-injection: the injected lines go in the same write as the success line, so that
+        # they normally reach the client in one segment (KNOWN-BAD.md injection rule).
+        self._keep_pipelined = plan.keep_pipelined
+        return [reply + plan.injected.encode(), StartTls(keep_pipelined=plan.keep_pipelined)]
+
+    def _answer_with_garbage(self, data: bytes) -> list[Output]:
+        """starttls-no-handshake: the ClientHello gets plaintext, then the connection closes."""
+        self.closed = True
+        return [GARBAGE, Close()]
+
+    def _swallow(self, data: bytes) -> list[Output]:
+        """starttls-silence: the ClientHello is never answered; the idle timeout ends it."""
+        return []
+
+    def _chaos_at(self, misbehaviour: Misbehaviour, keyword: str) -> list[Output] | None:
+        """chaos: the configured reply or a disconnect instead of running the command."""
+        chaos = misbehaviour.at_stage(keyword)
+        if chaos is None and keyword in LOGIN_COMMANDS:
+            chaos = misbehaviour.at_stage("LOGIN")
+        if chaos is None:
+            return None
+        if chaos.disconnect:
+            self.closed = True
+            return [Close()]
+        return [chaos.reply.encode() + CRLF] if chaos.reply else None
+
     # --- AUTHORIZATION ---------------------------------------------------------------------------
 
     def _capa(self, argument: str) -> list[Output]:
@@ -336,6 +437,12 @@ class Pop3Session:
         if self.security.offers_starttls and self.state is State.AUTHORIZATION:
             capabilities.append("STLS")
         capabilities.append(f"IMPLEMENTATION mailmodes-{__version__}")
+        if self.misbehaviour is not None:
+            error = self.misbehaviour.capability_error()
+            if error is not None:
+                return [error.encode() + CRLF]  # capability-fails
+            shown = self.misbehaviour.capabilities(capabilities, encrypted=self.security.encrypted)
+            capabilities = _one_sasl_line(shown)
         body = "".join(f"{capability}\r\n" for capability in capabilities)
         return [b"+OK Capability list follows\r\n" + body.encode() + b".\r\n"]
 
@@ -348,7 +455,12 @@ class Pop3Session:
         if argument:
             return self._bad(SYNTAX_ERROR)
         if not self.security.offers_starttls:
+            # Also what starttls-stripped answers: STLS was not advertised (KNOWN-BAD.md section 2).
             return [b"-ERR TLS not available\r\n"]
+        if self.misbehaviour is not None:
+            plan = self.misbehaviour.starttls(self.hostname)
+            if plan is not None:
+                return self._planned_stls(plan)
         return [BEGIN_TLS, StartTls()]
 
     def _user_command(self, argument: str) -> list[Output]:
@@ -579,6 +691,18 @@ COMMANDS: dict[str, tuple[frozenset[State], Handler]] = {
     "NOOP": (TRANSACTION, Pop3Session._noop),
     "RSET": (TRANSACTION, Pop3Session._rset),
 }
+
+
+def _one_sasl_line(capabilities: list[str]) -> list[str]:
+    """RFC 2449 section 6.3: SASL names every mechanism on one line, so a scenario's canary mechanism
+    joins the SASL line already there instead of adding a second one (which clients overwrite)."""
+    sasl = [index for index, capability in enumerate(capabilities) if capability.startswith("SASL ")]
+    if len(sasl) < 2:
+        return capabilities
+    mechanisms = " ".join(capabilities[index][5:] for index in sasl)
+    merged = [capability for index, capability in enumerate(capabilities) if index not in sasl[1:]]
+    merged[sasl[0]] = f"SASL {mechanisms}"
+    return merged
 
 
 def _merged(outputs: list[Output]) -> list[Output]:

@@ -132,6 +132,7 @@ class Recorder:
         self._literal_command = ""
         self._starttls_tag: str | None = None  # set while a STARTTLS awaits its reply
         self._pending_pipelined = b""
+        self._starttls_accepted = False
         self._saw_client_bytes = False
 
     # ---- transcript -------------------------------------------------------------------------
@@ -259,6 +260,7 @@ class Recorder:
     def _starttls_requested(self, tag: str) -> None:
         if not self.record.encrypted:
             self._starttls_tag = tag
+            self._starttls_accepted = False
             self.record.starttls_attempted = True
 
     def _credential(self, command: str, *, secret: bool) -> None:
@@ -373,6 +375,8 @@ class Recorder:
     def _starttls_reply(self, text: str) -> None:
         """The reply to STARTTLS: on success the handshake follows; otherwise bytes held back
         behind the STARTTLS were ordinary pipelining and are replayed into the transcript."""
+        if self._starttls_accepted:
+            return  # lines after the success line (injected ones, in some scenarios) change nothing
         tag = self._starttls_tag or ""
         if self.protocol == "imap" and not text.startswith((f"{tag} ", "+")):
             return  # an untagged response before the tagged one (a "+" is an answer, if a wrong one)
@@ -380,6 +384,7 @@ class Recorder:
                      else text.startswith("+OK") if self.protocol == "pop3"
                      else text.split(" ")[1:2] == ["OK"])
         if succeeded:
+            self._starttls_accepted = True
             return  # tls_started() or tls_failed() follows
         pending, self._pending_pipelined, self._starttls_tag = self._pending_pipelined, b"", None
         if pending:

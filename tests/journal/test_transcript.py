@@ -86,3 +86,12 @@ def test_large_message_is_linear() -> None:
     # Generous: this catches quadratic behaviour (seconds), not a slow machine.
     assert time.perf_counter() - started < 1.0
     assert texts(rec)[-2:] == [f"[message: {64 * 2048 * 80} bytes]", "."]
+
+
+def test_lines_injected_after_the_stls_success_do_not_end_the_wait() -> None:
+    rec = recorder("pop3")
+    rec.client(b"STLS\r\nUSER alice\r\n")  # USER pipelined behind STLS
+    rec.server(b"+OK Begin TLS negotiation\r\n+OK\r\nSASL X-MAILMODES-INJECTED\r\n.\r\n")
+    rec.tls_started(None, via_starttls=True)
+    assert rec.record.pipelined_bytes == len(b"USER alice\r\n")
+    assert rec.record.credentials == []
