@@ -25,7 +25,9 @@ from mailmodes.scenarios import SCENARIOS
 from mailmodes.tls import TlsMode
 
 # A plaintext session this soon after a failed TLS attempt from the same host is a fallback.
-FALLBACK_WINDOW = 60.0
+# Same client host, same protocol: loopback test suites run many unrelated clients from one
+# address, so the window is short.
+FALLBACK_WINDOW = 10.0
 WEAK_CIPHER_MARKERS = ("NULL", "RC4", "DES", "EXPORT", "anon", "MD5")
 
 
@@ -128,8 +130,8 @@ class Journal:
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._finished_changed = threading.Condition(self._lock)
-        # host -> time of the last failed TLS attempt, for the fallback verdict
-        self._tls_failures: dict[str, float] = {}
+        # (host, protocol) -> time of the last failed TLS attempt, for the fallback verdict
+        self._tls_failures: dict[tuple[str, str], float] = {}
 
     def open(self, listener: Listener, peer: tuple[Any, ...]) -> SessionRecord:
         host, port = (str(peer[0]), int(peer[1])) if len(peer) >= 2 else ("", 0)
@@ -209,7 +211,7 @@ class Journal:
                           f"{record.pipelined_bytes} plaintext bytes followed the STARTTLS command "
                           f"before the handshake ({fate})")
         if record.tls_alert or record.tls_failure:
-            self._tls_failures[record.client_host] = record.ended or time.time()
+            self._tls_failures[(record.client_host, record.protocol)] = record.ended or time.time()
             if record.tls_alert:
                 yield Verdict("rejected-certificate" if _is_certificate_alert(record.tls_alert) else "tls-failed",
                               f"the client aborted the handshake with alert {record.tls_alert}")
@@ -242,7 +244,7 @@ class Journal:
             yield Verdict("no-upgrade", "STARTTLS was on offer and would have worked; the client never used it")
         if (not record.encrypted and record.commands_before_tls and not record.starttls_attempted
                 and record.tls_alert is None and record.tls_failure is None):
-            failed_at = self._tls_failures.get(record.client_host)
+            failed_at = self._tls_failures.get((record.client_host, record.protocol))
             if failed_at is not None and record.started - failed_at < FALLBACK_WINDOW:
                 yield Verdict("fallback", "a failed TLS attempt from this client was followed by this plaintext "
                               "session")
