@@ -29,21 +29,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dh, rsa
 from cryptography.x509.oid import NameOID
 
-from mailmodes.certs import (
-    Authority,
-    ensure_certificates,
-    issue_leaf,
-    make_authority,
-    new_key,
-    server_names,
-)
+from mailmodes.certs import ensure_certificates, server_names
+from mailmodes.pki import Authority, issue_leaf, make_authority, new_key
+from mailmodes.scenarios import WRONG_HOST, sni_name
 
 # Bump when a builder changes, so that certificates cached by an older version are made again.
 FORMAT = 1
 HEADER = "# mailmodes: "
 REUSE_MARGIN = dt.timedelta(days=30)
 LEAF_DAYS = 397
-WRONG_HOST = "wrong.host.invalid"
 UNTRUSTED_CA_NAME = "mailmodes UNTRUSTED CA (never give this to a client)"
 INTERMEDIATE_NAME = "mailmodes test intermediate CA"
 
@@ -92,11 +86,6 @@ class Built:
 
 def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def sni_name(scenario_id: str, hostname: str) -> str:
-    """The name that chooses a certificate scenario by SNI: "cert-expired" -> expired.<hostname>."""
-    return f"{scenario_id.removeprefix('cert-')}.{hostname}"
 
 
 def inputs_for(scenario_id: str, certs_dir: Path, hostname: str) -> Inputs:

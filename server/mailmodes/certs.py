@@ -1,27 +1,20 @@
-"""The test CA and the server certificate, made once in the certs dir and reused afterwards.
+"""Where the test CA and the server certificate live, and whether they must be (re)made.
 
-The leaf carries the host name in the subject CN *and* in a non-critical SAN: some clients still
-want a CN, and some scanners reject a critical SAN next to a non-empty subject (CLIENTS.md).
+On first start a CA and a leaf for the hostname (plus localhost, 127.0.0.1, ::1) are made in the
+certs dir (pki.py) and reused afterwards. A small fingerprint record next to them says what was
+made; while the files still match it, starting a server needs no certificate parsing at all.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
-import os
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-CA_NAME = "mailmodes test CA"
-LEAF_LIFETIME = dt.timedelta(days=397)
 RENEW_BEFORE = dt.timedelta(days=30)
-KEY_SIZE = 2048
+RECORD = "certs.json"
 
 
 @dataclass(frozen=True)
@@ -29,12 +22,6 @@ class CertPaths:
     ca_file: Path
     cert_file: Path
     key_file: Path
-
-
-@dataclass(frozen=True)
-class Authority:
-    certificate: x509.Certificate
-    key: rsa.RSAPrivateKey
 
 
 def server_names(hostname: str) -> list[str]:
@@ -46,147 +33,33 @@ def ensure_certificates(certs_dir: Path, hostname: str) -> CertPaths:
     """Create the CA and the leaf if missing, stale or made for another host name; reuse otherwise."""
     certs_dir.mkdir(parents=True, exist_ok=True)
     paths = CertPaths(certs_dir / "ca.pem", certs_dir / "server.pem", certs_dir / "server.key")
-    ca_certificate = _load_ca_certificate(paths.ca_file)
-    if ca_certificate is not None and _leaf_is_current(paths, ca_certificate, server_names(hostname)):
-        return paths  # the common case: nothing to make, and the CA key is not even read
-    authority = load_authority(certs_dir)
-    if authority is None:
-        authority = make_authority(CA_NAME)
-        _write_key(certs_dir / "ca.key", authority.key)
-        _write_cert(paths.ca_file, authority.certificate)
-    key = new_key()
-    leaf = issue_leaf(authority, hostname, server_names(hostname), key)
-    _write_key(paths.key_file, key)
-    _write_cert(paths.cert_file, leaf)
+    names = server_names(hostname)
+    if _record(paths, names) == _read_record(certs_dir):
+        return paths
+    from mailmodes import pki  # only now: see pki.py
+
+    not_after = pki.make_server_certificates(paths, hostname, names)
+    (certs_dir / RECORD).write_text(json.dumps({**_record(paths, names), "not_after": not_after.isoformat()}))
     return paths
 
 
-def new_key(size: int = KEY_SIZE) -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=size)
-
-
-def make_authority(common_name: str) -> Authority:
-    key = new_key()
-    now = dt.datetime.now(dt.timezone.utc)
-    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "mailmodes"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return Authority(certificate, key)
-
-
-def issue_leaf(
-    authority: Authority,
-    common_name: str,
-    names: list[str],
-    key: rsa.RSAPrivateKey,
-    *,
-    not_before: dt.datetime | None = None,
-    not_after: dt.datetime | None = None,
-) -> x509.Certificate:
-    now = dt.datetime.now(dt.timezone.utc)
-    not_before = not_before or now - dt.timedelta(days=1)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-        .issuer_name(authority.certificate.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after or not_before + LEAF_LIFETIME)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(True, False, True, False, False, False, False, False, False), critical=True
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(authority.key.public_key()), critical=False
-        )
-    )
-    if names:
-        builder = builder.add_extension(x509.SubjectAlternativeName(_general_names(names)), critical=False)
-    return builder.sign(authority.key, hashes.SHA256())
-
-
-def _general_names(names: list[str]) -> list[x509.GeneralName]:
-    result: list[x509.GeneralName] = []
-    for name in names:
+def _record(paths: CertPaths, names: list[str]) -> dict[str, object]:
+    digests = {}
+    for path in (paths.ca_file, paths.cert_file, paths.key_file, paths.ca_file.with_name("ca.key")):
         try:
-            result.append(x509.IPAddress(ipaddress.ip_address(name)))
-        except ValueError:
-            result.append(x509.DNSName(name))
-    return result
+            digests[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError:
+            digests[path.name] = None
+    return {"names": names, "sha256": digests}
 
 
-def _load_ca_certificate(path: Path) -> x509.Certificate | None:
+def _read_record(certs_dir: Path) -> dict[str, object] | None:
+    """The fingerprint record, or None when it is missing, unreadable or near its leaf's expiry."""
     try:
-        certificate = x509.load_pem_x509_certificate(path.read_bytes())
-    except (OSError, ValueError):
+        record = json.loads((certs_dir / RECORD).read_text())
+        not_after = dt.datetime.fromisoformat(record.pop("not_after"))
+    except (OSError, ValueError, KeyError, AttributeError, TypeError):
         return None
-    if certificate.not_valid_after_utc - RENEW_BEFORE < dt.datetime.now(dt.timezone.utc):
+    if not_after - RENEW_BEFORE < dt.datetime.now(dt.timezone.utc):
         return None
-    return certificate
-
-
-def _load_key(path: Path) -> rsa.RSAPrivateKey | None:
-    try:
-        # Our own keys, written by us: skipping OpenSSL's slow RSA consistency check is safe and
-        # saves about 0.1 s per key at every start.
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None,
-                                                 unsafe_skip_rsa_key_validation=True)
-    except (OSError, ValueError):
-        return None
-    return key if isinstance(key, rsa.RSAPrivateKey) else None
-
-
-def load_authority(certs_dir: Path) -> Authority | None:
-    """The project CA (certificate and key) from the certs dir, or None if missing or stale."""
-    certificate = _load_ca_certificate(certs_dir / "ca.pem")
-    key = _load_key(certs_dir / "ca.key")
-    if certificate is None or key is None or key.public_key() != certificate.public_key():
-        return None
-    return Authority(certificate, key)
-
-
-def _leaf_is_current(paths: CertPaths, ca_certificate: x509.Certificate, names: list[str]) -> bool:
-    try:
-        leaf = x509.load_pem_x509_certificate(paths.cert_file.read_bytes())
-        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        leaf.verify_directly_issued_by(ca_certificate)
-    except (OSError, ValueError, TypeError, x509.ExtensionNotFound, InvalidSignature):
-        return False
-    key = _load_key(paths.key_file)
-    return (
-        key is not None
-        and key.public_key() == leaf.public_key()
-        and set(san) == set(_general_names(names))
-        and leaf.not_valid_after_utc - RENEW_BEFORE > dt.datetime.now(dt.timezone.utc)
-    )
-
-
-def _write_key(path: Path, key: rsa.RSAPrivateKey) -> None:
-    data = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    # Create with 0600 from the start, so the key is never readable by others even briefly.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as file:
-        file.write(data)
-    os.chmod(path, 0o600)
-
-
-def _write_cert(path: Path, certificate: x509.Certificate) -> None:
-    path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    return record  # type: ignore[no-any-return]

@@ -24,13 +24,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mailmodes import badcerts
 from mailmodes.certs import ensure_certificates
 from mailmodes.config import Listener
 from mailmodes.misbehaviour import PROTOCOL_SCENARIOS
 from mailmodes.tls import TlsMode
 
 PROTOCOLS = ("smtp", "imap", "pop3")
+WRONG_HOST = "wrong.host.invalid"
 
 # Python's own default cipher list (Modules/_ssl.c, PY_SSL_DEFAULT_CIPHER_STRING) minus its
 # @SECLEVEL=2, so that a scenario which must lower the level changes nothing else.
@@ -114,7 +114,7 @@ def _catalogue() -> dict[str, Scenario]:
                      "refuses: certificate has expired (alert certificate_expired)"),
         _certificate("cert-not-yet-valid", "leaf from the project CA whose notBefore is a year in the future",
                      "refuses: certificate is not yet valid (OpenSSL sends alert bad_certificate)"),
-        _certificate("cert-wrong-host", f"leaf for {badcerts.WRONG_HOST} only",
+        _certificate("cert-wrong-host", f"leaf for {WRONG_HOST} only",
                      "refuses: host name mismatch (RFC 7817 section 3, RFC 6125; alert bad_certificate)"),
         _certificate("cert-self-signed", "self-signed leaf for the host name",
                      "refuses: self-signed certificate (alert unknown_ca)"),
@@ -213,15 +213,22 @@ def _protocol_scenarios() -> list[Scenario]:
 SCENARIOS: dict[str, Scenario] = _catalogue()
 
 
+def sni_name(scenario_id: str, hostname: str) -> str:
+    """The name that chooses a certificate scenario by SNI: "cert-expired" -> expired.<hostname>."""
+    return f"{scenario_id.removeprefix('cert-')}.{hostname}"
+
+
 def client_name(scenario_id: str, hostname: str) -> str:
     """The name a client should connect to (and verify) to meet the scenario's one flaw."""
     if scenario_id in ("cert-wildcard-apex", "cert-wildcard-multilabel"):
-        return badcerts.sni_name(scenario_id, hostname)
+        return sni_name(scenario_id, hostname)
     return hostname
 
 
 def tls_context_for(scenario_id: str, certs_dir: Path, hostname: str) -> ssl.SSLContext:
     """The server-side context presenting one scenario (certificates cached in certs_dir/scenarios/)."""
+    from mailmodes import badcerts  # cryptography: only when a scenario is actually served
+
     scenario = _buildable(scenario_id)
     settings = SETTINGS.get(scenario_id, TlsSettings())
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

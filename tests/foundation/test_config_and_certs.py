@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -102,3 +104,24 @@ def test_toml_examples_parse() -> None:
     for path in (REPO / "config").glob("*.toml"):
         tomllib.loads(path.read_text())
         load_config(path)
+
+
+def test_fingerprint_record_is_only_a_shortcut(tmp_path: Path) -> None:
+    paths = ensure_certificates(tmp_path, "mail.example.test")
+    leaf = paths.cert_file.read_bytes()
+    (tmp_path / "certs.json").unlink()  # without the record, the files are checked in depth and kept
+    ensure_certificates(tmp_path, "mail.example.test")
+    assert paths.cert_file.read_bytes() == leaf
+    paths.cert_file.write_bytes(b"not a certificate")  # a changed file no longer matches the record
+    ensure_certificates(tmp_path, "mail.example.test")
+    assert paths.cert_file.read_bytes().startswith(b"-----BEGIN CERTIFICATE-----")
+
+
+def test_starting_with_current_certificates_does_not_load_cryptography(tmp_path: Path) -> None:
+    ensure_certificates(tmp_path, "mail.example.test")
+    code = ("import sys; from pathlib import Path; from mailmodes.app import MailServer; "
+            "from mailmodes.certs import ensure_certificates; "
+            f"ensure_certificates(Path({str(tmp_path)!r}), 'mail.example.test'); "
+            "print('cryptography' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert result.stdout.strip() == "False", result.stderr
