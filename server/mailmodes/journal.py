@@ -45,7 +45,7 @@ class Verdict:
     detail: str
 
 
-@dataclass
+@dataclass(slots=True)
 class SessionRecord:
     id: int
     listener: str

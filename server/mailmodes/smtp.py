@@ -82,19 +82,6 @@ class DeliveryHandler:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    async def handle_EHLO(
-        self, server: MailmodesSMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
-    ) -> list[str]:
-        """aiosmtpd's EHLO reply, passed through the listener's scenario (known-good: unchanged)."""
-        misbehaviour = server.misbehaviour
-        refusal = "500 5.5.1 Command not recognized" if misbehaviour.refuses_ehlo else misbehaviour.capability_error()
-        if refusal:
-            return [refusal]
-        session.host_name = hostname
-        keywords = misbehaviour.capabilities([line[4:] for line in responses[1:]], encrypted=server.security.encrypted)
-        lines = [responses[0][4:], *keywords]
-        return [f"250{' ' if i == len(lines) - 1 else '-'}{line}" for i, line in enumerate(lines)]
-
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
     ) -> str:
@@ -132,6 +119,24 @@ class DeliveryHandler:
         return "250 2.0.0 OK: message accepted"
 
 
+class ScenarioDeliveryHandler(DeliveryHandler):
+    """The handler of a listener with a scenario: EHLO passes through it. A known-good listener
+    has no EHLO hook at all, so aiosmtpd answers EHLO on its own, straight path."""
+
+    async def handle_EHLO(
+        self, server: MailmodesSMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        """aiosmtpd's EHLO reply, passed through the listener's scenario (known-good: unchanged)."""
+        misbehaviour = server.misbehaviour
+        refusal = "500 5.5.1 Command not recognized" if misbehaviour.refuses_ehlo else misbehaviour.capability_error()
+        if refusal:
+            return [refusal]
+        session.host_name = hostname
+        keywords = misbehaviour.capabilities([line[4:] for line in responses[1:]], encrypted=server.security.encrypted)
+        lines = [responses[0][4:], *keywords]
+        return [f"250{' ' if i == len(lines) - 1 else '-'}{line}" for i, line in enumerate(lines)]
+
+
 class Authenticator:
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -151,7 +156,7 @@ class MailmodesSMTP(SMTP):
     """aiosmtpd's SMTP with our TLS policy, reply wording, and configurable limits."""
 
     def __init__(self, listener: Listener, store: Store, hostname: str, tls_context: ssl.SSLContext | None,
-                 connections: set[MailmodesSMTP], journal: Journal) -> None:
+                 connections: set[MailmodesSMTP], journal: Journal, misbehaviour: Misbehaviour) -> None:
         # aiosmtpd sizes its line reader from this attribute during __init__.
         self.line_length_limit = listener.limits.max_line_length
         self.listener = listener
@@ -163,11 +168,11 @@ class MailmodesSMTP(SMTP):
         self.keep_pipelined = False
         self.injected = ""
         self.silent = False  # starttls-silence: not even a goodbye at the idle timeout
-        self.misbehaviour = Misbehaviour(listener.scenario, "smtp", listener.chaos)
+        self.misbehaviour = misbehaviour
         mode = TlsMode.PLAINTEXT if self.misbehaviour.strips_starttls else listener.tls
         self.security = Security(mode, encrypted=False, tls_available=tls_context is not None)
         super().__init__(
-            DeliveryHandler(store),
+            ScenarioDeliveryHandler(store) if misbehaviour.active else DeliveryHandler(store),
             hostname=hostname,
             ident=f"ESMTP mailmodes {__version__}",
             data_size_limit=listener.limits.max_message_size,
@@ -357,9 +362,10 @@ def smtp_factory(
     listener: Listener, store: Store, hostname: str, tls_context: ssl.SSLContext | None, journal: Journal
 ) -> Callable[[], asyncio.Protocol]:
     connections: set[MailmodesSMTP] = set()
+    misbehaviour = Misbehaviour(listener.scenario, "smtp", listener.chaos)  # stateless: one per listener
 
     def make() -> asyncio.Protocol:
-        session = MailmodesSMTP(listener, store, hostname, tls_context, connections, journal)
+        session = MailmodesSMTP(listener, store, hostname, tls_context, connections, journal, misbehaviour)
         if listener.tls is TlsMode.IMPLICIT and not session.misbehaviour.speaks_plaintext_on_implicit:
             assert tls_context is not None
             return ImplicitTls(session, tls_context)

@@ -24,7 +24,7 @@ class TlsMode(enum.StrEnum):
         return self in (TlsMode.STARTTLS_REQUIRED, TlsMode.STARTTLS_OPTIONAL)
 
 
-@dataclass
+@dataclass(slots=True)
 class Security:
     """The TLS state of one connection, asked by the protocol sessions.
 

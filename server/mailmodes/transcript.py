@@ -53,6 +53,7 @@ class _Stream:
     (SMTP DATA, POP3 RETR/TOP) in a single pass by offset: cost stays linear in the bytes."""
 
     TERMINATOR = b"\n.\r\n"
+    __slots__ = ("buffer", "literal", "literal_size", "in_message", "message_bytes", "tail")
 
     def __init__(self) -> None:
         self.buffer = b""
