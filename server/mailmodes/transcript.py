@@ -139,10 +139,11 @@ class Recorder:
     # ---- transcript -------------------------------------------------------------------------
     def _add(self, sender: str, text: str) -> None:
         record = self.record
-        if len(record.transcript) >= self.max_lines:
+        transcript = record.transcript
+        if len(transcript) < self.max_lines:
+            transcript.append(TranscriptLine(time.time() - record.started, sender, record.tls_version is not None, text))
+        else:
             record.transcript_truncated += 1
-            return
-        record.transcript.append(TranscriptLine(time.time() - record.started, sender, record.encrypted, text))
 
     # ---- TLS --------------------------------------------------------------------------------
     def tls_started(self, ssl_object: Any, *, via_starttls: bool) -> None:
@@ -235,7 +236,7 @@ class Recorder:
             return False
         if CANARY_PREFIX in text:
             for canary in (CANARY_INJECTED, CANARY_PRETLS):
-                if canary in text:
+                if canary in text and (canary, self.record.encrypted) not in self.record.canaries:
                     self.record.canaries.append((canary, self.record.encrypted))
         shown = self._command(text)
         literal = _LITERAL.search(line) if self.protocol == "imap" else None
@@ -255,8 +256,9 @@ class Recorder:
             self.record.commands_before_tls += 1
             if len(self.record.verbs_before_tls) < 64:
                 self.record.verbs_before_tls.append(command)
-            if command in MAIL_COMMANDS[self.protocol]:
-                self.record.mail_commands_in_clear.append(command)
+            in_clear = self.record.mail_commands_in_clear
+            if command in MAIL_COMMANDS[self.protocol] and command not in in_clear:
+                in_clear.append(command)  # each verb once: a long session must not grow this
 
     def _starttls_requested(self, tag: str) -> None:
         if not self.record.encrypted:
@@ -265,7 +267,9 @@ class Recorder:
             self.record.starttls_attempted = True
 
     def _credential(self, command: str, *, secret: bool) -> None:
-        self.record.credentials.append((self.record.encrypted, secret, command))
+        fact = (self.record.encrypted, secret, command)
+        if fact not in self.record.credentials:  # each kind once: repeated logins must not grow this
+            self.record.credentials.append(fact)
 
     def _sasl(self, verb: str, words: list[str], shown_prefix: str) -> str:
         """AUTH / AUTHENTICATE <mechanism> [initial-response]."""
@@ -312,7 +316,8 @@ class Recorder:
             self._starttls_requested(tag)
         elif CANARY_MAILBOX in text or (verb in ("FETCH", "STORE", "COPY", "MOVE") and args
                                         and str(CANARY_EXISTS) in args[0]):
-            self.record.used_injected_state.append(f"{verb} {' '.join(args)[:60]}")
+            if len(self.record.used_injected_state) < 8:
+                self.record.used_injected_state.append(f"{verb} {' '.join(args)[:60]}")
         return text
 
     def _pop3_command(self, text: str) -> str:
