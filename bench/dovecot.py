@@ -74,15 +74,14 @@ def _listener(name: str, port: int | None, ssl: bool) -> str:
 
 def render_config(
     root: Path,
+    ports: dict[str, int],
     *,
-    imap_port: int | None,
-    pop3_port: int | None,
-    imaps_port: int | None = None,
-    pop3s_port: int | None = None,
     cert_file: Path | None = None,
     key_file: Path | None = None,
     high_performance: bool = False,
 ) -> str:
+    """The dovecot.conf text; `ports` by listener name (imap, pop3, imaps, pop3s), those missing
+    are not opened."""
     uid = os.getuid()
     user = pwd.getpwuid(uid).pw_name
     login_user, internal_user = _service_users(user)
@@ -125,10 +124,10 @@ userdb {{
 }}
 service imap-login {{
   chroot =
-{login_tuning}{_listener("imap", imap_port, False)}{_listener("imaps", imaps_port, True)}}}
+{login_tuning}{_listener("imap", ports.get("imap"), False)}{_listener("imaps", ports.get("imaps"), True)}}}
 service pop3-login {{
   chroot =
-{login_tuning}{_listener("pop3", pop3_port, False)}{_listener("pop3s", pop3s_port, True)}}}
+{login_tuning}{_listener("pop3", ports.get("pop3"), False)}{_listener("pop3s", ports.get("pop3s"), True)}}}
 service anvil {{
   chroot =
 }}
@@ -203,18 +202,14 @@ def start_dovecot(
         _chown_tree(home, uid, gid)
         lines.append(f"{name}:{{PLAIN}}{password}:{uid}:{gid}::{home}::\n")
     (root / "passwd").write_text("".join(lines))
+    ports = {
+        name: port
+        for name, port in (("imap", imap_port), ("pop3", pop3_port), ("imaps", imaps_port), ("pop3s", pop3s_port))
+        if port
+    }
     config = root / "dovecot.conf"
     config.write_text(
-        render_config(
-            root,
-            imap_port=imap_port,
-            pop3_port=pop3_port,
-            imaps_port=imaps_port,
-            pop3s_port=pop3s_port,
-            cert_file=cert_file,
-            key_file=key_file,
-            high_performance=high_performance,
-        )
+        render_config(root, ports, cert_file=cert_file, key_file=key_file, high_performance=high_performance)
     )
     # Config errors come out on stderr before log_path is in use: keep them in a file (a pipe
     # nobody reads could fill up and block Dovecot).
@@ -222,11 +217,6 @@ def start_dovecot(
         process = subprocess.Popen(
             [DOVECOT, "-F", "-c", str(config)], stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT
         )
-    ports = {
-        name: port
-        for name, port in (("imap", imap_port), ("pop3", pop3_port), ("imaps", imaps_port), ("pop3s", pop3s_port))
-        if port
-    }
     handle = DovecotHandle(root, process, ports)
     try:
         _wait_listening(handle)

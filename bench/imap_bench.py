@@ -21,14 +21,9 @@ a throwaway config (bench/dovecot.py).
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
-import socket
 import ssl
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,41 +31,32 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dovecot import fill_maildir, sample_message, start_dovecot
-from mailmodes.certs import ensure_certificates
+from common import (
+    RATIO_NOTE,
+    USERS,
+    RawClient,
+    comparison_row,
+    dovecot_bench_main,
+    met,
+    print_table_head,
+    run_against_dovecot,
+)
 
-HOSTNAME = "mail.example.test"
-USERS = {"alice": "alice-password", "bob": "bob-password"}
-LOGIN_MAILBOX_SIZE = 10  # messages in bob's INBOX, the one the login benchmark selects
 TIMEOUT = 60.0
 
 
 # --- a minimal IMAP client ----------------------------------------------------------------------
 
 
-class RawImap:
+class RawImap(RawClient):
     """Just enough IMAP to time a server: send a command, read to its tagged reply (literals
     skipped by their announced size, never scanned)."""
 
+    timeout = TIMEOUT
+
     def __init__(self, port: int, context: ssl.SSLContext | None) -> None:
-        sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock: socket.socket = context.wrap_socket(sock, server_hostname="127.0.0.1") if context else sock
-        self.buffer = bytearray()
+        super().__init__(port, context)
         self.counter = 0
-
-    def _fill(self) -> None:
-        data = self.sock.recv(262144)
-        if not data:
-            raise ConnectionError("server closed the connection")
-        self.buffer += data
-
-    def greeting(self) -> bytes:
-        while (end := self.buffer.find(b"\r\n")) < 0:
-            self._fill()
-        line = bytes(self.buffer[:end])
-        del self.buffer[: end + 2]
-        return line
 
     def command(self, text: bytes) -> int:
         """Send one command; return the size of everything up to and including its tagged OK."""
@@ -99,16 +85,9 @@ class RawImap:
                 return end + 2
             pos = end + 2
 
-    def wait_closed(self) -> None:
-        while self.sock.recv(4096):
-            pass
-
-    def close(self) -> None:
-        self.sock.close()
-
 
 def login(client: RawImap, user: str) -> None:
-    client.greeting()
+    client.line()  # greeting
     client.command(b"LOGIN " + user.encode() + b" " + USERS[user].encode())
 
 
@@ -209,103 +188,18 @@ def measure(port: int, context: ssl.SSLContext | None, args: argparse.Namespace)
 # --- the servers ------------------------------------------------------------------------------
 
 
-def mailmodes_child(root: Path, messages: int, size: int) -> None:
-    """Run in the child process: a mailmodes server with the benchmark's mailboxes."""
-    from mailmodes.app import MailServer
-    from mailmodes.config import parse_config
-
-    config = parse_config(
-        {
-            "hostname": HOSTNAME,
-            "certs": {"dir": str(root / "certs")},
-            "users": [{"name": name, "password": password} for name, password in USERS.items()],
-            "listeners": [
-                {"name": "imap", "protocol": "imap", "port": 0, "tls": "plaintext"},
-                {"name": "imaps", "protocol": "imap", "port": 0, "tls": "implicit"},
-            ],
-        },
-        source="benchmark",
-    )
-
-    async def main() -> None:
-        server = MailServer(config)
-        for n in range(messages):
-            server.store.accounts["alice"].inbox.append(sample_message(n, size))
-        for n in range(LOGIN_MAILBOX_SIZE):
-            server.store.accounts["bob"].inbox.append(sample_message(n, size))
-        await server.start()
-        print(json.dumps({"ports": server.ports}), flush=True)
-        # Serve until the parent closes our stdin.
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-        await server.stop()
-
-    asyncio.run(main())
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def run(args: argparse.Namespace, report: Callable[[str], None]) -> dict[str, Result]:
-    with tempfile.TemporaryDirectory(prefix="mailmodes-bench-") as tmp:
-        root = Path(tmp)
-        # One certificate for both servers; the child finds it in place and reuses it.
-        certs = ensure_certificates(root / "certs", HOSTNAME)
-        child = subprocess.Popen(
-            [sys.executable, __file__, "--child", str(root), str(args.messages), str(args.size)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-        )
-        assert child.stdout is not None and child.stdin is not None
-        try:
-            info = json.loads(child.stdout.readline() or b"{}")
-            if "ports" not in info:
-                raise RuntimeError("the mailmodes child did not start")
-            context = ssl.create_default_context(cafile=str(certs.ca_file)) if args.tls else None
-            imap_port, imaps_port = free_port(), free_port()
-            dovecot = start_dovecot(
-                root / "dovecot",
-                USERS,
-                imap_port=imap_port,
-                pop3_port=None,
-                imaps_port=imaps_port,
-                cert_file=certs.cert_file,
-                key_file=certs.key_file,
-                high_performance=args.high_performance,
-            )
-            try:
-                fill_maildir(dovecot.maildir("alice"), args.messages, args.size)
-                fill_maildir(dovecot.maildir("bob"), LOGIN_MAILBOX_SIZE, args.size)
-                name = "imaps" if args.tls else "imap"
-                report(f"measuring mailmodes ({name}) ...")
-                ours = measure(info["ports"][name], context, args)
-                report(f"measuring Dovecot ({name}) ...")
-                theirs = measure(imaps_port if args.tls else imap_port, context, args)
-            finally:
-                dovecot.stop()
-        finally:
-            child.stdin.close()
-            try:
-                child.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
-    return {"mailmodes": ours, "dovecot": theirs}
+    return run_against_dovecot(args, report, "imap", lambda port, context, _server_pid: measure(port, context, args))
 
 
 def print_results(results: dict[str, Result], args: argparse.Namespace) -> None:
     ours, theirs = results["mailmodes"], results["dovecot"]
     kib = args.size / 1024
 
-    def row(label: str, mine: float, other: float, fmt: str, ratio: bool = True) -> None:
-        text = f"{label:30}{mine:>14{fmt}}{other:>14{fmt}}"
-        print(text + (f"{mine / other:>10.2f}" if ratio else ""))
+    def row(label: str, mine: float, other: float, fmt: str) -> None:
+        comparison_row(label, mine, other, fmt, 30)
 
-    print()
-    print(f"IMAP {'implicit TLS' if args.tls else 'plaintext'}, loopback, best of {args.rounds}")
-    print(f"{'':30}{'mailmodes':>14}{'dovecot':>14}{'ratio':>10}")
+    print_table_head("IMAP", args, 30)
     row(f"FETCH 1:* BODY[] {args.messages} x {kib:g} KiB (s)", ours.bulk_seconds, theirs.bulk_seconds, ".3f")
     row("  first pass, cold (s)", ours.cold_bulk_seconds, theirs.cold_bulk_seconds, ".3f")
     row("  MB/s", ours.bulk_bytes / ours.bulk_seconds / 1e6, theirs.bulk_bytes / theirs.bulk_seconds / 1e6, ".1f")
@@ -318,35 +212,27 @@ def print_results(results: dict[str, Result], args: argparse.Namespace) -> None:
     single_ok = ours.single_seconds <= 2 * theirs.single_seconds
     login_ok = ours.logins_per_second * 2 >= theirs.logins_per_second
     latency_ok = ours.noop_mean < 0.002
-    print("ratio = mailmodes / dovecot (time: lower is better; rates: higher is better)")
+    print(RATIO_NOTE)
     print(
-        f"targets: FETCH within 2x {'met' if bulk_ok and single_ok else 'MISSED'}, "
-        f"logins within 2x {'met' if login_ok else 'MISSED'}, "
-        f"simple command under 2 ms {'met' if latency_ok else 'MISSED'}"
+        f"targets: FETCH within 2x {met(bulk_ok and single_ok)}, "
+        f"logins within 2x {met(login_ok)}, "
+        f"simple command under 2 ms {met(latency_ok)}"
     )
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--child"]:
-        mailmodes_child(Path(argv[1]), int(argv[2]), int(argv[3]))
-        return 0
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--messages", type=int, default=1000, help="messages to FETCH (default 1000)")
-    parser.add_argument("--size", type=int, default=10 * 1024, help="message size in bytes (default 10240)")
-    parser.add_argument("--logins", type=int, default=300, help="logins per round (default 300)")
-    parser.add_argument("--noops", type=int, default=2000, help="NOOP round trips per round (default 2000)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds per measurement; the best counts")
-    parser.add_argument("--tls", action="store_true", help="use implicit TLS (imaps) on both servers")
-    parser.add_argument(
-        "--high-performance",
-        action="store_true",
-        help="Dovecot login processes serve many connections (service_count = 0) instead of one each",
+    return dovecot_bench_main(
+        argv,
+        description=__doc__,
+        protocol="imap",
+        verb="FETCH",
+        rounds=3,
+        run=run,
+        print_results=print_results,
+        more_arguments=lambda parser: parser.add_argument(
+            "--noops", type=int, default=2000, help="NOOP round trips per round (default 2000)"
+        ),
     )
-    args = parser.parse_args(argv)
-    results = run(args, lambda text: print(text, file=sys.stderr, flush=True))
-    print_results(results, args)
-    return 0
 
 
 if __name__ == "__main__":

@@ -18,15 +18,9 @@ a throwaway config (bench/dovecot.py).
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import os
-import socket
 import ssl
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,40 +28,28 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dovecot import fill_maildir, sample_message, start_dovecot  # noqa: E402
+from common import (
+    RATIO_NOTE,
+    USERS,
+    RawClient,
+    comparison_row,
+    dovecot_bench_main,
+    met,
+    print_table_head,
+    proc_stat,
+    run_against_dovecot,
+)
 
-from mailmodes.certs import ensure_certificates  # noqa: E402
-
-HOSTNAME = "mail.example.test"
-USERS = {"alice": "alice-password", "bob": "bob-password"}
-LOGIN_MAILBOX_SIZE = 10  # messages in bob's maildrop, the one the login benchmark opens
 TIMEOUT = 30.0
 
 
 # --- a minimal POP3 client --------------------------------------------------------------------
 
 
-class RawPop3:
+class RawPop3(RawClient):
     """Just enough POP3 to time a server: commands, single-line and multi-line replies."""
 
-    def __init__(self, port: int, context: ssl.SSLContext | None) -> None:
-        sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock: socket.socket = context.wrap_socket(sock, server_hostname="127.0.0.1") if context else sock
-        self.buffer = bytearray()
-
-    def _fill(self) -> None:
-        data = self.sock.recv(262144)
-        if not data:
-            raise ConnectionError("server closed the connection")
-        self.buffer += data
-
-    def line(self) -> bytes:
-        while (end := self.buffer.find(b"\r\n")) < 0:
-            self._fill()
-        line = bytes(self.buffer[:end])
-        del self.buffer[: end + 2]
-        return line
+    timeout = TIMEOUT
 
     def ok(self, command: bytes) -> bytes:
         self.sock.sendall(command + b"\r\n")
@@ -87,13 +69,6 @@ class RawPop3:
             raise RuntimeError(f"{command!r} -> {bytes(self.buffer[:80])!r}")
         del self.buffer[: end + 5]
         return end + 5
-
-    def wait_closed(self) -> None:
-        while self.sock.recv(4096):
-            pass
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def login(client: RawPop3, user: str) -> None:
@@ -133,19 +108,14 @@ def process_tree_cpu(root_pid: int) -> dict[int, float]:
     """
     parents: dict[int, int] = {}
     times: dict[int, float] = {}
-    tick = os.sysconf("SC_CLK_TCK")
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
+        pid = int(entry)
         try:
-            text = Path(f"/proc/{entry}/stat").read_text()
+            parents[pid], times[pid] = proc_stat(pid)
         except OSError:
             continue  # gone meanwhile
-        # Fields after "(comm)": state ppid ... utime(14th overall) stime(15th).
-        fields = text[text.rfind(")") + 2 :].split()
-        pid = int(entry)
-        parents[pid] = int(fields[1])
-        times[pid] = (int(fields[11]) + int(fields[12])) / tick
     tree = {root_pid}
     changed = True
     while changed:
@@ -211,151 +181,49 @@ def measure(port: int, context: ssl.SSLContext | None, args: argparse.Namespace,
 # --- the servers ------------------------------------------------------------------------------
 
 
-def mailmodes_child(root: Path, messages: int, size: int) -> None:
-    """Run in the child process: a mailmodes server with the benchmark's maildrops."""
-    from mailmodes.app import MailServer
-    from mailmodes.config import parse_config
-
-    config = parse_config(
-        {
-            "hostname": HOSTNAME,
-            "certs": {"dir": str(root / "certs")},
-            "users": [{"name": name, "password": password} for name, password in USERS.items()],
-            "listeners": [
-                {"name": "pop3", "protocol": "pop3", "port": 0, "tls": "plaintext"},
-                {"name": "pop3s", "protocol": "pop3", "port": 0, "tls": "implicit"},
-            ],
-        },
-        source="benchmark",
-    )
-
-    async def main() -> None:
-        server = MailServer(config)
-        for n in range(messages):
-            server.store.accounts["alice"].inbox.append(sample_message(n, size))
-        for n in range(LOGIN_MAILBOX_SIZE):
-            server.store.accounts["bob"].inbox.append(sample_message(n, size))
-        await server.start()
-        print(json.dumps({"ports": server.ports}), flush=True)
-        # Serve until the parent closes our stdin.
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-        await server.stop()
-
-    asyncio.run(main())
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def run(args: argparse.Namespace, report: Callable[[str], None]) -> dict[str, Result]:
-    with tempfile.TemporaryDirectory(prefix="mailmodes-bench-") as tmp:
-        root = Path(tmp)
-        # One certificate for both servers; the child finds it in place and reuses it.
-        certs = ensure_certificates(root / "certs", HOSTNAME)
-        child = subprocess.Popen(
-            [sys.executable, __file__, "--child", str(root), str(args.messages), str(args.size)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-        )
-        assert child.stdout is not None and child.stdin is not None
-        try:
-            info = json.loads(child.stdout.readline() or b"{}")
-            if "ports" not in info:
-                raise RuntimeError("the mailmodes child did not start")
-            context = ssl.create_default_context(cafile=str(certs.ca_file)) if args.tls else None
-            pop3_port, pop3s_port = free_port(), free_port()
-            dovecot = start_dovecot(
-                root / "dovecot",
-                USERS,
-                imap_port=None,
-                pop3_port=pop3_port,
-                pop3s_port=pop3s_port,
-                cert_file=certs.cert_file,
-                key_file=certs.key_file,
-                high_performance=args.high_performance,
-            )
-            try:
-                fill_maildir(dovecot.maildir("alice"), args.messages, args.size)
-                fill_maildir(dovecot.maildir("bob"), LOGIN_MAILBOX_SIZE, args.size)
-                name = "pop3s" if args.tls else "pop3"
-                report(f"measuring mailmodes ({name}) ...")
-                ours = measure(info["ports"][name], context, args, child.pid)
-                report(f"measuring Dovecot ({name}) ...")
-                theirs = measure(pop3s_port if args.tls else pop3_port, context, args, dovecot.process.pid)
-            finally:
-                dovecot.stop()
-        finally:
-            child.stdin.close()
-            try:
-                child.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
-    return {"mailmodes": ours, "dovecot": theirs}
+    return run_against_dovecot(
+        args, report, "pop3", lambda port, context, server_pid: measure(port, context, args, server_pid)
+    )
 
 
 def print_results(results: dict[str, Result], args: argparse.Namespace) -> None:
     ours, theirs = results["mailmodes"], results["dovecot"]
     kib = args.size / 1024
-    print()
-    print(f"POP3 {'implicit TLS' if args.tls else 'plaintext'}, loopback, best of {args.rounds}")
-    print(f"{'':24}{'mailmodes':>14}{'dovecot':>14}{'ratio':>10}")
-    print(
-        f"{f'RETR {args.messages} x {kib:g} KiB (s)':24}{ours.retr_seconds:>14.3f}{theirs.retr_seconds:>14.3f}"
-        f"{ours.retr_seconds / theirs.retr_seconds:>10.2f}"
+    width = 24
+    print_table_head("POP3", args, width)
+    comparison_row(f"RETR {args.messages} x {kib:g} KiB (s)", ours.retr_seconds, theirs.retr_seconds, ".3f", width)
+    comparison_row("  first pass, cold (s)", ours.cold_retr_seconds, theirs.cold_retr_seconds, ".3f", width)
+    comparison_row("RETR messages/s", ours.retr_per_second, theirs.retr_per_second, ".0f", width)
+    comparison_row(
+        "  server CPU/RETR (us)",
+        ours.retr_cpu / ours.messages * 1e6,
+        theirs.retr_cpu / theirs.messages * 1e6,
+        ".0f",
+        width,
+        ratio=(ours.retr_cpu / theirs.retr_cpu) if theirs.retr_cpu else float("nan"),
     )
-    print(
-        f"{'  first pass, cold (s)':24}{ours.cold_retr_seconds:>14.3f}{theirs.cold_retr_seconds:>14.3f}"
-        f"{ours.cold_retr_seconds / theirs.cold_retr_seconds:>10.2f}"
+    comparison_row(
+        "RETR MB/s",
+        ours.retr_bytes / ours.retr_seconds / 1e6,
+        theirs.retr_bytes / theirs.retr_seconds / 1e6,
+        ".1f",
+        width,
+        show_ratio=False,
     )
-    print(
-        f"{'RETR messages/s':24}{ours.retr_per_second:>14.0f}{theirs.retr_per_second:>14.0f}"
-        f"{ours.retr_per_second / theirs.retr_per_second:>10.2f}"
-    )
-    print(
-        f"{'  server CPU/RETR (us)':24}{ours.retr_cpu / ours.messages * 1e6:>14.0f}"
-        f"{theirs.retr_cpu / theirs.messages * 1e6:>14.0f}"
-        f"{(ours.retr_cpu / theirs.retr_cpu) if theirs.retr_cpu else float('nan'):>10.2f}"
-    )
-    print(
-        f"{'RETR MB/s':24}{ours.retr_bytes / ours.retr_seconds / 1e6:>14.1f}"
-        f"{theirs.retr_bytes / theirs.retr_seconds / 1e6:>14.1f}"
-    )
-    print(
-        f"{f'logins/s ({args.logins} seq.)':24}{ours.logins_per_second:>14.0f}{theirs.logins_per_second:>14.0f}"
-        f"{ours.logins_per_second / theirs.logins_per_second:>10.2f}"
-    )
+    comparison_row(f"logins/s ({args.logins} seq.)", ours.logins_per_second, theirs.logins_per_second, ".0f", width)
     print()
     retr_ok = ours.retr_seconds <= 2 * theirs.retr_seconds
     login_ok = ours.logins_per_second * 2 >= theirs.logins_per_second
-    print("ratio = mailmodes / dovecot (time: lower is better; rates: higher is better)")
+    print(RATIO_NOTE)
     print("server CPU: all of the server's processes (Dovecot: master, login, auth, pop3), in clock ticks")
-    print(f"target within 2x of Dovecot: RETR {'met' if retr_ok else 'MISSED'}, logins {'met' if login_ok else 'MISSED'}")
+    print(f"target within 2x of Dovecot: RETR {met(retr_ok)}, logins {met(login_ok)}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--child"]:
-        mailmodes_child(Path(argv[1]), int(argv[2]), int(argv[3]))
-        return 0
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--messages", type=int, default=1000, help="messages to RETR (default 1000)")
-    parser.add_argument("--size", type=int, default=10 * 1024, help="message size in bytes (default 10240)")
-    parser.add_argument("--logins", type=int, default=300, help="logins per round (default 300)")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds per measurement; the best counts")
-    parser.add_argument("--tls", action="store_true", help="use implicit TLS (pop3s) on both servers")
-    parser.add_argument(
-        "--high-performance",
-        action="store_true",
-        help="Dovecot login processes serve many connections (service_count = 0) instead of one each",
+    return dovecot_bench_main(
+        argv, description=__doc__, protocol="pop3", verb="RETR", rounds=5, run=run, print_results=print_results
     )
-    args = parser.parse_args(argv)
-    results = run(args, lambda text: print(text, file=sys.stderr, flush=True))
-    print_results(results, args)
-    return 0
 
 
 if __name__ == "__main__":

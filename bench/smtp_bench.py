@@ -42,6 +42,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common import proc_stat, wait_or_kill
+
 HOST = "127.0.0.1"
 HOSTNAME = "mail.example.test"
 SENDER = "bench@client.test"
@@ -295,11 +297,7 @@ def stop(process: subprocess.Popen[bytes]) -> None:
     """SIGTERM (both servers stop cleanly on it), then SIGKILL if it lingers; only our own child."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        wait_or_kill(process)
     if process.stdout is not None:
         process.stdout.close()
 
@@ -350,8 +348,7 @@ def rss_kib(pid: int) -> int:
 
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process (proc(5): fields 14 and 15, after the parenthesised comm)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return proc_stat(pid)[1]
 
 
 def own_cpu_seconds() -> float:

@@ -1,4 +1,4 @@
-"""Helpers for tests that drive real command-line clients."""
+"""Helpers for tests that drive real command-line clients, and for sessions driven without sockets."""
 
 from __future__ import annotations
 
@@ -6,13 +6,16 @@ import os
 import shutil
 import socket
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import pytest
 
-from mailmodes.config import Config, parse_config
+from mailmodes.config import Config, Limits, Listener, parse_config, resolve_limits
+from mailmodes.net import Connection
+from mailmodes.store import Store
+from mailmodes.tls import Security, TlsMode
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 CLIENT_TIMEOUT = 20
@@ -54,6 +57,32 @@ def make_config(certs_dir: Path, listeners: tuple[dict[str, Any], ...], **top: A
     return parse_config(data, source="test config")
 
 
+def bindable_port_offset(ports: Sequence[int], pick: Callable[[], int], tries: int = 50) -> int:
+    """An offset, drawn by `pick`, that puts every one of `ports` on a loopback port nothing holds
+    now (a server started with it can bind them all, barring a race)."""
+    for _ in range(tries):
+        offset = pick()
+        try:
+            for port in ports:
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port + offset))
+        except OSError:
+            continue
+        return offset
+    raise RuntimeError(f"no offset in {tries} tries puts all of {list(ports)} on free ports")
+
+
+def curl_settings(scheme: str) -> dict[str, tuple[str, list[str]]]:
+    """curl's four TLS settings (CLIENTS.md) for a protocol whose URL scheme is `scheme`:
+    setting -> (URL scheme, options). Only "implicit" uses the TLS scheme (`scheme` + "s")."""
+    return {
+        "implicit": (scheme + "s", []),
+        "required": (scheme, ["--ssl-reqd"]),
+        "opportunistic": (scheme, ["--ssl"]),
+        "none": (scheme, []),
+    }
+
+
 def smtp_after_ehlo(port: int, host: str = "127.0.0.1") -> tuple[socket.socket, BinaryIO]:
     """A raw SMTP connection that has read the greeting and the whole EHLO reply."""
     sock = socket.create_connection((host, port), timeout=10)
@@ -74,3 +103,36 @@ def one_session(server: Any) -> Any:
 
 def verdict_codes(record: Any) -> set[str]:
     return {verdict.code for verdict in record.verdicts}
+
+
+# --- sans-I/O sessions: a store and a Connection without a socket ----------------------------
+
+
+def make_store() -> Store:
+    """A store with the accounts of USERS (alice and bob, passwords "<name>-password")."""
+    store = Store()
+    store.add_account("alice", "alice-password", ["alice@example.test"])
+    store.add_account("bob", "bob-password", ["bob@example.test"])
+    return store
+
+
+def sans_io_connection(
+    protocol: str,
+    mode: TlsMode | str = TlsMode.PLAINTEXT,
+    *,
+    encrypted: bool | None = None,
+    tls_available: bool = True,
+    peer: tuple[str, int] = ("127.0.0.1", 40000),
+    wake: Callable[[], None] = lambda: None,
+    limits: dict[str, Any] | None = None,
+) -> Connection:
+    """What a session of `protocol` needs to be driven by feeding it bytes: a listener named after
+    the protocol (port 0, TLS `mode`, `limits` over the protocol's defaults) and its Security,
+    encrypted from the first byte only for implicit TLS unless `encrypted` says otherwise.
+    The Security is `connection.security`: call its tls_started() when a StartTls is acted on."""
+    tls = TlsMode(mode)
+    security = Security(
+        tls, encrypted=tls is TlsMode.IMPLICIT if encrypted is None else encrypted, tls_available=tls_available
+    )
+    listener = Listener(protocol, protocol, 0, tls, limits=resolve_limits(protocol, Limits(**(limits or {}))))
+    return Connection(listener, security, peer, wake)

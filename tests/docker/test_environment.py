@@ -6,13 +6,14 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
+
+from support import bindable_port_offset
 
 CONFIG = """\
 hostname = "mail.example.test"
@@ -37,16 +38,7 @@ tls = "implicit"
 
 def free_offset() -> int:
     """A port offset that puts 587 and 995 on ports nothing holds now."""
-    for _ in range(50):
-        offset = random.randrange(20000, 40000)
-        try:
-            for port in (587, 995):
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", port + offset))
-        except OSError:
-            continue
-        return offset
-    raise RuntimeError("no free port offset")
+    return bindable_port_offset((587, 995), lambda: random.randrange(20000, 40000))
 
 
 def mailmodes(*args: str, env: Mapping[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:

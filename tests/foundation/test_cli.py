@@ -6,7 +6,6 @@ import os
 import random
 import signal
 import smtplib
-import socket
 import ssl
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from support import require_tool
+from support import bindable_port_offset, require_tool
 
 
 def mailmodes(*args: str, cwd: Path, prefix: tuple[str, ...] = ()) -> subprocess.Popen[str]:
@@ -30,17 +29,10 @@ DEFAULT_PORTS = (25, 110, 143, 465, 587, 993, 995)
 
 def free_port_offset() -> int:
     """An offset that puts the seven default ports below the ephemeral range, all bindable now."""
-    for _ in range(50):
-        # 17000-31000: clear of the known-bad plan (11000-16999) and of the ephemeral range.
-        offset = random.randrange(17000, 30000, 1000) + random.randrange(0, 900, 10)
-        try:
-            for port in DEFAULT_PORTS:
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", port + offset))
-        except OSError:
-            continue
-        return offset
-    raise AssertionError("no free block of ports found")
+    # 17000-31000: clear of the known-bad plan (11000-16999) and of the ephemeral range.
+    return bindable_port_offset(
+        DEFAULT_PORTS, lambda: random.randrange(17000, 30000, 1000) + random.randrange(0, 900, 10)
+    )
 
 
 def wait_ready(process: subprocess.Popen[str]) -> list[str]:

@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from mailmodes.config import Limits, Listener, resolve_limits
 from mailmodes.imap.session import ImapSession
-from mailmodes.net import Close, Connection, Output, StartTls
+from mailmodes.net import Close, Output, StartTls
 from mailmodes.store import Store
-from mailmodes.tls import Security, TlsMode
+from mailmodes.tls import Security
+from support import make_store, sans_io_connection
 
 HOST = "mail.example.test"
 SIMPLE = (
@@ -22,13 +22,6 @@ SIMPLE = (
     b"Hi Bob,\r\nsee you.\r\n"
 )
 WHEN = datetime(2022, 2, 1, 10, 0, 5, tzinfo=UTC)
-
-
-def make_store() -> Store:
-    store = Store()
-    store.add_account("alice", "alice-password", ["alice@example.test"])
-    store.add_account("bob", "bob-password", ["bob@example.test"])
-    return store
 
 
 @dataclass
@@ -89,17 +82,15 @@ def client(
     tls_available: bool = True,
     **limits: Any,
 ) -> Client:
-    tls = TlsMode(mode)
-    security = Security(tls, encrypted=tls is TlsMode.IMPLICIT if encrypted is None else encrypted,
-                        tls_available=tls_available)
-    listener = Listener("imap", "imap", 0, tls, limits=resolve_limits("imap", Limits(**limits)))
     holder: list[Client] = []
 
     def wake() -> None:
         holder[0].wakes += 1
 
-    connection = Connection(listener, security, ("127.0.0.1", 40000), wake)
-    result = Client(ImapSession(connection, store if store is not None else make_store(), HOST), security)
+    connection = sans_io_connection(
+        "imap", mode, encrypted=encrypted, tls_available=tls_available, wake=wake, limits=limits
+    )
+    result = Client(ImapSession(connection, store if store is not None else make_store(), HOST), connection.security)
     holder.append(result)
     return result
 

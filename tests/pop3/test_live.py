@@ -16,7 +16,7 @@ from typing import IO
 import pytest
 
 from mailmodes.app import ThreadedMailServer
-from support import MODES, make_config, run_client
+from support import MODES, curl_settings, make_config, run_client
 
 HOST = "127.0.0.1"
 TIMEOUT = 10
@@ -68,6 +68,13 @@ def login(pop: poplib.POP3, user: str = "alice") -> None:
     pop.pass_(f"{user}-password")
 
 
+def login_stat_quit(pop: poplib.POP3) -> bytes:
+    """Log in as alice, find her one message (MESSAGE) in the maildrop, QUIT; return QUIT's reply."""
+    login(pop)
+    assert pop.stat() == (1, len(MESSAGE))
+    return pop.quit()
+
+
 @pytest.fixture(scope="module")
 def matrix_server(certs_dir: Path) -> Iterator[ThreadedMailServer]:
     """One POP3 listener per mode, all reading alice's maildrop with one message in it."""
@@ -91,9 +98,7 @@ def test_implicit(matrix_server: ThreadedMailServer, client_context: ssl.SSLCont
         assert capabilities["SASL"] == ["PLAIN"] and "USER" in capabilities
         with pytest.raises(poplib.error_proto, match="Command not permitted when TLS active"):
             command(pop, "STLS")
-        login(pop)
-        assert pop.stat() == (1, len(MESSAGE))
-        assert pop.quit().startswith(b"+OK")
+        assert login_stat_quit(pop).startswith(b"+OK")
 
 
 def test_starttls_required(matrix_server: ThreadedMailServer, client_context: ssl.SSLContext) -> None:
@@ -116,24 +121,18 @@ def test_starttls_required(matrix_server: ThreadedMailServer, client_context: ss
         assert capabilities["SASL"] == ["PLAIN"] and "USER" in capabilities
         with pytest.raises(poplib.error_proto, match="Command not permitted when TLS active"):
             command(pop, "STLS")
-        login(pop)
-        assert pop.stat() == (1, len(MESSAGE))
-        pop.quit()
+        login_stat_quit(pop)
 
 
 def test_starttls_optional(matrix_server: ThreadedMailServer, client_context: ssl.SSLContext) -> None:
     with closing(connect(matrix_server, "starttls-optional", client_context)) as pop:
         capabilities = pop.capa()
         assert {"STLS", "USER", "SASL"} <= set(capabilities)
-        login(pop)  # the teaching mode: a login before TLS is allowed
-        assert pop.stat() == (1, len(MESSAGE))
-        pop.quit()
+        login_stat_quit(pop)  # the teaching mode: a login before TLS is allowed
     with closing(connect(matrix_server, "starttls-optional", client_context)) as pop:
         pop.stls(context=client_context)
         assert "STLS" not in pop.capa()
-        login(pop)
-        assert pop.stat() == (1, len(MESSAGE))
-        pop.quit()
+        login_stat_quit(pop)
 
 
 def test_plaintext(matrix_server: ThreadedMailServer, client_context: ssl.SSLContext) -> None:
@@ -142,9 +141,7 @@ def test_plaintext(matrix_server: ThreadedMailServer, client_context: ssl.SSLCon
         assert "STLS" not in capabilities and "USER" in capabilities
         with pytest.raises(poplib.error_proto, match="TLS not available"):
             command(pop, "STLS")
-        login(pop)
-        assert pop.stat() == (1, len(MESSAGE))
-        pop.quit()
+        login_stat_quit(pop)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -354,12 +351,7 @@ def test_line_limit_and_bad_command_budget(serve: Callable[..., ThreadedMailServ
 # --- curl x mode (CLIENTS.md) ---------------------------------------------------------------------
 
 # client setting -> (URL scheme, options)
-CURL_SETTINGS = {
-    "implicit": ("pop3s", []),
-    "required": ("pop3", ["--ssl-reqd"]),
-    "opportunistic": ("pop3", ["--ssl"]),
-    "none": ("pop3", []),
-}
+CURL_SETTINGS = curl_settings("pop3")
 # (client setting, server mode) -> curl's exit status; 0 means it listed the maildrop.
 CURL_OUTCOMES = {
     ("implicit", "implicit"): 0,

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 import pytest
 
 from mailmodes import __version__
-from mailmodes.config import Limits, Listener, resolve_limits
-from mailmodes.net import Close, Connection, Output, StartTls
+from mailmodes.net import Close, Output, StartTls
 from mailmodes.pop3 import Pop3Session, crlf_normalised, dot_stuffed, top_of, wire_form, wire_size
 from mailmodes.store import Store
-from mailmodes.tls import Security, TlsMode
+from mailmodes.tls import TlsMode
+from support import make_store, sans_io_connection
 
 HOST = "mail.example.test"
 IMPL = f"IMPLEMENTATION mailmodes-{__version__}\r\n"
@@ -22,13 +22,6 @@ BASE_CAPS = "TOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\nEXPIRE
 PLAINTEXT_DISALLOWED = b"-ERR [AUTH] Plaintext authentication disallowed on non-secure connections\r\n"
 AUTH_FAILED = b"-ERR [AUTH] Authentication failed\r\n"
 LOGIN_ALICE = b"USER alice\r\nPASS alice-password\r\n"
-
-
-def make_store() -> Store:
-    store = Store()
-    store.add_account("alice", "alice-password", ["alice@example.test"])
-    store.add_account("bob", "bob-password", ["bob@example.test"])
-    return store
 
 
 @dataclass
@@ -63,11 +56,7 @@ def make_client(
     tls_available: bool = True,
     **limits: int,
 ) -> Client:
-    listener = Listener(
-        name="pop3", protocol="pop3", port=0, tls=mode, limits=resolve_limits("pop3", Limits(**limits))
-    )
-    security = Security(mode, encrypted=mode is TlsMode.IMPLICIT, tls_available=tls_available)
-    connection = Connection(listener, security, ("127.0.0.1", 1), wake=lambda: None)
+    connection = sans_io_connection("pop3", mode, tls_available=tls_available, peer=("127.0.0.1", 1), limits=limits)
     store = store or make_store()
     return Client(Pop3Session(connection, store, HOST, apop=apop), store)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mailmodes.app import ThreadedMailServer
-from support import run_client
+from support import curl_settings, run_client
 
 HOST = "127.0.0.1"
 AUTH = ["alice", "alice-password"]
@@ -27,12 +27,7 @@ def delivered(server: ThreadedMailServer, subject: str) -> bool:
 
 
 # curl: client setting -> (URL scheme, options); CLIENTS.md
-CURL_SETTINGS = {
-    "implicit": ("smtps", []),
-    "required": ("smtp", ["--ssl-reqd"]),
-    "opportunistic": ("smtp", ["--ssl"]),
-    "none": ("smtp", []),
-}
+CURL_SETTINGS = curl_settings("smtp")
 # (client setting, server mode) -> curl's exit status; 0 means delivered.
 CURL_OUTCOMES = {
     ("implicit", "implicit"): 0,
