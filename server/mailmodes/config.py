@@ -71,6 +71,7 @@ class Listener:
     key_file: Path | None = None
     scenario: str | None = None
     chaos: Chaos | None = None
+    apop: bool = False  # pop3 only: offer APOP (RFC 1939 section 7); the greeting carries a timestamp
     limits: ResolvedLimits = field(default_factory=lambda: resolve_limits("smtp", Limits(), Limits()))
 
 
@@ -290,6 +291,9 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>", base_dir: Pa
         key_file = reader.get("key_file", str)
         if (cert_file is None) != (key_file is None):
             raise reader.fail("cert_file" if cert_file is None else "key_file", "cert_file and key_file go together")
+        apop = reader.get("apop", bool, False)
+        if apop and protocol != "pop3":
+            raise reader.fail("apop", "is a POP3 option")
         scenario = reader.get("scenario", str)
         if scenario is not None:
             _check_scenario(reader, scenario, protocol)
@@ -316,6 +320,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>", base_dir: Pa
                 key_file=base_dir / key_file if key_file else None,
                 scenario=scenario,
                 chaos=chaos,
+                apop=apop,
                 limits=resolve_limits(protocol, global_limits, limits),
             )
         )

@@ -235,7 +235,7 @@ TRANSACTION = frozenset({State.TRANSACTION})
 class Pop3Session:
     """One POP3 connection, driven by net.LineServer through the LineSession protocol."""
 
-    def __init__(self, connection: Connection, store: Store, hostname: str, *, apop: bool = False) -> None:
+    def __init__(self, connection: Connection, store: Store, hostname: str, *, apop: bool | None = None) -> None:
         self.connection = connection
         self.security = connection.security
         self.store = store
@@ -253,6 +253,8 @@ class Pop3Session:
         self._in_sasl = False
         self._locked: str | None = None
         # RFC 1939 section 7: APOP needs a timestamp in the greeting, unique per connection.
+        if apop is None:
+            apop = connection.listener.apop
         self._apop_timestamp = (
             f"<{os.getpid()}.{secrets.token_hex(8)}@{hostname}>" if apop else None
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import imaplib
 import poplib
 import smtplib
@@ -402,3 +403,11 @@ def test_curl_retr(matrix_server: ThreadedMailServer, ca_file: Path, mode: str) 
     returncode, stdout, stderr = curl(matrix_server, ca_file, setting, mode, "1")
     assert returncode == 0, stderr
     assert stdout.encode() == MESSAGE
+
+
+def test_apop_is_a_listener_option(serve: Callable[..., ThreadedMailServer]) -> None:
+    server = serve({"name": "pop3", "protocol": "pop3", "tls": "plaintext", "apop": True})
+    client = poplib.POP3(HOST, server.port("pop3"), timeout=TIMEOUT)
+    assert re.search(rb"<[^>]+@mail\.example\.test>$", client.getwelcome())
+    assert client.apop("alice", "alice-password").startswith(b"+OK")
+    client.quit()
