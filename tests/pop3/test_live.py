@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import re
 import imaplib
 import poplib
+import re
 import smtplib
 import socket
 import ssl
@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import IO
 
 import pytest
-
 from mailmodes.app import ThreadedMailServer
 from support import MODES, curl_settings, make_config, run_client
 
