@@ -12,8 +12,11 @@ import asyncio
 import ipaddress
 import json
 import logging
+import math
 import re
+import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -22,6 +25,7 @@ from aiohttp import web
 
 from mailmodes import __version__
 from mailmodes.config import HttpConfig
+from mailmodes.explain import explain, options_from_config, targets_from_config
 from mailmodes.openapi import openapi_document
 from mailmodes.views import (
     BadQuery,
@@ -69,6 +73,7 @@ EVENT_KEEPALIVE_SECONDS = 15.0
 WARM_SECONDS = 0.5  # how often finished sessions are serialised ahead of the first listing
 WARM_BATCH = 50  # sessions serialised before the loop gets a turn (about 10 ms)
 LOOPBACK_NAMES = ("localhost", "localhost.")
+EXPLAIN_CACHE_SECONDS = 30.0  # /api/explain answers from its last probe for this long (?refresh=1 re-probes)
 
 
 class ApiError(Exception):
@@ -119,6 +124,8 @@ class HttpServer:
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._warmer: asyncio.Task[None] | None = None
+        self._explained: tuple[float, dict[str, Any]] | None = None  # (monotonic time it finished, table)
+        self._explain_lock = asyncio.Lock()  # one probe at a time; requests that wait share its result
         self._dashboard = {
             name: resources.files("mailmodes").joinpath("dashboard", name).read_bytes() for name in DASHBOARD_FILES
         }
@@ -181,6 +188,7 @@ class HttpServer:
             ("GET", "/api/ready", self.ready),
             ("GET", "/api/info", self.info),
             ("GET", "/api/listeners", self.listeners),
+            ("GET", "/api/explain", self.explain),
             ("GET", "/api/sessions", self.sessions),
             ("DELETE", "/api/sessions", self.delete_sessions),
             ("GET", "/api/sessions/{id}", self.session),
@@ -281,6 +289,40 @@ class HttpServer:
             listener_view(listener, server.config, server.ports, server.skipped)
             for listener in server.config.listeners
         ]})
+
+    async def explain(self, request: web.Request) -> web.Response:
+        """`mailmodes explain` against this server's own running listeners: every listener in every
+        client setting, with the server's CA. The probe blocks for about the greeting timeout
+        (1.5 s), so it runs on a thread; its result is kept EXPLAIN_CACHE_SECONDS, and a request
+        that arrives while a probe runs gets that probe's result rather than starting another."""
+        refresh = parse_bool(dict(request.query), "refresh", False)
+        asked = time.monotonic()
+        async with self._explain_lock:
+            cached = self._explained
+            fresh = cached is not None and (cached[0] >= asked  # finished while this request waited
+                                            or (not refresh and asked - cached[0] < EXPLAIN_CACHE_SECONDS))
+            if cached is not None and fresh:
+                return json_response({**cached[1], "cached": True, "age": round(time.monotonic() - cached[0], 3)})
+            server = self.server
+            ports = dict(server.ports)  # running listeners only: a skipped one has no port of ours
+            config = server.config
+            targets = [target for target in targets_from_config(config, ports) if target.name in ports]
+            options = options_from_config(config, server.ca_file)
+            started = time.time()
+            table = await asyncio.get_running_loop().run_in_executor(None, lambda: explain(targets, options))
+            finished = time.time()
+            data = {
+                **table.as_dict(),
+                # The probe's own sessions are in the journal like any client's: these bound them
+                # (GET /api/sessions?since=...&until=...), and `user` is who they logged in as.
+                "started": _iso_ms(started, math.floor),
+                "finished": _iso_ms(finished, math.ceil),
+                "seconds": round(finished - started, 3),
+                "user": options.credentials.user if options.credentials else None,
+                "cache_seconds": EXPLAIN_CACHE_SECONDS,
+            }
+            self._explained = (time.monotonic(), data)
+            return json_response({**data, "cached": False, "age": 0.0})
 
     # --- sessions -----------------------------------------------------------------------------
 
@@ -427,6 +469,11 @@ class HttpServer:
         count = len(captured)
         captured.clear()
         return json_response({"deleted": count})
+
+
+def _iso_ms(timestamp: float, rounding: Callable[[float], int]) -> str:
+    """ISO 8601 UTC to the millisecond, rounded down (floor) or up (ceil), like the journal's times."""
+    return datetime.fromtimestamp(rounding(timestamp * 1000) / 1000, UTC).isoformat(timespec="milliseconds")
 
 
 def _int_segment(request: web.Request, name: str) -> int:

@@ -137,10 +137,48 @@ def _schemas() -> dict[str, Any]:
             "scenario": string_or_null, "running": {"type": "boolean"}, "skipped": string_or_null,
         },
     }
+    setting = {
+        "type": "object",
+        "description": "a client setting, with the names Thunderbird, Outlook and curl give it",
+        "properties": {key: {"type": "string"} for key in ("setting", "title", "thunderbird", "outlook", "curl")},
+    }
+    explain_cell = {
+        "type": "object",
+        "properties": {
+            "setting": {"type": "string", "enum": ["implicit", "starttls-required", "starttls-if-available", "none"]},
+            "outcome": {"type": "string", "enum": ["works", "works-cleartext", "refused", "hangs", "tls-error",
+                                                   "no-starttls", "login-failed", "unreachable"]},
+            "text": {"type": "string", "description": "what happened, e.g. \"works (TLS 1.3)\""},
+            "reason": {"type": "string", "description": "what the client saw: the reply line, the TLS error ..."},
+            "seconds": {"type": "number"},
+        },
+    }
+    explain_table = {
+        "type": "object",
+        "description": "the table of `mailmodes explain --format json`, plus when it ran and whether it is cached",
+        "properties": {
+            "settings": {"type": "array", "items": setting, "description": "the columns, in order"},
+            "rows": {"type": "array", "description": "one per running listener, in config order", "items": {
+                "type": "object", "properties": {
+                    "listener": {"type": "string"}, "protocol": {"type": "string"},
+                    "address": {"type": "string"}, "port": {"type": "integer"},
+                    "mode": {"type": "string", "description": "the configured mode (the probe finds out the real one)"},
+                    "cells": {"type": "array", "items": explain_cell, "description": "in the order of settings"}}}},
+            "started": {"type": "string", "format": "date-time",
+                        "description": "when the probe began (its sessions are in the journal: since/until)"},
+            "finished": {"type": "string", "format": "date-time"},
+            "seconds": {"type": "number"},
+            "user": {"type": ["string", "null"], "description": "the user the probe logged in as (the first one)"},
+            "cached": {"type": "boolean", "description": "true: the result of an earlier probe"},
+            "age": {"type": "number", "description": "seconds since that probe finished"},
+            "cache_seconds": {"type": "number"},
+        },
+    }
     return {
         "Error": {"type": "object", "required": ["error", "status"],
                   "properties": {"error": {"type": "string"}, "status": {"type": "integer"}}},
         "Listener": listener,
+        "ExplainTable": explain_table,
         "Session": session,
         "TranscriptLine": transcript_line,
         "MessageSummary": message,
@@ -179,6 +217,18 @@ def _paths() -> dict[str, Any]:
         "/api/listeners": {"get": {"summary": "the listener matrix", "operationId": "listeners", "responses": {
             "200": _json({"type": "object", "properties": {"listeners": {"type": "array", "items": _ref("Listener")}}},
                          "every configured listener in config order")}}},
+        "/api/explain": {"get": {
+            "summary": "what each client setting meets on each port: `mailmodes explain` against this server",
+            "description": "Connects to every running listener once per client setting (implicit TLS, STARTTLS "
+                           "required, STARTTLS if available, no TLS) over loopback, trusting this server's CA, "
+                           "and logs in as the first configured user where it can. Takes about 1.5 s; the result "
+                           "is kept for cache_seconds (30). The probe's sessions are recorded in the journal "
+                           "like any client's.",
+            "operationId": "explain",
+            "parameters": [_query("refresh", "true: probe again even if a result under 30 s old is kept",
+                                  "boolean")],
+            "responses": {"200": _json(_ref("ExplainTable"), "the table"),
+                          "400": _error("a bad refresh value")}}},
         "/api/sessions": {
             "get": {"summary": "sessions with transcripts and verdicts, oldest first", "operationId": "sessions",
                     "parameters": _session_filters(), "responses": {

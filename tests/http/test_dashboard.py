@@ -113,3 +113,44 @@ def test_dashboard_shows_listeners_live_sessions_tls_boundary_and_hostile_mail_a
     assert browser.exceptions == []
     assert not [line for line in browser.console if "Content Security Policy" in line], browser.console
     assert browser.screenshot(tmp_path / "dashboard.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_teaching_panel_runs_explain_on_a_click_and_colours_each_outcome(
+        api_server: Callable[..., ThreadedMailServer], browser: Page, tmp_path: Path) -> None:
+    server = api_server({"name": "submissions", "protocol": "smtp", "tls": "implicit"},
+                        {"name": "submission", "protocol": "smtp", "tls": "starttls-required"})
+    browser.open(f"http://{HOST}:{server.http_port}/")
+    browser.wait_for("document.body.dataset.loaded === 'yes'")
+    # Not run on load: the table is hidden and nothing connected to the mail ports.
+    assert browser.evaluate("document.querySelector('#explain').hidden") is True
+    assert server.journal.sessions(include_open=True) == []
+
+    browser.evaluate("document.querySelector('#explain-run').click()")
+    browser.wait_for("document.querySelectorAll('#explain tbody tr').length === 2")
+    headers = browser.evaluate("[...document.querySelectorAll('#explain thead th')].map(th => th.textContent)")
+    assert headers[0] == "listener"
+    assert headers[1].startswith("implicit TLS") and "Thunderbird “SSL/TLS”" in headers[1]
+    assert "Outlook “Auto”" in headers[3] and "curl --ssl" in headers[3]
+    rows = browser.evaluate(
+        "[...document.querySelectorAll('#explain tbody tr')].map(r => ({name: r.dataset.listener, "
+        "cells: [...r.querySelectorAll('td')].map(td => [td.className, td.querySelector('.text').textContent, "
+        "td.title, td.querySelector('.reason').textContent])}))")
+    kinds = {row["name"]: [cell[0] for cell in row["cells"]] for row in rows}
+    assert kinds == {
+        "submissions": ["outcome works", "outcome hangs", "outcome hangs", "outcome hangs"],
+        "submission": ["outcome tls-error", "outcome works", "outcome works", "outcome refused"],
+    }
+    submission = next(row["cells"] for row in rows if row["name"] == "submission")
+    assert [cell[1] for cell in submission] == [
+        "TLS error: wrong version number (the port speaks plaintext first)", "works (TLS 1.3)", "works (TLS 1.3)",
+        "refused before login: server requires STARTTLS"]
+    assert all(cell[2] and cell[2] == cell[3] for row in rows for cell in row["cells"])  # reason: tooltip and text
+    colours = browser.evaluate("['works', 'hangs', 'tls-error', 'refused'].map(kind => "
+                               "getComputedStyle(document.querySelector('#explain td.' + kind)).backgroundColor)")
+    assert len(set(colours)) == 4, colours
+    assert browser.evaluate("document.querySelector('#explain-run').textContent") == "Run again"
+    assert "probed at" in browser.evaluate("document.querySelector('#explain-status').textContent")
+    browser.screenshot(tmp_path / "dashboard-explain.png")
+
+    assert browser.exceptions == []
+    assert not [line for line in browser.console if "Content Security Policy" in line], browser.console

@@ -12,7 +12,7 @@ const VERDICT_LINES = {
   "mail-in-clear": /^(MAIL|RCPT|DATA|BDAT|RETR|TOP|\S+ (SELECT|EXAMINE|FETCH|APPEND|SEARCH|UID FETCH|UID SEARCH))\b/i,
 };
 
-const state = { sessionId: null, message: null, user: null };
+const state = { sessionId: null, message: null, user: null, explained: false };
 
 // --- DOM helpers: text only -----------------------------------------------------------------
 
@@ -89,6 +89,59 @@ function listenerEntry(listener) {
     el("span", { class: "name" }, listener.name),
     listener.role && listener.role !== "submission" ? el("span", { class: "tag" }, listener.role) : null,
     listener.scenario ? el("span", { class: "tag scenario" }, listener.scenario) : null);
+}
+
+// --- teaching table: what each client setting meets on each port -------------------------------
+
+// The probe's outcome words (explain.py), grouped into the kinds the table colours.
+const OUTCOME_KINDS = {
+  "works": "works",
+  "works-cleartext": "cleartext",
+  "refused": "refused",
+  "no-starttls": "refused",
+  "hangs": "hangs",
+  "tls-error": "tls-error",
+  "login-failed": "other",
+  "unreachable": "other",
+};
+
+async function runExplain() {
+  const button = $("explain-run");
+  const status = $("explain-status");
+  button.disabled = true;
+  status.textContent = "probing every listener in every client setting…";
+  try {
+    // The first run of a page may take a kept result (30 s); Run again probes afresh.
+    const table = await api("/api/explain" + (state.explained ? "?refresh=1" : ""));
+    state.explained = true;
+    renderExplain(table);
+    const when = clock(table.finished);
+    status.textContent = table.cached
+      ? `probed at ${when} (kept result, ${Math.round(table.age)} s old), in ${table.seconds.toFixed(1)} s`
+      : `probed at ${when}, in ${table.seconds.toFixed(1)} s` + (table.user ? `, logged in as ${table.user}` : "");
+    if (!table.rows.length) status.textContent += ": no listener is running";
+    button.textContent = "Run again";
+  } catch (error) {
+    status.textContent = `failed: ${error.message}`;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function renderExplain(table) {
+  const box = $("explain");
+  const head = el("tr", {}, el("th", {}, "listener"),
+    ...table.settings.map((s) => el("th", { setting: s.setting }, s.title,
+      el("span", { class: "names muted" }, `Thunderbird “${s.thunderbird}”, Outlook “${s.outlook}”, curl ${s.curl}`))));
+  box.tHead.replaceChildren(head);
+  replaceRows(box.tBodies[0], table.rows.map((row) => el("tr", { listener: row.listener },
+    el("th", { class: "listener" }, el("span", { class: "port" }, `:${row.port}`), " ", row.listener,
+      el("span", { class: "tag" }, `${row.protocol} ${row.mode}`)),
+    ...row.cells.map((cell) => el("td", {
+      class: `outcome ${OUTCOME_KINDS[cell.outcome] || "other"}`, title: cell.reason, setting: cell.setting, outcome: cell.outcome,
+    }, el("span", { class: "text" }, cell.text), el("small", { class: "reason" }, cell.reason))))));
+  box.hidden = false;
+  $("explain-legend").hidden = false;
 }
 
 // --- sessions -------------------------------------------------------------------------------
@@ -329,6 +382,7 @@ function wire() {
     $("message-section").hidden = true;
     await loadMessages();
   });
+  $("explain-run").addEventListener("click", runExplain);
   window.addEventListener("hashchange", () => route().catch(report));
 }
 
