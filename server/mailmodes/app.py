@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import importlib
 import logging
 import ssl
 import threading
@@ -21,7 +20,9 @@ from mailmodes.contexts import ServerContexts
 from mailmodes.config import Config, HttpConfig, Listener
 from mailmodes.journal import Journal
 from mailmodes.misbehaviour import Misbehaviour
-from mailmodes.net import LineServer
+from mailmodes.imap.session import ImapSession
+from mailmodes.net import LineServer, LineSession
+from mailmodes.pop3 import Pop3Session
 from mailmodes.smtp import smtp_factory
 from mailmodes.store import Store
 from mailmodes.tls import TlsMode
@@ -32,10 +33,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# protocol -> (module, session class, what a client over the connection limit is told)
-LINE_PROTOCOLS = {
-    "imap": ("mailmodes.imap.session", "ImapSession", b"* BYE [UNAVAILABLE] Too many connections\r\n"),
-    "pop3": ("mailmodes.pop3", "Pop3Session", b"-ERR [SYS/TEMP] Too many connections\r\n"),
+# protocol -> (session class, what a client over the connection limit is told)
+LINE_PROTOCOLS: dict[str, tuple[type[LineSession], bytes]] = {
+    "imap": (ImapSession, b"* BYE [UNAVAILABLE] Too many connections\r\n"),
+    "pop3": (Pop3Session, b"-ERR [SYS/TEMP] Too many connections\r\n"),
 }
 
 
@@ -59,7 +60,6 @@ class MailServer:
                                enabled=config.journal.enabled)
         self.ports: dict[str, int] = {}
         self.listeners: dict[str, Listener] = {}
-        self.skipped: dict[str, str] = {}
         self.ca_file: Path | None = None
         self._servers: list[asyncio.Server] = []
         self.http_port: int | None = None  # the HTTP API and dashboard, when [http] is configured
@@ -71,17 +71,16 @@ class MailServer:
         try:
             for listener in self.config.listeners:
                 server = await self._start_listener(listener, contexts.for_listener(listener))
-                if server is not None:
-                    self._servers.append(server)
-                    self.ports[listener.name] = server.sockets[0].getsockname()[1]
-                    self.listeners[listener.name] = listener
+                self._servers.append(server)
+                self.ports[listener.name] = server.sockets[0].getsockname()[1]
+                self.listeners[listener.name] = listener
             if self.config.http is not None:
                 await self._start_http(self.config.http)
         except BaseException:
             await self.stop()
             raise
 
-    async def _start_listener(self, listener: Listener, context: ssl.SSLContext) -> asyncio.Server | None:
+    async def _start_listener(self, listener: Listener, context: ssl.SSLContext) -> asyncio.Server:
         loop = asyncio.get_running_loop()
         host = listener.host or self.config.host
         # No ssl= here even for implicit TLS: the protocols do the handshake themselves, to record it.
@@ -89,12 +88,7 @@ class MailServer:
             if listener.protocol == "smtp":
                 factory = smtp_factory(listener, self.store, self.config.hostname, context, self.journal)
                 return await loop.create_server(factory, host, listener.port)
-            module_name, class_name, too_many = LINE_PROTOCOLS[listener.protocol]
-            try:
-                session_class = getattr(importlib.import_module(module_name), class_name)
-            except (ImportError, AttributeError):
-                self.skipped[listener.name] = f"{listener.protocol.upper()} is not built yet"
-                return None
+            session_class, too_many = LINE_PROTOCOLS[listener.protocol]
             hostname = self.config.hostname
             store = self.store
             misbehaviour = Misbehaviour(listener.scenario, listener.protocol, listener.chaos)

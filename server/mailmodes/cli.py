@@ -133,8 +133,6 @@ async def _serve(config: Config) -> int:
     except ListenerError as error:
         print(f"mailmodes: {error}", file=sys.stderr)
         return EXIT_START
-    for name, reason in server.skipped.items():
-        print(f"skipped   {name}: {reason}", flush=True)
     for name, listener in server.listeners.items():
         host = listener.host or config.host
         scenario = f"  scenario={listener.scenario}" if listener.scenario else ""

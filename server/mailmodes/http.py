@@ -268,10 +268,8 @@ class HttpServer:
 
     async def ready(self, request: web.Request) -> web.Response:
         server = self.server
-        expected = len(server.config.listeners) - len(server.skipped)
-        ready = not self._closing.is_set() and len(server.ports) == expected
-        return json_response({"ready": ready, "listening": len(server.ports), "skipped": len(server.skipped)},
-                             200 if ready else 503)
+        ready = not self._closing.is_set() and len(server.ports) == len(server.config.listeners)
+        return json_response({"ready": ready, "listening": len(server.ports)}, 200 if ready else 503)
 
     async def info(self, request: web.Request) -> web.Response:
         config = self.server.config
@@ -286,7 +284,7 @@ class HttpServer:
     async def listeners(self, request: web.Request) -> web.Response:
         server = self.server
         return json_response({"listeners": [
-            listener_view(listener, server.config, server.ports, server.skipped)
+            listener_view(listener, server.config, server.ports)
             for listener in server.config.listeners
         ]})
 
@@ -304,7 +302,7 @@ class HttpServer:
             if cached is not None and fresh:
                 return json_response({**cached[1], "cached": True, "age": round(time.monotonic() - cached[0], 3)})
             server = self.server
-            ports = dict(server.ports)  # running listeners only: a skipped one has no port of ours
+            ports = dict(server.ports)  # running listeners only
             config = server.config
             targets = [target for target in targets_from_config(config, ports) if target.name in ports]
             options = options_from_config(config, server.ca_file)

@@ -134,7 +134,7 @@ def _schemas() -> dict[str, Any]:
             "name": {"type": "string"}, "protocol": {"type": "string"}, "host": {"type": "string"},
             "port": {"type": ["integer", "null"], "description": "the bound port; null if not running"},
             "configured_port": {"type": "integer"}, "mode": {"type": "string"}, "role": string_or_null,
-            "scenario": string_or_null, "running": {"type": "boolean"}, "skipped": string_or_null,
+            "scenario": string_or_null, "running": {"type": "boolean"},
         },
     }
     setting = {

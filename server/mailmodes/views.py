@@ -34,7 +34,7 @@ class BadQuery(ValueError):
 # --- listeners --------------------------------------------------------------------------------
 
 
-def listener_view(listener: Listener, config: Config, ports: dict[str, int], skipped: dict[str, str]) -> dict[str, Any]:
+def listener_view(listener: Listener, config: Config, ports: dict[str, int]) -> dict[str, Any]:
     return {
         "name": listener.name,
         "protocol": listener.protocol,
@@ -45,7 +45,6 @@ def listener_view(listener: Listener, config: Config, ports: dict[str, int], ski
         "role": listener.role if listener.protocol == "smtp" else None,
         "scenario": listener.scenario,
         "running": listener.name in ports,
-        "skipped": skipped.get(listener.name),
     }
 
 

@@ -117,7 +117,7 @@ def test_ca_pem_is_the_servers_ca(server: ThreadedMailServer) -> None:
 
 def test_health_ready_info_listeners(server: ThreadedMailServer) -> None:
     assert get_json(server, "/api/health") == {"status": "ok", "version": "0.1.0"}
-    assert get_json(server, "/api/ready") == {"ready": True, "listening": 4, "skipped": 0}
+    assert get_json(server, "/api/ready") == {"ready": True, "listening": 4}
     info = get_json(server, "/api/info")
     assert info == {"version": "0.1.0", "hostname": "mail.example.test", "http_port": server.http_port, "ca": "/ca.pem",
                     "users": [{"user": "alice", "addresses": ["alice@example.test"]},
@@ -125,7 +125,7 @@ def test_health_ready_info_listeners(server: ThreadedMailServer) -> None:
     listeners = get_json(server, "/api/listeners")["listeners"]
     assert listeners[1] == {"name": "submission", "protocol": "smtp", "host": HOST, "port": server.port("submission"),
                             "configured_port": 0, "mode": "starttls-required", "role": "submission",
-                            "scenario": None, "running": True, "skipped": None}
+                            "scenario": None, "running": True}
     assert [(entry["name"], entry["role"]) for entry in listeners] == [
         ("plain", "submission"), ("submission", "submission"), ("submissions", "submission"), ("imaps", None)]
 

@@ -72,9 +72,9 @@ async function loadListeners() {
     return el("tr", {}, el("th", {}, protocol.toUpperCase()), ...cells);
   });
   replaceRows($("matrix").tBodies[0], rows);
-  const skipped = listeners.filter((l) => l.skipped);
-  $("listeners-note").textContent = skipped.length
-    ? "Not running: " + skipped.map((l) => `${l.name} (${l.skipped})`).join(", ")
+  const stopped = listeners.filter((l) => !l.running);
+  $("listeners-note").textContent = stopped.length
+    ? "Not running: " + stopped.map((l) => l.name).join(", ")
     : "";
   const select = $("filter-listener");
   const chosen = select.value;
