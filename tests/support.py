@@ -125,6 +125,8 @@ def sans_io_connection(
     peer: tuple[str, int] = ("127.0.0.1", 40000),
     wake: Callable[[], None] = lambda: None,
     limits: dict[str, Any] | None = None,
+    scenario: str | None = None,
+    chaos: Any = None,
 ) -> Connection:
     """What a session of `protocol` needs to be driven by feeding it bytes: a listener named after
     the protocol (port 0, TLS `mode`, `limits` over the protocol's defaults) and its Security,
@@ -134,5 +136,6 @@ def sans_io_connection(
     security = Security(
         tls, encrypted=tls is TlsMode.IMPLICIT if encrypted is None else encrypted, tls_available=tls_available
     )
-    listener = Listener(protocol, protocol, 0, tls, limits=resolve_limits(protocol, Limits(**(limits or {}))))
+    listener = Listener(protocol, protocol, 0, tls, scenario=scenario, chaos=chaos,
+                        limits=resolve_limits(protocol, Limits(**(limits or {}))))
     return Connection(listener, security, peer, wake)

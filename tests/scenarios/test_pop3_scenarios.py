@@ -22,13 +22,11 @@ import pytest
 
 from mailmodes import __version__
 from mailmodes.app import ThreadedMailServer
-from mailmodes.config import Limits, Listener, resolve_limits
 from mailmodes.misbehaviour import GARBAGE, Chaos
-from mailmodes.net import Close, Connection, Output, Pause, StartTls
+from mailmodes.net import Close, Output, Pause, StartTls
 from mailmodes.pop3 import Pop3Session
-from mailmodes.store import Store
-from mailmodes.tls import Security, TlsMode
-from support import HOSTNAME, one_session, run_client, verdict_codes
+from mailmodes.tls import TlsMode
+from support import HOSTNAME, make_store, one_session, run_client, sans_io_connection, verdict_codes
 
 HOST = "127.0.0.1"
 TIMEOUT = 10
@@ -48,12 +46,9 @@ ServeFixture = Callable[..., ThreadedMailServer]
 
 def session(scenario: str | None, mode: TlsMode = TlsMode.STARTTLS_REQUIRED, chaos: Chaos | None = None,
             *, encrypted: bool = False) -> Pop3Session:
-    listener = Listener(name="pop3", protocol="pop3", port=0, tls=mode, scenario=scenario, chaos=chaos,
-                        limits=resolve_limits("pop3", Limits()))
-    security = Security(mode, encrypted=encrypted, tls_available=True)
-    store = Store()
-    store.add_account("alice", "alice-password", ["alice@example.test"])
-    return Pop3Session(Connection(listener, security, ("127.0.0.1", 1), wake=lambda: None), store, HOSTNAME)
+    connection = sans_io_connection("pop3", mode, encrypted=encrypted, peer=("127.0.0.1", 1), scenario=scenario,
+                                    chaos=chaos)
+    return Pop3Session(connection, make_store(), HOSTNAME)
 
 
 def capa(*extra: str) -> bytes:
