@@ -12,6 +12,7 @@ whole table takes about that long.
 
 from __future__ import annotations
 
+import abc
 import base64
 import enum
 import socket
@@ -196,28 +197,34 @@ class Login:
     reply: str
 
 
-class Driver:
+class Driver(abc.ABC):
     """The few commands of one protocol the probe needs. Subclasses: SMTP, IMAP, POP3."""
 
     name = ""
 
+    @abc.abstractmethod
     def greeting(self, wire: Wire, timeout: float) -> str:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def capabilities(self, wire: Wire, timeout: float) -> set[str]:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def offers_starttls(self, capabilities: set[str]) -> bool:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def starttls(self, wire: Wire, timeout: float) -> tuple[bool, str]:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def login(self, wire: Wire, credentials: Credentials, capabilities: set[str], timeout: float) -> Login:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def logout(self, wire: Wire, timeout: float) -> None:
-        raise NotImplementedError
+        ...
 
 
 class SmtpDriver(Driver):

@@ -93,9 +93,7 @@ def test_the_probes_own_sessions_are_in_the_journal_between_started_and_finished
 
 def test_the_result_is_kept_and_refresh_probes_again(server: ThreadedMailServer) -> None:
     first = get(server, "/api/explain")
-    server.journal.wait_for(CELLS_PER_PROBE)
-    time.sleep(0.2)
-    sessions = len(server.journal.sessions(include_open=True))
+    sessions = len(server.journal.wait_for(CELLS_PER_PROBE))
 
     started = time.monotonic()
     kept = get(server, "/api/explain")
@@ -104,7 +102,6 @@ def test_the_result_is_kept_and_refresh_probes_again(server: ThreadedMailServer)
     assert {k: v for k, v in kept.items() if k not in ("cached", "age")} == \
         {k: v for k, v in first.items() if k not in ("cached", "age")}
     assert get(server, "/api/explain?refresh=0")["started"] == first["started"]
-    time.sleep(0.2)
     assert len(server.journal.sessions(include_open=True)) == sessions  # nothing connected
 
     again = get(server, "/api/explain?refresh=1")
@@ -121,7 +118,7 @@ def test_requests_during_a_probe_share_it_and_the_api_keeps_answering(server: Th
                for _ in range(3)]
     for thread in threads:
         thread.start()
-    time.sleep(0.3)
+    server.journal.wait_for(1)  # the probe is under way: its first connection has finished
     # The probe runs on a thread, not on the loop the API and the mail listeners share.
     started = time.monotonic()
     assert get(server, "/api/health")["status"] == "ok"
@@ -131,5 +128,5 @@ def test_requests_during_a_probe_share_it_and_the_api_keeps_answering(server: Th
     assert len(results) == 3
     assert len({result["started"] for result in results}) == 1  # one probe, not three
     assert sorted(result["cached"] for result in results) == [False, True, True]
-    time.sleep(0.3)
+    assert len(server.journal.wait_for(CELLS_PER_PROBE)) == CELLS_PER_PROBE
     assert len(server.journal.sessions(include_open=True)) == CELLS_PER_PROBE

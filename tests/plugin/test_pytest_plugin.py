@@ -137,7 +137,6 @@ def test_factory(mailmodes_factory):
     result.assert_outcomes(passed=2)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("xdist") is None, reason="pytest-xdist is not installed")
 def test_works_under_xdist(pytester: pytest.Pytester) -> None:
     """Two workers, each with its own servers, ports and certificate directory."""
     seen = pytester.mkdir("seen")

@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import mailmodes
 import pytest
 from mailmodes import badcerts
 from mailmodes.app import ThreadedMailServer
@@ -543,17 +542,14 @@ def test_describe_lists_everything() -> None:
 
 # --- the same against the app, once app.py uses tls_context_for ---------------------------------
 
-PACKAGE = Path(mailmodes.__file__).parent
-APP_WIRED = any("tls_context_for" in path.read_text() for path in PACKAGE.rglob("*.py") if path.name != "scenarios.py")
 LIVE_PROTOCOLS = {
     # protocol -> (s_client -starttls value, what to say before closing)
     "smtp": ("smtp", b"QUIT\r\n"),
-    **({"imap": ("imap", b"a LOGOUT\r\n")} if (PACKAGE / "imap" / "session.py").exists() else {}),
-    **({"pop3": ("pop3", b"QUIT\r\n")} if (PACKAGE / "pop3.py").exists() else {}),
+    "imap": ("imap", b"a LOGOUT\r\n"),
+    "pop3": ("pop3", b"QUIT\r\n"),
 }
 
 
-@pytest.mark.skipif(not APP_WIRED, reason="app.py does not build listener contexts from tls_context_for yet")
 @pytest.mark.parametrize("scenario", SECTION_1)
 def test_app_serves_the_scenario(serve: Callable[..., ThreadedMailServer], ca_file: Path, scenario: str) -> None:
     listeners = [
