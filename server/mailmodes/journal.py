@@ -76,9 +76,16 @@ class SessionRecord:
     used_injected_state: list[str] = field(default_factory=list)
     pipelined_bytes: int = 0
     first_client_bytes: bytes = b""
-    transcript: list[TranscriptLine] = field(default_factory=list)
+    # (at, sender, tls, text) as plain tuples: CPython stops tracking tuples of strings and numbers
+    # in its cyclic GC, so a full journal costs later collections nothing (TranscriptLine objects
+    # would be scanned at every full collection, slowing the whole server as the journal fills).
+    lines: list[tuple[float, str, bool, str]] = field(default_factory=list)
     transcript_truncated: int = 0
     verdicts: list[Verdict] = field(default_factory=list)
+
+    @property
+    def transcript(self) -> list[TranscriptLine]:
+        return [TranscriptLine(*line) for line in self.lines]
 
     @property
     def encrypted(self) -> bool:
@@ -107,8 +114,8 @@ class SessionRecord:
             "user": self.user,
             "verdicts": [verdict.code for verdict in self.verdicts],
             "verdict_details": [asdict(verdict) for verdict in self.verdicts],
-            "transcript": [{"at": round(line.at, 3), "sender": line.sender, "tls": line.tls, "text": line.text}
-                           for line in self.transcript],
+            "transcript": [{"at": round(at, 3), "sender": sender, "tls": tls, "text": text}
+                           for at, sender, tls, text in self.lines],
             "transcript_truncated": self.transcript_truncated,
         }
 

@@ -29,7 +29,9 @@ class Message:
     uid: int
     data: bytes
     internal_date: datetime
-    flags: set[str] = field(default_factory=set)
+    # Immutable, replaced on change (Mailbox.set_flags): most messages share the one empty
+    # frozenset instead of each holding a set the cyclic GC must scan.
+    flags: frozenset[str] = frozenset()  # see NO_FLAGS
 
     @property
     def size(self) -> int:
@@ -43,6 +45,14 @@ class Message:
         if key not in cache:
             cache[key] = compute(self.data)
         return cache[key]
+
+
+NO_FLAGS: frozenset[str] = frozenset()
+
+
+def _stored_flags(flags: Iterable[str]) -> frozenset[str]:
+    """\\Recent is per session, never stored; no flags at all is the one shared empty set."""
+    return frozenset(flags).difference(("\\Recent",)) or NO_FLAGS
 
 
 Watcher = Callable[[], None]
@@ -72,7 +82,7 @@ class Mailbox:
             uid=self.uidnext,
             data=bytes(data),
             internal_date=internal_date or datetime.now(timezone.utc),
-            flags=set(flags) - {"\\Recent"},
+            flags=_stored_flags(flags),
         )
         self.uidnext += 1
         self.messages.append(message)
@@ -98,7 +108,7 @@ class Mailbox:
         return removed
 
     def set_flags(self, message: Message, flags: Iterable[str]) -> None:
-        new = set(flags) - {"\\Recent"}
+        new = _stored_flags(flags)
         if new != message.flags:
             message.flags = new
             self.changed()

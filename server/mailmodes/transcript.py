@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from mailmodes.journal import Journal, SessionRecord, TranscriptLine
+from mailmodes.journal import Journal, SessionRecord
 from mailmodes.misbehaviour import CANARY_EXISTS, CANARY_INJECTED, CANARY_MAILBOX, CANARY_PRETLS
 
 MASK = "****"
@@ -139,9 +139,9 @@ class Recorder:
     # ---- transcript -------------------------------------------------------------------------
     def _add(self, sender: str, text: str) -> None:
         record = self.record
-        transcript = record.transcript
-        if len(transcript) < self.max_lines:
-            transcript.append(TranscriptLine(time.time() - record.started, sender, record.tls_version is not None, text))
+        lines = record.lines
+        if len(lines) < self.max_lines:
+            lines.append((time.time() - record.started, sender, record.tls_version is not None, text))
         else:
             record.transcript_truncated += 1
 

@@ -348,7 +348,7 @@ def sessions_version(journal: Journal) -> tuple[int, ...]:
     version = [len(finished), finished[-1].id if finished else 0]
     for record in records:
         if record.ended is None:
-            version += [record.id, len(record.transcript)]
+            version += [record.id, len(record.lines)]
     return tuple(version)
 
 

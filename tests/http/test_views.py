@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 import pytest
 from mailmodes.config import parse_config
-from mailmodes.journal import Journal, SessionRecord, TranscriptLine
+from mailmodes.journal import Journal, SessionRecord
 from mailmodes.store import Mailbox
 from mailmodes.views import (
     BadQuery,
@@ -25,7 +25,7 @@ LISTENER = parse_config({"listeners": [{"name": "plain", "protocol": "smtp", "po
 def finished(journal: Journal, user: str | None = None, lines: int = 3) -> SessionRecord:
     record = journal.open(LISTENER, ("127.0.0.1", 40000))
     record.user = user
-    record.transcript = [TranscriptLine(0.1 * n, "client", False, f"line {n} \u2028 </script>") for n in range(lines)]
+    record.lines = [(0.1 * n, "client", False, f"line {n} \u2028 </script>") for n in range(lines)]
     journal.finish(record)
     return record
 
@@ -51,7 +51,7 @@ def test_open_sessions_are_never_cached() -> None:
     record = journal.open(LISTENER, ("127.0.0.1", 40000))
     cache = SessionJson()
     first = json.loads(cache.encode(record, transcript=True))
-    record.transcript.append(TranscriptLine(0.0, "server", False, "220 hi"))
+    record.lines.append((0.0, "server", False, "220 hi"))
     assert json.loads(cache.encode(record, transcript=True))["transcript"] != first["transcript"]
     assert not cache.is_cached(record)
 
