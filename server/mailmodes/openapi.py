@@ -208,7 +208,7 @@ def _paths() -> dict[str, Any]:
         "/api/health": {"get": {"summary": "the HTTP server answers", "operationId": "health", "responses": {
             "200": _json({"type": "object", "properties": {"status": {"const": "ok"}, "version": {"type": "string"}}},
                          "alive")}}},
-        "/api/ready": {"get": {"summary": "every listener that can run is listening", "operationId": "ready",
+        "/api/ready": {"get": {"summary": "every configured listener is listening", "operationId": "ready",
                                "responses": {
                                    "200": _json({"type": "object"}, "ready: true"),
                                    "503": _json({"type": "object"}, "ready: false (starting or stopping)")}}},
