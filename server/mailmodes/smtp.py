@@ -15,12 +15,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiosmtpd.smtp
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from mailmodes import __version__
 from mailmodes.config import Listener
 from mailmodes.journal import Journal
 from mailmodes.misbehaviour import GARBAGE, Misbehaviour
+from mailmodes.smtp_hotpaths import CRLF, lines_within, parse_simple_path, scan_data, unstuff
 from mailmodes.store import Account, Store
 from mailmodes.tls import Security, TlsMode, handshake_timeout, is_encrypted
 from mailmodes.transcript import Recorder, recorder_for
@@ -57,6 +58,7 @@ REPLY_WORDING = {
 }
 
 TLS_ACTIVE = "503 5.5.1 TLS already active"
+GO_AHEAD = "354 End data with <CR><LF>.<CR><LF>"  # aiosmtpd's wording, kept
 READY = "220 2.0.0 Ready to start TLS"
 RELAY_DENIED = "554 5.7.1 Relay access denied"
 USER_UNKNOWN = "550 5.1.1 User unknown"
@@ -168,6 +170,7 @@ class MailmodesSMTP(SMTP):
         self.keep_pipelined = False
         self.injected = ""
         self.silent = False  # starttls-silence: not even a goodbye at the idle timeout
+        self.resuming_data = False  # aiosmtpd's DATA takes over after our 354 (smtp_DATA)
         self.misbehaviour = misbehaviour
         mode = TlsMode.PLAINTEXT if self.misbehaviour.strips_starttls else listener.tls
         self.security = Security(mode, encrypted=False, tls_available=tls_context is not None)
@@ -243,6 +246,60 @@ class MailmodesSMTP(SMTP):
 
         return maybe_chaos
 
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        simple = None if self.local_part_limit else parse_simple_path(arg)
+        return simple if simple is not None else super()._getaddr(arg)  # type: ignore[no-any-return]
+
+    async def smtp_DATA(self, arg: str) -> None:
+        """aiosmtpd's DATA, but taking every complete line already received at once instead of one
+        readuntil() per line. A message with a line or a size over its limit is handed back to
+        aiosmtpd's own reading (the lines taken so far put back first), which decides the reply."""
+        session, envelope = self.session, self.envelope
+        assert session is not None and envelope is not None
+        if (not session.host_name or (self._auth_required and not session.authenticated)
+                or not envelope.rcpt_tos or arg or self._decode_data or "DATA" not in self._handle_hooks):
+            await super().smtp_DATA(arg)  # aiosmtpd's refusals, word for word
+            return
+        await self.push(GO_AHEAD)
+        content = await self._read_data()
+        if content is None:
+            self.resuming_data = True
+            await super().smtp_DATA(arg)
+            return
+        envelope.content = envelope.original_content = content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push("250 OK" if status is MISSING else status)
+
+    async def _read_data(self) -> bytes | None:
+        """The message, unstuffed; None (with what was taken put back) when it is over a limit."""
+        reader = self._reader
+        taken: list[bytes] = []
+        size, size_limit = 0, self.data_size_limit
+        while True:
+            try:
+                first = await reader.readuntil(CRLF)
+            except asyncio.LimitOverrunError:
+                break  # a line over the limit; readuntil took nothing
+            except asyncio.CancelledError:
+                self._writer.close()  # the connection went away during DATA, as aiosmtpd does
+                raise
+            if first == b".\r\n":
+                return unstuff(b"".join(taken))
+            batch = scan_data(reader._buffer)  # type: ignore[attr-defined]
+            chunk = await reader.readexactly(batch.consumed) if batch.consumed else b""
+            lines = first + chunk[:batch.lines]
+            taken.append(lines)
+            size += len(lines)
+            if (size_limit and size > size_limit) or not lines_within(lines, self.line_length_limit):
+                if batch.terminated:
+                    taken.append(b".\r\n")
+                break
+            if batch.terminated:
+                return unstuff(b"".join(taken))
+        reader._buffer[0:0] = b"".join(taken)  # type: ignore[attr-defined]
+        return None
+
     async def smtp_STARTTLS(self, arg: str) -> None:
         if self.security.encrypted:
             await self.push(TLS_ACTIVE)
@@ -276,6 +333,9 @@ class MailmodesSMTP(SMTP):
             self.transport.close()
 
     async def push(self, status: str | bytes) -> None:
+        if self.resuming_data and status == GO_AHEAD:
+            self.resuming_data = False
+            return  # aiosmtpd's DATA repeating the 354 smtp_DATA already sent
         if self.misbehaviour.delay:
             await asyncio.sleep(self.misbehaviour.delay)
         if not self.greeted:
