@@ -16,9 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from mailmodes import __version__, apiclient
-from mailmodes import check as health
-from mailmodes import explain as teaching
+from mailmodes import __version__
 from mailmodes.app import ListenerError, MailServer
 from mailmodes.certs import ensure_certificates
 from mailmodes.config import Config, ConfigError, load_config, parse_config, read_toml
@@ -162,6 +160,8 @@ def certs(args: argparse.Namespace) -> int:
 
 def check(args: argparse.Namespace) -> int:
     """The readiness check (Docker HEALTHCHECK): one line per listener, 0 only if all greet."""
+    from mailmodes import check as health  # here, not at the top: `serve` starts faster without it
+
     config = _load(args)
     ca = Path(args.ca) if args.ca else None
     lines, status = health.report(health.check(config, host=args.connect, ca_file=ca, timeout=args.timeout))
@@ -171,6 +171,8 @@ def check(args: argparse.Namespace) -> int:
 
 def explain(args: argparse.Namespace) -> int:
     """The teaching table: every client setting against every listener of a running server."""
+    from mailmodes import explain as teaching
+
     config = _load(args)
     options = teaching.options_from_config(config, Path(args.ca) if args.ca else None,
                                            greeting_timeout=args.timeout)
@@ -190,8 +192,16 @@ def explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def messages(args: argparse.Namespace) -> int:
+    from mailmodes import apiclient
+
+    return apiclient.print_messages(args.api, args.user)
+
+
 def sessions(args: argparse.Namespace) -> int:
     if args.api:
+        from mailmodes import apiclient  # urllib: only for the commands that talk to a server
+
         return apiclient.print_sessions(args.api, args.verdict, lambda entry: format_session(
             entry, transcript=args.transcript))
     path = Path(args.journal)
@@ -289,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     messages_parser.add_argument("--api", metavar="URL", required=True,
                                  help="the server's HTTP API, e.g. http://127.0.0.1:8025")
     messages_parser.add_argument("--user", help="only this user's mailboxes (default: every user, and captured mail)")
-    messages_parser.set_defaults(run=lambda args: apiclient.print_messages(args.api, args.user))
+    messages_parser.set_defaults(run=messages)
     return parser
 
 
