@@ -367,13 +367,15 @@ class MailmodesSMTP(SMTP):
         if self.misbehaviour.closes_after_greeting() and self.transport is not None:
             self.transport.close()
 
-    async def _push_recorded(self, status: str | bytes) -> None:
+    def _push_recorded(self, status: str | bytes) -> Awaitable[None]:
+        # Not a coroutine itself: every reply passes here, and one coroutine frame fewer per reply
+        # is measurable in the benchmark.
         if self.recorder is not None:
             if isinstance(status, str) and "\n" not in status:
                 self.recorder.server_reply(status)  # the common case: one line, no re-parsing
             else:
                 self.recorder.server((status.encode() if isinstance(status, str) else status) + b"\r\n")
-        await super().push(status)
+        return super().push(status)
 
     def _timeout_cb(self) -> None:
         # RFC 5321 4.5.3.2: say why before closing an idle connection.

@@ -53,9 +53,14 @@ class _Stream:
     (SMTP DATA, POP3 RETR/TOP) in a single pass by offset: cost stays linear in the bytes."""
 
     TERMINATOR = b"\n.\r\n"
-    __slots__ = ("buffer", "literal", "literal_size", "in_message", "message_bytes", "tail")
+    __slots__ = ("buffer", "literal", "literal_size", "in_message", "message_bytes", "tail",
+                 "on_line", "on_literal", "on_message")
 
-    def __init__(self) -> None:
+    def __init__(self, on_line: Callable[[bytes], bool], on_literal: Callable[[int], None],
+                 on_message: Callable[[int], None]) -> None:
+        """on_line gets each line (True: stop and return the rest), on_literal and on_message
+        the size of each literal or message body that was skipped."""
+        self.on_line, self.on_literal, self.on_message = on_line, on_literal, on_message
         self.buffer = b""
         self.literal = 0  # literal bytes still to skip
         self.literal_size = 0
@@ -69,8 +74,7 @@ class _Stream:
     def expect_message(self) -> None:
         self.in_message, self.message_bytes, self.tail = True, 0, b"\n"
 
-    def feed(self, data: bytes, on_line: Callable[[bytes], bool], on_literal: Callable[[int], None],
-             on_message: Callable[[int], None]) -> bytes:
+    def feed(self, data: bytes) -> bytes:
         """Hand each complete unit to its callback; if on_line returns True, stop and return the
         rest of the data unprocessed."""
         buffer = self.buffer + data if self.buffer else data
@@ -81,7 +85,7 @@ class _Stream:
                 position += taken
                 self.literal -= taken
                 if not self.literal:
-                    on_literal(self.literal_size)
+                    self.on_literal(self.literal_size)
             elif self.in_message:
                 end = self._message_end(buffer, position)
                 if end is None:
@@ -91,13 +95,13 @@ class _Stream:
                     self.message_bytes += end - position
                     self.in_message = False
                     position = end
-                    on_message(self.message_bytes - 3)  # without the terminating ".\r\n"
+                    self.on_message(self.message_bytes - 3)  # without the terminating ".\r\n"
             else:
                 end = buffer.find(b"\n", position)
                 if end < 0:
                     break
                 line, position = buffer[position:end + 1], end + 1
-                if on_line(line):
+                if self.on_line(line):
                     self.buffer = b""
                     return buffer[position:]
         self.buffer = buffer[position:]
@@ -123,10 +127,12 @@ class Recorder:
         self.record = record
         self.max_lines = max_lines
         self.protocol = record.protocol
-        self._client = _Stream()
+        self._lines = record.lines
+        self._encrypted = False
+        self._client = _Stream(self._client_line, self._client_literal_done, self._client_message_done)
         self._command: Callable[[str], str] = getattr(self, f"_{record.protocol}_command")
         self._after_literal = False
-        self._server = _Stream()
+        self._server = _Stream(self._server_line, self._server_literal_done, self._server_message_done)
         self._secret_next = False  # the next client line answers an AUTH challenge
         self._secret_command = ""
         self._last_command = ""
@@ -138,12 +144,12 @@ class Recorder:
 
     # ---- transcript -------------------------------------------------------------------------
     def _add(self, sender: str, text: str) -> None:
-        record = self.record
-        lines = record.lines
+        # Called for every line of every session: kept to the bare minimum of lookups.
+        lines = self._lines
         if len(lines) < self.max_lines:
-            lines.append((time.time() - record.started, sender, record.tls_version is not None, text))
+            lines.append((time.time() - self.record.started, sender, self._encrypted, text))
         else:
-            record.transcript_truncated += 1
+            self.record.transcript_truncated += 1
 
     # ---- TLS --------------------------------------------------------------------------------
     def tls_started(self, ssl_object: Any, *, via_starttls: bool) -> None:
@@ -159,6 +165,7 @@ class Recorder:
             record.bad_certificate = bool(getattr(ssl_object, "mailmodes_bad_certificate", record.bad_certificate))
         if via_starttls:
             record.starttls = True
+        self._encrypted = record.tls_version is not None
         self._add("server", f"[TLS established: {record.tls_version} {record.cipher}"
                             + (f", SNI {record.sni}" if record.sni else "") + "]")
         pending, self._pending_pipelined = self._pending_pipelined, b""
@@ -194,13 +201,13 @@ class Recorder:
     def client(self, data: bytes) -> None:
         if not self._saw_client_bytes and data:
             self._saw_client_bytes = True
-            if not self.record.encrypted:
+            if not self._encrypted:
                 self.record.first_client_bytes = data[:32]
-        if self._starttls_tag is not None and not self.record.encrypted:
+        if self._starttls_tag is not None and not self._encrypted:
             # Bytes behind a STARTTLS, before its reply: kept aside until we know whether TLS starts.
             self._pending_pipelined += data
             return
-        rest = self._client.feed(data, self._client_line, self._client_literal_done, self._client_message_done)
+        rest = self._client.feed(data)
         if rest:
             self._pending_pipelined = rest
         if len(self._client.buffer) > 65536:  # no endless buffering of a line-less flood
@@ -236,8 +243,8 @@ class Recorder:
             return False
         if CANARY_PREFIX in text:
             for canary in (CANARY_INJECTED, CANARY_PRETLS):
-                if canary in text and (canary, self.record.encrypted) not in self.record.canaries:
-                    self.record.canaries.append((canary, self.record.encrypted))
+                if canary in text and (canary, self._encrypted) not in self.record.canaries:
+                    self.record.canaries.append((canary, self._encrypted))
         shown = self._command(text)
         literal = _LITERAL.search(line) if self.protocol == "imap" else None
         if literal:
@@ -248,26 +255,27 @@ class Recorder:
 
     def _count(self, command: str) -> None:
         self._last_command = command
-        if self.record.encrypted:
-            if not self.record.commands_after_tls:
-                self.record.first_command_after_tls = command
-            self.record.commands_after_tls += 1
+        record = self.record
+        if self._encrypted:
+            if not record.commands_after_tls:
+                record.first_command_after_tls = command
+            record.commands_after_tls += 1
         else:
-            self.record.commands_before_tls += 1
-            if len(self.record.verbs_before_tls) < 64:
-                self.record.verbs_before_tls.append(command)
-            in_clear = self.record.mail_commands_in_clear
+            record.commands_before_tls += 1
+            if len(record.verbs_before_tls) < 64:
+                record.verbs_before_tls.append(command)
+            in_clear = record.mail_commands_in_clear
             if command in MAIL_COMMANDS[self.protocol] and command not in in_clear:
                 in_clear.append(command)  # each verb once: a long session must not grow this
 
     def _starttls_requested(self, tag: str) -> None:
-        if not self.record.encrypted:
+        if not self._encrypted:
             self._starttls_tag = tag
             self._starttls_accepted = False
             self.record.starttls_attempted = True
 
     def _credential(self, command: str, *, secret: bool) -> None:
-        fact = (self.record.encrypted, secret, command)
+        fact = (self._encrypted, secret, command)
         if fact not in self.record.credentials:  # each kind once: repeated logins must not grow this
             self.record.credentials.append(fact)
 
@@ -343,7 +351,7 @@ class Recorder:
 
     # ---- server side ------------------------------------------------------------------------
     def server(self, data: bytes) -> None:
-        self._server.feed(data, self._server_line, self._server_literal_done, self._server_message_done)
+        self._server.feed(data)
 
     def _server_literal_done(self, size: int) -> None:
         self._add("server", f"[literal: {size} bytes]")
