@@ -53,14 +53,9 @@ class _Stream:
     (SMTP DATA, POP3 RETR/TOP) in a single pass by offset: cost stays linear in the bytes."""
 
     TERMINATOR = b"\n.\r\n"
-    __slots__ = ("buffer", "literal", "literal_size", "in_message", "message_bytes", "tail",
-                 "on_line", "on_literal", "on_message")
+    __slots__ = ("buffer", "literal", "literal_size", "in_message", "message_bytes", "tail")
 
-    def __init__(self, on_line: Callable[[bytes], bool], on_literal: Callable[[int], None],
-                 on_message: Callable[[int], None]) -> None:
-        """on_line gets each line (True: stop and return the rest), on_literal and on_message
-        the size of each literal or message body that was skipped."""
-        self.on_line, self.on_literal, self.on_message = on_line, on_literal, on_message
+    def __init__(self) -> None:
         self.buffer = b""
         self.literal = 0  # literal bytes still to skip
         self.literal_size = 0
@@ -74,9 +69,11 @@ class _Stream:
     def expect_message(self) -> None:
         self.in_message, self.message_bytes, self.tail = True, 0, b"\n"
 
-    def feed(self, data: bytes) -> bytes:
+    def feed(self, data: bytes, on_line: Callable[[bytes], bool], on_literal: Callable[[int], None],
+             on_message: Callable[[int], None]) -> bytes:
         """Hand each complete unit to its callback; if on_line returns True, stop and return the
-        rest of the data unprocessed."""
+        rest of the data unprocessed. (The callbacks are passed per call, not kept: bound methods
+        kept here would cost every idle connection about 450 bytes.)"""
         buffer = self.buffer + data if self.buffer else data
         position, size = 0, len(buffer)
         while position < size:
@@ -85,7 +82,7 @@ class _Stream:
                 position += taken
                 self.literal -= taken
                 if not self.literal:
-                    self.on_literal(self.literal_size)
+                    on_literal(self.literal_size)
             elif self.in_message:
                 end = self._message_end(buffer, position)
                 if end is None:
@@ -95,13 +92,13 @@ class _Stream:
                     self.message_bytes += end - position
                     self.in_message = False
                     position = end
-                    self.on_message(self.message_bytes - 3)  # without the terminating ".\r\n"
+                    on_message(self.message_bytes - 3)  # without the terminating ".\r\n"
             else:
                 end = buffer.find(b"\n", position)
                 if end < 0:
                     break
                 line, position = buffer[position:end + 1], end + 1
-                if self.on_line(line):
+                if on_line(line):
                     self.buffer = b""
                     return buffer[position:]
         self.buffer = buffer[position:]
@@ -123,16 +120,21 @@ class Recorder:
     """Feeds one SessionRecord. Call `client`/`server` with raw bytes, `tls_started` after a
     handshake, `tls_failed` when one failed."""
 
+    __slots__ = ("record", "max_lines", "protocol", "_lines", "_encrypted", "_client", "_command",
+                 "_after_literal", "_server", "_secret_next", "_secret_command", "_last_command",
+                 "_literal_command", "_starttls_tag", "_pending_pipelined", "_starttls_accepted",
+                 "_saw_client_bytes")
+
     def __init__(self, record: SessionRecord, max_lines: int) -> None:
         self.record = record
         self.max_lines = max_lines
         self.protocol = record.protocol
         self._lines = record.lines
         self._encrypted = False
-        self._client = _Stream(self._client_line, self._client_literal_done, self._client_message_done)
+        self._client = _Stream()
         self._command: Callable[[str], str] = getattr(self, f"_{record.protocol}_command")
         self._after_literal = False
-        self._server = _Stream(self._server_line, self._server_literal_done, self._server_message_done)
+        self._server = _Stream()
         self._secret_next = False  # the next client line answers an AUTH challenge
         self._secret_command = ""
         self._last_command = ""
@@ -207,7 +209,7 @@ class Recorder:
             # Bytes behind a STARTTLS, before its reply: kept aside until we know whether TLS starts.
             self._pending_pipelined += data
             return
-        rest = self._client.feed(data)
+        rest = self._client.feed(data, self._client_line, self._client_literal_done, self._client_message_done)
         if rest:
             self._pending_pipelined = rest
         if len(self._client.buffer) > 65536:  # no endless buffering of a line-less flood
@@ -351,7 +353,7 @@ class Recorder:
 
     # ---- server side ------------------------------------------------------------------------
     def server(self, data: bytes) -> None:
-        self._server.feed(data)
+        self._server.feed(data, self._server_line, self._server_literal_done, self._server_message_done)
 
     def _server_literal_done(self, size: int) -> None:
         self._add("server", f"[literal: {size} bytes]")
@@ -408,6 +410,8 @@ class Recorder:
 
 class _NullRecorder(Recorder):
     """The recorder of a disabled journal: every hook does nothing."""
+
+    __slots__ = ()
 
     def client(self, data: bytes) -> None:
         pass
