@@ -11,11 +11,11 @@ import asyncio
 import functools
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import aiosmtpd.smtp
-from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
 from mailmodes import __version__
 from mailmodes.config import Listener
@@ -79,10 +79,18 @@ def aiosmtpd_tls_arguments(mode: TlsMode, tls_context: ssl.SSLContext | None) ->
 
 
 class DeliveryHandler:
-    """aiosmtpd handler: who may send to whom, and where accepted mail goes. Never relays."""
+    """aiosmtpd handler: who may send to whom, and where accepted mail goes. Never relays.
+
+    Stateless: one per listener, shared by its connections."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
+
+    @functools.cached_property
+    def hooks(self) -> dict[str, Callable[..., Any]]:
+        """The table aiosmtpd builds from a handler's handle_* methods for every connection, made
+        once here and shared."""
+        return {name.removeprefix("handle_"): getattr(self, name) for name in dir(self) if name.startswith("handle_")}
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
@@ -157,8 +165,9 @@ class Authenticator:
 class MailmodesSMTP(SMTP):
     """aiosmtpd's SMTP with our TLS policy, reply wording, and configurable limits."""
 
-    def __init__(self, listener: Listener, store: Store, hostname: str, tls_context: ssl.SSLContext | None,
-                 connections: set[MailmodesSMTP], journal: Journal, misbehaviour: Misbehaviour) -> None:
+    def __init__(self, listener: Listener, handler: DeliveryHandler, authenticator: Authenticator, hostname: str,
+                 tls_context: ssl.SSLContext | None, connections: set[MailmodesSMTP], journal: Journal,
+                 misbehaviour: Misbehaviour) -> None:
         # aiosmtpd sizes its line reader from this attribute during __init__.
         self.line_length_limit = listener.limits.max_line_length
         self.listener = listener
@@ -175,12 +184,12 @@ class MailmodesSMTP(SMTP):
         mode = TlsMode.PLAINTEXT if self.misbehaviour.strips_starttls else listener.tls
         self.security = Security(mode, encrypted=False, tls_available=tls_context is not None)
         super().__init__(
-            ScenarioDeliveryHandler(store) if misbehaviour.active else DeliveryHandler(store),
+            handler,
             hostname=hostname,
             ident=f"ESMTP mailmodes {__version__}",
             data_size_limit=listener.limits.max_message_size,
             timeout=listener.limits.idle_timeout,
-            authenticator=Authenticator(store),
+            authenticator=authenticator,
             # Set after __init__: aiosmtpd warns when auth is required without auth_require_tls,
             # which is exactly the implicit-TLS case it cannot recognise.
             auth_required=False,
@@ -190,6 +199,11 @@ class MailmodesSMTP(SMTP):
         if self.misbehaviour.chaos is not None and self.misbehaviour.chaos.stage:
             # Only a chaos listener pays for wrapping the commands.
             self._smtp_methods = {name: self._chaos_at(name, method) for name, method in self._smtp_methods.items()}
+        else:
+            # aiosmtpd's per-connection tables of bound methods, about 2 KB of every idle connection:
+            # the hooks are shared by the listener's connections, the commands bound on lookup.
+            self._smtp_methods = _Commands(self)
+        self._handle_hooks = handler.hooks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None
@@ -250,6 +264,7 @@ class MailmodesSMTP(SMTP):
         simple = None if self.local_part_limit else parse_simple_path(arg)
         return simple if simple is not None else super()._getaddr(arg)  # type: ignore[no-any-return]
 
+    @syntax("DATA")  # HELP lists a command, and explains it, only with its syntax line
     async def smtp_DATA(self, arg: str) -> None:
         """aiosmtpd's DATA, but taking every complete line already received at once instead of one
         readuntil() per line. A message with a line or a size over its limit is handed back to
@@ -300,6 +315,7 @@ class MailmodesSMTP(SMTP):
         reader._buffer[0:0] = b"".join(taken)  # type: ignore[attr-defined]
         return None
 
+    @syntax("STARTTLS", when="tls_context")
     async def smtp_STARTTLS(self, arg: str) -> None:
         if self.security.encrypted:
             await self.push(TLS_ACTIVE)
@@ -387,6 +403,30 @@ class MailmodesSMTP(SMTP):
         super()._timeout_cb()
 
 
+@functools.cache
+def _command_functions(cls: type) -> dict[str, Callable[..., Awaitable[None]]]:
+    return {name.removeprefix("smtp_"): getattr(cls, name) for name in dir(cls) if name.startswith("smtp_")}
+
+
+class _Commands(Mapping[str, Callable[[str], Awaitable[None]]]):
+    """aiosmtpd's `_smtp_methods` (command name -> bound smtp_* method), binding on lookup."""
+
+    __slots__ = ("session", "functions")
+
+    def __init__(self, session: MailmodesSMTP) -> None:
+        self.session = session
+        self.functions = _command_functions(type(session))
+
+    def __getitem__(self, name: str) -> Callable[[str], Awaitable[None]]:
+        return self.functions[name].__get__(self.session)  # type: ignore[attr-defined,no-any-return]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.functions)
+
+    def __len__(self) -> int:
+        return len(self.functions)
+
+
 class ImplicitTls(asyncio.Protocol):
     """Accepts plain TCP and does the TLS handshake itself before handing over to aiosmtpd, so
     that a client's alert (a rejected certificate) or its plaintext is recorded, not just logged."""
@@ -424,10 +464,14 @@ def smtp_factory(
     listener: Listener, store: Store, hostname: str, tls_context: ssl.SSLContext | None, journal: Journal
 ) -> Callable[[], asyncio.Protocol]:
     connections: set[MailmodesSMTP] = set()
-    misbehaviour = Misbehaviour(listener.scenario, "smtp", listener.chaos)  # stateless: one per listener
+    # Stateless, so one of each per listener: every idle connection is that much smaller.
+    misbehaviour = Misbehaviour(listener.scenario, "smtp", listener.chaos)
+    handler = ScenarioDeliveryHandler(store) if misbehaviour.active else DeliveryHandler(store)
+    authenticator = Authenticator(store)
 
     def make() -> asyncio.Protocol:
-        session = MailmodesSMTP(listener, store, hostname, tls_context, connections, journal, misbehaviour)
+        session = MailmodesSMTP(listener, handler, authenticator, hostname, tls_context, connections, journal,
+                                misbehaviour)
         if listener.tls is TlsMode.IMPLICIT and not session.misbehaviour.speaks_plaintext_on_implicit:
             assert tls_context is not None
             return ImplicitTls(session, tls_context)

@@ -206,6 +206,22 @@ def test_bad_command_and_long_line_get_5xx_and_the_session_goes_on(
     assert inbox(server, "bob") == [MESSAGE]
 
 
+@pytest.mark.parametrize(("tls", "listed"), [
+    ("starttls-optional", "AUTH DATA EHLO HELO HELP MAIL NOOP QUIT RCPT RSET STARTTLS VRFY"),
+    ("implicit", "AUTH DATA EHLO HELO HELP MAIL NOOP QUIT RCPT RSET VRFY"),
+])
+def test_help_lists_and_explains_every_command(serve: Callable[..., ThreadedMailServer],
+                                               client_context: ssl.SSLContext, tls: str, listed: str) -> None:
+    server = serve(listener(tls, role="mta"))  # a submission listener answers HELP only after AUTH
+    with connect(server, client_context, tls) as client:
+        client.ehlo()
+        assert client.docmd("HELP") == (250, f"Supported commands: {listed}".encode())
+        assert client.docmd("HELP DATA") == (250, b"Syntax: DATA")
+        assert client.docmd("HELP MAIL") == (250, b"Syntax: MAIL FROM: <address> [SP <mail-parameters>]")
+        assert client.docmd("HELP STARTTLS") == ((250, b"Syntax: STARTTLS") if "STARTTLS" in listed
+                                                 else (501, b"Supported commands: " + listed.encode()))
+
+
 def test_bad_command_budget_closes_with_421(serve: Callable[..., ThreadedMailServer],
                                             client_context: ssl.SSLContext) -> None:
     server = serve(listener("plaintext", limits={"max_bad_commands": 3}))
