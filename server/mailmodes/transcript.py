@@ -74,6 +74,10 @@ class _Stream:
         """Hand each complete unit to its callback; if on_line returns True, stop and return the
         rest of the data unprocessed. (The callbacks are passed per call, not kept: bound methods
         kept here would cost every idle connection about 450 bytes.)"""
+        if not (self.buffer or self.literal or self.in_message) and data[-1:] == b"\n" \
+                and data.find(b"\n") == len(data) - 1:
+            on_line(data)  # the common case, one whole command or reply line, without the loop
+            return b""
         buffer = self.buffer + data if self.buffer else data
         position, size = 0, len(buffer)
         while position < size:
@@ -299,7 +303,7 @@ class Recorder:
         self._count(verb)
         if verb == "AUTH":
             return self._sasl("AUTH", rest.split(), "")
-        if verb == STARTTLS_COMMAND["smtp"]:
+        if verb == "STARTTLS":
             self._starttls_requested("")
         return text
 
