@@ -15,7 +15,7 @@ from typing import Any
 from mailmodes.certs import ensure_certificates
 from mailmodes.config import Listener
 from mailmodes.scenarios import SCENARIOS, scenario_for_sni, tls_context_for
-from mailmodes.tls import server_context
+from mailmodes.tls import HandshakeWatch, server_context
 
 
 class ServerContexts:
@@ -48,6 +48,7 @@ class ServerContexts:
         return context
 
     def _sni(self, ssl_object: Any, server_name: str | None, context: ssl.SSLContext) -> None:
+        HandshakeWatch.saw(ssl_object)
         ssl_object.mailmodes_sni = server_name
         scenario_id = scenario_for_sni(server_name, self.hostname)
         if scenario_id is not None:

@@ -16,7 +16,7 @@ from typing import Protocol
 
 from mailmodes.config import Listener
 from mailmodes.journal import Journal
-from mailmodes.tls import Security, TlsMode, handshake_timeout, is_encrypted
+from mailmodes.tls import HandshakeWatch, Security, TlsMode, handshake_timeout, is_encrypted
 from mailmodes.transcript import Recorder, recorder_for
 
 log = logging.getLogger(__name__)
@@ -149,12 +149,13 @@ class _ClientConnection:
     async def handshake(self, *, via_starttls: bool) -> bool:
         assert self.server.tls_context is not None
         try:
-            await self.writer.start_tls(
-                self.server.tls_context,
-                ssl_handshake_timeout=handshake_timeout(self.server.listener.limits.idle_timeout),
-            )
+            with HandshakeWatch() as watch:
+                await self.writer.start_tls(
+                    self.server.tls_context,
+                    ssl_handshake_timeout=handshake_timeout(self.server.listener.limits.idle_timeout),
+                )
         except (ssl.SSLError, ConnectionError, TimeoutError, OSError) as error:
-            self.recorder.tls_failed(error)
+            self.recorder.tls_failed(error, watch.ssl_object)
             return False
         self.recorder.tls_started(self.writer.get_extra_info("ssl_object"), via_starttls=via_starttls)
         return True

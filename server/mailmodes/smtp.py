@@ -23,7 +23,7 @@ from mailmodes.journal import Journal
 from mailmodes.misbehaviour import GARBAGE, Misbehaviour
 from mailmodes.smtp_hotpaths import CRLF, lines_within, parse_simple_path, scan_data, unstuff
 from mailmodes.store import Account, Store
-from mailmodes.tls import Security, TlsMode, handshake_timeout, is_encrypted
+from mailmodes.tls import HandshakeWatch, Security, TlsMode, handshake_timeout, is_encrypted
 from mailmodes.transcript import Recorder, recorder_for
 
 log = logging.getLogger(__name__)
@@ -223,10 +223,10 @@ class MailmodesSMTP(SMTP):
         if pipelined and self.keep_pipelined:
             self._reader._buffer.extend(pipelined)  # type: ignore[attr-defined]  # ... unless vulnerable
 
-    def handshake_failed(self, transport: asyncio.BaseTransport, error: BaseException) -> None:
+    def handshake_failed(self, transport: asyncio.BaseTransport, error: BaseException, watch: HandshakeWatch) -> None:
         """The implicit-TLS handshake (ImplicitTls) failed: record it; aiosmtpd never saw this client."""
         recorder = recorder_for(self.journal, self.journal.open(self.listener, transport.get_extra_info("peername") or ()))
-        recorder.tls_failed(error)
+        recorder.tls_failed(error, watch.ssl_object)
         self.journal.finish(recorder.record)
 
     def connection_lost(self, error: Exception | None) -> None:
@@ -245,7 +245,8 @@ class MailmodesSMTP(SMTP):
     async def handle_exception(self, error: Exception) -> str:
         if isinstance(error, aiosmtpd.smtp.TLSSetupException):
             if self.recorder is not None:
-                self.recorder.tls_failed(error.__cause__)
+                # aiosmtpd keeps its SSL protocol, whose SSL object has what the SNI callback noted.
+                self.recorder.tls_failed(error.__cause__, getattr(self._tls_protocol, "_sslobj", None))
             return "454 4.7.0 TLS handshake failed"
         return await super().handle_exception(error)
 
@@ -444,12 +445,13 @@ class ImplicitTls(asyncio.Protocol):
     async def _handshake(self, transport: asyncio.Transport) -> None:
         loop = asyncio.get_running_loop()
         try:
-            tls_transport = await loop.start_tls(
-                transport, self.inner, self.context, server_side=True,
-                ssl_handshake_timeout=handshake_timeout(self.inner.listener.limits.idle_timeout),
-            )
+            with HandshakeWatch() as watch:
+                tls_transport = await loop.start_tls(
+                    transport, self.inner, self.context, server_side=True,
+                    ssl_handshake_timeout=handshake_timeout(self.inner.listener.limits.idle_timeout),
+                )
         except (ssl.SSLError, ConnectionError, TimeoutError, OSError) as error:
-            self.inner.handshake_failed(transport, error)
+            self.inner.handshake_failed(transport, error, watch)
             transport.close()
             return
         assert tls_transport is not None

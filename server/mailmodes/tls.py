@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import ssl
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +71,40 @@ def server_context(
     context.maximum_version = maximum
     context.load_cert_chain(cert_file, key_file)
     return context
+
+
+class HandshakeWatch:
+    """Keeps the SSL object of a server-side handshake, for when the handshake fails.
+
+    asyncio hands the SSL object out (extra info "ssl_object") only once a handshake succeeds,
+    but it carries what our SNI callback noted (contexts.py): the name the client asked for and
+    the scenario that name chose. Without it a client that picked a certificate scenario by SNI
+    and rejected it would be recorded without either. The callback runs in a copy of the context
+    that started the handshake, so a context variable carries the watch to it:
+
+        with HandshakeWatch() as watch:
+            await loop.start_tls(...)      # on failure: watch.ssl_object
+    """
+
+    __slots__ = ("ssl_object", "_token")
+    _current: ContextVar[HandshakeWatch | None] = ContextVar("mailmodes_handshake_watch", default=None)
+
+    def __init__(self) -> None:
+        self.ssl_object: ssl.SSLObject | None = None
+
+    def __enter__(self) -> HandshakeWatch:
+        self._token = self._current.set(self)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._current.reset(self._token)
+
+    @classmethod
+    def saw(cls, ssl_object: ssl.SSLObject) -> None:
+        """Called by the SNI callback, during the handshake."""
+        watch = cls._current.get()
+        if watch is not None:
+            watch.ssl_object = ssl_object
 
 
 def handshake_timeout(idle_timeout: float) -> float:

@@ -164,11 +164,7 @@ class Recorder:
             record.tls_version = ssl_object.version()
             cipher = ssl_object.cipher()
             record.cipher = cipher[0] if cipher else None
-            record.sni = getattr(ssl_object, "mailmodes_sni", None)
-            scenario = getattr(ssl_object, "mailmodes_scenario", None)
-            if scenario:
-                record.scenario = scenario
-            record.bad_certificate = bool(getattr(ssl_object, "mailmodes_bad_certificate", record.bad_certificate))
+            self._note_sni(ssl_object)
         if via_starttls:
             record.starttls = True
         self._encrypted = record.tls_version is not None
@@ -186,9 +182,22 @@ class Recorder:
             if executed:
                 self.client(pending)
 
-    def tls_failed(self, error: BaseException | None) -> None:
-        """A handshake did not complete: note the client's alert, or what it sent instead."""
+    def _note_sni(self, ssl_object: Any) -> None:
+        """What the SNI callback (contexts.py) noted on the SSL object: the name, and the scenario
+        it chose."""
         record = self.record
+        record.sni = getattr(ssl_object, "mailmodes_sni", None)
+        scenario = getattr(ssl_object, "mailmodes_scenario", None)
+        if scenario:
+            record.scenario = scenario
+        record.bad_certificate = bool(getattr(ssl_object, "mailmodes_bad_certificate", record.bad_certificate))
+
+    def tls_failed(self, error: BaseException | None, ssl_object: Any = None) -> None:
+        """A handshake did not complete: note the client's alert, or what it sent instead, and the
+        SNI name it asked for (`ssl_object`: see tls.HandshakeWatch)."""
+        record = self.record
+        if ssl_object is not None:
+            self._note_sni(ssl_object)
         reason = getattr(error, "reason", None) or ""
         if isinstance(reason, str) and ("ALERT" in reason):
             record.tls_alert = reason.split("ALERT_", 1)[-1].lower()
@@ -429,7 +438,7 @@ class _NullRecorder(Recorder):
     def tls_started(self, ssl_object: Any, *, via_starttls: bool) -> None:
         pass
 
-    def tls_failed(self, error: BaseException | None) -> None:
+    def tls_failed(self, error: BaseException | None, ssl_object: Any = None) -> None:
         pass
 
 

@@ -90,6 +90,21 @@ def test_certificate_scenario_chosen_by_sni(serve: Callable[..., ThreadedMailSer
     assert good.sni == "localhost" and good.scenario is None and good.tls_version
 
 
+@pytest.mark.parametrize(("protocol", "tls", "starttls"), [
+    ("smtp", "starttls-required", ["-starttls", "smtp"]), ("smtp", "implicit", []),
+    ("imap", "starttls-required", ["-starttls", "imap"]), ("imap", "implicit", []),
+    ("pop3", "starttls-required", ["-starttls", "pop3"]), ("pop3", "implicit", []),
+])
+def test_a_rejected_sni_scenario_is_recorded_with_its_name(serve: Callable[..., ThreadedMailServer], ca_file: Path,
+                                                           protocol: str, tls: str, starttls: list[str]) -> None:
+    server = serve(listener(None, tls=tls, protocol=protocol))
+    name = sni_name("cert-expired", HOSTNAME)
+    assert openssl(server.port("l"), ca_file, name, *starttls) != 0
+    record = one_session(server)
+    assert (record.sni, record.scenario, record.tls_alert) == (name, "cert-expired", "certificate_expired")
+    assert "rejected-certificate" in verdict_codes(record)
+
+
 def test_sni_scenario_accepted_is_recorded(serve: Callable[..., ThreadedMailServer]) -> None:
     server = serve(listener(None))
     name = sni_name("cert-self-signed", HOSTNAME)
