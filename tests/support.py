@@ -25,6 +25,8 @@ USERS = [
     {"name": "bob", "password": "bob-password", "addresses": ["bob@example.test"]},
 ]
 MODES = ("implicit", "starttls-required", "starttls-optional", "plaintext")
+# The IMAP extensions every authenticated-capable listener advertises, in order (PROTOCOL.md).
+IMAP_EXTENSIONS = "LITERAL+ SASL-IR IDLE UIDPLUS UNSELECT MOVE NAMESPACE ID ENABLE SPECIAL-USE"
 
 
 def require_tool(name: str) -> str:

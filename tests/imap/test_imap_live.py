@@ -15,11 +15,11 @@ import pytest
 from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
 from mailmodes.app import ThreadedMailServer
-from support import MODES, make_config, run_client
+from support import IMAP_EXTENSIONS, MODES, make_config, run_client
 
 HOST = "127.0.0.1"
 TIMEOUT = 10
-CAPS = "LITERAL+ SASL-IR IDLE UIDPLUS MOVE NAMESPACE ID ENABLE SPECIAL-USE"
+CAPS = IMAP_EXTENSIONS
 MESSAGE = (
     b"From: Bob <bob@example.test>\r\nTo: alice@example.test\r\nSubject: live test\r\n"
     b"Message-ID: <live-1@example.test>\r\n\r\nHello Alice,\r\n.a dot line\r\nbye\r\n"
@@ -67,6 +67,7 @@ def test_imaplib_implicit(matrix_server: ThreadedMailServer, client_context: ssl
         assert imap.select("INBOX", readonly=True) == ("OK", [b"1"])
         typ, data = imap.fetch("1", "(BODY.PEEK[])")
         assert typ == "OK" and data[0][1] == MESSAGE  # type: ignore[index]
+        assert imap.unselect() == ("OK", [b"UNSELECT completed"])
         assert imap.logout()[0] == "BYE"
 
 

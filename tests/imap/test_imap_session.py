@@ -10,8 +10,9 @@ import pytest
 from imap.imap_harness import SIMPLE, WHEN, Client, client, make_store
 from mailmodes.net import Close, StartTls
 from mailmodes.store import Store
+from support import IMAP_EXTENSIONS
 
-CAPS = b"LITERAL+ SASL-IR IDLE UIDPLUS MOVE NAMESPACE ID ENABLE SPECIAL-USE"
+CAPS = IMAP_EXTENSIONS.encode()
 
 
 def selected(store: Store | None = None, messages: int = 1, mailbox: str = "INBOX") -> Client:
@@ -456,6 +457,17 @@ def test_expunge_and_uid_expunge_and_close() -> None:
     assert c.send(b"f CLOSE\r\n") == b"f OK CLOSE completed\r\n"
     assert [m.uid for m in store.accounts["alice"].inbox.messages] == [4]
     assert c.send(b"g NOOP\r\n") == b"g OK NOOP completed\r\n"
+
+
+def test_unselect_leaves_the_mailbox_without_expunging() -> None:
+    store = make_store()
+    c = selected(store, messages=2)
+    c.send(b"a STORE 1 +FLAGS.SILENT (\\Deleted)\r\n")
+    assert c.send(b"b UNSELECT\r\n") == b"b OK UNSELECT completed\r\n"
+    assert [m.uid for m in store.accounts["alice"].inbox.messages] == [1, 2]
+    assert c.send(b"c FETCH 1 FLAGS\r\n") == b"c BAD FETCH is not valid in the authenticated state\r\n"
+    assert c.send(b"d UNSELECT\r\n") == b"d BAD UNSELECT is not valid in the authenticated state\r\n"
+    assert c.send(b"e UNSELECT now\r\n").startswith(b"e BAD ")
 
 
 # --- Several sessions on one mailbox -------------------------------------------------------

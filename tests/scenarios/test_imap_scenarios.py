@@ -22,12 +22,12 @@ from typing import Any
 import pytest
 from mailmodes.app import ThreadedMailServer
 from mailmodes.journal import SessionRecord
-from support import HOSTNAME, one_session, run_client, verdict_codes
+from support import HOSTNAME, IMAP_EXTENSIONS, one_session, run_client, verdict_codes
 
 HOST = "127.0.0.1"
 TIMEOUT = 10
 SECRET = "alice-password"
-CAPS = "LITERAL+ SASL-IR IDLE UIDPLUS MOVE NAMESPACE ID ENABLE SPECIAL-USE"
+CAPS = IMAP_EXTENSIONS
 # What a client that falls for a scenario earns; a strict client earns none of these.
 BAD_VERDICTS = {
     "credentials-in-clear", "mail-in-clear", "used-preauth", "acted-on-injection", "used-stale-capability",

@@ -970,7 +970,7 @@ ARGUMENTS: dict[str, ArgParser] = {
     "SELECT": _mailbox, "EXAMINE": _mailbox, "CREATE": _mailbox, "DELETE": _mailbox,
     "SUBSCRIBE": _mailbox, "UNSUBSCRIBE": _mailbox, "RENAME": _rename,
     "LIST": _list, "LSUB": _list, "STATUS": _status, "APPEND": _append,
-    "CHECK": _no_args, "CLOSE": _no_args, "EXPUNGE": _expunge, "SEARCH": _search, "FETCH": _fetch,
+    "CHECK": _no_args, "CLOSE": _no_args, "UNSELECT": _no_args, "EXPUNGE": _expunge, "SEARCH": _search, "FETCH": _fetch,
     "STORE": _store, "COPY": _copy, "MOVE": _copy,
     "IDLE": _no_args, "NAMESPACE": _no_args, "ID": _id, "ENABLE": _enable,
 }

@@ -70,7 +70,7 @@ from mailmodes.store import (
 log = logging.getLogger(__name__)
 
 # Advertised once authentication is possible (and after it), in this order.
-EXTENSIONS = ("LITERAL+", "SASL-IR", "IDLE", "UIDPLUS", "MOVE", "NAMESPACE", "ID", "ENABLE", "SPECIAL-USE")
+EXTENSIONS = ("LITERAL+", "SASL-IR", "IDLE", "UIDPLUS", "UNSELECT", "MOVE", "NAMESPACE", "ID", "ENABLE", "SPECIAL-USE")
 PRIVACY_REQUIRED = "[PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure connections"
 AUTH_FAILED = "[AUTHENTICATIONFAILED] Authentication failed"  # RFC 5530
 STARTTLS_OK = "Begin TLS negotiation now"
@@ -796,6 +796,11 @@ class ImapSession:
         self._unselect()
         return "OK", "CLOSE completed"
 
+    def _unselect_command(self, command: Command) -> Reply:
+        """RFC 3691: leave the selected state like CLOSE, but expunge nothing."""
+        self._unselect()
+        return "OK", "UNSELECT completed"
+
     def _expunge(self, command: Command) -> Reply:
         args = command.args
         assert isinstance(args, ExpungeArgs)
@@ -1190,6 +1195,7 @@ COMMANDS: dict[str, tuple[Handler, frozenset[State]]] = {
     "IDLE": (ImapSession._idle, AUTHENTICATED),
     "CHECK": (ImapSession._check, SELECTED),
     "CLOSE": (ImapSession._close, SELECTED),
+    "UNSELECT": (ImapSession._unselect_command, SELECTED),
     "EXPUNGE": (ImapSession._expunge, SELECTED),
     "SEARCH": (ImapSession._search, SELECTED),
     "FETCH": (ImapSession._fetch, SELECTED),
