@@ -13,6 +13,7 @@ rename: two servers starting at once can never pair one's key with the other's c
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import ipaddress
 import json
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import dh, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from mailmodes.certs import ensure_certificates, server_names
@@ -393,13 +394,30 @@ def write_private(path: Path, data: bytes) -> None:
 # --- Diffie-Hellman parameters ------------------------------------------------------------------
 
 
+def _der(tag: int, content: bytes) -> bytes:
+    length = len(content)
+    size = bytes([length]) if length < 0x80 else bytes([0x80 | (length.bit_length() + 7) // 8]) + length.to_bytes(
+        (length.bit_length() + 7) // 8, "big")
+    return bytes([tag]) + size + content
+
+
+def _der_integer(value: int) -> bytes:
+    return _der(0x02, value.to_bytes(value.bit_length() // 8 + 1, "big"))  # a leading 0 keeps it positive
+
+
+def dh_parameters_pem(prime: int, generator: int) -> bytes:
+    """PKCS #3 DHParameter ::= SEQUENCE { prime INTEGER, base INTEGER }, as the PEM that
+    ssl.SSLContext.load_dh_params reads. Encoded here: cryptography deprecates finite-field DH,
+    and with it the one call that wrote this."""
+    body = base64.encodebytes(_der(0x30, _der_integer(prime) + _der_integer(generator))).replace(b"\n", b"")
+    lines = [body[i:i + 64] for i in range(0, len(body), 64)]
+    return b"-----BEGIN DH PARAMETERS-----\n" + b"\n".join(lines) + b"\n-----END DH PARAMETERS-----\n"
+
+
 def dh1024_params(certs_dir: Path) -> Path:
     """A PEM file with the 1024-bit DH group for tls-dh1024 (written once; it never changes)."""
     path = certs_dir / "scenarios" / "dh1024.pem"
-    data = (
-        dh.DHParameterNumbers(OAKLEY_GROUP_2, 2).parameters()
-        .parameter_bytes(serialization.Encoding.PEM, serialization.ParameterFormat.PKCS3)
-    )
+    data = dh_parameters_pem(OAKLEY_GROUP_2, 2)
     if not path.is_file() or path.read_bytes() != data:
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.name}.{os.getpid()}")

@@ -578,3 +578,14 @@ def test_app_serves_the_scenario(serve: Callable[..., ThreadedMailServer], ca_fi
             else:
                 assert status == 0, where + output
                 assert negotiated(output) == OPENSSL_CONNECTS[scenario], where
+
+
+def test_dh1024_parameters_are_the_second_oakley_group(tmp_path: Path) -> None:
+    path = badcerts.dh1024_params(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.set_ciphers("DEFAULT:@SECLEVEL=0")  # OpenSSL refuses 1024-bit DH at its default level
+    context.load_dh_params(str(path))
+    text = run_client(["openssl", "dhparam", "-in", str(path), "-noout", "-text"]).stdout
+    assert "DH Parameters: (1024 bit)" in text and "G:    2 (0x2)" in text
+    shown_prime = "".join(line.strip() for line in text.split("P:", 1)[1].split("G:", 1)[0].splitlines())
+    assert int(shown_prime.replace(":", ""), 16) == badcerts.OAKLEY_GROUP_2
