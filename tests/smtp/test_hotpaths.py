@@ -243,3 +243,20 @@ def test_data_agrees_with_bare_aiosmtpd(serve: Callable[..., ThreadedMailServer]
     assert len(ours_kept) == int(accepted)
     if accepted:
         assert ours_kept[0] == kept_by_bare[-1]
+
+
+def test_a_client_gone_in_the_middle_of_data_leaves_nothing_half_stored(
+        serve: Callable[..., ThreadedMailServer]) -> None:
+    server = serve({"name": "smtp", "protocol": "smtp", "tls": "plaintext", "role": "mta"})
+    opening = b"EHLO t\r\nMAIL FROM:<c@client.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n"
+    with socket.create_connection(("127.0.0.1", server.port("smtp")), timeout=10) as sock, \
+            sock.makefile("rb") as reader:
+        sock.sendall(opening + b"Subject: half\r\n\r\nfirst line\r\nsecond li")
+        while not reader.readline().startswith(b"354 "):
+            pass
+    assert server.journal.wait_for(1)[0].ended is not None  # the server saw the client go
+    with socket.create_connection(("127.0.0.1", server.port("smtp")), timeout=10) as sock:
+        replies = converse(sock, [opening, b"Subject: whole\r\n\r\nbody\r\n.\r\nQUIT\r\n"])
+    assert [code for code, _ in replies] == [220, 250, 250, 250, 354, 250, 221]
+    kept = server.call(lambda: [m.data for m in server.store.accounts["alice"].inbox.messages])
+    assert kept == [b"Subject: whole\r\n\r\nbody\r\n"]
