@@ -52,9 +52,10 @@ MESSAGE_SIZE = 2048
 MODES = ("plaintext", "starttls", "implicit")
 # What each server prints as a listener's mode -> the bench's name for it.
 PRINTED_MODES = {"plaintext": "plaintext", "starttls-optional": "starttls", "implicit": "implicit"}
-# Messages each session sends, per concurrency level: enough for about a second per run on two
-# cores, so that the whole bench stays near three minutes (scaled by --scale).
-MESSAGES_PER_SESSION = {1: 500, 10: 80, 100: 10}
+# Messages each session sends, per concurrency level: enough for half a second to a second per run
+# on two cores (CPU time is read in 10 ms ticks), so that the whole bench stays near two minutes
+# (scaled by --scale).
+MESSAGES_PER_SESSION = {1: 1000, 10: 160, 100: 20}
 IDLE_CONNECTIONS = 1000
 # Both servers listen with asyncio's default backlog of 100; opening more at once only drops SYNs.
 CONNECT_BATCH = 50
