@@ -52,7 +52,10 @@ class _Stream:
     """One direction's bytes cut into lines, IMAP literals and dot-terminated message bodies
     (SMTP DATA, POP3 RETR/TOP) in a single pass by offset: cost stays linear in the bytes."""
 
-    TERMINATOR = b"\n.\r\n"
+    # RFC 5321 4.1.1.4: the end of the data is CRLF "." CRLF (a bare LF before the dot does not end
+    # it: aiosmtpd reads on, and so must the transcript). The data starts at a line start.
+    TERMINATOR = b"\r\n.\r\n"
+    LINE_START = b"\r\n"
     __slots__ = ("buffer", "literal", "literal_size", "in_message", "message_bytes", "tail")
 
     def __init__(self) -> None:
@@ -61,13 +64,13 @@ class _Stream:
         self.literal_size = 0
         self.in_message = False
         self.message_bytes = 0
-        self.tail = b"\n"  # the last bytes of the message so far, for a terminator split across reads
+        self.tail = self.LINE_START  # the last bytes of the message so far, for a terminator split across reads
 
     def expect_literal(self, size: int) -> None:
         self.literal = self.literal_size = size
 
     def expect_message(self) -> None:
-        self.in_message, self.message_bytes, self.tail = True, 0, b"\n"
+        self.in_message, self.message_bytes, self.tail = True, 0, self.LINE_START
 
     def feed(self, data: bytes, on_line: Callable[[bytes], bool], on_literal: Callable[[int], None],
              on_message: Callable[[int], None]) -> bytes:
@@ -109,14 +112,15 @@ class _Stream:
         return b""
 
     def _message_end(self, buffer: bytes, position: int) -> int | None:
-        joined = self.tail + buffer[position:position + 4]
+        size = len(self.TERMINATOR)
+        joined = self.tail + buffer[position:position + size]
         found = joined.find(self.TERMINATOR)
         if found >= 0:
-            return position + found + 4 - len(self.tail)
+            return position + found + size - len(self.tail)
         found = buffer.find(self.TERMINATOR, position)
         if found >= 0:
-            return found + 4
-        self.tail = (self.tail + buffer[max(position, len(buffer) - 3):])[-3:]
+            return found + size
+        self.tail = (self.tail + buffer[max(position, len(buffer) - size + 1):])[1 - size:]
         return None
 
 

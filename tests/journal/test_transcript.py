@@ -50,6 +50,17 @@ def test_empty_message_body() -> None:
     assert texts(rec) == ["DATA", "[message: 0 bytes]", ".", "QUIT"]
 
 
+@pytest.mark.parametrize("split", range(1, 12))
+def test_only_crlf_dot_crlf_ends_the_message(split: int) -> None:
+    rec = recorder("smtp")
+    rec.client(b"DATA\r\n")
+    rec.server(b"354 go ahead\r\n")
+    stream = b"a\n.\r\nb\r\n.\r\nQUIT\r\n"  # a bare LF before a dot line does not end it (RFC 5321)
+    rec.client(stream[:split])
+    rec.client(stream[split:])
+    assert texts(rec) == ["DATA", "[message: 8 bytes]", ".", "QUIT"]
+
+
 def test_pop3_retr_body_is_summarised_and_pass_masked() -> None:
     rec = recorder("pop3")
     for command, reply in [(b"USER alice\r\n", b"+OK\r\n"), (b"PASS secret\r\n", b"+OK\r\n"),
