@@ -21,7 +21,7 @@ from mailmodes.config import Config, HttpConfig, Listener
 from mailmodes.journal import Journal
 from mailmodes.misbehaviour import Misbehaviour
 from mailmodes.imap.session import ImapSession
-from mailmodes.net import LineServer, LineSession
+from mailmodes.net import Connection, LineServer, LineSession
 from mailmodes.pop3 import Pop3Session
 from mailmodes.smtp import smtp_factory
 from mailmodes.store import Store
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # protocol -> (session class, what a client over the connection limit is told)
-LINE_PROTOCOLS: dict[str, tuple[type[LineSession], bytes]] = {
+LINE_PROTOCOLS: dict[str, tuple[Callable[[Connection, Store, str], LineSession], bytes]] = {
     "imap": (ImapSession, b"* BYE [UNAVAILABLE] Too many connections\r\n"),
     "pop3": (Pop3Session, b"-ERR [SYS/TEMP] Too many connections\r\n"),
 }

@@ -44,7 +44,7 @@ def ensure_certificates(certs_dir: Path, hostname: str) -> CertPaths:
 
 
 def _record(paths: CertPaths, names: list[str]) -> dict[str, object]:
-    digests = {}
+    digests: dict[str, str | None] = {}
     for path in (paths.ca_file, paths.cert_file, paths.key_file, paths.ca_file.with_name("ca.key")):
         try:
             digests[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()

@@ -309,7 +309,8 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        return args.run(args)
+        status: int = args.run(args)
+        return status
     except ConfigError as error:
         print(f"mailmodes: {error}", file=sys.stderr)
         return EXIT_CONFIG

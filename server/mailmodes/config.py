@@ -159,7 +159,7 @@ class _Reader:
         return value
 
     def choice(self, name: str, allowed: tuple[str, ...], default: str | None = None) -> str:
-        value = self.get(name, str, default, required=default is None)
+        value: str = self.get(name, str, default, required=default is None)
         if value not in allowed:
             raise self.fail(name, f"{value!r} is not one of: {', '.join(allowed)}")
         return value

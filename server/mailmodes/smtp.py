@@ -12,7 +12,7 @@ import functools
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 import aiosmtpd.smtp
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
@@ -70,12 +70,13 @@ def aiosmtpd_tls_arguments(mode: TlsMode, tls_context: ssl.SSLContext | None) ->
     aiosmtpd's "is it encrypted" flag is set by STARTTLS only, so on an implicit listener (always
     encrypted) it must not require TLS for AUTH: there its check and ours agree only this way.
     """
-    return {
+    table: dict[TlsMode, dict[str, Any]] = {
         TlsMode.IMPLICIT: {"tls_context": None, "require_starttls": False, "auth_require_tls": False},
         TlsMode.STARTTLS_REQUIRED: {"tls_context": tls_context, "require_starttls": True, "auth_require_tls": True},
         TlsMode.STARTTLS_OPTIONAL: {"tls_context": tls_context, "require_starttls": False, "auth_require_tls": False},
         TlsMode.PLAINTEXT: {"tls_context": None, "require_starttls": False, "auth_require_tls": False},
-    }[mode]
+    }
+    return table[mode]
 
 
 class DeliveryHandler:
@@ -202,13 +203,13 @@ class MailmodesSMTP(SMTP):
         else:
             # aiosmtpd's per-connection tables of bound methods, about 2 KB of every idle connection:
             # the hooks are shared by the listener's connections, the commands bound on lookup.
-            self._smtp_methods = _Commands(self)
+            self._smtp_methods = _Commands(self)  # type: ignore[assignment]  # aiosmtpd only reads it as a mapping
         self._handle_hooks = handler.hooks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None
         if first and len(self.connections) >= self.listener.limits.max_connections:
-            transport.write(b"421 4.7.0 Too many connections, try again later\r\n")
+            cast(asyncio.Transport, transport).write(b"421 4.7.0 Too many connections, try again later\r\n")
             transport.close()
             return
         if first:
@@ -263,7 +264,7 @@ class MailmodesSMTP(SMTP):
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         simple = None if self.local_part_limit else parse_simple_path(arg)
-        return simple if simple is not None else super()._getaddr(arg)  # type: ignore[no-any-return]
+        return simple if simple is not None else super()._getaddr(arg)
 
     @syntax("DATA")  # HELP lists a command, and explains it, only with its syntax line
     async def smtp_DATA(self, arg: str) -> None:
@@ -284,7 +285,7 @@ class MailmodesSMTP(SMTP):
             return
         envelope.content = envelope.original_content = content
         status = await self._call_handler_hook("DATA")
-        self._set_post_data_state()
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
         await self.push("250 OK" if status is MISSING else status)
 
     async def _read_data(self) -> bytes | None:
@@ -392,7 +393,7 @@ class MailmodesSMTP(SMTP):
                 self.recorder.server_reply(status)  # the common case: one line, no re-parsing
             else:
                 self.recorder.server((status.encode() if isinstance(status, str) else status) + b"\r\n")
-        return super().push(status)
+        return super().push(status)  # type: ignore[type-var]  # aiosmtpd's push takes str or bytes
 
     def _timeout_cb(self) -> None:
         # RFC 5321 4.5.3.2: say why before closing an idle connection.
@@ -400,26 +401,26 @@ class MailmodesSMTP(SMTP):
             goodbye = b"421 4.4.2 Idle timeout, closing connection\r\n"
             if self.recorder is not None:
                 self.recorder.server(goodbye)
-            self.transport.write(goodbye)
-        super()._timeout_cb()
-
-
-@functools.cache
-def _command_functions(cls: type) -> dict[str, Callable[..., Awaitable[None]]]:
-    return {name.removeprefix("smtp_"): getattr(cls, name) for name in dir(cls) if name.startswith("smtp_")}
+            cast(asyncio.Transport, self.transport).write(goodbye)
+        super()._timeout_cb()  # type: ignore[no-untyped-call]
 
 
 class _Commands(Mapping[str, Callable[[str], Awaitable[None]]]):
     """aiosmtpd's `_smtp_methods` (command name -> bound smtp_* method), binding on lookup."""
 
     __slots__ = ("session", "functions")
+    _by_class: dict[type, dict[str, Callable[..., Awaitable[None]]]] = {}
 
     def __init__(self, session: MailmodesSMTP) -> None:
         self.session = session
-        self.functions = _command_functions(type(session))
+        cls = type(session)
+        if cls not in self._by_class:
+            self._by_class[cls] = {name.removeprefix("smtp_"): getattr(cls, name)
+                                   for name in dir(cls) if name.startswith("smtp_")}
+        self.functions = self._by_class[cls]
 
     def __getitem__(self, name: str) -> Callable[[str], Awaitable[None]]:
-        return self.functions[name].__get__(self.session)  # type: ignore[attr-defined,no-any-return]
+        return self.functions[name].__get__(self.session)  # type: ignore[no-any-return]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.functions)

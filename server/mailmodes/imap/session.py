@@ -918,7 +918,7 @@ class ImapSession:
             elif args.mode == "-":
                 new = message.flags - flags
             else:
-                new = set(flags)
+                new = frozenset(flags)
             view.mailbox.set_flags(message, new)
             if args.silent:
                 view.flags[message.uid] = frozenset(message.flags)
