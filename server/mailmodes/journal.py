@@ -246,16 +246,26 @@ class Journal:
                           "the client opened with a TLS ClientHello, but this port starts in plaintext "
                           "(STARTTLS or no encryption); the client is set up for implicit TLS ('SSL/TLS'): "
                           "set it to STARTTLS, or use the implicit-TLS port")
-        if (mode.uses_starttls and not record.starttls_attempted and record.commands_before_tls
+        if (mode.uses_starttls and not record.starttls_attempted and _acted_in_clear(record)
                 and record.scenario is None):
             yield Verdict("no-upgrade", "STARTTLS was on offer and would have worked; the client never used it")
-        if (not record.encrypted and record.commands_before_tls and not record.starttls_attempted
+        if (not record.encrypted and _acted_in_clear(record) and not record.starttls_attempted
                 and record.tls_alert is None and record.tls_failure is None):
             failed_at = self._tls_failures.get((record.client_host, record.protocol))
             if failed_at is not None and record.started - failed_at < FALLBACK_WINDOW:
                 yield Verdict("fallback", "a failed TLS attempt from this client was followed by this plaintext "
                               "session")
         yield from _scenario_verdicts(record)
+
+
+GOODBYE_COMMANDS = {"QUIT", "LOGOUT"}
+
+
+def _acted_in_clear(record: SessionRecord) -> bool:
+    """The client sent something before TLS other than its goodbye. A client that reads the
+    greeting and says QUIT (a health check such as `mailmodes check`, a port probe) has done
+    nothing that TLS should have protected, so it earns neither no-upgrade nor fallback."""
+    return any(verb not in GOODBYE_COMMANDS for verb in record.verbs_before_tls)
 
 
 CAPABILITY_COMMANDS = {"EHLO", "HELO", "CAPABILITY", "CAPA"}

@@ -118,3 +118,26 @@ def test_no_listeners_is_unhealthy(tmp_path: Path) -> None:
     empty.write_text('hostname = "mail.example.test"\n')
     result = check(empty)
     assert (result.returncode, result.stdout) == (1, "DOWN no listeners configured\n")
+
+
+def test_a_health_check_earns_no_verdict(tmp_path: Path) -> None:
+    """The HEALTHCHECK runs every 30 s: its greeting-and-goodbye sessions must not read as clients
+    that skipped STARTTLS (no-upgrade) or fell back to plaintext (fallback)."""
+    listeners = [("smtp", "starttls-required"), ("imap", "starttls-required"), ("pop3", "starttls-optional"),
+                 ("pop3s", "implicit")]
+    config = parse_config({
+        "hostname": "mail.example.test",
+        "certs": {"dir": str(tmp_path / "certs")},
+        "users": [{"name": "alice", "password": "alice-password"}],
+        "listeners": [{"name": name, "protocol": name.rstrip("s"), "tls": tls, "port": 0} for name, tls in listeners],
+    })
+    with ThreadedMailServer(config) as running:
+        text = f'hostname = "mail.example.test"\n[certs]\ndir = "{config.certs.dir}"\n' + "".join(
+            f'[[listeners]]\nname = "{name}"\nprotocol = "{name.rstrip("s")}"\nport = {running.port(name)}\n'
+            f'tls = "{tls}"\n' for name, tls in listeners)
+        (tmp_path / "c.toml").write_text(text)
+        assert check(tmp_path / "c.toml").returncode == 0
+        sessions = running.journal.wait_for(len(listeners))
+    assert len(sessions) == len(listeners)
+    assert {session.listener: [v.code for v in session.verdicts] for session in sessions} == {
+        name: [] for name, _ in listeners}
