@@ -222,7 +222,7 @@ class Journal:
             if record.tls_alert:
                 yield Verdict("rejected-certificate" if _is_certificate_alert(record.tls_alert) else "tls-failed",
                               f"the client aborted the handshake with alert {record.tls_alert}")
-        if record.encrypted and record.bad_certificate and record.commands_after_tls:
+        if record.encrypted and record.bad_certificate and _acted_after_tls(record):
             yield Verdict("accepted-bad-certificate",
                           f"the client went on after the handshake although the certificate was bad "
                           f"({record.scenario})")
@@ -266,6 +266,12 @@ def _acted_in_clear(record: SessionRecord) -> bool:
     greeting and says QUIT (a health check such as `mailmodes check`, a port probe) has done
     nothing that TLS should have protected, so it earns neither no-upgrade nor fallback."""
     return any(verb not in GOODBYE_COMMANDS for verb in record.verbs_before_tls)
+
+
+def _acted_after_tls(record: SessionRecord) -> bool:
+    """Likewise after the handshake: only going on past a goodbye accepts a bad certificate."""
+    return record.commands_after_tls > 1 or (
+        record.commands_after_tls == 1 and record.first_command_after_tls not in GOODBYE_COMMANDS)
 
 
 CAPABILITY_COMMANDS = {"EHLO", "HELO", "CAPABILITY", "CAPA"}

@@ -123,21 +123,24 @@ def test_no_listeners_is_unhealthy(tmp_path: Path) -> None:
 def test_a_health_check_earns_no_verdict(tmp_path: Path) -> None:
     """The HEALTHCHECK runs every 30 s: its greeting-and-goodbye sessions must not read as clients
     that skipped STARTTLS (no-upgrade) or fell back to plaintext (fallback)."""
-    listeners = [("smtp", "starttls-required"), ("imap", "starttls-required"), ("pop3", "starttls-optional"),
-                 ("pop3s", "implicit")]
+    listeners = [("smtp", "starttls-required", ""), ("imap", "starttls-required", ""),
+                 ("pop3", "starttls-optional", ""), ("pop3s", "implicit", ""),
+                 ("imaps", "implicit", "cert-expired")]  # the check trusts any certificate there
     config = parse_config({
         "hostname": "mail.example.test",
         "certs": {"dir": str(tmp_path / "certs")},
         "users": [{"name": "alice", "password": "alice-password"}],
-        "listeners": [{"name": name, "protocol": name.rstrip("s"), "tls": tls, "port": 0} for name, tls in listeners],
+        "listeners": [{"name": name, "protocol": name.rstrip("s"), "tls": tls, "port": 0,
+                       **({"scenario": scenario} if scenario else {})} for name, tls, scenario in listeners],
     })
     with ThreadedMailServer(config) as running:
         text = f'hostname = "mail.example.test"\n[certs]\ndir = "{config.certs.dir}"\n' + "".join(
             f'[[listeners]]\nname = "{name}"\nprotocol = "{name.rstrip("s")}"\nport = {running.port(name)}\n'
-            f'tls = "{tls}"\n' for name, tls in listeners)
+            f'tls = "{tls}"\n' + (f'scenario = "{scenario}"\n' if scenario else "")
+            for name, tls, scenario in listeners)
         (tmp_path / "c.toml").write_text(text)
         assert check(tmp_path / "c.toml").returncode == 0
         sessions = running.journal.wait_for(len(listeners))
     assert len(sessions) == len(listeners)
     assert {session.listener: [v.code for v in session.verdicts] for session in sessions} == {
-        name: [] for name, _ in listeners}
+        name: [] for name, _, _ in listeners}
