@@ -123,6 +123,10 @@ class LineServer:
         try:
             if not self.handshake_first or await connection.handshake(via_starttls=False):
                 await connection.serve()
+        except asyncio.CancelledError:
+            # The server is stopping. End normally rather than cancelled: Python 3.11's
+            # start_server callback logs a spurious traceback for a cancelled connection task.
+            log.debug("%s: connection closed by the server stopping", self.listener.name)
         except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError) as error:
             log.debug("%s: connection ended: %s", self.listener.name, error)
         except Exception:
@@ -130,7 +134,12 @@ class LineServer:
         finally:
             self.active.discard(task)
             self.journal.finish(record)
-            await _close(writer)
+            if connection.upgrade_unfinished:
+                # start_tls has closed the TCP transport, but asyncio never tells the stream of a
+                # connection whose upgrade did not finish, so wait_closed() would wait forever.
+                writer.transport.abort()
+            else:
+                await _close(writer)
 
 
 class _ClientConnection:
@@ -145,9 +154,11 @@ class _ClientConnection:
         self.woken = asyncio.Event()
         self.security = Security(server.policy_mode, encrypted=False, tls_available=server.tls_context is not None)
         self.session: LineSession | None = None
+        self.upgrade_unfinished = False  # a start_tls that failed or was cancelled: see LineServer.handle
 
     async def handshake(self, *, via_starttls: bool) -> bool:
         assert self.server.tls_context is not None
+        self.upgrade_unfinished = True
         try:
             with HandshakeWatch() as watch:
                 await self.writer.start_tls(
@@ -157,6 +168,7 @@ class _ClientConnection:
         except (ssl.SSLError, ConnectionError, TimeoutError, OSError) as error:
             self.recorder.tls_failed(error, watch.ssl_object)
             return False
+        self.upgrade_unfinished = False
         self.recorder.tls_started(self.writer.get_extra_info("ssl_object"), via_starttls=via_starttls)
         return True
 
@@ -244,5 +256,5 @@ async def _close(writer: asyncio.StreamWriter) -> None:
     writer.close()
     try:
         await writer.wait_closed()
-    except (ConnectionError, ssl.SSLError, OSError):
-        pass
+    except (ConnectionError, ssl.SSLError, OSError, asyncio.CancelledError):
+        pass  # cancelled: the server stopping while this connection closes (see LineServer.handle)

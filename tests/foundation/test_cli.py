@@ -6,6 +6,7 @@ import os
 import random
 import signal
 import smtplib
+import socket
 import ssl
 import subprocess
 import sys
@@ -82,6 +83,22 @@ def test_sigint_stops_with_status_0(served: tuple[subprocess.Popen[str], list[st
     process, _, _ = served
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=10) == 0
+
+
+def test_sigterm_with_sessions_open_stops_cleanly(served: tuple[subprocess.Popen[str], list[str], int]) -> None:
+    process, _, offset = served
+    sessions = [socket.create_connection(("127.0.0.1", port + offset), timeout=10) for port in DEFAULT_PORTS]
+    try:
+        for sock, port in zip(sessions, DEFAULT_PORTS):
+            if port not in (465, 993, 995):  # implicit TLS ports wait for a handshake; these greet
+                assert sock.recv(200)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        for sock in sessions:
+            sock.close()
+    _, stderr = process.communicate()
+    assert "Traceback" not in stderr and "ERROR" not in stderr, stderr
 
 
 def test_port_in_use_is_one_line_naming_the_port(
