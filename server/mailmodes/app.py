@@ -23,7 +23,7 @@ from mailmodes.misbehaviour import Misbehaviour
 from mailmodes.imap.session import ImapSession
 from mailmodes.net import Connection, LineServer, LineSession
 from mailmodes.pop3 import Pop3Session
-from mailmodes.smtp import smtp_factory
+from mailmodes.smtp import SmtpListener
 from mailmodes.store import Store
 from mailmodes.tls import TlsMode
 
@@ -62,6 +62,7 @@ class MailServer:
         self.listeners: dict[str, Listener] = {}
         self.ca_file: Path | None = None
         self._servers: list[asyncio.Server] = []
+        self._listeners: list[SmtpListener | LineServer] = []  # to end their connections on stop
         self.http_port: int | None = None  # the HTTP API and dashboard, when [http] is configured
         self._http: HttpServer | None = None
 
@@ -86,7 +87,8 @@ class MailServer:
         # No ssl= here even for implicit TLS: the protocols do the handshake themselves, to record it.
         try:
             if listener.protocol == "smtp":
-                factory = smtp_factory(listener, self.store, self.config.hostname, context, self.journal)
+                factory = SmtpListener(listener, self.store, self.config.hostname, context, self.journal)
+                self._listeners.append(factory)
                 return await loop.create_server(factory, host, listener.port)
             session_class, too_many = LINE_PROTOCOLS[listener.protocol]
             hostname = self.config.hostname
@@ -100,6 +102,7 @@ class MailServer:
                 handshake_first=listener.tls is TlsMode.IMPLICIT and not plaintext_on_implicit,
                 pretend_encrypted=plaintext_on_implicit,
             )
+            self._listeners.append(line_server)
             return await asyncio.start_server(line_server.handle, host, listener.port)
         except OSError as error:
             raise ListenerError(_explain_bind_error(listener, host, error)) from None
@@ -125,8 +128,13 @@ class MailServer:
         if http is not None:
             await http.stop()
         servers, self._servers = self._servers, []
+        listeners, self._listeners = self._listeners, []
         for server in servers:
             server.close()
+        # Open sessions end here: from Python 3.12 wait_closed() waits for every connection, and
+        # an idle client would otherwise hold the stop up until its idle timeout.
+        for listener in listeners:
+            listener.abort_connections()
         for server in servers:
             await server.wait_closed()
 

@@ -109,6 +109,7 @@ class LineServer:
         self.policy_mode = policy_mode or listener.tls
         self.pretend_encrypted = pretend_encrypted
         self.active: set[asyncio.Task[None]] = set()
+        self.stopping = False
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -134,12 +135,19 @@ class LineServer:
         finally:
             self.active.discard(task)
             self.journal.finish(record)
-            if connection.upgrade_unfinished:
-                # start_tls has closed the TCP transport, but asyncio never tells the stream of a
-                # connection whose upgrade did not finish, so wait_closed() would wait forever.
+            if connection.upgrade_unfinished or self.stopping:
+                # After an unfinished upgrade start_tls has closed the TCP transport, but asyncio
+                # never tells the stream, so wait_closed() would wait forever; and a stopping
+                # server does not wait for TLS goodbyes.
                 writer.transport.abort()
             else:
                 await _close(writer)
+
+    def abort_connections(self) -> None:
+        """The server is stopping: end every connection's task (each closes its transport)."""
+        self.stopping = True
+        for task in list(self.active):
+            task.cancel()
 
 
 class _ClientConnection:

@@ -433,14 +433,18 @@ class ImplicitTls(asyncio.Protocol):
     """Accepts plain TCP and does the TLS handshake itself before handing over to aiosmtpd, so
     that a client's alert (a rejected certificate) or its plaintext is recorded, not just logged."""
 
-    def __init__(self, inner: MailmodesSMTP, context: ssl.SSLContext) -> None:
+    def __init__(self, inner: MailmodesSMTP, context: ssl.SSLContext, pending: set[ImplicitTls]) -> None:
         self.inner = inner
         self.context = context
+        self.pending = pending  # the listener's handshakes in progress (SmtpListener.abort_connections)
         self.task: asyncio.Task[None] | None = None
+        self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
         transport.pause_reading()  # start_tls resumes it once the TLS layer is in place
+        self.pending.add(self)
         self.task = asyncio.get_running_loop().create_task(self._handshake(transport))
 
     async def _handshake(self, transport: asyncio.Transport) -> None:
@@ -451,11 +455,14 @@ class ImplicitTls(asyncio.Protocol):
                     transport, self.inner, self.context, server_side=True,
                     ssl_handshake_timeout=handshake_timeout(self.inner.listener.limits.idle_timeout),
                 )
+            if tls_transport is None:  # how Python 3.12+ reports the connection gone mid-handshake
+                raise ConnectionAbortedError("the connection closed during the TLS handshake")
         except (ssl.SSLError, ConnectionError, TimeoutError, OSError) as error:
             self.inner.handshake_failed(transport, error, watch)
             transport.close()
             return
-        assert tls_transport is not None
+        finally:
+            self.pending.discard(self)
         self.inner.connection_made(tls_transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -463,21 +470,33 @@ class ImplicitTls(asyncio.Protocol):
             self.task.cancel()
 
 
-def smtp_factory(
-    listener: Listener, store: Store, hostname: str, tls_context: ssl.SSLContext | None, journal: Journal
-) -> Callable[[], asyncio.Protocol]:
-    connections: set[MailmodesSMTP] = set()
-    # Stateless, so one of each per listener: every idle connection is that much smaller.
-    misbehaviour = Misbehaviour(listener.scenario, "smtp", listener.chaos)
-    handler = ScenarioDeliveryHandler(store) if misbehaviour.active else DeliveryHandler(store)
-    authenticator = Authenticator(store)
+class SmtpListener:
+    """The protocol factory of one SMTP listener (pass it to loop.create_server), which can also
+    end every connection it made."""
 
-    def make() -> asyncio.Protocol:
-        session = MailmodesSMTP(listener, handler, authenticator, hostname, tls_context, connections, journal,
-                                misbehaviour)
-        if listener.tls is TlsMode.IMPLICIT and not session.misbehaviour.speaks_plaintext_on_implicit:
-            assert tls_context is not None
-            return ImplicitTls(session, tls_context)
+    def __init__(self, listener: Listener, store: Store, hostname: str, tls_context: ssl.SSLContext | None,
+                 journal: Journal) -> None:
+        self.listener, self.hostname, self.tls_context, self.journal = listener, hostname, tls_context, journal
+        self.connections: set[MailmodesSMTP] = set()
+        self.handshakes: set[ImplicitTls] = set()
+        # Stateless, so one of each per listener: every idle connection is that much smaller.
+        self.misbehaviour = Misbehaviour(listener.scenario, "smtp", listener.chaos)
+        self.handler = ScenarioDeliveryHandler(store) if self.misbehaviour.active else DeliveryHandler(store)
+        self.authenticator = Authenticator(store)
+
+    def __call__(self) -> asyncio.Protocol:
+        session = MailmodesSMTP(self.listener, self.handler, self.authenticator, self.hostname, self.tls_context,
+                                self.connections, self.journal, self.misbehaviour)
+        if self.listener.tls is TlsMode.IMPLICIT and not self.misbehaviour.speaks_plaintext_on_implicit:
+            assert self.tls_context is not None
+            return ImplicitTls(session, self.tls_context, self.handshakes)
         return session
 
-    return make
+    def abort_connections(self) -> None:
+        """The server is stopping: drop every connection at once (no TLS goodbye to wait for)."""
+        for handshake in list(self.handshakes):
+            if handshake.transport is not None:
+                handshake.transport.abort()
+        for session in list(self.connections):
+            if session.transport is not None:
+                cast(asyncio.Transport, session.transport).abort()
