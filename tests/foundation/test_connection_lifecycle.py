@@ -61,3 +61,28 @@ def test_no_connection_task_outlives_a_failed_upgrade(certs_dir: Path, protocol:
             await server.stop()
 
     assert asyncio.run(scenario()) == (len(ATTEMPTS), [])
+
+
+def test_stop_ends_every_open_session_at_once(certs_dir: Path) -> None:
+    """Idle sessions on every protocol and mode, and a handshake that never started: stop() ends
+    them all rather than waiting for their idle timeouts (Python 3.12's wait_closed() would)."""
+    listeners = tuple({"name": f"{protocol}-{mode}", "protocol": protocol, "tls": mode}
+                      for protocol in ("smtp", "imap", "pop3") for mode in ("implicit", "starttls-required"))
+
+    async def scenario() -> list[bytes]:
+        server = MailServer(make_config(certs_dir, listeners))
+        await server.start()
+        clients = []
+        for listener in listeners:
+            reader, writer = await asyncio.open_connection(HOST, server.port(listener["name"]))
+            if listener["tls"] != "implicit":
+                await reader.readline()  # the greeting: the session is up, and idle from here
+            clients.append((reader, writer))
+        await asyncio.wait_for(server.stop(), timeout=10)
+        # Every client sees the server close: end of stream (or a reset), at once.
+        ends = [await asyncio.wait_for(reader.read(), timeout=10) for reader, _ in clients]
+        for _, writer in clients:
+            writer.transport.abort()
+        return ends
+
+    assert asyncio.run(scenario()) == [b""] * len(listeners)
