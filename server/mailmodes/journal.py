@@ -28,6 +28,9 @@ from mailmodes.tls import TlsMode
 # Same client host, same protocol: loopback test suites run many unrelated clients from one
 # address, so the window is short.
 FALLBACK_WINDOW = 10.0
+# A client that closes a TLS-first connection this soon without sending a byte is a port probe (a
+# Kubernetes tcpSocket check, `nc -z`), not a client set up for plaintext that waited for a greeting.
+PROBE_WINDOW = 1.0
 WEAK_CIPHER_MARKERS = ("NULL", "RC4", "DES", "EXPORT", "anon", "MD5")
 
 
@@ -76,6 +79,7 @@ class SessionRecord:
     used_injected_state: list[str] = field(default_factory=list)
     pipelined_bytes: int = 0
     first_client_bytes: bytes = b""
+    closed_before_handshake: bool = False  # the client hung up on a handshake it never began
     # (at, sender, tls, text) as plain tuples: CPython stops tracking tuples of strings and numbers
     # in its cyclic GC, so a full journal costs later collections nothing (TranscriptLine objects
     # would be scanned at every full collection, slowing the whole server as the journal fills).
@@ -140,7 +144,8 @@ class Journal:
         # (host, protocol) -> time of the last failed TLS attempt, for the fallback verdict
         self._tls_failures: dict[tuple[str, str], float] = {}
 
-    def open(self, listener: Listener, peer: tuple[Any, ...]) -> SessionRecord:
+    def open(self, listener: Listener, peer: tuple[Any, ...], started: float | None = None) -> SessionRecord:
+        """A record for a new connection (`started`: when it was accepted, if earlier than now)."""
         host, port = (str(peer[0]), int(peer[1])) if len(peer) >= 2 else ("", 0)
         record = SessionRecord(
             id=next(self._ids),
@@ -150,7 +155,7 @@ class Journal:
             scenario=listener.scenario,
             client=f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
             client_host=host,
-            started=time.time(),
+            started=started or time.time(),
             bad_certificate=listener.scenario in SCENARIOS and SCENARIOS[listener.scenario].bad_certificate,
         )
         if self.enabled:
@@ -217,7 +222,8 @@ class Journal:
             yield Verdict("pipelined-after-starttls",
                           f"{record.pipelined_bytes} plaintext bytes followed the STARTTLS command "
                           f"before the handshake ({fate})")
-        if record.tls_alert or record.tls_failure:
+        probe = _is_probe(record)
+        if (record.tls_alert or record.tls_failure) and not probe:
             self._tls_failures[(record.client_host, record.protocol)] = record.ended or time.time()
             if record.tls_alert:
                 yield Verdict("rejected-certificate" if _is_certificate_alert(record.tls_alert) else "tls-failed",
@@ -236,7 +242,7 @@ class Journal:
                               f"the client sent {first[:20]!r} instead of a TLS ClientHello: this port speaks "
                               "TLS from the first byte (implicit TLS, 'SSL/TLS'); the client is set up for "
                               "STARTTLS or no encryption")
-            elif not first:
+            elif not first and not probe:
                 yield Verdict("plaintext-on-tls-port",
                               "the client sent nothing and waited: it expected a plaintext greeting, but this "
                               "port speaks TLS from the first byte (implicit TLS, 'SSL/TLS'); set the client "
@@ -259,6 +265,10 @@ class Journal:
 
 
 GOODBYE_COMMANDS = {"QUIT", "LOGOUT"}
+
+
+def _is_probe(record: SessionRecord) -> bool:
+    return record.closed_before_handshake and (record.ended or time.time()) - record.started < PROBE_WINDOW
 
 
 def _acted_in_clear(record: SessionRecord) -> bool:

@@ -11,6 +11,7 @@ import asyncio
 import functools
 import logging
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any, cast
 
@@ -224,9 +225,11 @@ class MailmodesSMTP(SMTP):
         if pipelined and self.keep_pipelined:
             self._reader._buffer.extend(pipelined)  # type: ignore[attr-defined]  # ... unless vulnerable
 
-    def handshake_failed(self, transport: asyncio.BaseTransport, error: BaseException, watch: HandshakeWatch) -> None:
+    def handshake_failed(self, transport: asyncio.BaseTransport, error: BaseException, watch: HandshakeWatch,
+                         connected_at: float) -> None:
         """The implicit-TLS handshake (ImplicitTls) failed: record it; aiosmtpd never saw this client."""
-        recorder = recorder_for(self.journal, self.journal.open(self.listener, transport.get_extra_info("peername") or ()))
+        peer = transport.get_extra_info("peername") or ()
+        recorder = recorder_for(self.journal, self.journal.open(self.listener, peer, started=connected_at))
         recorder.tls_failed(error, watch.ssl_object)
         self.journal.finish(recorder.record)
 
@@ -439,10 +442,11 @@ class ImplicitTls(asyncio.Protocol):
         self.pending = pending  # the listener's handshakes in progress (SmtpListener.abort_connections)
         self.task: asyncio.Task[None] | None = None
         self.transport: asyncio.Transport | None = None
+        self.connected_at = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport, self.connected_at = transport, time.time()
         transport.pause_reading()  # start_tls resumes it once the TLS layer is in place
         self.pending.add(self)
         self.task = asyncio.get_running_loop().create_task(self._handshake(transport))
@@ -458,7 +462,7 @@ class ImplicitTls(asyncio.Protocol):
             if tls_transport is None:  # how Python 3.12+ reports the connection gone mid-handshake
                 raise ConnectionAbortedError("the connection closed during the TLS handshake")
         except (ssl.SSLError, ConnectionError, TimeoutError, OSError) as error:
-            self.inner.handshake_failed(transport, error, watch)
+            self.inner.handshake_failed(transport, error, watch, self.connected_at)
             transport.close()
             return
         finally:

@@ -208,9 +208,12 @@ class Recorder:
         elif reason in NON_TLS_REASONS:
             record.tls_failure = "the client sent something that is not TLS"
             record.first_client_bytes = record.first_client_bytes or b"?"
-        elif error is None or isinstance(error, (TimeoutError, ConnectionError, EOFError)) or \
+        elif isinstance(error, (TimeoutError, ConnectionAbortedError)):  # asyncio's handshake timeout
+            record.tls_failure = "no TLS handshake: the client sent no ClientHello before the timeout"
+        elif error is None or isinstance(error, (ConnectionError, EOFError)) or \
                 reason in ("UNEXPECTED_EOF_WHILE_READING", ""):
-            record.tls_failure = "no TLS handshake (the client sent no ClientHello, or closed)"
+            record.tls_failure = "no TLS handshake: the client closed the connection first"
+            record.closed_before_handshake = not record.first_client_bytes
         else:
             record.tls_failure = reason or type(error).__name__
         detail = record.tls_alert and f"alert {record.tls_alert}" or record.tls_failure

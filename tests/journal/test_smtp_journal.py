@@ -7,13 +7,15 @@ import smtplib
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from mailmodes.app import ThreadedMailServer
-from mailmodes.journal import SessionRecord
+from mailmodes.config import parse_config
+from mailmodes.journal import PROBE_WINDOW, Journal, SessionRecord
 from support import one_session, run_client, smtp_after_ehlo, verdict_codes
 
 HOST = "127.0.0.1"
@@ -185,6 +187,36 @@ def test_fallback_after_a_failed_handshake(serve: Callable[..., ThreadedMailServ
     assert first.tls_version is None and first.tls_failure
     assert "fallback" not in verdict_codes(first)
     assert {"fallback", "credentials-in-clear"} <= verdict_codes(second)
+
+
+@pytest.mark.parametrize("protocol", ["smtp", "imap", "pop3"])
+def test_a_port_probe_on_an_implicit_port_earns_nothing(serve: Callable[..., ThreadedMailServer],
+                                                        protocol: str) -> None:
+    """A TCP connect and close (a Kubernetes tcpSocket check, `nc -z`) is not a client set up for
+    plaintext, and the plaintext session that follows from the same host is no fallback."""
+    server = serve({"name": "tls", "protocol": protocol, "tls": "implicit"},
+                   {"name": "plain", "protocol": protocol, "tls": "starttls-optional"})
+    socket.create_connection((HOST, server.port("tls")), timeout=10).close()
+    probe = server.journal.wait_for(1)[0]
+    assert probe.tls_failure == "no TLS handshake: the client closed the connection first"
+    with socket.create_connection((HOST, server.port("plain")), timeout=10) as sock, sock.makefile("rb") as reader:
+        reader.readline()
+        sock.sendall({"smtp": b"EHLO x\r\n", "imap": b"a CAPABILITY\r\n", "pop3": b"CAPA\r\n"}[protocol])
+        reader.readline()
+    plain = server.journal.wait_for(2)[1]
+    assert (verdict_codes(probe), "fallback" in verdict_codes(plain)) == (set(), False)
+
+
+def test_a_client_that_waited_before_closing_is_no_probe() -> None:
+    """Closing after PROBE_WINDOW, without a byte, is what a client set for plaintext does when its
+    own greeting timeout runs out."""
+    journal = Journal()
+    listener = parse_config({"hostname": "h.test", "listeners": [
+        {"name": "l", "protocol": "smtp", "port": 0, "tls": "implicit"}]}).listeners[0]
+    record = journal.open(listener, ("127.0.0.1", 1), started=time.time() - PROBE_WINDOW - 1)
+    record.tls_failure, record.closed_before_handshake = "no TLS handshake: the client closed the connection first", True
+    journal.finish(record)
+    assert "plaintext-on-tls-port" in verdict_codes(record)
 
 
 def test_journal_can_be_switched_off(serve: Callable[..., ThreadedMailServer]) -> None:
