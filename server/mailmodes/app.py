@@ -62,7 +62,7 @@ class MailServer:
         self.listeners: dict[str, Listener] = {}
         self.ca_file: Path | None = None
         self._servers: list[asyncio.Server] = []
-        self._listeners: list[SmtpListener | LineServer] = []  # to end their connections on stop
+        self._protocol_servers: list[SmtpListener | LineServer] = []  # to end their connections on stop
         self.http_port: int | None = None  # the HTTP API and dashboard, when [http] is configured
         self._http: HttpServer | None = None
 
@@ -88,7 +88,7 @@ class MailServer:
         try:
             if listener.protocol == "smtp":
                 factory = SmtpListener(listener, self.store, self.config.hostname, context, self.journal)
-                self._listeners.append(factory)
+                self._protocol_servers.append(factory)
                 return await loop.create_server(factory, host, listener.port)
             session_class, too_many = LINE_PROTOCOLS[listener.protocol]
             hostname = self.config.hostname
@@ -102,7 +102,7 @@ class MailServer:
                 handshake_first=listener.tls is TlsMode.IMPLICIT and not plaintext_on_implicit,
                 pretend_encrypted=plaintext_on_implicit,
             )
-            self._listeners.append(line_server)
+            self._protocol_servers.append(line_server)
             return await asyncio.start_server(line_server.handle, host, listener.port)
         except OSError as error:
             raise ListenerError(_explain_bind_error(listener, host, error)) from None
@@ -128,13 +128,13 @@ class MailServer:
         if http is not None:
             await http.stop()
         servers, self._servers = self._servers, []
-        listeners, self._listeners = self._listeners, []
+        protocol_servers, self._protocol_servers = self._protocol_servers, []
         for server in servers:
             server.close()
         # Open sessions end here: from Python 3.12 wait_closed() waits for every connection, and
         # an idle client would otherwise hold the stop up until its idle timeout.
-        for listener in listeners:
-            listener.abort_connections()
+        for protocol_server in protocol_servers:
+            protocol_server.abort_connections()
         for server in servers:
             await server.wait_closed()
 

@@ -396,9 +396,10 @@ def write_private(path: Path, data: bytes) -> None:
 
 def _der(tag: int, content: bytes) -> bytes:
     length = len(content)
-    size = bytes([length]) if length < 0x80 else bytes([0x80 | (length.bit_length() + 7) // 8]) + length.to_bytes(
-        (length.bit_length() + 7) // 8, "big")
-    return bytes([tag]) + size + content
+    if length < 0x80:
+        return bytes([tag, length]) + content
+    octets = length.to_bytes((length.bit_length() + 7) // 8, "big")  # the long form, X.690 8.1.3.5
+    return bytes([tag, 0x80 | len(octets)]) + octets + content
 
 
 def _der_integer(value: int) -> bytes:

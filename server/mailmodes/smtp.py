@@ -225,12 +225,12 @@ class MailmodesSMTP(SMTP):
         if pipelined and self.keep_pipelined:
             self._reader._buffer.extend(pipelined)  # type: ignore[attr-defined]  # ... unless vulnerable
 
-    def handshake_failed(self, transport: asyncio.BaseTransport, error: BaseException, watch: HandshakeWatch,
-                         connected_at: float) -> None:
+    def handshake_failed(self, transport: asyncio.BaseTransport, error: BaseException,
+                         ssl_object: ssl.SSLObject | None, connected_at: float) -> None:
         """The implicit-TLS handshake (ImplicitTls) failed: record it; aiosmtpd never saw this client."""
         peer = transport.get_extra_info("peername") or ()
         recorder = recorder_for(self.journal, self.journal.open(self.listener, peer, started=connected_at))
-        recorder.tls_failed(error, watch.ssl_object)
+        recorder.tls_failed(error, ssl_object)
         self.journal.finish(recorder.record)
 
     def connection_lost(self, error: Exception | None) -> None:
@@ -462,7 +462,7 @@ class ImplicitTls(asyncio.Protocol):
             if tls_transport is None:  # how Python 3.12+ reports the connection gone mid-handshake
                 raise ConnectionAbortedError("the connection closed during the TLS handshake")
         except (ssl.SSLError, ConnectionError, TimeoutError, OSError) as error:
-            self.inner.handshake_failed(transport, error, watch, self.connected_at)
+            self.inner.handshake_failed(transport, error, watch.ssl_object, self.connected_at)
             transport.close()
             return
         finally:
