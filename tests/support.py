@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import socket
@@ -29,13 +30,32 @@ MODES = ("implicit", "starttls-required", "starttls-optional", "plaintext")
 IMAP_EXTENSIONS = "LITERAL+ SASL-IR IDLE UIDPLUS UNSELECT MOVE NAMESPACE ID ENABLE SPECIAL-USE"
 
 
+# What a client must be able to do beyond starting, as (probe command, text its output must hold,
+# what is missing when it does not); .ci/require-clients checks the same before CI's tests start.
+CAPABILITIES = {
+    "swaks": (["swaks", "--support"], "=== TLS supported", "swaks has no TLS: install libnet-ssleay-perl"),
+}
+
+
+@functools.cache
+def missing_capability(name: str) -> str | None:
+    if name not in CAPABILITIES:
+        return None
+    probe, needed, missing = CAPABILITIES[name]
+    result = subprocess.run(probe, capture_output=True, text=True, timeout=CLIENT_TIMEOUT)
+    return None if needed in result.stdout + result.stderr else missing
+
+
 def require_tool(name: str) -> str:
-    """The path of a command-line client; in CI a missing one fails the test instead of skipping."""
+    """The path of a command-line client that can do what the tests need of it; in CI a missing
+    one (or one missing a capability, such as swaks without TLS) fails the test instead of skipping."""
     path = shutil.which(name)
-    if path is None:
+    problem = f"{name} is not installed" if path is None else missing_capability(name)
+    if problem is not None:
         if IN_CI:
-            pytest.fail(f"{name} is not installed (.ci/run installs it)")
-        pytest.skip(f"{name} is not installed")
+            pytest.fail(f"{problem} (.ci/run installs it)")
+        pytest.skip(problem)
+    assert path is not None
     return path
 
 
