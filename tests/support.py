@@ -14,9 +14,10 @@ from typing import Any, BinaryIO
 import pytest
 
 from mailmodes.config import Config, Limits, Listener, parse_config, resolve_limits
-from mailmodes.net import Connection
+from mailmodes.events import Connection
+from mailmodes.misbehaviour import Misbehaviour
 from mailmodes.store import Store
-from mailmodes.tls import Security, TlsMode
+from mailmodes.tls import TlsMode
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 CLIENT_TIMEOUT = 20
@@ -155,9 +156,10 @@ def sans_io_connection(
     encrypted from the first byte only for implicit TLS unless `encrypted` says otherwise.
     The Security is `connection.security`: call its tls_started() when a StartTls is acted on."""
     tls = TlsMode(mode)
-    security = Security(
-        tls, encrypted=tls is TlsMode.IMPLICIT if encrypted is None else encrypted, tls_available=tls_available
+    misbehaviour = Misbehaviour(scenario, protocol, chaos)
+    security = misbehaviour.tls(tls, tls_available=tls_available).security(
+        encrypted=tls is TlsMode.IMPLICIT if encrypted is None else encrypted
     )
     listener = Listener(protocol, protocol, 0, tls, scenario=scenario, chaos=chaos,
                         limits=resolve_limits(protocol, Limits(**(limits or {}))))
-    return Connection(listener, security, peer, wake)
+    return Connection(listener, security, peer, wake, misbehaviour)

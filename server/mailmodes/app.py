@@ -20,12 +20,12 @@ from mailmodes.contexts import ServerContexts
 from mailmodes.config import Config, HttpConfig, Listener
 from mailmodes.journal import Journal
 from mailmodes.misbehaviour import Misbehaviour
+from mailmodes.events import Connection, LineSession
 from mailmodes.imap.session import ImapSession
-from mailmodes.net import Connection, LineServer, LineSession
+from mailmodes.net import LineServer
 from mailmodes.pop3 import Pop3Session
 from mailmodes.smtp import SmtpListener
 from mailmodes.store import Store
-from mailmodes.tls import TlsMode
 
 if TYPE_CHECKING:
     from mailmodes.http import HttpServer
@@ -84,23 +84,22 @@ class MailServer:
     async def _start_listener(self, listener: Listener, context: ssl.SSLContext) -> asyncio.Server:
         loop = asyncio.get_running_loop()
         host = listener.host or self.config.host
+        # One scenario and one TLS decision per listener, shared by all its connections.
+        misbehaviour = Misbehaviour(listener.scenario, listener.protocol, listener.chaos)
+        tls = misbehaviour.tls(listener.tls)
         # No ssl= here even for implicit TLS: the protocols do the handshake themselves, to record it.
         try:
             if listener.protocol == "smtp":
-                factory = SmtpListener(listener, self.store, self.config.hostname, context, self.journal)
+                factory = SmtpListener(listener, self.store, self.config.hostname, context, self.journal,
+                                       misbehaviour, tls)
                 self._protocol_servers.append(factory)
                 return await loop.create_server(factory, host, listener.port)
             session_class, too_many = LINE_PROTOCOLS[listener.protocol]
             hostname = self.config.hostname
             store = self.store
-            misbehaviour = Misbehaviour(listener.scenario, listener.protocol, listener.chaos)
-            plaintext_on_implicit = misbehaviour.speaks_plaintext_on_implicit
             line_server = LineServer(
                 listener, lambda connection: session_class(connection, store, hostname), context, too_many,
-                self.journal,
-                policy_mode=TlsMode.PLAINTEXT if misbehaviour.strips_starttls else None,
-                handshake_first=listener.tls is TlsMode.IMPLICIT and not plaintext_on_implicit,
-                pretend_encrypted=plaintext_on_implicit,
+                self.journal, misbehaviour, tls,
             )
             self._protocol_servers.append(line_server)
             return await asyncio.start_server(line_server.handle, host, listener.port)

@@ -1,16 +1,21 @@
 """How each protocol scenario (KNOWN-BAD.md section 2) departs from the known-good path.
 
-This is the one place every deviation lives. A session holds a `Misbehaviour` for its listener's
-scenario and asks it at a few fixed points: the greeting, the capability list, the reply to
-STARTTLS (and what follows it), the login reply, and a reply at a chosen stage (chaos). For a
-listener without a scenario every answer is "do the known-good thing" (None / unchanged), so the
-known-good path stays one straight line in each protocol module.
+This is the one place every deviation lives, as data. Each listener has one `Misbehaviour`
+(known-good: the empty plan), which its sessions ask at a few fixed points: the greeting, the
+capability list, the reply to STARTTLS, the login reply, and a chosen stage (chaos). Every answer
+is a reply line (None: the known-good one) plus actions, the events of events.py, which the
+connection code (net.py for IMAP and POP3, the SMTP adapter) carries out the same way for every
+protocol. Without a scenario every hook answers "do the known-good thing", so the known-good path
+stays one straight line in each protocol module.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
+
+from mailmodes.events import Close, NoTls, Output, StartTls
+from mailmodes.tls import ListenerTls, TlsMode
 
 CANARY_INJECTED = "X-MAILMODES-INJECTED"
 CANARY_PRETLS = "X-MAILMODES-PRETLS"
@@ -29,6 +34,25 @@ class StartTlsPlan:
     then: AfterStartTls = "handshake"
     injected: str = ""  # sent in the same write as the reply (KNOWN-BAD.md injection rule)
     keep_pipelined: bool = False  # command-injection-vulnerable: run pipelined plaintext inside TLS
+
+    def actions(self) -> list[Output]:
+        """What follows the reply line (and the injected lines, in the same write)."""
+        if self.then == "handshake":
+            return [StartTls(keep_pipelined=self.keep_pipelined)]
+        if self.then == "garbage":
+            return [NoTls(GARBAGE)]
+        if self.then == "silence":
+            return [NoTls(None)]
+        return []  # stay: the session goes on in plaintext
+
+
+@dataclass(frozen=True)
+class Step:
+    """A scenario's answer at a greeting or a command: the line to send instead of the known-good
+    one (None: send nothing), then the actions."""
+
+    line: str | None
+    actions: tuple[Output, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -133,10 +157,16 @@ class Misbehaviour:
         self.scenario = scenario if scenario in PROTOCOL_SCENARIOS else None
         self.protocol = protocol
         self.chaos = chaos if self.scenario == "chaos" else None
+        # The hot paths check these attributes once per command / per write.
+        self.active = self.scenario is not None
+        chaotic = self.chaos is not None and self.chaos.stage is not None and bool(self.chaos.reply or self.chaos.disconnect)
+        self.chaos_stages = frozenset({self.chaos.stage.upper()} if chaotic and self.chaos and self.chaos.stage else ())
+        self.delay = self.chaos.delay if self.chaos is not None else 0.0
 
-    @property
-    def active(self) -> bool:
-        return self.scenario is not None
+    def tls(self, mode: TlsMode, *, tls_available: bool = True) -> ListenerTls:
+        """The listener's TLS decision under this scenario (tls.py answers the rest)."""
+        return ListenerTls.decide(mode, tls_available=tls_available, strips_starttls=self.strips_starttls,
+                                  plaintext_on_implicit=self.speaks_plaintext_on_implicit)
 
     @property
     def strips_starttls(self) -> bool:
@@ -153,14 +183,20 @@ class Misbehaviour:
         """protocol-downgrade for SMTP: EHLO is refused, so a client falls back to HELO."""
         return self.scenario == "protocol-downgrade" and self.protocol == "smtp"
 
-    def greeting(self, hostname: str, user: str = "") -> str | None:
+    def greeting(self, default: str, hostname: str, user: str = "") -> Step:
+        """The greeting line in place of `default`, and what follows it (chaos at GREETING
+        included). IMAP adds its own lines (after_greeting) to the same write."""
+        chaos = self.at_stage("GREETING")
+        if chaos is not None and chaos.disconnect:
+            return Step(None, (Close(),))
+        text = (chaos.reply if chaos is not None else None) or self.greeting_text(hostname, user) or default
+        return Step(text, (Close(),) if self.scenario == "greeting-reject" else ())
+
+    def greeting_text(self, hostname: str, user: str = "") -> str | None:
         if self.scenario == "pretls-alert" and self.protocol == "pop3":
             return _POP3_ALERT_GREETING
         text = _GREETINGS.get(self.scenario or "", {}).get(self.protocol)
         return text.format(hostname=hostname, user=user) if text else None
-
-    def closes_after_greeting(self) -> bool:
-        return self.scenario == "greeting-reject"
 
     def after_greeting(self) -> list[str]:
         return list(_AFTER_GREETING.get(self.scenario or "", {}).get(self.protocol, []))
@@ -199,9 +235,12 @@ class Misbehaviour:
             return self.chaos
         return None
 
-    @property
-    def delay(self) -> float:
-        return self.chaos.delay if self.chaos is not None else 0.0
-
-
-KNOWN_GOOD = Misbehaviour(None, "smtp")
+    def at_command(self, *verbs: str) -> Step | None:
+        """chaos at the first of these commands that is its stage: the configured reply instead
+        of the command's ("{tag}" left for IMAP to fill in), or a disconnect; None: run it."""
+        for verb in verbs:
+            if verb.upper() in self.chaos_stages:
+                chaos = self.at_stage(verb)
+                assert chaos is not None
+                return Step(None, (Close(),)) if chaos.disconnect else Step(chaos.reply)
+        return None

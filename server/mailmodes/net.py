@@ -1,8 +1,8 @@
 """The only asyncio code for IMAP and POP3: read, feed the session, write, STARTTLS, limits.
 
-A protocol session (imap/session.py, pop3.py) does no I/O. It is driven through `LineSession`:
-bytes go in through `feed`, and out come bytes to send plus two kinds of instruction,
-`StartTls` and `Close`.
+A protocol session (imap/session.py, pop3.py) does no I/O. It is driven through `LineSession`
+(events.py): bytes go in through `feed`, and out come bytes to send plus the instructions this
+module carries out (StartTls, Close, NoTls), with the listener's scenario delay before each write.
 """
 
 from __future__ import annotations
@@ -10,75 +10,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
 
 from mailmodes.config import Listener
+from mailmodes.events import Close, Connection, LineSession, NoTls, Output, SessionFactory, StartTls
+from mailmodes.handshake import HandshakeWatch, handshake_timeout, is_encrypted
 from mailmodes.journal import Journal
-from mailmodes.tls import HandshakeWatch, Security, TlsMode, handshake_timeout, is_encrypted
+from mailmodes.misbehaviour import Misbehaviour
+from mailmodes.tls import ListenerTls
 from mailmodes.transcript import Recorder, recorder_for
 
 log = logging.getLogger(__name__)
 READ_SIZE = 65536
-
-
-@dataclass(frozen=True)
-class StartTls:
-    """Send everything before this, then do the TLS handshake. The session drops its buffer, and
-    so does net.py (whatever asyncio read ahead), unless `keep_pipelined` (the deliberately
-    vulnerable scenario, where plaintext sent before the handshake is executed inside TLS)."""
-
-    keep_pipelined: bool = False
-
-
-@dataclass(frozen=True)
-class Close:
-    """Send everything before this, then close the connection."""
-
-
-@dataclass(frozen=True)
-class Pause:
-    """Send everything before this, then wait (the chaos scenario's delay per reply)."""
-
-    seconds: float
-
-
-Output = bytes | StartTls | Close | Pause
-
-
-@dataclass
-class Connection:
-    """What a session may know about its connection."""
-
-    listener: Listener
-    security: Security
-    peer: tuple[str, int]
-    wake: Callable[[], None]
-    """Call when something outside the session happened that it wants to report (IDLE)."""
-
-
-class LineSession(Protocol):
-    def greeting(self) -> list[Output]: ...
-
-    def feed(self, data: bytes) -> list[Output]:
-        """Consume client bytes. After a StartTls output the session has dropped its buffer."""
-        ...
-
-    def tls_started(self) -> list[Output]: ...
-
-    def wake(self) -> list[Output]:
-        """Called after Connection.wake(): return unsolicited output, if any."""
-        ...
-
-    def timed_out(self) -> list[Output]:
-        """The client was idle for the listener's idle_timeout: say goodbye (then we close)."""
-        ...
-
-    def connection_lost(self) -> None: ...
-
-
-SessionFactory = Callable[[Connection], LineSession]
 
 
 class LineServer:
@@ -91,23 +33,16 @@ class LineServer:
         tls_context: ssl.SSLContext | None,
         too_many: bytes,
         journal: Journal,
-        *,
-        policy_mode: TlsMode | None = None,
-        handshake_first: bool | None = None,
-        pretend_encrypted: bool = False,
+        misbehaviour: Misbehaviour,
+        tls: ListenerTls,
     ) -> None:
         self.listener = listener
         self.session_factory = session_factory
         self.tls_context = tls_context
         self.too_many = too_many
         self.journal = journal
-        # Implicit TLS: the handshake is ours rather than asyncio's, so that a client's alert (or
-        # its plaintext) is recorded instead of vanishing into asyncio's log.
-        self.handshake_first = listener.tls is TlsMode.IMPLICIT if handshake_first is None else handshake_first
-        # Scenario overrides (misbehaviour.py): the TLS policy the session applies, and a session
-        # that acts as if encrypted on an implicit port that speaks plaintext.
-        self.policy_mode = policy_mode or listener.tls
-        self.pretend_encrypted = pretend_encrypted
+        self.misbehaviour = misbehaviour
+        self.tls = tls
         self.active: set[asyncio.Task[None]] = set()
         self.stopping = False
 
@@ -122,7 +57,9 @@ class LineServer:
         record = self.journal.open(self.listener, writer.get_extra_info("peername") or ())
         connection = _ClientConnection(self, reader, writer, recorder_for(self.journal, record))
         try:
-            if not self.handshake_first or await connection.handshake(via_starttls=False):
+            # Implicit TLS: the handshake is ours rather than asyncio's, so that a client's alert
+            # (or its plaintext) is recorded instead of vanishing into asyncio's log.
+            if not self.tls.tls_first or await connection.handshake(via_starttls=False):
                 await connection.serve()
         except asyncio.CancelledError:
             # The server is stopping. End normally rather than cancelled: Python 3.11's
@@ -160,8 +97,9 @@ class _ClientConnection:
         self.writer = writer
         self.recorder = recorder
         self.woken = asyncio.Event()
-        self.security = Security(server.policy_mode, encrypted=False, tls_available=server.tls_context is not None)
+        self.security = server.tls.security(encrypted=False)
         self.session: LineSession | None = None
+        self.no_tls: NoTls | None = None  # after a STARTTLS success line that no TLS layer follows
         self.upgrade_unfinished = False  # a start_tls that failed or was cancelled: see LineServer.handle
 
     async def handshake(self, *, via_starttls: bool) -> bool:
@@ -182,10 +120,10 @@ class _ClientConnection:
 
     async def serve(self) -> None:
         listener = self.server.listener
-        self.security.encrypted = is_encrypted(self.writer.transport) or self.server.pretend_encrypted
+        self.security = self.server.tls.security(encrypted=is_encrypted(self.writer.transport))
         peer = self.writer.get_extra_info("peername") or ("", 0)
         session = self.session = self.server.session_factory(
-            Connection(listener, self.security, peer[:2], self.woken.set)
+            Connection(listener, self.security, peer[:2], self.woken.set, self.server.misbehaviour)
         )
         loop = asyncio.get_running_loop()
         idle_timeout = listener.limits.idle_timeout
@@ -213,10 +151,14 @@ class _ClientConnection:
                         return
                     deadline = loop.time() + idle_timeout
                     self.recorder.client(data)
-                    if await self.send(session.feed(data)):
+                    if self.no_tls is not None:
+                        if self._answer_without_tls(self.no_tls):
+                            return
+                    elif await self.send(session.feed(data)):
                         return
                 elif not done:
-                    await self.send(session.timed_out())
+                    if self.no_tls is None:  # a client waiting for a TLS handshake gets no plaintext goodbye
+                        await self.send(session.timed_out())
                     return
         finally:
             for pending in (read, woken):
@@ -225,19 +167,22 @@ class _ClientConnection:
             session.connection_lost()
 
     async def send(self, outputs: list[Output]) -> bool:
-        """Write the outputs in order; True when the connection is to be closed."""
+        """Carry out the outputs in order; True when the connection is to be closed."""
         pending = list(outputs)
+        delay = self.server.misbehaviour.delay
         while pending:
             item = pending.pop(0)
             if isinstance(item, bytes):
+                if delay:  # chaos: a slow server, before every write
+                    await self.writer.drain()
+                    await asyncio.sleep(delay)
                 self.writer.write(item)
                 self.recorder.server(item)
             elif isinstance(item, Close):
                 await self.writer.drain()
                 return True
-            elif isinstance(item, Pause):
-                await self.writer.drain()
-                await asyncio.sleep(item.seconds)
+            elif isinstance(item, NoTls):
+                self.no_tls = item
             else:
                 if not item.keep_pipelined:
                     self._discard_read_ahead()
@@ -250,6 +195,15 @@ class _ClientConnection:
                 pending = self.session.tls_started() + pending
         await self.writer.drain()
         return False
+
+    def _answer_without_tls(self, plan: NoTls) -> bool:
+        """The client's bytes after a STARTTLS success line that no TLS followed (its ClientHello):
+        answered with the plan's plaintext and closed, or swallowed; True to close now."""
+        if plan.answer is None:
+            return False
+        self.writer.write(plan.answer)
+        self.recorder.server(plan.answer)
+        return True
 
     def _discard_read_ahead(self) -> None:
         """Drop plaintext asyncio already read past the session's last chunk. StreamReader has no

@@ -1,13 +1,13 @@
 """POP3 (RFC 1939, RFC 2449 CAPA, RFC 2595 STLS, RFC 5034 AUTH): a sans-I/O session.
 
-Bytes go in through `Pop3Session.feed`; replies (bytes) and the instructions `StartTls` and
-`Close` come out. net.py does the reading, writing and the TLS handshake; this module never
+Bytes go in through `Pop3Session.feed`; replies (bytes) and the instructions of events.py
+(`StartTls`, `Close`, `NoTls`) come out. net.py does the reading, writing and the TLS handshake; this module never
 touches a socket. Whether TLS is on, may be offered, or must come before a login is asked of
 `connection.security`; this module only chooses the POP3 wording.
 
 A listener with a protocol scenario (KNOWN-BAD.md section 2) departs from the known-good path at a
-few fixed points (greeting, CAPA, STLS, the bytes after STLS, a command at the chaos stage); what
-it does there is decided in misbehaviour.py. Without a scenario each point is one attribute check.
+few fixed points (greeting, CAPA, STLS, a command at the chaos stage); what it does there is
+decided in misbehaviour.py. Without a scenario each point is one attribute check.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import cast
 
 from mailmodes import __version__
-from mailmodes.misbehaviour import GARBAGE, Misbehaviour, StartTlsPlan
-from mailmodes.net import Close, Connection, Output, Pause, StartTls
+from mailmodes.events import Close, Connection, NoTls, Output, StartTls
+from mailmodes.misbehaviour import StartTlsPlan
 from mailmodes.store import Account, Mailbox, Message, Store
 
 CRLF = b"\r\n"
@@ -258,14 +258,10 @@ class Pop3Session:
         self._apop_timestamp = (
             f"<{os.getpid()}.{secrets.token_hex(8)}@{hostname}>" if apop else None
         )
-        listener = connection.listener
-        misbehaviour = Misbehaviour(listener.scenario, "pop3", listener.chaos)
-        # None without a scenario, so that each hook on the known-good path is one attribute check.
-        self.misbehaviour = misbehaviour if misbehaviour.active else None
-        self._chaos = misbehaviour if misbehaviour.chaos is not None and misbehaviour.chaos.stage else None
-        self._delay = misbehaviour.delay
-        # After a scenario's STLS success line: what the client's next bytes (its ClientHello) get.
-        self._diverted: Callable[[bytes], list[Output]] | None = None
+        # The listener's scenario; each hook on the known-good path is one attribute check.
+        self.misbehaviour = connection.misbehaviour
+        self._scenario = self.misbehaviour.active
+        self._chaos_stages = self.misbehaviour.chaos_stages
         self._keep_pipelined = False  # command-injection-vulnerable, between STLS and tls_started()
 
     # --- LineSession -----------------------------------------------------------------------------
@@ -274,15 +270,13 @@ class Pop3Session:
         line = f"+OK {self.hostname} POP3 ready"
         if self._apop_timestamp:
             line += f" {self._apop_timestamp}"
-        if self.misbehaviour is not None:
-            return self._scenario_greeting(self.misbehaviour, line)
+        if self._scenario:
+            return self._scenario_greeting(line)
         return [line.encode() + CRLF]
 
     def feed(self, data: bytes) -> list[Output]:
         if self.closed:
             return []
-        if self._diverted is not None:
-            return self._diverted(data)
         self._lines.append(data)
         return self._run_lines()
 
@@ -302,9 +296,9 @@ class Pop3Session:
                 outputs += self._bad(LINE_TOO_LONG)
                 continue
             replies = self._sasl_response(line) if self._in_sasl else self._command(line)
-            if self._delay and replies:
-                outputs.append(Pause(self._delay))  # chaos: a slow server, before every reply
             outputs += replies
+            if any(isinstance(reply, NoTls) for reply in replies):
+                break  # the session is over: no TLS follows the success line
             if any(isinstance(reply, StartTls) for reply in replies):
                 if self._keep_pipelined:
                     # command-injection-vulnerable: deliberately the CVE-2011-0411 bug; the
@@ -333,8 +327,6 @@ class Pop3Session:
         # RFC 1939 section 3 would close silently; a line saying why helps whoever reads the trace.
         # The session does not enter UPDATE: nothing is deleted.
         self.closed = True
-        if self._diverted is not None:
-            return [Close()]  # starttls-silence / -no-handshake: no plaintext answer, not even this
         return [IDLE_TIMEOUT, Close()]
 
     def connection_lost(self) -> None:
@@ -353,8 +345,8 @@ class Pop3Session:
         # RFC 1939 PASS: valid only immediately after a successful USER, so any other command
         # forgets the name.
         self._previous_user, self._user = self._user, None
-        if self._chaos is not None:
-            chaotic = self._chaos_at(self._chaos, keyword)
+        if self._chaos_stages:
+            chaotic = self._chaos_at(keyword)
             if chaotic is not None:
                 return chaotic
         if entry is None:
@@ -374,60 +366,31 @@ class Pop3Session:
 
     # --- scenarios (KNOWN-BAD.md section 2; the texts live in misbehaviour.py) -------------------
 
-    def _scenario_greeting(self, misbehaviour: Misbehaviour, line: str) -> list[Output]:
-        """greeting-reject, pretls-alert, and chaos at GREETING (a reply, a disconnect, a delay)."""
-        chaos = misbehaviour.at_stage("GREETING")
-        if chaos is not None and chaos.disconnect:
-            self.closed = True
-            return [Close()]
-        text = (chaos.reply if chaos is not None else None) or misbehaviour.greeting(self.hostname) or line
-        outputs: list[Output] = [Pause(self._delay)] if self._delay else []
-        outputs.append(text.encode() + CRLF)
-        if misbehaviour.closes_after_greeting():
-            # greeting-reject: RFC 1939 section 4 says the greeting "can be any positive response";
-            # a negative one refuses service, and there is nothing more to say.
-            self.closed = True
-            outputs.append(Close())
-        return outputs
+    def _scenario_greeting(self, line: str) -> list[Output]:
+        """greeting-reject, pretls-alert, and chaos at GREETING (a reply or a disconnect)."""
+        # greeting-reject: RFC 1939 section 4 says the greeting "can be any positive response";
+        # a negative one refuses service, and there is nothing more to say.
+        step = self.misbehaviour.greeting(line, self.hostname)
+        self.closed = Close() in step.actions
+        return ([] if step.line is None else [step.line.encode() + CRLF]) + list(step.actions)
 
     def _planned_stls(self, plan: StartTlsPlan) -> list[Output]:
-        """The STLS reply of a STARTTLS scenario, and what follows it."""
+        """The STLS reply of a STARTTLS scenario, and what follows it: TLS, no TLS, or plaintext
+        (RFC 2595 section 4: only "+OK" may start the negotiation). Injected lines go in the same
+        write as the success line, so that they normally reach the client in one segment
+        (KNOWN-BAD.md injection rule)."""
         reply = plan.reply.encode() + CRLF if plan.reply is not None else BEGIN_TLS
-        if plan.then == "stay":
-            # starttls-rejected / -tempfail / -unexpected-reply: no TLS, the session goes on in
-            # plaintext. RFC 2595 section 4: only "+OK" may start the negotiation.
-            return [reply]
-        if plan.then == "garbage":
-            self._diverted = self._answer_with_garbage
-            return [reply]
-        if plan.then == "silence":
-            self._diverted = self._swallow
-            return [reply]
-        # response-injection: the injected lines go in the same write as the success line, so that
-        # they normally reach the client in one segment (KNOWN-BAD.md injection rule).
+        actions = plan.actions()
         self._keep_pipelined = plan.keep_pipelined
-        return [reply + plan.injected.encode(), StartTls(keep_pipelined=plan.keep_pipelined)]
+        return [reply + plan.injected.encode(), *actions]
 
-    def _answer_with_garbage(self, data: bytes) -> list[Output]:
-        """starttls-no-handshake: the ClientHello gets plaintext, then the connection closes."""
-        self.closed = True
-        return [GARBAGE, Close()]
-
-    def _swallow(self, data: bytes) -> list[Output]:
-        """starttls-silence: the ClientHello is never answered; the idle timeout ends it."""
-        return []
-
-    def _chaos_at(self, misbehaviour: Misbehaviour, keyword: str) -> list[Output] | None:
+    def _chaos_at(self, keyword: str) -> list[Output] | None:
         """chaos: the configured reply or a disconnect instead of running the command."""
-        chaos = misbehaviour.at_stage(keyword)
-        if chaos is None and keyword in LOGIN_COMMANDS:
-            chaos = misbehaviour.at_stage("LOGIN")
-        if chaos is None:
+        step = self.misbehaviour.at_command(keyword, *(("LOGIN",) if keyword in LOGIN_COMMANDS else ()))
+        if step is None:
             return None
-        if chaos.disconnect:
-            self.closed = True
-            return [Close()]
-        return [chaos.reply.encode() + CRLF] if chaos.reply else None
+        self.closed = Close() in step.actions
+        return ([] if step.line is None else [step.line.encode() + CRLF]) + list(step.actions)
 
     # --- AUTHORIZATION ---------------------------------------------------------------------------
 
@@ -439,7 +402,7 @@ class Pop3Session:
         if self.security.offers_starttls and self.state is State.AUTHORIZATION:
             capabilities.append("STLS")
         capabilities.append(f"IMPLEMENTATION mailmodes-{__version__}")
-        if self.misbehaviour is not None:
+        if self._scenario:
             error = self.misbehaviour.capability_error()
             if error is not None:
                 return [error.encode() + CRLF]  # capability-fails
@@ -459,7 +422,7 @@ class Pop3Session:
         if not self.security.offers_starttls:
             # Also what starttls-stripped answers: STLS was not advertised (KNOWN-BAD.md section 2).
             return [b"-ERR TLS not available\r\n"]
-        if self.misbehaviour is not None:
+        if self._scenario:
             plan = self.misbehaviour.starttls(self.hostname)
             if plan is not None:
                 return self._planned_stls(plan)

@@ -1,17 +1,15 @@
 """The TLS policy, decided once and shared by SMTP, IMAP and POP3.
 
 Each protocol only chooses its own wording (LOGINDISABLED, 530, -ERR [AUTH] ...); whether TLS is
-on, whether STARTTLS may be offered and whether a client may log in are answered here.
+on from the first byte, whether STARTTLS may be offered and whether a client may log in are
+answered here: per listener by `ListenerTls`, per connection by the `Security` it hands out.
+No I/O here (handshake.py does the handshakes), so the protocol cores can ask it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import enum
-import ssl
-from contextvars import ContextVar
 from dataclasses import dataclass
-from pathlib import Path
 
 
 class TlsMode(enum.StrEnum):
@@ -47,67 +45,41 @@ class Security:
 
     @property
     def must_wait_for_tls(self) -> bool:
-        """True while only NOOP/CAPABILITY/STARTTLS/QUIT-class commands are acceptable."""
+        """True while only the commands RFC 3207 / 3501 / 2595 allow before TLS are acceptable."""
         return self.mode is TlsMode.STARTTLS_REQUIRED and not self.encrypted
 
     def tls_started(self) -> None:
         self.encrypted = True
 
 
-def is_encrypted(transport: asyncio.BaseTransport | None) -> bool:
-    return transport is not None and transport.get_extra_info("ssl_object") is not None
 
 
-def server_context(
-    cert_file: Path,
-    key_file: Path,
-    *,
-    minimum: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2,
-    maximum: ssl.TLSVersion = ssl.TLSVersion.MAXIMUM_SUPPORTED,
-) -> ssl.SSLContext:
-    """The known-good server context: TLS 1.2 and 1.3 only (RFC 8314 section 5, RFC 8997)."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = minimum
-    context.maximum_version = maximum
-    context.load_cert_chain(cert_file, key_file)
-    return context
+@dataclass(frozen=True, slots=True)
+class ListenerTls:
+    """How one listener does TLS, decided once when it starts and used by all three protocols."""
 
-
-class HandshakeWatch:
-    """Keeps the SSL object of a server-side handshake, for when the handshake fails.
-
-    asyncio hands the SSL object out (extra info "ssl_object") only once a handshake succeeds,
-    but it carries what our SNI callback noted (contexts.py): the name the client asked for and
-    the scenario that name chose. Without it a client that picked a certificate scenario by SNI
-    and rejected it would be recorded without either. The callback runs in a copy of the context
-    that started the handshake, so a context variable carries the watch to it:
-
-        with HandshakeWatch() as watch:
-            await loop.start_tls(...)      # on failure: watch.ssl_object
-    """
-
-    __slots__ = ("ssl_object", "_token")
-    _current: ContextVar[HandshakeWatch | None] = ContextVar("mailmodes_handshake_watch", default=None)
-
-    def __init__(self) -> None:
-        self.ssl_object: ssl.SSLObject | None = None
-
-    def __enter__(self) -> HandshakeWatch:
-        self._token = self._current.set(self)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._current.reset(self._token)
+    mode: TlsMode
+    """The configured mode."""
+    policy: TlsMode
+    """The mode whose rules the sessions apply: plaintext's where a scenario strips STARTTLS."""
+    tls_first: bool
+    """A TLS handshake on the first byte, before any protocol byte."""
+    pretend_encrypted: bool
+    """The session acts as if encrypted, with no TLS layer (an implicit port speaking plaintext)."""
+    tls_available: bool = True
 
     @classmethod
-    def saw(cls, ssl_object: ssl.SSLObject) -> None:
-        """Called by the SNI callback, during the handshake."""
-        watch = cls._current.get()
-        if watch is not None:
-            watch.ssl_object = ssl_object
+    def decide(cls, mode: TlsMode, *, tls_available: bool = True, strips_starttls: bool = False,
+               plaintext_on_implicit: bool = False) -> ListenerTls:
+        implicit = mode is TlsMode.IMPLICIT
+        return cls(
+            mode=mode,
+            policy=TlsMode.PLAINTEXT if strips_starttls else mode,
+            tls_first=implicit and not plaintext_on_implicit,
+            pretend_encrypted=implicit and plaintext_on_implicit,
+            tls_available=tls_available,
+        )
 
-
-def handshake_timeout(idle_timeout: float) -> float:
-    """How long a client may take over its TLS handshake: a client that waits for a plaintext
-    greeting on an implicit port is told nothing, so do not keep it for a whole idle timeout."""
-    return min(idle_timeout, 30.0)
+    def security(self, *, encrypted: bool) -> Security:
+        """A new connection's TLS state; `encrypted` must come from its transport."""
+        return Security(self.policy, encrypted=encrypted or self.pretend_encrypted, tls_available=self.tls_available)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mailmodes.imap.session import ImapSession
-from mailmodes.net import Close, Output, StartTls
+from mailmodes.events import Close, Output, StartTls
 from mailmodes.store import Store
 from mailmodes.tls import Security
 from support import make_store, sans_io_connection

@@ -8,7 +8,7 @@ import re
 
 import pytest
 from imap.imap_harness import SIMPLE, WHEN, Client, client, make_store
-from mailmodes.net import Close, StartTls
+from mailmodes.events import Close, StartTls
 from mailmodes.store import Store
 from support import IMAP_EXTENSIONS
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pytest
 
 from mailmodes import __version__
-from mailmodes.net import Close, Output, StartTls
+from mailmodes.events import Close, Output, StartTls
 from mailmodes.pop3 import Pop3Session, crlf_normalised, dot_stuffed, top_of, wire_form, wire_size
 from mailmodes.store import Store
 from mailmodes.tls import TlsMode

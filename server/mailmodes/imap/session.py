@@ -1,6 +1,6 @@
 """The IMAP4rev1 session (RFC 3501) as a sans-I/O state machine: bytes in, bytes out.
 
-net.py drives it through the `LineSession` protocol. The parser (parser.py) cuts and parses
+net.py drives it through the `LineSession` protocol (events.py). The parser (parser.py) cuts and parses
 commands; this module keeps the state table, the per-session view of the selected mailbox and
 the store calls. TLS decisions come only from `connection.security`; this module chooses words.
 A listener's misbehaviour scenario (misbehaviour.py, KNOWN-BAD.md section 2) is asked at a few
@@ -55,8 +55,8 @@ from mailmodes.imap.parser import (
     split_head,
 )
 from mailmodes.imap.search import SearchContext, search
-from mailmodes.misbehaviour import GARBAGE, Misbehaviour, StartTlsPlan
-from mailmodes.net import Close, Connection, Output, Pause, StartTls
+from mailmodes.events import Close, Connection, NoTls, Output, StartTls
+from mailmodes.misbehaviour import StartTlsPlan
 from mailmodes.store import (
     HIERARCHY_DELIMITER,
     INBOX,
@@ -118,7 +118,7 @@ class _Pending:
     """Output gathered while handling input, and what net must do after sending it."""
 
     chunks: list[bytes] = field(default_factory=list)
-    action: StartTls | Close | None = None
+    action: StartTls | Close | NoTls | None = None
 
 
 class ImapSession:
@@ -144,16 +144,10 @@ class ImapSession:
         self._command_start = 0  # where the current command's output starts in _pending.chunks
         # \Recent stays with the session that claimed it (RFC 3501 2.3.2), across re-SELECTs.
         self._claimed_recent: dict[Mailbox, set[int]] = {}
-        # The listener's scenario. Without one every hook answers "known-good", and the hot paths
-        # (feed, each command) check one attribute each: _after_starttls, _chaos_stage, _delay.
-        listener = connection.listener
-        self.misbehaviour = Misbehaviour(listener.scenario, "imap", listener.chaos)
-        chaos = self.misbehaviour.chaos
-        self._chaos_stage = chaos.stage.upper() if chaos and chaos.stage and (chaos.reply or chaos.disconnect) else None
-        self._delay = self.misbehaviour.delay
-        # starttls-no-handshake / starttls-silence: the success line was sent but no TLS layer
-        # follows; this answers whatever the client sends next (its ClientHello).
-        self._after_starttls: Callable[[bytes], list[Output]] | None = None
+        # The listener's scenario. Without one every hook answers "known-good", and the hot path
+        # (each command) checks one attribute: the chaos stages, empty.
+        self.misbehaviour = connection.misbehaviour
+        self._chaos_stages = self.misbehaviour.chaos_stages
 
     # --- LineSession ----------------------------------------------------------------------
 
@@ -166,8 +160,6 @@ class ImapSession:
     def feed(self, data: bytes) -> list[Output]:
         if self.state is State.LOGOUT:
             return []
-        if self._after_starttls is not None:
-            return self._after_starttls(data)
         self.framer.feed(data)
         return self._guarded(self._process)
 
@@ -187,8 +179,6 @@ class ImapSession:
 
     def timed_out(self) -> list[Output]:
         self._logout_state()
-        if self._after_starttls is not None:
-            return [Close()]  # the client waits for a TLS handshake: a plaintext BYE is no use
         # RFC 3501 5.4: the autologout timer; net closes the connection after this.
         return [b"* BYE Autologout; idle for too long\r\n", Close()]
 
@@ -216,11 +206,9 @@ class ImapSession:
             if not pending.action.keep_pipelined:
                 self.pipelined_after_starttls = self.framer.drop()
             outputs.append(pending.action)
-        elif isinstance(pending.action, Close):
+        elif isinstance(pending.action, (Close, NoTls)):
             self._logout_state()
             outputs.append(pending.action)
-        if self._delay and outputs:
-            outputs.insert(0, Pause(self._delay))  # chaos: a slow server, before every reply
         return outputs
 
     def _process(self) -> None:
@@ -280,7 +268,7 @@ class ImapSession:
         except CommandError as error:
             self._bad(error.tag, error.message)
             return
-        if command.name == self._chaos_stage:
+        if command.name in self._chaos_stages:
             self._chaos_reply(command.name, command.tag)
             return
         handler, states = COMMANDS[command.name]
@@ -348,17 +336,6 @@ class ImapSession:
 
     def _scenario_greeting(self) -> list[Output]:
         misbehaviour = self.misbehaviour
-        outputs: list[Output] = [Pause(self._delay)] if self._delay else []
-        chaos = misbehaviour.at_stage("GREETING")
-        if chaos is not None and chaos.disconnect:
-            self._logout_state()
-            return [*outputs, Close()]
-        if chaos is not None and chaos.reply:
-            line = _chaos_line(chaos.reply, "*")
-            if line.startswith(b"* BYE"):
-                self._logout_state()
-                return [*outputs, line, Close()]
-            return [*outputs, line]
         user = ""
         if misbehaviour.scenario == "imap-preauth":
             # RFC 3501 7.1.4: PREAUTH says the connection is already authenticated, here in the
@@ -366,24 +343,29 @@ class ImapSession:
             self.account = next(iter(self.store.accounts.values()), None)
             if self.account is not None:
                 self.state, user = State.AUTHENTICATED, self.account.name
-        text = misbehaviour.greeting(self.hostname, user)
-        if text is None and misbehaviour.capability_error() is not None:
+        if misbehaviour.capability_error() is not None:
             # capability-fails: no capabilities in the greeting, so that the client has to ask.
-            text = f"* OK {self.hostname} ready"
-        lines = [text or f"* OK [CAPABILITY {self.capabilities()}] {self.hostname} ready"]
-        lines += misbehaviour.after_greeting()  # untagged (or premature tagged) lines, same write
-        outputs.append("".join(f"{line}\r\n" for line in lines).encode())
-        if misbehaviour.closes_after_greeting():
+            default = f"* OK {self.hostname} ready"
+        else:
+            default = f"* OK [CAPABILITY {self.capabilities()}] {self.hostname} ready"
+        step = misbehaviour.greeting(default, self.hostname, user)
+        if step.line is None:
+            self._logout_state()
+            return list(step.actions)  # chaos: a disconnect at the greeting
+        line = _chaos_line(step.line, "*")
+        # Untagged (or premature tagged) lines after the greeting go in the same write.
+        outputs: list[Output] = [line + "".join(f"{extra}\r\n" for extra in misbehaviour.after_greeting()).encode()]
+        if Close() in step.actions or line.startswith(b"* BYE"):  # RFC 3501 7.1.5: after BYE, close
             self._logout_state()
             outputs.append(Close())
         return outputs
 
     def _chaos_reply(self, stage: str, tag: str) -> None:
         """chaos at this command: the configured reply instead of the command's, or a disconnect."""
-        chaos = self.misbehaviour.at_stage(stage)
-        assert chaos is not None
-        if chaos.reply:
-            line = _chaos_line(chaos.reply, tag)
+        step = self.misbehaviour.at_command(stage)
+        assert step is not None
+        if step.line is not None:
+            line = _chaos_line(step.line, tag)
             self._send(line)
             if not line.startswith(b"* BYE"):
                 return
@@ -393,26 +375,13 @@ class ImapSession:
     def _planned_starttls(self, tag: str, plan: StartTlsPlan) -> Reply:
         """STARTTLS as the scenario plans it: refused, answered oddly, or followed by no TLS."""
         line = (plan.reply or f"{tag} OK {STARTTLS_OK}").replace("{tag}", tag) + "\r\n"
-        if plan.then == "stay":
-            # starttls-rejected / -tempfail / -unexpected-reply: the session goes on in plaintext.
-            self._send(line.encode())
-        elif plan.then == "handshake":
-            # The injection rule (KNOWN-BAD.md): injected lines go out in the same write as the OK.
-            self._send((line + plan.injected).encode())
-            self._pending.action = StartTls(keep_pipelined=plan.keep_pipelined)
-        else:
-            # starttls-no-handshake / starttls-silence: the OK, then no TLS layer at all.
-            self._send(line.encode())
-            self.framer.drop()
-            self._after_starttls = self._answer_client_hello if plan.then == "garbage" else _swallow
+        # The injection rule (KNOWN-BAD.md): injected lines go out in the same write as the OK.
+        self._send((line + plan.injected).encode())
+        actions = plan.actions()
+        if actions:
+            assert isinstance(actions[0], (StartTls, NoTls))
+            self._pending.action = actions[0]
         return None
-
-    def _answer_client_hello(self, data: bytes) -> list[Output]:
-        """starttls-no-handshake: plaintext where the client expects a ServerHello, then close."""
-        if not data:
-            return []
-        self._logout_state()
-        return [GARBAGE, Close()]
 
     def _referred(self, tag: str) -> bool:
         """login-referral: LOGIN / AUTHENTICATE answered with a referral to another server (RFC 2221)."""
@@ -1031,11 +1000,6 @@ class ImapSession:
             if view.flags.get(message.uid) != frozenset(message.flags):
                 self._announce_keywords(view, message.flags)
                 self._send(b"* %d FETCH (%b)\r\n" % (number, self._flags_item(view, message)))
-
-
-def _swallow(data: bytes) -> list[Output]:
-    """starttls-silence: never answer (net's idle timeout ends the connection)."""
-    return []
 
 
 def _chaos_line(reply: str, tag: str) -> bytes:
