@@ -14,10 +14,10 @@ from typing import Any, BinaryIO
 import pytest
 
 from mailmodes.config import Config, Limits, Listener, parse_config, resolve_limits
-from mailmodes.events import Connection
+from mailmodes.protocols.events import Connection
 from mailmodes.misbehaviour import Misbehaviour
 from mailmodes.store import Store
-from mailmodes.tls import TlsMode
+from mailmodes.tls.policy import TlsMode
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 CLIENT_TIMEOUT = 20

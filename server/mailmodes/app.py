@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from mailmodes.contexts import ServerContexts
 from mailmodes.config import Config, HttpConfig, Listener
-from mailmodes.journal import Journal
+from mailmodes.record.journal import Journal
 from mailmodes.misbehaviour import Misbehaviour
-from mailmodes.events import Connection, LineSession
-from mailmodes.imap.session import ImapSession
-from mailmodes.net import LineServer
-from mailmodes.pop3 import Pop3Session
-from mailmodes.smtp import SmtpListener
+from mailmodes.protocols.events import Connection, LineSession
+from mailmodes.protocols.imap.session import ImapSession
+from mailmodes.protocols.connection import LineServer
+from mailmodes.protocols.pop3 import Pop3Session
+from mailmodes.protocols.smtp import SmtpListener
 from mailmodes.store import Store
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from mailmodes.config import Config, Listener
 from mailmodes.explain import ConnectionClosed, ProtocolError, Wire, connect_host
-from mailmodes.tls import TlsMode
+from mailmodes.tls.policy import TlsMode
 
 EXIT_HEALTHY = 0
 EXIT_UNHEALTHY = 1

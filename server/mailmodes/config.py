@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mailmodes.misbehaviour import Chaos
-from mailmodes.tls import TlsMode
+from mailmodes.tls.policy import TlsMode
 
 PROTOCOLS = ("smtp", "imap", "pop3")
 SMTP_ROLES = ("submission", "mta")

@@ -15,7 +15,7 @@ from typing import Any
 from mailmodes.certs import ensure_certificates
 from mailmodes.config import Listener
 from mailmodes.scenarios import SCENARIOS, scenario_for_sni, tls_context_for
-from mailmodes.handshake import HandshakeWatch, server_context
+from mailmodes.tls.handshake import HandshakeWatch, server_context
 
 
 class ServerContexts:

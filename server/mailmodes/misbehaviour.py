@@ -4,7 +4,7 @@ This is the one place every deviation lives, as data. Each listener has one `Mis
 (known-good: the empty plan), which its sessions ask at a few fixed points: the greeting, the
 capability list, the reply to STARTTLS, the login reply, and a chosen stage (chaos). Every answer
 is a reply line (None: the known-good one) plus actions, the events of events.py, which the
-connection code (net.py for IMAP and POP3, the SMTP adapter) carries out the same way for every
+connection code (connection.py for IMAP and POP3, the SMTP adapter) carries out the same way for every
 protocol. Without a scenario every hook answers "do the known-good thing", so the known-good path
 stays one straight line in each protocol module.
 """
@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from mailmodes.events import Close, NoTls, Output, StartTls
-from mailmodes.tls import ListenerTls, TlsMode
+from mailmodes.protocols.events import Close, NoTls, Output, StartTls
+from mailmodes.tls.policy import ListenerTls, TlsMode
 
 CANARY_INJECTED = "X-MAILMODES-INJECTED"
 CANARY_PRETLS = "X-MAILMODES-PRETLS"
@@ -164,14 +164,14 @@ class Misbehaviour:
         self.delay = self.chaos.delay if self.chaos is not None else 0.0
 
     def tls(self, mode: TlsMode, *, tls_available: bool = True) -> ListenerTls:
-        """The listener's TLS decision under this scenario (tls.py answers the rest)."""
+        """The listener's TLS decision under this scenario (tls/policy.py answers the rest)."""
         return ListenerTls.decide(mode, tls_available=tls_available, strips_starttls=self.strips_starttls,
                                   plaintext_on_implicit=self.speaks_plaintext_on_implicit)
 
     @property
     def strips_starttls(self) -> bool:
         """starttls-stripped / protocol-downgrade: the listener behaves as if plaintext, so STARTTLS
-        is not offered and plaintext login is (the policy in tls.py does the rest)."""
+        is not offered and plaintext login is (the policy in tls/policy.py does the rest)."""
         return self.scenario in ("starttls-stripped", "protocol-downgrade")
 
     @property

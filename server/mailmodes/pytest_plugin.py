@@ -24,7 +24,7 @@ import pytest
 
 if TYPE_CHECKING:
     from mailmodes.app import ThreadedMailServer
-    from mailmodes.journal import Journal, SessionRecord
+    from mailmodes.record.journal import Journal, SessionRecord
     from mailmodes.store import CapturedMessage, Store
 
 HOSTNAME = "mail.example.test"

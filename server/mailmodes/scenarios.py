@@ -27,7 +27,7 @@ from pathlib import Path
 from mailmodes.certs import ensure_certificates
 from mailmodes.config import Listener
 from mailmodes.misbehaviour import PROTOCOL_SCENARIOS
-from mailmodes.tls import TlsMode
+from mailmodes.tls.policy import TlsMode
 
 PROTOCOLS = ("smtp", "imap", "pop3")
 WRONG_HOST = "wrong.host.invalid"

@@ -18,7 +18,7 @@ from email.parser import BytesParser
 from typing import Any
 
 from mailmodes.config import Config, Listener
-from mailmodes.journal import Journal, SessionRecord
+from mailmodes.record.journal import Journal, SessionRecord
 from mailmodes.store import CapturedMessage, Mailbox, Message, Store
 
 # The headers a list of messages shows (decoded from RFC 2047 encoded-words).

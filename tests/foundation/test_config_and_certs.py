@@ -14,7 +14,7 @@ from cryptography.x509.oid import NameOID
 from mailmodes.certs import ensure_certificates
 from mailmodes.cli import default_config
 from mailmodes.config import ConfigError, load_config, parse_config
-from mailmodes.tls import TlsMode
+from mailmodes.tls.policy import TlsMode
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,4 +1,4 @@
-"""Every protocol does what the one TLS decision (tls.py) says, in every mode: STARTTLS offered
+"""Every protocol does what the one TLS decision (tls/policy.py) says, in every mode: STARTTLS offered
 exactly when the policy offers it, and a login before TLS taken exactly when the policy allows
 it, over real listeners and stdlib clients (including the scenarios that change the decision)."""
 
@@ -14,7 +14,7 @@ import pytest
 
 from mailmodes.app import ThreadedMailServer
 from mailmodes.misbehaviour import Misbehaviour
-from mailmodes.tls import Security, TlsMode
+from mailmodes.tls.policy import Security, TlsMode
 from support import MODES
 
 HOST = "127.0.0.1"

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 import pytest
 from mailmodes.config import parse_config
-from mailmodes.journal import Journal, SessionRecord
+from mailmodes.record.journal import Journal, SessionRecord
 from mailmodes.store import Mailbox
 from mailmodes.views import (
     BadQuery,

@@ -8,7 +8,7 @@ import re
 
 import pytest
 from imap.imap_harness import SIMPLE, WHEN, Client, client, make_store
-from mailmodes.events import Close, StartTls
+from mailmodes.protocols.events import Close, StartTls
 from mailmodes.store import Store
 from support import IMAP_EXTENSIONS
 
@@ -178,7 +178,7 @@ def test_internal_error_is_serverbug_for_that_session_only(caplog: pytest.LogCap
     c = selected(store)
     other = selected(store)
     c.session.view.messages[0].data = None  # type: ignore[union-attr,assignment]
-    with caplog.at_level(logging.ERROR, logger="mailmodes.imap.session"):
+    with caplog.at_level(logging.ERROR, logger="mailmodes.protocols.imap.session"):
         reply = c.send(b"a FETCH 1 RFC822.SIZE\r\nb NOOP\r\n")
     assert reply == b"* BYE [SERVERBUG] Internal server error, closing the connection\r\n"
     assert c.actions == [Close()]

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from mailmodes.imap.message import (
+from mailmodes.protocols.imap.message import (
     bodystructure,
     envelope,
     header_values,
@@ -890,7 +890,7 @@ def test_eight_bit_parameters_are_literals() -> None:
 
 
 def test_never_raises_and_never_falls_back_on_damaged_mail(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="mailmodes.imap.message")
+    caplog.set_level(logging.DEBUG, logger="mailmodes.protocols.imap.message")
     rng = random.Random(3501)
     samples = [NESTED[:cut] for cut in range(0, len(NESTED), 7)]
     samples += [DOVECOT_MESSAGE[:cut] for cut in range(0, len(DOVECOT_MESSAGE), 11)]
@@ -910,7 +910,7 @@ def test_never_raises_and_never_falls_back_on_damaged_mail(caplog: pytest.LogCap
         assert isinstance(header_values(msg, "subject"), list)
         assert isinstance(text_contains(msg, "part", body_only=False), bool)
         sent_date(msg)
-    assert [r for r in caplog.records if r.name == "mailmodes.imap.message"] == []
+    assert [r for r in caplog.records if r.name == "mailmodes.protocols.imap.message"] == []
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mailmodes.app import ThreadedMailServer
-from mailmodes.journal import SessionRecord
+from mailmodes.record.journal import SessionRecord
 from support import one_session, run_client, verdict_codes
 
 HOST = "127.0.0.1"

@@ -15,7 +15,7 @@ import pytest
 
 from mailmodes.app import ThreadedMailServer
 from mailmodes.config import parse_config
-from mailmodes.journal import PROBE_WINDOW, Journal, SessionRecord
+from mailmodes.record.journal import PROBE_WINDOW, Journal, SessionRecord
 from support import one_session, run_client, smtp_after_ehlo, verdict_codes
 
 HOST = "127.0.0.1"

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from mailmodes.journal import SessionRecord
-from mailmodes.transcript import Recorder
+from mailmodes.record.journal import SessionRecord
+from mailmodes.record.transcript import Recorder
 
 
 def recorder(protocol: str) -> Recorder:

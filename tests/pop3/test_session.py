@@ -10,10 +10,10 @@ from dataclasses import dataclass
 import pytest
 
 from mailmodes import __version__
-from mailmodes.events import Close, Output, StartTls
-from mailmodes.pop3 import Pop3Session, crlf_normalised, dot_stuffed, top_of, wire_form, wire_size
+from mailmodes.protocols.events import Close, Output, StartTls
+from mailmodes.protocols.pop3 import Pop3Session, crlf_normalised, dot_stuffed, top_of, wire_form, wire_size
 from mailmodes.store import Store
-from mailmodes.tls import TlsMode
+from mailmodes.tls.policy import TlsMode
 from support import make_store, sans_io_connection
 
 HOST = "mail.example.test"
@@ -93,7 +93,7 @@ def test_capa_per_mode(mode: TlsMode, expected: bytes) -> None:
 def test_capa_after_stls_drops_stls_and_offers_login(mode: TlsMode) -> None:
     client = make_client(mode)
     assert client.outputs(b"STLS\r\n") == [b"+OK Begin TLS negotiation\r\n", StartTls()]
-    client.session.security.tls_started()  # what net.py does after the handshake
+    client.session.security.tls_started()  # what connection.py does after the handshake
     assert client.session.tls_started() == []
     assert client.send(b"CAPA\r\n") == capa("USER", "SASL PLAIN")
     assert client.send(b"STLS\r\n") == b"-ERR Command not permitted when TLS active\r\n"

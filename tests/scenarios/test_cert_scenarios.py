@@ -36,7 +36,7 @@ from mailmodes.scenarios import (
     scenario_for_sni,
     tls_context_for,
 )
-from mailmodes.handshake import server_context
+from mailmodes.tls.handshake import server_context
 from support import CLIENT_TIMEOUT, HOSTNAME, run_client
 
 HOST = "127.0.0.1"

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from mailmodes.app import ThreadedMailServer
-from mailmodes.journal import SessionRecord
+from mailmodes.record.journal import SessionRecord
 from support import HOSTNAME, IMAP_EXTENSIONS, one_session, run_client, verdict_codes
 
 HOST = "127.0.0.1"

@@ -23,9 +23,9 @@ import pytest
 from mailmodes import __version__
 from mailmodes.app import ThreadedMailServer
 from mailmodes.misbehaviour import GARBAGE, Chaos
-from mailmodes.events import Close, NoTls, Output, StartTls
-from mailmodes.pop3 import Pop3Session
-from mailmodes.tls import TlsMode
+from mailmodes.protocols.events import Close, NoTls, Output, StartTls
+from mailmodes.protocols.pop3 import Pop3Session
+from mailmodes.tls.policy import TlsMode
 from support import HOSTNAME, make_store, one_session, run_client, sans_io_connection, verdict_codes
 
 HOST = "127.0.0.1"
@@ -92,7 +92,7 @@ def test_response_injection_is_one_write_with_the_success_line() -> None:
 
 
 def test_no_handshake_hands_the_client_hello_to_the_connection_for_plaintext() -> None:
-    # net.py answers the ClientHello with the plan's plaintext and closes (the live tests below).
+    # connection.py answers the ClientHello with the plan's plaintext and closes (the live tests below).
     pop = session("starttls-no-handshake")
     assert pop.feed(b"STLS\r\nCAPA\r\n") == [BEGIN_TLS, NoTls(GARBAGE)]
 

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from email.utils import getaddresses
 
-from mailmodes.imap import message as mime
-from mailmodes.imap.parser import (
+from mailmodes.protocols.imap import message as mime
+from mailmodes.protocols.imap.parser import (
     AllKey,
     AndKey,
     DateKey,

@@ -22,7 +22,7 @@ from typing import Any
 from mailmodes.config import Listener
 from mailmodes.misbehaviour import CANARY_INJECTED, CANARY_PRETLS
 from mailmodes.scenarios import SCENARIOS
-from mailmodes.tls import TlsMode
+from mailmodes.tls.policy import TlsMode
 
 # A plaintext session this soon after a failed TLS attempt from the same host is a fallback.
 # Same client host, same protocol: loopback test suites run many unrelated clients from one

@@ -1,6 +1,6 @@
 """From the bytes on the wire to a masked transcript and the facts the verdicts need.
 
-No I/O: the I/O layers (net.py for IMAP and POP3, smtp.py for SMTP) hand every chunk they read
+No I/O: the I/O layers (connection.py for IMAP and POP3, smtp.py for SMTP) hand every chunk they read
 or write to a `Recorder`. A small per-protocol dialect knows which lines carry secrets (AUTH
 payloads, PASS, LOGIN passwords: never stored), which commands touch mail, and where message
 content runs (summarised as a byte count, not kept).
@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from mailmodes.journal import Journal, SessionRecord
+from mailmodes.record.journal import Journal, SessionRecord
 from mailmodes.misbehaviour import CANARY_EXISTS, CANARY_INJECTED, CANARY_MAILBOX, CANARY_PRETLS
 
 MASK = "****"

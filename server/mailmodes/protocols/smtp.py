@@ -15,12 +15,12 @@ from typing import Any, cast
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from mailmodes.config import Listener
-from mailmodes.handshake import HandshakeWatch, handshake_timeout
-from mailmodes.journal import Journal
+from mailmodes.tls.handshake import HandshakeWatch, handshake_timeout
+from mailmodes.record.journal import Journal
 from mailmodes.misbehaviour import Misbehaviour
-from mailmodes.smtp_adapter import MailmodesSMTP
+from mailmodes.protocols.smtp_adapter import MailmodesSMTP
 from mailmodes.store import Account, Store
-from mailmodes.tls import ListenerTls
+from mailmodes.tls.policy import ListenerTls
 
 RELAY_DENIED = "554 5.7.1 Relay access denied"
 USER_UNKNOWN = "550 5.1.1 User unknown"

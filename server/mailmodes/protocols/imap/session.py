@@ -1,6 +1,6 @@
 """The IMAP4rev1 session (RFC 3501) as a sans-I/O state machine: bytes in, bytes out.
 
-net.py drives it through the `LineSession` protocol (events.py). The parser (parser.py) cuts and parses
+connection.py drives it through the `LineSession` protocol (events.py). The parser (parser.py) cuts and parses
 commands; this module keeps the state table, the per-session view of the selected mailbox and
 the store calls. TLS decisions come only from `connection.security`; this module chooses words.
 A listener's misbehaviour scenario (misbehaviour.py, KNOWN-BAD.md section 2) is asked at a few
@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from mailmodes import __version__
-from mailmodes.imap import message as mime
-from mailmodes.imap.parser import (
+from mailmodes.protocols.imap import message as mime
+from mailmodes.protocols.imap.parser import (
     SYSTEM_FLAGS,
     AppendArgs,
     Authenticate,
@@ -54,8 +54,8 @@ from mailmodes.imap.parser import (
     quote_astring,
     split_head,
 )
-from mailmodes.imap.search import SearchContext, search
-from mailmodes.events import Close, Connection, NoTls, Output, StartTls
+from mailmodes.protocols.imap.search import SearchContext, search
+from mailmodes.protocols.events import Close, Connection, NoTls, Output, StartTls
 from mailmodes.misbehaviour import StartTlsPlan
 from mailmodes.store import (
     HIERARCHY_DELIMITER,

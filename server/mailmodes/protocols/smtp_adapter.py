@@ -1,7 +1,7 @@
 """The one adapter to aiosmtpd: every private aiosmtpd name mailmodes uses is in this module.
 
 aiosmtpd tracks "encrypted" by a flag only STARTTLS sets (its issues 274 and 281), so the
-decisions are taken from our own `Security` (tls.py), which reads the transport; aiosmtpd is only
+decisions are taken from our own `Security` (tls/policy.py), which reads the transport; aiosmtpd is only
 given arguments under which its own checks agree with ours. Nothing here changes aiosmtpd's
 module globals: another aiosmtpd server in the same process behaves as stock aiosmtpd.
 """
@@ -19,13 +19,13 @@ from aiosmtpd.smtp import MISSING, SMTP, Session, syntax
 
 from mailmodes import __version__
 from mailmodes.config import Listener
-from mailmodes.events import Close, NoTls, Output, StartTls
-from mailmodes.journal import Journal
+from mailmodes.protocols.events import Close, NoTls, Output, StartTls
+from mailmodes.record.journal import Journal
 from mailmodes.misbehaviour import Misbehaviour
-from mailmodes.smtp_hotpaths import CRLF, lines_within, parse_simple_path, scan_data, unstuff
-from mailmodes.tls import ListenerTls, TlsMode
-from mailmodes.handshake import is_encrypted
-from mailmodes.transcript import Recorder, recorder_for
+from mailmodes.protocols.smtp_hotpaths import CRLF, lines_within, parse_simple_path, scan_data, unstuff
+from mailmodes.tls.policy import ListenerTls, TlsMode
+from mailmodes.tls.handshake import is_encrypted
+from mailmodes.record.transcript import Recorder, recorder_for
 
 # RFC 3207 section 4: what a STARTTLS-required server takes before TLS (aiosmtpd's set), and
 # AUTH, which aiosmtpd's smtp_AUTH then refuses with RFC 4954's 538.
@@ -73,7 +73,7 @@ def aiosmtpd_tls_arguments(tls: ListenerTls, tls_context: ssl.SSLContext | None)
 
 class MailmodesSMTP(SMTP):
     """aiosmtpd's SMTP with our TLS policy, reply wording, configurable limits, and the events of
-    a scenario's plan carried out as net.py carries them out for IMAP and POP3."""
+    a scenario's plan carried out as connection.py carries them out for IMAP and POP3."""
 
     def __init__(self, listener: Listener, handler: Any, authenticator: Any, hostname: str,
                  tls_context: ssl.SSLContext | None, connections: set[MailmodesSMTP], journal: Journal,
@@ -250,7 +250,7 @@ class MailmodesSMTP(SMTP):
             await self._carry_out(plan.reply or READY, actions)
 
     async def _carry_out(self, line: str | None, actions: Iterable[Output]) -> None:
-        """A scenario's step: its line, then its actions (events.py), as net.py does them."""
+        """A scenario's step: its line, then its actions (events.py), as connection.py does them."""
         if line is not None:
             await self.push(line)
         for action in actions:

@@ -1,5 +1,5 @@
 """TLS I/O shared by every protocol: the known-good server context, the handshake's timeout,
-and what a failed handshake leaves behind. The policy (what TLS a listener wants) is tls.py.
+and what a failed handshake leaves behind. The policy (what TLS a listener wants) is policy.py.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What a protocol session and its connection say to each other: the session types, no I/O.
 
-A protocol session (imap/session.py, pop3.py) does no I/O. Its connection (net.py) feeds it the
+A protocol session (imap/session.py, pop3.py) does no I/O. Its connection (connection.py) feeds it the
 client's bytes and gets back `Output`: bytes to send, and instructions the connection carries
 out. The SMTP adapter (smtp_adapter.py) carries out the same instructions on aiosmtpd, so a
 scenario's plan (misbehaviour.py) means one thing on every protocol.
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from mailmodes.config import Listener
     from mailmodes.misbehaviour import Misbehaviour
-    from mailmodes.tls import Security
+    from mailmodes.tls.policy import Security
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """POP3 (RFC 1939, RFC 2449 CAPA, RFC 2595 STLS, RFC 5034 AUTH): a sans-I/O session.
 
 Bytes go in through `Pop3Session.feed`; replies (bytes) and the instructions of events.py
-(`StartTls`, `Close`, `NoTls`) come out. net.py does the reading, writing and the TLS handshake; this module never
+(`StartTls`, `Close`, `NoTls`) come out. connection.py does the reading, writing and the TLS handshake; this module never
 touches a socket. Whether TLS is on, may be offered, or must come before a login is asked of
 `connection.security`; this module only chooses the POP3 wording.
 
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from mailmodes import __version__
-from mailmodes.events import Close, Connection, NoTls, Output, StartTls
+from mailmodes.protocols.events import Close, Connection, NoTls, Output, StartTls
 from mailmodes.misbehaviour import StartTlsPlan
 from mailmodes.store import Account, Mailbox, Message, Store
 

@@ -12,12 +12,12 @@ import logging
 import ssl
 
 from mailmodes.config import Listener
-from mailmodes.events import Close, Connection, LineSession, NoTls, Output, SessionFactory, StartTls
-from mailmodes.handshake import HandshakeWatch, handshake_timeout, is_encrypted
-from mailmodes.journal import Journal
+from mailmodes.protocols.events import Close, Connection, LineSession, NoTls, Output, SessionFactory, StartTls
+from mailmodes.tls.handshake import HandshakeWatch, handshake_timeout, is_encrypted
+from mailmodes.record.journal import Journal
 from mailmodes.misbehaviour import Misbehaviour
-from mailmodes.tls import ListenerTls
-from mailmodes.transcript import Recorder, recorder_for
+from mailmodes.tls.policy import ListenerTls
+from mailmodes.record.transcript import Recorder, recorder_for
 
 log = logging.getLogger(__name__)
 READ_SIZE = 65536

@@ -1,0 +1,1 @@
+"""TLS: the policy every protocol asks (policy.py, no I/O) and the handshakes (handshake.py)."""
