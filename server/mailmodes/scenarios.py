@@ -13,19 +13,20 @@ is not chosen by SNI either: its one name, in the CN, is the configured host nam
 
 Which client name meets only the intended flaw: the configured host name (or localhost, or
 127.0.0.1), except for the two wildcard scenarios, whose name is their SNI name (`client_name`).
+
+This module is the catalogue, data only (no cryptography; of mailmodes only TlsMode and
+misbehaviour's table): the config check, the journal, the pytest plugin and the certificate
+builder (badcerts.py) all read it, and contexts.py turns an entry into an SSLContext.
 """
 
 from __future__ import annotations
 
 import shutil
 import ssl
-import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Protocol
 
-from mailmodes.certs import ensure_certificates
-from mailmodes.config import Listener
 from mailmodes.misbehaviour import PROTOCOL_SCENARIOS
 from mailmodes.tls import TlsMode
 
@@ -225,45 +226,6 @@ def client_name(scenario_id: str, hostname: str) -> str:
     return hostname
 
 
-def tls_context_for(scenario_id: str, certs_dir: Path, hostname: str) -> ssl.SSLContext:
-    """The server-side context presenting one scenario (certificates cached in certs_dir/scenarios/)."""
-    from mailmodes import badcerts  # cryptography: only when a scenario is actually served
-
-    scenario = _buildable(scenario_id)
-    settings = SETTINGS.get(scenario_id, TlsSettings())
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    with warnings.catch_warnings():
-        # Python deprecates TLSVersion.TLSv1/TLSv1_1; offering them is the point here.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        context.minimum_version = settings.minimum
-        context.maximum_version = settings.maximum
-    if settings.ciphers is not None:
-        # Before loading keys: the security level also decides which keys and signatures load.
-        context.set_ciphers(settings.ciphers)
-    if settings.dh1024:
-        context.load_dh_params(str(badcerts.dh1024_params(certs_dir)))
-    if scenario.kind == "certificate":
-        try:
-            bundle = badcerts.scenario_certificate(scenario_id, certs_dir, hostname)
-        except badcerts.CertificateBuildError as error:
-            raise ValueError(f"scenario {scenario_id!r} cannot be built: {error}") from None
-        context.load_cert_chain(bundle)
-    else:
-        paths = ensure_certificates(certs_dir, hostname)
-        context.load_cert_chain(paths.cert_file, paths.key_file)
-    return context
-
-
-def _buildable(scenario_id: str) -> Scenario:
-    scenario = SCENARIOS.get(scenario_id)
-    if scenario is None:
-        known = ", ".join(s.id for s in SCENARIOS.values() if s.buildable)
-        raise ValueError(f"unknown certificate/TLS scenario {scenario_id!r}; known: {known}")
-    if not scenario.buildable:
-        raise ValueError(f"scenario {scenario_id!r} cannot be built here: {scenario.why_not}")
-    return scenario
-
-
 def scenario_for_sni(server_name: str | None, hostname: str) -> str | None:
     """"expired.mail.example.test" -> "cert-expired"; None unless it names a subdomain of hostname
     whose first label is a buildable scenario's sni_label."""
@@ -280,7 +242,24 @@ def scenario_for_sni(server_name: str | None, hostname: str) -> str | None:
     return None
 
 
-def listener_ports(listeners: Iterable[Listener], ports: dict[str, int] | None = None) -> dict[str, list[tuple[str, int]]]:
+class PlacedListener(Protocol):
+    """What listener_ports reads of a listener: config.Listener has it. The config check imports
+    this catalogue for the scenario ids, so the catalogue must not import config back."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def protocol(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def tls(self) -> TlsMode: ...
+    @property
+    def scenario(self) -> str | None: ...
+
+
+def listener_ports(listeners: Iterable[PlacedListener],
+                   ports: dict[str, int] | None = None) -> dict[str, list[tuple[str, int]]]:
     """{scenario: [(protocol, port), ...]} for describe(), implicit-TLS ports before STARTTLS ones.
 
     `ports` (listener name -> bound port, as MailServer.ports) overrides the configured numbers.
@@ -335,3 +314,4 @@ def _ports(entries: list[tuple[str, int]]) -> str:
     for protocol, port in entries:
         by_protocol.setdefault(protocol, []).append(str(port))
     return "  ".join(f"{protocol} {'/'.join(ports)}" for protocol, ports in by_protocol.items()).ljust(50)
+

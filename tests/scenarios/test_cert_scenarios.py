@@ -1,8 +1,8 @@
 """Certificate and TLS scenarios (KNOWN-BAD.md section 1) against real clients.
 
 Every buildable scenario is served on an implicit-TLS and on a STARTTLS SMTP port by a small
-harness (MiniSmtp: just enough SMTP to reach TLS) that uses `tls_context_for` directly, so the
-scenarios are verified without the app. The same checks run against the real app (SMTP, IMAP,
+harness (MiniSmtp: just enough SMTP to reach TLS) that uses `contexts.tls_context_for` directly,
+so the scenarios are verified without the app. The same checks run against the real app (SMTP, IMAP,
 POP3, via the `serve` fixture and `scenario = "<id>"`) once app.py builds listener contexts from
 `tls_context_for`.
 
@@ -28,14 +28,8 @@ from mailmodes import badcerts
 from mailmodes.app import ThreadedMailServer
 from mailmodes.certs import ensure_certificates
 from mailmodes.config import load_config
-from mailmodes.scenarios import (
-    SCENARIOS,
-    client_name,
-    describe,
-    listener_ports,
-    scenario_for_sni,
-    tls_context_for,
-)
+from mailmodes.contexts import tls_context_for
+from mailmodes.scenarios import SCENARIOS, client_name, describe, listener_ports, scenario_for_sni
 from mailmodes.tls import server_context
 from support import CLIENT_TIMEOUT, HOSTNAME, run_client
 
