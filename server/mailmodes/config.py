@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from mailmodes.misbehaviour import Chaos
+from mailmodes.protocol_names import PROTOCOLS
 from mailmodes.scenarios import SCENARIOS
 from mailmodes.tls import TlsMode
 
-PROTOCOLS = ("smtp", "imap", "pop3")
 SMTP_ROLES = ("submission", "mta")
 
 

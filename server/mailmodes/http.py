@@ -29,7 +29,9 @@ from mailmodes.config import Config, HttpConfig
 from mailmodes.explain import explain, options_from_config, targets_from_config
 from mailmodes.journal import Journal
 from mailmodes.openapi import openapi_document
+from mailmodes.protocol_names import PROTOCOLS
 from mailmodes.store import Store
+from mailmodes.tls import TlsMode
 from mailmodes.views import (
     BadQuery,
     SessionJson,
@@ -299,10 +301,12 @@ class HttpServer:
 
     async def listeners(self, request: web.Request) -> web.Response:
         server = self.server
-        return json_response({"listeners": [
-            listener_view(listener, server.config, server.ports)
-            for listener in server.config.listeners
-        ]})
+        return json_response({
+            "listeners": [listener_view(listener, server.config, server.ports) for listener in server.config.listeners],
+            # The dashboard lays its matrix out by these, so the names live in Python only.
+            "protocols": list(PROTOCOLS),
+            "tls_modes": [mode.value for mode in TlsMode],
+        })
 
     async def explain(self, request: web.Request) -> web.Response:
         """`mailmodes explain` against this server's own running listeners: every listener in every

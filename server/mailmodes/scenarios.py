@@ -14,9 +14,9 @@ is not chosen by SNI either: its one name, in the CN, is the configured host nam
 Which client name meets only the intended flaw: the configured host name (or localhost, or
 127.0.0.1), except for the two wildcard scenarios, whose name is their SNI name (`client_name`).
 
-This module is the catalogue, data only (no cryptography; of mailmodes only TlsMode and
-misbehaviour's table): the config check, the journal, the pytest plugin and the certificate
-builder (badcerts.py) all read it, and contexts.py turns an entry into an SSLContext.
+This module is the catalogue, data only (no cryptography; of mailmodes only the protocol names,
+TlsMode and misbehaviour's table): the config check, the journal, the pytest plugin and the
+certificate builder (badcerts.py) all read it, and contexts.py turns an entry into an SSLContext.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from mailmodes.misbehaviour import PROTOCOL_SCENARIOS
+from mailmodes.protocol_names import PROTOCOLS
 from mailmodes.tls import TlsMode
 
-PROTOCOLS = ("smtp", "imap", "pop3")
 WRONG_HOST = "wrong.host.invalid"
 
 # Python's own default cipher list (Modules/_ssl.c, PY_SSL_DEFAULT_CIPHER_STRING) minus its

@@ -193,3 +193,6 @@ def test_the_http_api_knows_the_mail_server_only_by_its_shape() -> None:
     # app.py starts the API; the API reads the server through http.MailState, even in annotations.
     assert "mailmodes.app" not in import_graph(type_checking=True)["mailmodes.http"]
 
+
+def test_the_leaf_names_import_nothing_of_mailmodes() -> None:
+    assert import_graph(type_checking=True)["mailmodes.protocol_names"] == set()
