@@ -2,7 +2,9 @@
 
 On first start a CA and a leaf for the hostname (plus localhost, 127.0.0.1, ::1) are made in the
 certs dir (pki.py) and reused afterwards. A small fingerprint record next to them says what was
-made; while the files still match it, starting a server needs no certificate parsing at all.
+made and until when pki.py found it fit to reuse; while the files still match it, starting a
+server needs no certificate parsing at all. pki.py knows nothing of this module: it is imported
+only when that record does not answer, because it loads cryptography.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-RENEW_BEFORE = dt.timedelta(days=30)
 RECORD = "certs.json"
 
 
@@ -38,8 +39,8 @@ def ensure_certificates(certs_dir: Path, hostname: str) -> CertPaths:
         return paths
     from mailmodes import pki  # only now: see pki.py
 
-    not_after = pki.make_server_certificates(paths, hostname, names)
-    (certs_dir / RECORD).write_text(json.dumps({**_record(paths, names), "not_after": not_after.isoformat()}))
+    reuse_until = pki.make_server_certificates(paths.ca_file, paths.cert_file, paths.key_file, hostname, names)
+    (certs_dir / RECORD).write_text(json.dumps({**_record(paths, names), "reuse_until": reuse_until.isoformat()}))
     return paths
 
 
@@ -54,12 +55,12 @@ def _record(paths: CertPaths, names: list[str]) -> dict[str, object]:
 
 
 def _read_record(certs_dir: Path) -> dict[str, object] | None:
-    """The fingerprint record, or None when it is missing, unreadable or near its leaf's expiry."""
+    """The fingerprint record, or None when it is missing, unreadable or past its reuse time."""
     try:
         record = json.loads((certs_dir / RECORD).read_text())
-        not_after = dt.datetime.fromisoformat(record.pop("not_after"))
+        reuse_until = dt.datetime.fromisoformat(record.pop("reuse_until"))
     except (OSError, ValueError, KeyError, AttributeError, TypeError):
         return None
-    if not_after - RENEW_BEFORE < dt.datetime.now(dt.timezone.utc):
+    if reuse_until < dt.datetime.now(dt.timezone.utc):
         return None
     return record  # type: ignore[no-any-return]

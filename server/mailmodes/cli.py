@@ -243,9 +243,13 @@ def format_session(entry: dict[str, Any], *, transcript: bool) -> str:
 
 
 def scenarios(args: argparse.Namespace) -> int:
-    """Every scenario id: what the server does, what a correct client does, and its ports."""
-    from mailmodes.scenarios import describe, listener_ports
+    """Every scenario id: what the server does, what a correct client does, and its ports; or,
+    with --known-bad-config, the config that serves them all (config/known-bad.toml)."""
+    from mailmodes.scenarios import describe, known_bad_config, listener_ports
 
+    if args.known_bad_config:
+        print(known_bad_config(), end="")
+        return 0
     config = _load(args) if args.config else None
     print(describe(listener_ports(config.listeners) if config else None), end="")
     return 0
@@ -284,7 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
     explain_parser.set_defaults(run=explain)
 
     scenarios_parser = commands.add_parser("scenarios", help="list every known-bad scenario and its ports")
-    scenarios_parser.add_argument("--config", help="show the ports of this config (e.g. config/known-bad.toml)")
+    scenarios_output = scenarios_parser.add_mutually_exclusive_group()
+    scenarios_output.add_argument("--config", help="show the ports of this config (e.g. config/known-bad.toml)")
+    scenarios_output.add_argument("--known-bad-config", action="store_true",
+                                  help="print the TOML of config/known-bad.toml: every scenario on its planned ports")
     scenarios_parser.set_defaults(run=scenarios)
 
     sessions_parser = commands.add_parser("sessions", help="print recorded sessions and their verdicts")

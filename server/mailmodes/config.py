@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from mailmodes.misbehaviour import Chaos
+from mailmodes.protocol_names import PROTOCOLS
+from mailmodes.scenarios import SCENARIOS
 from mailmodes.tls.policy import TlsMode
 
-PROTOCOLS = ("smtp", "imap", "pop3")
 SMTP_ROLES = ("submission", "mta")
 
 
@@ -196,9 +197,6 @@ def _http(source: str, table: Mapping[str, Any] | None) -> HttpConfig | None:
 
 
 def _check_scenario(reader: _Reader, scenario: str, protocol: str) -> None:
-    # Imported here: the catalogue imports this module for Listener.
-    from mailmodes.scenarios import SCENARIOS
-
     known = SCENARIOS.get(scenario)
     if known is None:
         raise reader.fail("scenario", f"unknown scenario {scenario!r} (`mailmodes scenarios` lists them)")

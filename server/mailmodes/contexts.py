@@ -1,20 +1,22 @@
 """Every server-side TLS context of one MailServer, decided in one place.
 
 The known-good context, a listener's own certificate, and the certificate/TLS scenarios (made
-once and shared); and the SNI callback that lets a client pick a certificate scenario by name
-(`expired.<hostname>`) on any listener, STARTTLS ports included. The callback also notes the SNI
-name and the scenario on the connection's SSL object, where the journal reads them.
+once and shared, from the catalogue entries of scenarios.py); and the SNI callback that lets a
+client pick a certificate scenario by name (`expired.<hostname>`) on any listener, STARTTLS ports
+included. The callback also notes the SNI name and the scenario on the connection's SSL object,
+where the journal reads them.
 """
 
 from __future__ import annotations
 
 import ssl
+import warnings
 from pathlib import Path
 from typing import Any
 
 from mailmodes.certs import ensure_certificates
 from mailmodes.config import Listener
-from mailmodes.scenarios import SCENARIOS, scenario_for_sni, tls_context_for
+from mailmodes.scenarios import SCENARIOS, SETTINGS, Scenario, TlsSettings, scenario_for_sni
 from mailmodes.tls.handshake import HandshakeWatch, server_context
 
 
@@ -57,3 +59,42 @@ class ServerContexts:
             ssl_object.context = self.scenario(scenario_id)
             ssl_object.mailmodes_scenario = scenario_id
             ssl_object.mailmodes_bad_certificate = SCENARIOS[scenario_id].bad_certificate
+
+
+def tls_context_for(scenario_id: str, certs_dir: Path, hostname: str) -> ssl.SSLContext:
+    """The server-side context presenting one scenario (certificates cached in certs_dir/scenarios/)."""
+    from mailmodes import badcerts  # cryptography: only when a scenario is actually served
+
+    scenario = _buildable(scenario_id)
+    settings = SETTINGS.get(scenario_id, TlsSettings())
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    with warnings.catch_warnings():
+        # Python deprecates TLSVersion.TLSv1/TLSv1_1; offering them is the point here.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context.minimum_version = settings.minimum
+        context.maximum_version = settings.maximum
+    if settings.ciphers is not None:
+        # Before loading keys: the security level also decides which keys and signatures load.
+        context.set_ciphers(settings.ciphers)
+    if settings.dh1024:
+        context.load_dh_params(str(badcerts.dh1024_params(certs_dir)))
+    if scenario.kind == "certificate":
+        try:
+            bundle = badcerts.scenario_certificate(scenario_id, certs_dir, hostname)
+        except badcerts.CertificateBuildError as error:
+            raise ValueError(f"scenario {scenario_id!r} cannot be built: {error}") from None
+        context.load_cert_chain(bundle)
+    else:
+        paths = ensure_certificates(certs_dir, hostname)
+        context.load_cert_chain(paths.cert_file, paths.key_file)
+    return context
+
+
+def _buildable(scenario_id: str) -> Scenario:
+    scenario = SCENARIOS.get(scenario_id)
+    if scenario is None:
+        known = ", ".join(s.id for s in SCENARIOS.values() if s.buildable)
+        raise ValueError(f"unknown certificate/TLS scenario {scenario_id!r}; known: {known}")
+    if not scenario.buildable:
+        raise ValueError(f"scenario {scenario_id!r} cannot be built here: {scenario.why_not}")
+    return scenario

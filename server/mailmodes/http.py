@@ -15,18 +15,23 @@ import logging
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from aiohttp import web
 
 from mailmodes import __version__
-from mailmodes.config import HttpConfig
+from mailmodes.config import Config, HttpConfig
 from mailmodes.explain import explain, options_from_config, targets_from_config
+from mailmodes.record.journal import Journal
 from mailmodes.openapi import openapi_document
+from mailmodes.protocol_names import PROTOCOLS
+from mailmodes.store import Store
+from mailmodes.tls.policy import TlsMode
 from mailmodes.views import (
     BadQuery,
     SessionJson,
@@ -44,9 +49,6 @@ from mailmodes.views import (
     sessions_version,
     user_messages,
 )
-
-if TYPE_CHECKING:
-    from mailmodes.app import MailServer
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -113,10 +115,26 @@ def _safe_filename(*parts: object) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", "-".join(str(part) for part in parts))[:120] or "message"
 
 
+class MailState(Protocol):
+    """What the API reads of the mail server it serves; app.MailServer is one. Only this shape,
+    so that the API never depends on app.py, which starts it."""
+
+    @property
+    def config(self) -> Config: ...
+    @property
+    def store(self) -> Store: ...
+    @property
+    def journal(self) -> Journal: ...
+    @property
+    def ports(self) -> Mapping[str, int]: ...  # running listeners: name -> bound port
+    @property
+    def ca_file(self) -> Path | None: ...  # None until the server has made its certificates
+
+
 class HttpServer:
     """Start with `await start()` (returns the bound port), stop with `await stop()`."""
 
-    def __init__(self, server: MailServer, config: HttpConfig) -> None:
+    def __init__(self, server: MailState, config: HttpConfig) -> None:
         self.server = server
         self.config = config
         self.port: int | None = None
@@ -283,10 +301,12 @@ class HttpServer:
 
     async def listeners(self, request: web.Request) -> web.Response:
         server = self.server
-        return json_response({"listeners": [
-            listener_view(listener, server.config, server.ports)
-            for listener in server.config.listeners
-        ]})
+        return json_response({
+            "listeners": [listener_view(listener, server.config, server.ports) for listener in server.config.listeners],
+            # The dashboard lays its matrix out by these, so the names live in Python only.
+            "protocols": list(PROTOCOLS),
+            "tls_modes": [mode.value for mode in TlsMode],
+        })
 
     async def explain(self, request: web.Request) -> web.Response:
         """`mailmodes explain` against this server's own running listeners: every listener in every

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from mailmodes.explain import ClientSetting, Outcome
+from mailmodes.protocol_names import PROTOCOLS
+from mailmodes.tls.policy import TlsMode
+
 JSON = "application/json"
+TLS_MODES = [mode.value for mode in TlsMode]
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -42,9 +47,8 @@ BAD_NUMBER = _error("a path segment that should be a number is not")
 def _session_filters() -> list[dict[str, Any]]:
     return [
         _query("listener", "only sessions on this listener (its name)"),
-        _query("protocol", "smtp, imap or pop3", enum=["smtp", "imap", "pop3"]),
-        _query("mode", "TLS mode of the listener",
-               enum=["implicit", "starttls-required", "starttls-optional", "plaintext"]),
+        _query("protocol", "only sessions of this protocol", enum=list(PROTOCOLS)),
+        _query("mode", "TLS mode of the listener", enum=TLS_MODES),
         _query("user", "only sessions that authenticated as this user"),
         _query("verdict", "only sessions with this verdict code, e.g. credentials-in-clear"),
         _query("client", "only sessions from this client address (host, or host:port)"),
@@ -131,9 +135,11 @@ def _schemas() -> dict[str, Any]:
     listener = {
         "type": "object",
         "properties": {
-            "name": {"type": "string"}, "protocol": {"type": "string"}, "host": {"type": "string"},
+            "name": {"type": "string"}, "protocol": {"type": "string", "enum": list(PROTOCOLS)},
+            "host": {"type": "string"},
             "port": {"type": ["integer", "null"], "description": "the bound port; null if not running"},
-            "configured_port": {"type": "integer"}, "mode": {"type": "string"}, "role": string_or_null,
+            "configured_port": {"type": "integer"}, "mode": {"type": "string", "enum": TLS_MODES},
+            "role": string_or_null,
             "scenario": string_or_null, "running": {"type": "boolean"},
         },
     }
@@ -145,9 +151,8 @@ def _schemas() -> dict[str, Any]:
     explain_cell = {
         "type": "object",
         "properties": {
-            "setting": {"type": "string", "enum": ["implicit", "starttls-required", "starttls-if-available", "none"]},
-            "outcome": {"type": "string", "enum": ["works", "works-cleartext", "refused", "hangs", "tls-error",
-                                                   "no-starttls", "login-failed", "unreachable"]},
+            "setting": {"type": "string", "enum": [setting.value for setting in ClientSetting]},
+            "outcome": {"type": "string", "enum": [outcome.value for outcome in Outcome]},
             "text": {"type": "string", "description": "what happened, e.g. \"works (TLS 1.3)\""},
             "reason": {"type": "string", "description": "what the client saw: the reply line, the TLS error ..."},
             "seconds": {"type": "number"},
@@ -215,8 +220,13 @@ def _paths() -> dict[str, Any]:
         "/api/info": {"get": {"summary": "version, hostname, users (no passwords)", "operationId": "info",
                               "responses": {"200": _json({"type": "object"}, "server facts")}}},
         "/api/listeners": {"get": {"summary": "the listener matrix", "operationId": "listeners", "responses": {
-            "200": _json({"type": "object", "properties": {"listeners": {"type": "array", "items": _ref("Listener")}}},
-                         "every configured listener in config order")}}},
+            "200": _json({"type": "object", "properties": {
+                "listeners": {"type": "array", "items": _ref("Listener")},
+                "protocols": {"type": "array", "items": {"type": "string"}, "const": list(PROTOCOLS),
+                              "description": "every protocol, in order: the matrix's rows"},
+                "tls_modes": {"type": "array", "items": {"type": "string"}, "const": TLS_MODES,
+                              "description": "every TLS mode, in order: the matrix's columns"}}},
+                "every configured listener in config order, and the names the matrix is laid out by")}}},
         "/api/explain": {"get": {
             "summary": "what each client setting meets on each port: `mailmodes explain` against this server",
             "description": "Connects to every running listener once per client setting (implicit TLS, STARTTLS "

@@ -20,11 +20,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from mailmodes.certs import RENEW_BEFORE, CertPaths
-
 CA_NAME = "mailmodes test CA"
 LEAF_LIFETIME = dt.timedelta(days=397)
 KEY_SIZE = 2048
+RENEW_BEFORE = dt.timedelta(days=30)  # a certificate this close to its end is made again
 
 
 @dataclass(frozen=True)
@@ -33,25 +32,27 @@ class Authority:
     key: rsa.RSAPrivateKey
 
 
-def make_server_certificates(paths: CertPaths, hostname: str, names: list[str]) -> dt.datetime:
-    """Reuse what is current in the certs dir, make what is missing or stale; return the leaf's
-    notAfter (for the fingerprint record certs.py keeps)."""
-    certs_dir = paths.ca_file.parent
-    ca_certificate = _load_ca_certificate(paths.ca_file)
+def make_server_certificates(ca_file: Path, cert_file: Path, key_file: Path, hostname: str,
+                             names: list[str]) -> dt.datetime:
+    """Reuse what is current in the certs dir (ca_file's, which also holds ca.key), make what is
+    missing or stale; return until when the files may be reused without this check (for the
+    fingerprint record certs.py keeps)."""
+    certs_dir = ca_file.parent
+    ca_certificate = _load_ca_certificate(ca_file)
     if ca_certificate is not None:
-        leaf = _current_leaf(paths, ca_certificate, names)
+        leaf = _current_leaf(cert_file, key_file, ca_certificate, names)
         if leaf is not None:
-            return leaf.not_valid_after_utc
+            return leaf.not_valid_after_utc - RENEW_BEFORE
     authority = load_authority(certs_dir)
     if authority is None:
         authority = make_authority(CA_NAME)
         write_key(certs_dir / "ca.key", authority.key)
-        write_cert(paths.ca_file, authority.certificate)
+        write_cert(ca_file, authority.certificate)
     key = new_key()
     leaf = issue_leaf(authority, hostname, names, key)
-    write_key(paths.key_file, key)
-    write_cert(paths.cert_file, leaf)
-    return leaf.not_valid_after_utc
+    write_key(key_file, key)
+    write_cert(cert_file, leaf)
+    return leaf.not_valid_after_utc - RENEW_BEFORE
 
 
 def new_key(size: int = KEY_SIZE) -> rsa.RSAPrivateKey:
@@ -154,14 +155,15 @@ def load_authority(certs_dir: Path) -> Authority | None:
     return Authority(certificate, key)
 
 
-def _current_leaf(paths: CertPaths, ca_certificate: x509.Certificate, names: list[str]) -> x509.Certificate | None:
+def _current_leaf(cert_file: Path, key_file: Path, ca_certificate: x509.Certificate,
+                  names: list[str]) -> x509.Certificate | None:
     try:
-        leaf = x509.load_pem_x509_certificate(paths.cert_file.read_bytes())
+        leaf = x509.load_pem_x509_certificate(cert_file.read_bytes())
         san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         leaf.verify_directly_issued_by(ca_certificate)
     except (OSError, ValueError, TypeError, x509.ExtensionNotFound, InvalidSignature):
         return None
-    key = _load_key(paths.key_file)
+    key = _load_key(key_file)
     current = (
         key is not None
         and key.public_key() == leaf.public_key()

@@ -22,14 +22,16 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from mailmodes.protocol_names import PROTOCOLS
+from mailmodes.tls.policy import TlsMode
+
 if TYPE_CHECKING:
     from mailmodes.app import ThreadedMailServer
     from mailmodes.record.journal import Journal, SessionRecord
     from mailmodes.store import CapturedMessage, Store
 
 HOSTNAME = "mail.example.test"
-PROTOCOLS = ("smtp", "imap", "pop3")
-MODES = ("implicit", "starttls-required", "starttls-optional", "plaintext")
+MODES = tuple(mode.value for mode in TlsMode)
 DEFAULT_USERS = (
     {"name": "alice", "password": "alice-password", "addresses": ["alice@example.test"]},
     {"name": "bob", "password": "bob-password", "addresses": ["bob@example.test"]},

@@ -13,23 +13,25 @@ is not chosen by SNI either: its one name, in the CN, is the configured host nam
 
 Which client name meets only the intended flaw: the configured host name (or localhost, or
 127.0.0.1), except for the two wildcard scenarios, whose name is their SNI name (`client_name`).
+
+This module is the catalogue, data only (no cryptography; of mailmodes only the protocol names,
+TlsMode and misbehaviour's table): the config check, the journal, the pytest plugin and the
+certificate builder (badcerts.py) all read it, and contexts.py turns an entry into an SSLContext.
+The port plan of config/known-bad.toml is derived from it too (`known_bad_config`).
 """
 
 from __future__ import annotations
 
 import shutil
 import ssl
-import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Protocol
 
-from mailmodes.certs import ensure_certificates
-from mailmodes.config import Listener
 from mailmodes.misbehaviour import PROTOCOL_SCENARIOS
+from mailmodes.protocol_names import PROTOCOLS
 from mailmodes.tls.policy import TlsMode
 
-PROTOCOLS = ("smtp", "imap", "pop3")
 WRONG_HOST = "wrong.host.invalid"
 
 # Python's own default cipher list (Modules/_ssl.c, PY_SSL_DEFAULT_CIPHER_STRING) minus its
@@ -48,6 +50,11 @@ class Scenario:
     sni_label: str | None        # "expired" -> chosen by SNI "expired.<hostname>"; None if not by SNI
     buildable: bool = True
     why_not: str = ""            # reason when not buildable here
+
+    @property
+    def section(self) -> int:
+        """KNOWN-BAD.md section 1 (certificates and TLS) or 2 (STARTTLS and protocol behaviour)."""
+        return 1 if self.kind in ("certificate", "tls") else 2
 
 
 @dataclass(frozen=True)
@@ -225,45 +232,6 @@ def client_name(scenario_id: str, hostname: str) -> str:
     return hostname
 
 
-def tls_context_for(scenario_id: str, certs_dir: Path, hostname: str) -> ssl.SSLContext:
-    """The server-side context presenting one scenario (certificates cached in certs_dir/scenarios/)."""
-    from mailmodes import badcerts  # cryptography: only when a scenario is actually served
-
-    scenario = _buildable(scenario_id)
-    settings = SETTINGS.get(scenario_id, TlsSettings())
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    with warnings.catch_warnings():
-        # Python deprecates TLSVersion.TLSv1/TLSv1_1; offering them is the point here.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        context.minimum_version = settings.minimum
-        context.maximum_version = settings.maximum
-    if settings.ciphers is not None:
-        # Before loading keys: the security level also decides which keys and signatures load.
-        context.set_ciphers(settings.ciphers)
-    if settings.dh1024:
-        context.load_dh_params(str(badcerts.dh1024_params(certs_dir)))
-    if scenario.kind == "certificate":
-        try:
-            bundle = badcerts.scenario_certificate(scenario_id, certs_dir, hostname)
-        except badcerts.CertificateBuildError as error:
-            raise ValueError(f"scenario {scenario_id!r} cannot be built: {error}") from None
-        context.load_cert_chain(bundle)
-    else:
-        paths = ensure_certificates(certs_dir, hostname)
-        context.load_cert_chain(paths.cert_file, paths.key_file)
-    return context
-
-
-def _buildable(scenario_id: str) -> Scenario:
-    scenario = SCENARIOS.get(scenario_id)
-    if scenario is None:
-        known = ", ".join(s.id for s in SCENARIOS.values() if s.buildable)
-        raise ValueError(f"unknown certificate/TLS scenario {scenario_id!r}; known: {known}")
-    if not scenario.buildable:
-        raise ValueError(f"scenario {scenario_id!r} cannot be built here: {scenario.why_not}")
-    return scenario
-
-
 def scenario_for_sni(server_name: str | None, hostname: str) -> str | None:
     """"expired.mail.example.test" -> "cert-expired"; None unless it names a subdomain of hostname
     whose first label is a buildable scenario's sni_label."""
@@ -280,7 +248,24 @@ def scenario_for_sni(server_name: str | None, hostname: str) -> str | None:
     return None
 
 
-def listener_ports(listeners: Iterable[Listener], ports: dict[str, int] | None = None) -> dict[str, list[tuple[str, int]]]:
+class PlacedListener(Protocol):
+    """What listener_ports reads of a listener: config.Listener has it. The config check imports
+    this catalogue for the scenario ids, so the catalogue must not import config back."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def protocol(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def tls(self) -> TlsMode: ...
+    @property
+    def scenario(self) -> str | None: ...
+
+
+def listener_ports(listeners: Iterable[PlacedListener],
+                   ports: dict[str, int] | None = None) -> dict[str, list[tuple[str, int]]]:
     """{scenario: [(protocol, port), ...]} for describe(), implicit-TLS ports before STARTTLS ones.
 
     `ports` (listener name -> bound port, as MailServer.ports) overrides the configured numbers.
@@ -307,7 +292,7 @@ def describe(listener_ports: dict[str, list[tuple[str, int]]] | None = None) -> 
                 "starttls": "STARTTLS and protocol scenarios (KNOWN-BAD.md section 2)"}
     heading = None
     for scenario in buildable:
-        section = headings["certificate" if scenario.kind in ("certificate", "tls") else "starttls"]
+        section = headings["certificate" if scenario.section == 1 else "starttls"]
         if section != heading:
             heading = section
             lines += ["", heading]
@@ -335,3 +320,145 @@ def _ports(entries: list[tuple[str, int]]) -> str:
     for protocol, port in entries:
         by_protocol.setdefault(protocol, []).append(str(port))
     return "  ".join(f"{protocol} {'/'.join(ports)}" for protocol, ports in by_protocol.items()).ljust(50)
+
+
+# --- config/known-bad.toml: every scenario at once, on a stable port plan -------------------------
+
+KNOWN_BAD_COMMAND = "mailmodes scenarios --known-bad-config > config/known-bad.toml"
+PLAN_MODES = (TlsMode.IMPLICIT, TlsMode.STARTTLS_REQUIRED)
+STANDARD_PORTS = {"smtp": (465, 587), "imap": (993, 143), "pop3": (995, 110)}  # (implicit, STARTTLS)
+# A temporary failure at a stage every client reaches, so chaos shows without a client script.
+PLAN_CHAOS = {
+    "smtp": ("RCPT", "451 4.3.0 Temporary failure (mailmodes chaos)"),
+    "imap": ("LOGIN", "NO [UNAVAILABLE] Temporary failure (mailmodes chaos)"),
+    "pop3": ("RETR", "-ERR [SYS/TEMP] Temporary failure (mailmodes chaos)"),
+}
+
+
+def plan_port(protocol: str, mode: TlsMode, index: int) -> int:
+    """11000 + i for SMTP implicit TLS, 12000 + i for SMTP STARTTLS, then IMAP from 13000 and
+    POP3 from 15000: no root needed, and below Linux's ephemeral range (32768 up), so an outgoing
+    connection never holds one of them."""
+    return 11000 + 2000 * PROTOCOLS.index(protocol) + 1000 * PLAN_MODES.index(mode) + index
+
+
+def plan_modes(scenario: Scenario) -> tuple[TlsMode, ...]:
+    """Section 1 on both kinds of TLS port; section 2 on the STARTTLS one, where its misbehaviour
+    shows (implicit-speaks-plaintext: the implicit one). No port for the TLS scenarios without
+    SETTINGS, which Debian's OpenSSL 3 and Python cannot offer: `buildable` would make the plan
+    depend on the machine that generates it."""
+    if scenario.kind == "tls" and scenario.id not in SETTINGS:
+        return ()
+    if scenario.section == 1:
+        return PLAN_MODES
+    return (TlsMode.IMPLICIT,) if scenario.id == "implicit-speaks-plaintext" else (TlsMode.STARTTLS_REQUIRED,)
+
+
+def known_bad_config() -> str:
+    """config/known-bad.toml, byte for byte: `mailmodes scenarios --known-bad-config` prints it."""
+    parts = [KNOWN_BAD_HEAD.format(command=KNOWN_BAD_COMMAND, bases="\n".join(_plan_bases()),
+                                   table="\n".join(_plan_table()))]
+    section = 1
+    for index, scenario in enumerate(SCENARIOS.values()):
+        modes = plan_modes(scenario)
+        if not modes:
+            continue
+        if scenario.section != section:
+            section = scenario.section
+            parts.append(SECTION_2_RULE)
+        elif section == 2:
+            parts.append("\n")  # fewer listeners per scenario here: a wider gap shows where each begins
+        parts.append(f"# {index}: {scenario.id}: {scenario.server_does}\n")
+        parts += [_plan_listener(scenario, protocol, mode, index) for protocol in scenario.protocols for mode in modes]
+    return "".join(parts).removesuffix("\n")
+
+
+def _plan_listener(scenario: Scenario, protocol: str, mode: TlsMode, index: int) -> str:
+    kind = "implicit" if mode is TlsMode.IMPLICIT else "starttls"
+    lines = [
+        "[[listeners]]",
+        f'name = "{scenario.id}-{protocol}-{kind}"',
+        f'protocol = "{protocol}"',
+        f"port = {plan_port(protocol, mode, index)}",
+        f'tls = "{mode}"',
+        *(['role = "submission"'] if protocol == "smtp" else []),
+        f'scenario = "{scenario.id}"',
+    ]
+    if scenario.id == "chaos":
+        stage, reply = PLAN_CHAOS[protocol]
+        lines += ["[listeners.chaos]", f'stage = "{stage}"', f'reply = "{reply}"']
+    return "\n".join(lines) + "\n\n"
+
+
+def _plan_bases() -> list[str]:
+    lines = []
+    for protocol in PROTOCOLS:
+        name = protocol.upper()
+        like_implicit, like_starttls = STANDARD_PORTS[protocol]
+        lines.append(f"#   {name} implicit (like {like_implicit})   {plan_port(protocol, PLAN_MODES[0], 0)} + i     "
+                     f"{name} STARTTLS (like {like_starttls})   {plan_port(protocol, PLAN_MODES[1], 0)} + i")
+    return lines
+
+
+def _plan_table() -> list[str]:
+    lines = []
+    section = 1
+    for index, scenario in enumerate(SCENARIOS.values()):
+        if scenario.section == 2:
+            if section == 1:
+                section = 2
+                lines += ["#", "#   (section 2)"]
+            lines.append(f"#{index:>5}  {scenario.id:<30}{', '.join(scenario.protocols)}")
+        elif not plan_modes(scenario):
+            lines.append(f"#{index:>5}  {scenario.id:<26}not buildable here (`mailmodes scenarios` says why)")
+        else:
+            sni = f"{scenario.sni_label}.<hostname>" if scenario.sni_label else "-"
+            lines.append(f"#{index:>5}  {scenario.id:<26}{client_name(scenario.id, '<hostname>'):<34}{sni}")
+    return lines
+
+
+SECTION_2_RULE = "# ---- KNOWN-BAD.md section 2: STARTTLS and protocol scenarios, one port per protocol ----\n\n"
+KNOWN_BAD_HEAD = """\
+# Generated from the scenario catalogue (server/mailmodes/scenarios.py) by
+# `{command}`; do not edit by hand.
+#
+# mailmodes known-bad layout: "badssl.com for mail". Every buildable certificate/TLS scenario of
+# KNOWN-BAD.md section 1 on its own ports, for each protocol, implicit TLS and STARTTLS (required);
+# every STARTTLS/protocol scenario of section 2 on one port per protocol it applies to: the
+# STARTTLS-required port of the plan below (implicit-speaks-plaintext: the implicit one).
+# Run: mailmodes serve --config config/known-bad.toml   (no root needed; all ports are between 11000 and 16999,
+# below Linux's ephemeral range so that outgoing connections never take them)
+# List: mailmodes scenarios --config config/known-bad.toml
+#
+# Port plan (stable): i is the scenario's position in mailmodes.scenarios.SCENARIOS, a fixed order
+# to which new ids are only ever appended; ids not buildable with Debian's OpenSSL 3 and Python
+# keep their i, unused.
+{bases}
+#
+#    i  scenario                  connect as                        or choose by SNI
+{table}
+#
+# Certificate scenarios name <hostname>, localhost and 127.0.0.1 (and their SNI name), so a
+# client connecting as any of those meets only the intended flaw; the wildcard ones need the name
+# above (e.g. "127.0.0.1 wildcard-apex.mail.example.test" in /etc/hosts). Clients trust
+# certs/ca.pem, the project CA, and nothing else: never certs/scenarios/untrusted-ca.pem.
+hostname = "mail.example.test"
+host = "127.0.0.1"
+
+[certs]
+dir = "certs"
+
+[http]
+port = 8025
+
+[[users]]
+name = "alice"
+password = "alice-password"
+addresses = ["alice@example.test"]
+
+[[users]]
+name = "bob"
+password = "bob-password"
+addresses = ["bob@example.test"]
+
+"""

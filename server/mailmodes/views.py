@@ -8,7 +8,7 @@ leaves here as JSON strings (json.dumps escapes it) or as raw bytes for a downlo
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email import policy
@@ -34,7 +34,7 @@ class BadQuery(ValueError):
 # --- listeners --------------------------------------------------------------------------------
 
 
-def listener_view(listener: Listener, config: Config, ports: dict[str, int]) -> dict[str, Any]:
+def listener_view(listener: Listener, config: Config, ports: Mapping[str, int]) -> dict[str, Any]:
     return {
         "name": listener.name,
         "protocol": listener.protocol,

@@ -18,6 +18,8 @@ import pytest
 from mailmodes.app import ListenerError, ThreadedMailServer
 from mailmodes.config import HttpConfig
 from mailmodes.http import HttpServer
+from mailmodes.protocol_names import PROTOCOLS
+from mailmodes.tls.policy import TlsMode
 from support import make_config
 
 HOST = "127.0.0.1"
@@ -103,6 +105,9 @@ def test_dashboard_files_and_security_headers(server: ThreadedMailServer) -> Non
     script = request(server, "/static/app.js").body
     for sink in (b".innerHTML", b".outerHTML", b"insertAdjacentHTML", b"document.write", b"eval("):
         assert sink not in script
+    # The protocol and mode names come from /api/listeners: the dashboard writes none of them out.
+    for name in (*PROTOCOLS, *(mode.value for mode in TlsMode)):
+        assert f'"{name}"'.encode() not in script and f"<th>{name}</th>".encode() not in page.body, name
     missing = request(server, "/static/index.html")
     assert (missing.status, missing.json()) == (404, {"error": "no such dashboard file: 'index.html'", "status": 404})
 
@@ -128,6 +133,18 @@ def test_health_ready_info_listeners(server: ThreadedMailServer) -> None:
                             "scenario": None, "running": True}
     assert [(entry["name"], entry["role"]) for entry in listeners] == [
         ("plain", "submission"), ("submission", "submission"), ("submissions", "submission"), ("imaps", None)]
+
+
+def test_listeners_name_every_protocol_and_mode_for_the_dashboard(server: ThreadedMailServer) -> None:
+    # The dashboard's matrix has a row per protocol and a column per mode, from this answer only.
+    answer = get_json(server, "/api/listeners")
+    assert answer["protocols"] == ["smtp", "imap", "pop3"] == list(PROTOCOLS)
+    assert answer["tls_modes"] == ["implicit", "starttls-required", "starttls-optional", "plaintext"]
+    assert answer["tls_modes"] == [mode.value for mode in TlsMode]
+    described = get_json(server, "/openapi.json")["paths"]["/api/listeners"]["get"]["responses"]["200"]
+    properties = described["content"]["application/json"]["schema"]["properties"]
+    assert properties["protocols"]["const"] == answer["protocols"]
+    assert properties["tls_modes"]["const"] == answer["tls_modes"]
 
 
 # --- errors --------------------------------------------------------------------------------

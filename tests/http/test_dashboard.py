@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mailmodes.app import ThreadedMailServer
+from mailmodes.protocol_names import PROTOCOLS
+from mailmodes.tls.policy import TlsMode
 from support import run_client
 
 if TYPE_CHECKING:  # tests/http/conftest.py; not importable by name under --import-mode=importlib
@@ -52,12 +54,18 @@ def test_dashboard_shows_listeners_live_sessions_tls_boundary_and_hostile_mail_a
     browser.open(url)
     browser.wait_for("document.body.dataset.loaded === 'yes'")
 
-    # The listener matrix: each listener under its protocol and mode, with its bound port.
+    # The listener matrix: a row per protocol, a column per mode, both as the server names them;
+    # each listener under its protocol and mode, with its bound port.
+    modes = [mode.value for mode in TlsMode]
+    assert browser.evaluate("[...document.querySelectorAll('#matrix thead th')].map(th => th.textContent)") == [
+        "protocol", *modes]
+    assert browser.evaluate("[...document.querySelectorAll('#matrix tbody th')].map(th => th.textContent)") == [
+        protocol.upper() for protocol in PROTOCOLS]
     for listener in listeners():
         cell = browser.evaluate(
             f"[...document.querySelectorAll('#matrix tbody tr')]"
             f".find(r => r.cells[0].textContent === {js(listener['protocol'].upper())})"
-            f".cells[{['implicit', 'starttls-required', 'starttls-optional', 'plaintext'].index(listener['tls']) + 1}]"
+            f".cells[{modes.index(listener['tls']) + 1}]"
             ".textContent")
         assert f":{server.port(listener['name'])} {listener['name']}" in cell
 

@@ -6,7 +6,10 @@ import openapi_spec_validator
 import pytest
 from mailmodes.cli import default_config
 from mailmodes.config import ConfigError, HttpConfig, parse_config
+from mailmodes.explain import ClientSetting, Outcome
 from mailmodes.openapi import openapi_document
+from mailmodes.protocol_names import PROTOCOLS
+from mailmodes.tls.policy import TlsMode
 
 
 def test_default_config_serves_http_on_8025_and_offset_moves_it() -> None:
@@ -35,3 +38,17 @@ def test_bad_http_table(table: dict[str, object], message: str) -> None:
 
 def test_openapi_document_is_valid() -> None:
     openapi_spec_validator.validate(openapi_document("0.1.0"))
+
+
+def test_openapi_enums_are_the_servers_own_names() -> None:
+    document = openapi_document("0.1.0")
+    schemas = document["components"]["schemas"]
+    filters = {query["name"]: query["schema"] for query in document["paths"]["/api/sessions"]["get"]["parameters"]}
+    assert filters["protocol"]["enum"] == list(PROTOCOLS)
+    assert filters["mode"]["enum"] == [mode.value for mode in TlsMode]
+    listener = schemas["Listener"]["properties"]
+    assert listener["protocol"]["enum"] == filters["protocol"]["enum"]
+    assert listener["mode"]["enum"] == filters["mode"]["enum"]
+    cell = schemas["ExplainTable"]["properties"]["rows"]["items"]["properties"]["cells"]["items"]
+    assert cell["properties"]["setting"]["enum"] == [setting.value for setting in ClientSetting]
+    assert cell["properties"]["outcome"]["enum"] == [outcome.value for outcome in Outcome]

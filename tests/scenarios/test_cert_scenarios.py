@@ -1,8 +1,8 @@
 """Certificate and TLS scenarios (KNOWN-BAD.md section 1) against real clients.
 
 Every buildable scenario is served on an implicit-TLS and on a STARTTLS SMTP port by a small
-harness (MiniSmtp: just enough SMTP to reach TLS) that uses `tls_context_for` directly, so the
-scenarios are verified without the app. The same checks run against the real app (SMTP, IMAP,
+harness (MiniSmtp: just enough SMTP to reach TLS) that uses `contexts.tls_context_for` directly,
+so the scenarios are verified without the app. The same checks run against the real app (SMTP, IMAP,
 POP3, via the `serve` fixture and `scenario = "<id>"`) once app.py builds listener contexts from
 `tls_context_for`.
 
@@ -13,10 +13,13 @@ version/cipher failures), Python's ssl with and without verification.
 
 from __future__ import annotations
 
+import difflib
 import queue
 import smtplib
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 import tomllib
 from collections.abc import Callable, Iterator
@@ -28,13 +31,14 @@ from mailmodes import badcerts
 from mailmodes.app import ThreadedMailServer
 from mailmodes.certs import ensure_certificates
 from mailmodes.config import load_config
+from mailmodes.contexts import tls_context_for
 from mailmodes.scenarios import (
+    KNOWN_BAD_COMMAND,
     SCENARIOS,
     client_name,
     describe,
     listener_ports,
     scenario_for_sni,
-    tls_context_for,
 )
 from mailmodes.tls.handshake import server_context
 from support import CLIENT_TIMEOUT, HOSTNAME, run_client
@@ -529,6 +533,17 @@ def test_known_bad_toml_follows_the_port_plan() -> None:
     table = describe(listener_ports(config.listeners))
     assert "cert-expired" in table and "smtp 11000/12000  imap 13000/14000  pop3 15000/16000" in table
     assert "tls-cbc-sha1" in table and "smtp 11018/12018  imap 13018/14018  pop3 15018/16018" in table
+
+
+def test_known_bad_toml_is_what_the_catalogue_generates() -> None:
+    generated = subprocess.run([sys.executable, "-m", "mailmodes", "scenarios", "--known-bad-config"],
+                               capture_output=True, check=True, timeout=60).stdout
+    committed = (REPO / "config" / "known-bad.toml").read_bytes()
+    if committed != generated:
+        diff = difflib.unified_diff(committed.decode().splitlines(), generated.decode().splitlines(),
+                                    "config/known-bad.toml", "generated", lineterm="")
+        pytest.fail(f"config/known-bad.toml is not what the scenario catalogue generates; regenerate it with "
+                    f"`{KNOWN_BAD_COMMAND}`:\n" + "\n".join(list(diff)[:40]), pytrace=False)
 
 
 def test_describe_lists_everything() -> None:

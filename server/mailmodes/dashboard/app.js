@@ -3,8 +3,6 @@
 // forbids inline script besides. No build step, no external assets.
 "use strict";
 
-const MODES = ["implicit", "starttls-required", "starttls-optional", "plaintext"];
-const PROTOCOLS = ["smtp", "imap", "pop3"];
 // Which plaintext client lines a verdict is about, to mark them in the transcript. The verdict
 // itself comes from the server (journal.py); this only points at the lines it concerns.
 const VERDICT_LINES = {
@@ -63,9 +61,11 @@ function mailPath(user, mailbox, uid) {
 // --- listeners ------------------------------------------------------------------------------
 
 async function loadListeners() {
-  const { listeners } = await api("/api/listeners");
-  const rows = PROTOCOLS.map((protocol) => {
-    const cells = MODES.map((mode) => {
+  // The server names the protocols (rows) and TLS modes (columns), so they are written in Python only.
+  const { listeners, protocols, tls_modes: modes } = await api("/api/listeners");
+  $("matrix").tHead.replaceChildren(el("tr", {}, el("th", {}, "protocol"), ...modes.map((mode) => el("th", {}, mode))));
+  const rows = protocols.map((protocol) => {
+    const cells = modes.map((mode) => {
       const here = listeners.filter((l) => l.protocol === protocol && l.mode === mode);
       return el("td", {}, ...here.map(listenerEntry));
     });
