@@ -147,7 +147,7 @@ def run_against_dovecot(
     """Start mailmodes (a child process) and Dovecot with the same messages: alice gets
     `args.messages` of `args.size` bytes, bob LOGIN_MAILBOX_SIZE. Then `measure` each, on its
     `protocol` port, or its implicit-TLS one with `args.tls`."""
-    from mailmodes.certs import ensure_certificates
+    from mailmodes.tls.certs import ensure_certificates
 
     with tempfile.TemporaryDirectory(prefix="mailmodes-bench-") as tmp:
         root = Path(tmp)

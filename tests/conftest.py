@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from mailmodes.app import ThreadedMailServer
-from mailmodes.certs import ensure_certificates
+from mailmodes.tls.certs import ensure_certificates
 from support import HOSTNAME, MODES, make_config
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from mailmodes.config import Config, Limits, Listener, parse_config, resolve_limits
 from mailmodes.protocols.events import Connection
-from mailmodes.misbehaviour import Misbehaviour
+from mailmodes.scenarios.misbehaviour import Misbehaviour
 from mailmodes.store import Store
 from mailmodes.tls.policy import TlsMode
 

@@ -16,19 +16,19 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from mailmodes.contexts import ServerContexts
 from mailmodes.config import Config, HttpConfig, Listener
-from mailmodes.record.journal import Journal
-from mailmodes.misbehaviour import Misbehaviour
+from mailmodes.protocols.connection import LineServer
 from mailmodes.protocols.events import Connection, LineSession
 from mailmodes.protocols.imap.session import ImapSession
-from mailmodes.protocols.connection import LineServer
 from mailmodes.protocols.pop3 import Pop3Session
 from mailmodes.protocols.smtp import SmtpListener
+from mailmodes.record.journal import Journal
+from mailmodes.scenarios.misbehaviour import Misbehaviour
 from mailmodes.store import Store
+from mailmodes.tls.contexts import ServerContexts
 
 if TYPE_CHECKING:
-    from mailmodes.http import HttpServer
+    from mailmodes.web.server import HttpServer
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -109,7 +109,7 @@ class MailServer:
     async def _start_http(self, config: HttpConfig) -> None:
         # After the mail listeners: /api/ready is true from its first answer.
         # Imported only when [http] is configured: aiohttp costs ~0.25 s and ~13 MB at start-up.
-        from mailmodes.http import HttpServer
+        from mailmodes.web.server import HttpServer
 
         http = HttpServer(self, config)
         try:

@@ -18,8 +18,8 @@ from typing import Any
 
 from mailmodes import __version__
 from mailmodes.app import ListenerError, MailServer
-from mailmodes.certs import ensure_certificates
 from mailmodes.config import Config, ConfigError, load_config, parse_config, read_toml
+from mailmodes.tls.certs import ensure_certificates
 
 EXIT_CONFIG = 2
 EXIT_START = 1
@@ -160,7 +160,9 @@ def certs(args: argparse.Namespace) -> int:
 
 def check(args: argparse.Namespace) -> int:
     """The readiness check (Docker HEALTHCHECK): one line per listener, 0 only if all greet."""
-    from mailmodes import check as health  # here, not at the top: `serve` starts faster without it
+    from mailmodes.probe import (
+        check as health,  # here, not at the top: `serve` starts faster without it
+    )
 
     config = _load(args)
     ca = Path(args.ca) if args.ca else None
@@ -171,7 +173,7 @@ def check(args: argparse.Namespace) -> int:
 
 def explain(args: argparse.Namespace) -> int:
     """The teaching table: every client setting against every listener of a running server."""
-    from mailmodes import explain as teaching
+    from mailmodes.probe import explain as teaching
 
     config = _load(args)
     options = teaching.options_from_config(config, Path(args.ca) if args.ca else None,
@@ -193,14 +195,16 @@ def explain(args: argparse.Namespace) -> int:
 
 
 def messages(args: argparse.Namespace) -> int:
-    from mailmodes import apiclient
+    from mailmodes.web import client as apiclient
 
     return apiclient.print_messages(args.api, args.user)
 
 
 def sessions(args: argparse.Namespace) -> int:
     if args.api:
-        from mailmodes import apiclient  # urllib: only for the commands that talk to a server
+        from mailmodes.web import (
+            client as apiclient,  # urllib: only for the commands that talk to a server
+        )
 
         return apiclient.print_sessions(args.api, args.verdict, lambda entry: format_session(
             entry, transcript=args.transcript))
@@ -245,7 +249,7 @@ def format_session(entry: dict[str, Any], *, transcript: bool) -> str:
 def scenarios(args: argparse.Namespace) -> int:
     """Every scenario id: what the server does, what a correct client does, and its ports; or,
     with --known-bad-config, the config that serves them all (config/known-bad.toml)."""
-    from mailmodes.scenarios import describe, known_bad_config, listener_ports
+    from mailmodes.scenarios.catalogue import describe, known_bad_config, listener_ports
 
     if args.known_bad_config:
         print(known_bad_config(), end="")

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from mailmodes.misbehaviour import Chaos
-from mailmodes.protocol_names import PROTOCOLS
-from mailmodes.scenarios import SCENARIOS
+from mailmodes.protocols import PROTOCOLS
+from mailmodes.scenarios.catalogue import SCENARIOS
+from mailmodes.scenarios.misbehaviour import Chaos
 from mailmodes.tls.policy import TlsMode
 
 SMTP_ROLES = ("submission", "mta")

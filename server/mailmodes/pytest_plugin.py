@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from mailmodes.protocol_names import PROTOCOLS
+from mailmodes.protocols import PROTOCOLS
 from mailmodes.tls.policy import TlsMode
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ def default_listeners(protocols: Iterable[str] = PROTOCOLS, modes: Iterable[str]
 def scenario_listeners(scenario: str, protocols: Iterable[str] = PROTOCOLS) -> list[dict[str, Any]]:
     """A scenario on an implicit-TLS and a STARTTLS listener per protocol it is for:
     "<protocol>-implicit-<scenario>" and "<protocol>-starttls-<scenario>"."""
-    from mailmodes.scenarios import SCENARIOS
+    from mailmodes.scenarios.catalogue import SCENARIOS
 
     known = SCENARIOS.get(scenario)  # an unknown id is left to the config check, which names it
     return [
@@ -163,7 +163,7 @@ class MailmodesServer:
 
     def clear(self) -> None:
         """Forget every finished session, message and captured message: start clean."""
-        from mailmodes.views import delete_messages
+        from mailmodes.web.views import delete_messages
 
         self.settle()
         self.journal.clear()
@@ -180,7 +180,7 @@ class MailmodesServer:
 
 def _certs_dir(base: Path, hostname: str) -> Path:
     # One directory per hostname: certs.py remakes the server certificate when the name changes.
-    from mailmodes.certs import ensure_certificates
+    from mailmodes.tls.certs import ensure_certificates
 
     path = base if hostname == HOSTNAME else base / hostname
     ensure_certificates(path, hostname)

@@ -9,9 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from mailmodes.app import ThreadedMailServer
-from mailmodes.certs import ensure_certificates
 from mailmodes.config import parse_config
+from mailmodes.tls.certs import ensure_certificates
 
 LISTENERS = [
     ("submissions", "smtp", "implicit"),

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from mailmodes.app import ThreadedMailServer
 from mailmodes.config import Config, parse_config
-from mailmodes.explain import (
+from mailmodes.probe.explain import (
     SETTINGS,
     ClientSetting,
     Credentials,
@@ -185,7 +186,7 @@ def test_a_port_with_nothing_behind_it(tmp_path: Path) -> None:
 
 
 def test_an_untrusted_certificate_is_a_tls_error(matrix: ThreadedMailServer, tmp_path: Path) -> None:
-    from mailmodes.certs import ensure_certificates
+    from mailmodes.tls.certs import ensure_certificates
 
     other_ca = ensure_certificates(tmp_path, "mail.example.test").ca_file
     target = next(t for t in targets_from_config(matrix.config, matrix.ports) if t.name == "imap-implicit")

@@ -11,9 +11,9 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from mailmodes.certs import ensure_certificates
 from mailmodes.cli import default_config
 from mailmodes.config import ConfigError, load_config, parse_config
+from mailmodes.tls.certs import ensure_certificates
 from mailmodes.tls.policy import TlsMode
 
 REPO = Path(__file__).resolve().parents[2]
@@ -120,7 +120,7 @@ def test_fingerprint_record_is_only_a_shortcut(tmp_path: Path) -> None:
 def test_starting_with_current_certificates_does_not_load_cryptography(tmp_path: Path) -> None:
     ensure_certificates(tmp_path, "mail.example.test")
     code = ("import sys; from pathlib import Path; from mailmodes.app import MailServer; "
-            "from mailmodes.certs import ensure_certificates; "
+            "from mailmodes.tls.certs import ensure_certificates; "
             f"ensure_certificates(Path({str(tmp_path)!r}), 'mail.example.test'); "
             "print('cryptography' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)

@@ -74,7 +74,7 @@ def _targets(node: ast.Import | ast.ImportFrom, module: str, modules: dict[str, 
     else:
         base = node.module or ""
     for alias in node.names:
-        # `from mailmodes import badcerts` loads the module badcerts; `from mailmodes.x import y` loads x.
+        # `from mailmodes.scenarios import badcerts` loads the module badcerts; `from mailmodes.x import y` loads x.
         target = _known(f"{base}.{alias.name}", modules)
         if target is not None:
             yield target
@@ -191,8 +191,8 @@ def test_no_module_imports_itself_back_through_others() -> None:
 
 def test_the_http_api_knows_the_mail_server_only_by_its_shape() -> None:
     # app.py starts the API; the API reads the server through http.MailState, even in annotations.
-    assert "mailmodes.app" not in import_graph(type_checking=True)["mailmodes.http"]
+    assert "mailmodes.app" not in import_graph(type_checking=True)["mailmodes.web.server"]
 
 
 def test_the_leaf_names_import_nothing_of_mailmodes() -> None:
-    assert import_graph(type_checking=True)["mailmodes.protocol_names"] == set()
+    assert import_graph(type_checking=True)["mailmodes.protocols"] == set()

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import pytest
 
 from mailmodes.app import ThreadedMailServer
-from mailmodes.misbehaviour import Misbehaviour
+from mailmodes.scenarios.misbehaviour import Misbehaviour
 from mailmodes.tls.policy import Security, TlsMode
 from support import MODES
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+
 from mailmodes.app import ThreadedMailServer
 from support import require_tool
 

@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from mailmodes.app import ListenerError, ThreadedMailServer
 from mailmodes.config import HttpConfig
-from mailmodes.http import HttpServer
-from mailmodes.protocol_names import PROTOCOLS
+from mailmodes.protocols import PROTOCOLS
 from mailmodes.tls.policy import TlsMode
+from mailmodes.web.server import HttpServer
 from support import make_config
 
 HOST = "127.0.0.1"

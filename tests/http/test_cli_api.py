@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from mailmodes.app import ThreadedMailServer
 from mailmodes.cli import main
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mailmodes.app import ThreadedMailServer
-from mailmodes.protocol_names import PROTOCOLS
+from mailmodes.protocols import PROTOCOLS
 from mailmodes.tls.policy import TlsMode
 from support import run_client
 

@@ -12,8 +12,9 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+
 from mailmodes.app import ThreadedMailServer
-from mailmodes.http import EXPLAIN_CACHE_SECONDS
+from mailmodes.web.server import EXPLAIN_CACHE_SECONDS
 
 HOST = "127.0.0.1"
 LISTENERS = (

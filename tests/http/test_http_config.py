@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import openapi_spec_validator
 import pytest
+
 from mailmodes.cli import default_config
 from mailmodes.config import ConfigError, HttpConfig, parse_config
-from mailmodes.explain import ClientSetting, Outcome
-from mailmodes.openapi import openapi_document
-from mailmodes.protocol_names import PROTOCOLS
+from mailmodes.probe.explain import ClientSetting, Outcome
+from mailmodes.protocols import PROTOCOLS
 from mailmodes.tls.policy import TlsMode
+from mailmodes.web.openapi import openapi_document
 
 
 def test_default_config_serves_http_on_8025_and_offset_moves_it() -> None:

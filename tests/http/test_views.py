@@ -6,10 +6,11 @@ import json
 from datetime import datetime, timezone
 
 import pytest
+
 from mailmodes.config import parse_config
 from mailmodes.record.journal import Journal, SessionRecord
 from mailmodes.store import Mailbox
-from mailmodes.views import (
+from mailmodes.web.views import (
     BadQuery,
     SessionJson,
     message_detail,

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from mailmodes.protocols.imap.session import ImapSession
 from mailmodes.protocols.events import Close, Output, StartTls
+from mailmodes.protocols.imap.session import ImapSession
 from mailmodes.store import Store
 from mailmodes.tls.policy import Security
 from support import make_store, sans_io_connection

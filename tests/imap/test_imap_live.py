@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
+
 from mailmodes.app import ThreadedMailServer
 from support import IMAP_EXTENSIONS, MODES, make_config, run_client
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
+
 from mailmodes.protocols.imap.parser import (
     STAR,
     AndKey,

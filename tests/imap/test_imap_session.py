@@ -7,6 +7,7 @@ import logging
 import re
 
 import pytest
+
 from imap.imap_harness import SIMPLE, WHEN, Client, client, make_store
 from mailmodes.protocols.events import Close, StartTls
 from mailmodes.store import Store

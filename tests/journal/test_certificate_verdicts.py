@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from mailmodes.app import ThreadedMailServer
-from mailmodes.badcerts import sni_name
-from mailmodes.scenarios import SCENARIOS, client_name
+from mailmodes.scenarios.badcerts import sni_name
+from mailmodes.scenarios.catalogue import SCENARIOS, client_name
 from support import HOSTNAME, one_session, run_client, verdict_codes
 
 HOST = "127.0.0.1"

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO
 
 import pytest
+
 from mailmodes.app import ThreadedMailServer
 from support import MODES, curl_settings, make_config, run_client
 

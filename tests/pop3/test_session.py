@@ -11,7 +11,14 @@ import pytest
 
 from mailmodes import __version__
 from mailmodes.protocols.events import Close, Output, StartTls
-from mailmodes.protocols.pop3 import Pop3Session, crlf_normalised, dot_stuffed, top_of, wire_form, wire_size
+from mailmodes.protocols.pop3 import (
+    Pop3Session,
+    crlf_normalised,
+    dot_stuffed,
+    top_of,
+    wire_form,
+    wire_size,
+)
 from mailmodes.store import Store
 from mailmodes.tls.policy import TlsMode
 from support import make_store, sans_io_connection

@@ -27,12 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from mailmodes import badcerts
+
 from mailmodes.app import ThreadedMailServer
-from mailmodes.certs import ensure_certificates
 from mailmodes.config import load_config
-from mailmodes.contexts import tls_context_for
-from mailmodes.scenarios import (
+from mailmodes.scenarios import badcerts
+from mailmodes.scenarios.catalogue import (
     KNOWN_BAD_COMMAND,
     SCENARIOS,
     client_name,
@@ -40,6 +39,8 @@ from mailmodes.scenarios import (
     listener_ports,
     scenario_for_sni,
 )
+from mailmodes.tls.certs import ensure_certificates
+from mailmodes.tls.contexts import tls_context_for
 from mailmodes.tls.handshake import server_context
 from support import CLIENT_TIMEOUT, HOSTNAME, run_client
 

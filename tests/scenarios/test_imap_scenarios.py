@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from mailmodes.app import ThreadedMailServer
 from mailmodes.record.journal import SessionRecord
 from support import HOSTNAME, IMAP_EXTENSIONS, one_session, run_client, verdict_codes

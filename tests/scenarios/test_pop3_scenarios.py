@@ -22,11 +22,18 @@ import pytest
 
 from mailmodes import __version__
 from mailmodes.app import ThreadedMailServer
-from mailmodes.misbehaviour import GARBAGE, Chaos
 from mailmodes.protocols.events import Close, NoTls, Output, StartTls
 from mailmodes.protocols.pop3 import Pop3Session
+from mailmodes.scenarios.misbehaviour import GARBAGE, Chaos
 from mailmodes.tls.policy import TlsMode
-from support import HOSTNAME, make_store, one_session, run_client, sans_io_connection, verdict_codes
+from support import (
+    HOSTNAME,
+    make_store,
+    one_session,
+    run_client,
+    sans_io_connection,
+    verdict_codes,
+)
 
 HOST = "127.0.0.1"
 TIMEOUT = 10

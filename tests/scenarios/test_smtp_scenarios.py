@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from mailmodes.app import ThreadedMailServer
-from mailmodes.misbehaviour import CANARY_INJECTED, CANARY_PRETLS
+from mailmodes.scenarios.misbehaviour import CANARY_INJECTED, CANARY_PRETLS
 from support import one_session, run_client, smtp_after_ehlo, verdict_codes
 
 HOST = "127.0.0.1"

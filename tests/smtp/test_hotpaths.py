@@ -18,7 +18,13 @@ import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from mailmodes.app import ThreadedMailServer
-from mailmodes.protocols.smtp_hotpaths import DataBatch, lines_within, parse_simple_path, scan_data, unstuff
+from mailmodes.protocols.smtp_hotpaths import (
+    DataBatch,
+    lines_within,
+    parse_simple_path,
+    scan_data,
+    unstuff,
+)
 
 LINE_LIMIT = 120
 SIZE_LIMIT = 2000

@@ -12,12 +12,20 @@ import logging
 import ssl
 
 from mailmodes.config import Listener
-from mailmodes.protocols.events import Close, Connection, LineSession, NoTls, Output, SessionFactory, StartTls
-from mailmodes.tls.handshake import HandshakeWatch, handshake_timeout, is_encrypted
+from mailmodes.protocols.events import (
+    Close,
+    Connection,
+    LineSession,
+    NoTls,
+    Output,
+    SessionFactory,
+    StartTls,
+)
 from mailmodes.record.journal import Journal
-from mailmodes.misbehaviour import Misbehaviour
-from mailmodes.tls.policy import ListenerTls
 from mailmodes.record.transcript import Recorder, recorder_for
+from mailmodes.scenarios.misbehaviour import Misbehaviour
+from mailmodes.tls.handshake import HandshakeWatch, handshake_timeout, is_encrypted
+from mailmodes.tls.policy import ListenerTls
 
 log = logging.getLogger(__name__)
 READ_SIZE = 65536

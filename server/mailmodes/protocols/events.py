@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from mailmodes.config import Listener
-    from mailmodes.misbehaviour import Misbehaviour
+    from mailmodes.scenarios.misbehaviour import Misbehaviour
     from mailmodes.tls.policy import Security
 
 

@@ -24,7 +24,7 @@ from typing import cast
 
 from mailmodes import __version__
 from mailmodes.protocols.events import Close, Connection, NoTls, Output, StartTls
-from mailmodes.misbehaviour import StartTlsPlan
+from mailmodes.scenarios.misbehaviour import StartTlsPlan
 from mailmodes.store import Account, Mailbox, Message, Store
 
 CRLF = b"\r\n"

@@ -15,11 +15,11 @@ from typing import Any, cast
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from mailmodes.config import Listener
-from mailmodes.tls.handshake import HandshakeWatch, handshake_timeout
-from mailmodes.record.journal import Journal
-from mailmodes.misbehaviour import Misbehaviour
 from mailmodes.protocols.smtp_adapter import MailmodesSMTP
+from mailmodes.record.journal import Journal
+from mailmodes.scenarios.misbehaviour import Misbehaviour
 from mailmodes.store import Account, Store
+from mailmodes.tls.handshake import HandshakeWatch, handshake_timeout
 from mailmodes.tls.policy import ListenerTls
 
 RELAY_DENIED = "554 5.7.1 Relay access denied"

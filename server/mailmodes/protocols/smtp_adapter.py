@@ -20,12 +20,18 @@ from aiosmtpd.smtp import MISSING, SMTP, Session, syntax
 from mailmodes import __version__
 from mailmodes.config import Listener
 from mailmodes.protocols.events import Close, NoTls, Output, StartTls
+from mailmodes.protocols.smtp_hotpaths import (
+    CRLF,
+    lines_within,
+    parse_simple_path,
+    scan_data,
+    unstuff,
+)
 from mailmodes.record.journal import Journal
-from mailmodes.misbehaviour import Misbehaviour
-from mailmodes.protocols.smtp_hotpaths import CRLF, lines_within, parse_simple_path, scan_data, unstuff
-from mailmodes.tls.policy import ListenerTls, TlsMode
-from mailmodes.tls.handshake import is_encrypted
 from mailmodes.record.transcript import Recorder, recorder_for
+from mailmodes.scenarios.misbehaviour import Misbehaviour
+from mailmodes.tls.handshake import is_encrypted
+from mailmodes.tls.policy import ListenerTls, TlsMode
 
 # RFC 3207 section 4: what a STARTTLS-required server takes before TLS (aiosmtpd's set), and
 # AUTH, which aiosmtpd's smtp_AUTH then refuses with RFC 4954's 538.

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from mailmodes.config import Listener
-from mailmodes.misbehaviour import CANARY_INJECTED, CANARY_PRETLS
-from mailmodes.scenarios import SCENARIOS
+from mailmodes.scenarios.catalogue import SCENARIOS
+from mailmodes.scenarios.misbehaviour import CANARY_INJECTED, CANARY_PRETLS
 from mailmodes.tls.policy import TlsMode
 
 # A plaintext session this soon after a failed TLS attempt from the same host is a fallback.

@@ -16,7 +16,12 @@ from collections.abc import Callable
 from typing import Any
 
 from mailmodes.record.journal import Journal, SessionRecord
-from mailmodes.misbehaviour import CANARY_EXISTS, CANARY_INJECTED, CANARY_MAILBOX, CANARY_PRETLS
+from mailmodes.scenarios.misbehaviour import (
+    CANARY_EXISTS,
+    CANARY_INJECTED,
+    CANARY_MAILBOX,
+    CANARY_PRETLS,
+)
 
 MASK = "****"
 CANARY_PREFIX = "X-MAILMODES-"

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from mailmodes import __version__
+from mailmodes.protocols.events import Close, Connection, NoTls, Output, StartTls
 from mailmodes.protocols.imap import message as mime
 from mailmodes.protocols.imap.parser import (
     SYSTEM_FLAGS,
@@ -55,8 +56,7 @@ from mailmodes.protocols.imap.parser import (
     split_head,
 )
 from mailmodes.protocols.imap.search import SearchContext, search
-from mailmodes.protocols.events import Close, Connection, NoTls, Output, StartTls
-from mailmodes.misbehaviour import StartTlsPlan
+from mailmodes.scenarios.misbehaviour import StartTlsPlan
 from mailmodes.store import (
     HIERARCHY_DELIMITER,
     INBOX,

@@ -28,8 +28,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from mailmodes.misbehaviour import PROTOCOL_SCENARIOS
-from mailmodes.protocol_names import PROTOCOLS
+from mailmodes.protocols import PROTOCOLS
+from mailmodes.scenarios.misbehaviour import PROTOCOL_SCENARIOS
 from mailmodes.tls.policy import TlsMode
 
 WRONG_HOST = "wrong.host.invalid"

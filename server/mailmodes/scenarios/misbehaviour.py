@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from mailmodes.protocols import PROTOCOLS
 from mailmodes.protocols.events import Close, NoTls, Output, StartTls
 from mailmodes.tls.policy import ListenerTls, TlsMode
 
@@ -67,27 +68,27 @@ class Chaos:
 
 
 PROTOCOL_SCENARIOS: dict[str, tuple[str, ...]] = {
-    "starttls-stripped": ("smtp", "imap", "pop3"),
-    "starttls-rejected": ("smtp", "imap", "pop3"),
-    "starttls-tempfail": ("smtp", "imap", "pop3"),
-    "starttls-unexpected-reply": ("smtp", "imap", "pop3"),
-    "starttls-no-handshake": ("smtp", "imap", "pop3"),
-    "starttls-silence": ("smtp", "imap", "pop3"),
-    "capability-fails": ("smtp", "imap", "pop3"),
+    "starttls-stripped": PROTOCOLS,
+    "starttls-rejected": PROTOCOLS,
+    "starttls-tempfail": PROTOCOLS,
+    "starttls-unexpected-reply": PROTOCOLS,
+    "starttls-no-handshake": PROTOCOLS,
+    "starttls-silence": PROTOCOLS,
+    "capability-fails": PROTOCOLS,
     "protocol-downgrade": ("smtp", "imap"),
     "imap-preauth": ("imap",),
-    "response-injection": ("smtp", "imap", "pop3"),
+    "response-injection": PROTOCOLS,
     "injected-bye": ("imap",),
-    "stale-capability": ("smtp", "imap", "pop3"),
+    "stale-capability": PROTOCOLS,
     "pretls-state-injection": ("imap",),
     "pretls-alert": ("imap", "pop3"),
     "premature-tagged-ok": ("imap",),
     "greeting-invalid": ("imap",),
-    "greeting-reject": ("smtp", "imap", "pop3"),
+    "greeting-reject": PROTOCOLS,
     "login-referral": ("imap",),
-    "implicit-speaks-plaintext": ("smtp", "imap", "pop3"),
-    "command-injection-vulnerable": ("smtp", "imap", "pop3"),
-    "chaos": ("smtp", "imap", "pop3"),
+    "implicit-speaks-plaintext": PROTOCOLS,
+    "command-injection-vulnerable": PROTOCOLS,
+    "chaos": PROTOCOLS,
 }
 
 _STARTTLS: dict[str, dict[str, StartTlsPlan]] = {
@@ -106,15 +107,15 @@ _STARTTLS: dict[str, dict[str, StartTlsPlan]] = {
         "imap": StartTlsPlan("+ continue", "stay"),
         "pop3": StartTlsPlan("+Okay", "stay"),
     },
-    "starttls-no-handshake": {p: StartTlsPlan(None, "garbage") for p in ("smtp", "imap", "pop3")},
-    "starttls-silence": {p: StartTlsPlan(None, "silence") for p in ("smtp", "imap", "pop3")},
+    "starttls-no-handshake": {p: StartTlsPlan(None, "garbage") for p in PROTOCOLS},
+    "starttls-silence": {p: StartTlsPlan(None, "silence") for p in PROTOCOLS},
     "response-injection": {
         "smtp": StartTlsPlan(None, injected=f"250-{{hostname}}\r\n250 AUTH {CANARY_INJECTED}\r\n"),
         "imap": StartTlsPlan(None, injected=f"* CAPABILITY IMAP4rev1 AUTH={CANARY_INJECTED}\r\n"),
         "pop3": StartTlsPlan(None, injected=f"+OK\r\nSASL {CANARY_INJECTED}\r\n.\r\n"),
     },
     "injected-bye": {"imap": StartTlsPlan(None, injected="* BYE Server going down\r\n")},
-    "command-injection-vulnerable": {p: StartTlsPlan(None, keep_pipelined=True) for p in ("smtp", "imap", "pop3")},
+    "command-injection-vulnerable": {p: StartTlsPlan(None, keep_pipelined=True) for p in PROTOCOLS},
 }
 
 _GREETINGS: dict[str, dict[str, str]] = {

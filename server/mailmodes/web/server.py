@@ -26,13 +26,13 @@ from aiohttp import web
 
 from mailmodes import __version__
 from mailmodes.config import Config, HttpConfig
-from mailmodes.explain import explain, options_from_config, targets_from_config
+from mailmodes.probe.explain import explain, options_from_config, targets_from_config
+from mailmodes.protocols import PROTOCOLS
 from mailmodes.record.journal import Journal
-from mailmodes.openapi import openapi_document
-from mailmodes.protocol_names import PROTOCOLS
 from mailmodes.store import Store
 from mailmodes.tls.policy import TlsMode
-from mailmodes.views import (
+from mailmodes.web.openapi import openapi_document
+from mailmodes.web.views import (
     BadQuery,
     SessionJson,
     captured_list,
@@ -145,7 +145,7 @@ class HttpServer:
         self._explained: tuple[float, dict[str, Any]] | None = None  # (monotonic time it finished, table)
         self._explain_lock = asyncio.Lock()  # one probe at a time; requests that wait share its result
         self._dashboard = {
-            name: resources.files("mailmodes").joinpath("dashboard", name).read_bytes() for name in DASHBOARD_FILES
+            name: resources.files("mailmodes.web").joinpath("dashboard", name).read_bytes() for name in DASHBOARD_FILES
         }
 
     # --- lifecycle ----------------------------------------------------------------------------

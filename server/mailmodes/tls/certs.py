@@ -37,7 +37,7 @@ def ensure_certificates(certs_dir: Path, hostname: str) -> CertPaths:
     names = server_names(hostname)
     if _record(paths, names) == _read_record(certs_dir):
         return paths
-    from mailmodes import pki  # only now: see pki.py
+    from mailmodes.tls import pki  # only now: see pki.py
 
     reuse_until = pki.make_server_certificates(paths.ca_file, paths.cert_file, paths.key_file, hostname, names)
     (certs_dir / RECORD).write_text(json.dumps({**_record(paths, names), "reuse_until": reuse_until.isoformat()}))

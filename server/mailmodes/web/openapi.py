@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from mailmodes.explain import ClientSetting, Outcome
-from mailmodes.protocol_names import PROTOCOLS
+from mailmodes.probe.explain import ClientSetting, Outcome
+from mailmodes.protocols import PROTOCOLS
 from mailmodes.tls.policy import TlsMode
 
 JSON = "application/json"

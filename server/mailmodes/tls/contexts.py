@@ -14,9 +14,15 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from mailmodes.certs import ensure_certificates
 from mailmodes.config import Listener
-from mailmodes.scenarios import SCENARIOS, SETTINGS, Scenario, TlsSettings, scenario_for_sni
+from mailmodes.scenarios.catalogue import (
+    SCENARIOS,
+    SETTINGS,
+    Scenario,
+    TlsSettings,
+    scenario_for_sni,
+)
+from mailmodes.tls.certs import ensure_certificates
 from mailmodes.tls.handshake import HandshakeWatch, server_context
 
 
@@ -63,7 +69,9 @@ class ServerContexts:
 
 def tls_context_for(scenario_id: str, certs_dir: Path, hostname: str) -> ssl.SSLContext:
     """The server-side context presenting one scenario (certificates cached in certs_dir/scenarios/)."""
-    from mailmodes import badcerts  # cryptography: only when a scenario is actually served
+    from mailmodes.scenarios import (
+        badcerts,  # cryptography: only when a scenario is actually served
+    )
 
     scenario = _buildable(scenario_id)
     settings = SETTINGS.get(scenario_id, TlsSettings())

@@ -18,7 +18,7 @@ from functools import partial
 from pathlib import Path
 
 from mailmodes.config import Config, Listener
-from mailmodes.explain import ConnectionClosed, ProtocolError, Wire, connect_host
+from mailmodes.probe.explain import ConnectionClosed, ProtocolError, Wire, connect_host
 from mailmodes.tls.policy import TlsMode
 
 EXIT_HEALTHY = 0

@@ -30,9 +30,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from mailmodes.certs import ensure_certificates, server_names
-from mailmodes.pki import Authority, issue_leaf, make_authority, new_key
-from mailmodes.scenarios import WRONG_HOST, sni_name
+from mailmodes.scenarios.catalogue import WRONG_HOST, sni_name
+from mailmodes.tls.certs import ensure_certificates, server_names
+from mailmodes.tls.pki import Authority, issue_leaf, make_authority, new_key
 
 # Bump when a builder changes, so that certificates cached by an older version are made again.
 FORMAT = 1
