@@ -10,6 +10,8 @@ other, so there is none.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
@@ -196,3 +198,111 @@ def test_the_http_api_knows_the_mail_server_only_by_its_shape() -> None:
 
 def test_the_leaf_names_import_nothing_of_mailmodes() -> None:
     assert import_graph(type_checking=True)["mailmodes.protocols"] == set()
+
+
+# --- layers ------------------------------------------------------------------------------------
+# The sans-I/O cores: bytes in, bytes and events out. They must be testable (and importable) with
+# no event loop, no socket and no TLS library behind them.
+CORES = ("mailmodes.protocols.imap.session", "mailmodes.protocols.imap.parser", "mailmodes.protocols.pop3",
+         "mailmodes.protocols.events", "mailmodes.protocols.smtp_hotpaths", "mailmodes.tls.policy",
+         "mailmodes.scenarios.misbehaviour", "mailmodes.store")
+IO_MODULES = ("mailmodes.protocols.connection", "mailmodes.protocols.smtp", "mailmodes.protocols.smtp_adapter",
+              "mailmodes.tls.handshake", "mailmodes.tls.contexts", "mailmodes.record", "mailmodes.web",
+              "mailmodes.probe", "mailmodes.app", "mailmodes.cli")
+IO_LIBRARIES = {"asyncio", "ssl", "socket", "selectors", "aiosmtpd", "aiohttp", "cryptography", "trustme"}
+# Which protocol implementations each outer layer may know: none. The recorder learns what a
+# session knows through the events (protocols.events), the API through the store and journal.
+PROTOCOL_IMPLEMENTATIONS = ("mailmodes.protocols.imap", "mailmodes.protocols.pop3", "mailmodes.protocols.smtp",
+                            "mailmodes.protocols.smtp_adapter", "mailmodes.protocols.connection")
+
+
+def external_imports(source: Path = SOURCE, package: str = PACKAGE) -> dict[str, set[str]]:
+    """Module -> the top-level names of what it imports from outside the package (at run time)."""
+    modules = module_files(source, package)
+    found: dict[str, set[str]] = {}
+    for module, path in modules.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        names: set[str] = set()
+        for node in _import_nodes(tree, type_checking=False):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif not node.level and node.module:
+                names.add(node.module.split(".")[0])
+        found[module] = names - {package, "__future__"}
+    return found
+
+
+def with_packages(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The graph plus an edge from each module to its package: Python runs a package's __init__
+    before any module in it, so importing a module loads its package too."""
+    return {module: imported | ({module.rpartition(".")[0]} if "." in module else set())
+            for module, imported in graph.items()}
+
+
+def loaded_by(graph: dict[str, set[str]], module: str) -> set[str]:
+    """Every module of the package that importing `module` loads (`graph` from with_packages)."""
+    seen: set[str] = set()
+    pending = [module]
+    while pending:
+        current = pending.pop()
+        if current not in seen:
+            seen.add(current)
+            pending.extend(graph.get(current, ()))
+    return seen
+
+
+def _within(module: str, prefixes: tuple[str, ...]) -> bool:
+    return any(module == prefix or module.startswith(prefix + ".") for prefix in prefixes)
+
+
+def layer_violations(graph: dict[str, set[str]], external: dict[str, set[str]]) -> list[str]:
+    """Each broken layering rule, as one line naming the module and what it must not load."""
+    problems: list[str] = []
+    graph_loading = with_packages(graph)
+    for core in CORES:
+        loaded = loaded_by(graph_loading, core)
+        for module in sorted(m for m in loaded if _within(m, IO_MODULES)):
+            problems.append(f"{core} (a sans-I/O core) loads {module}: "
+                            + " -> ".join(_path(graph_loading, core, module, loaded)))
+        libraries = set().union(*(external.get(m, set()) for m in loaded)) & IO_LIBRARIES
+        if libraries:
+            problems.append(f"{core} (a sans-I/O core) loads {', '.join(sorted(libraries))}")
+    for module in sorted(loaded_by(graph_loading, "mailmodes.store")):
+        if module.startswith("mailmodes.") and module != "mailmodes.store":
+            problems.append(f"mailmodes.store loads {module}: the store knows no protocol, record or face")
+    for outer in ("mailmodes.record", "mailmodes.web", "mailmodes.probe", "mailmodes.scenarios",
+                  "mailmodes.tls"):
+        for module in sorted(m for m in graph if _within(m, (outer,))):
+            for imported in sorted(graph[module]):
+                if _within(imported, PROTOCOL_IMPLEMENTATIONS):
+                    problems.append(f"{module} imports {imported}: {outer} knows no protocol implementation")
+    for module in sorted(graph):
+        if "mailmodes.app" in graph[module] and module not in ("mailmodes.cli", "mailmodes.pytest_plugin"):
+            problems.append(f"{module} imports mailmodes.app: only the command line and the pytest plugin start it")
+    return problems
+
+
+def test_the_layers_hold() -> None:
+    problems = layer_violations(import_graph(), external_imports())
+    if problems:
+        pytest.fail("layering broken:\n" + "\n".join(problems), pytrace=False)
+
+
+@pytest.mark.parametrize("core", ["mailmodes.protocols.imap.session", "mailmodes.protocols.pop3"])
+def test_the_layering_check_fails_when_a_core_imports_the_connection(core: str) -> None:
+    graph = import_graph()
+    graph[core] = graph[core] | {"mailmodes.protocols.connection"}
+    problems = layer_violations(graph, external_imports())
+    assert any(problem.startswith(f"{core} (a sans-I/O core) loads mailmodes.protocols.connection")
+               for problem in problems), problems
+    assert any(problem.startswith(f"{core} (a sans-I/O core) loads") and "asyncio" in problem
+               for problem in problems), problems
+
+
+@pytest.mark.parametrize("core", ["mailmodes.protocols.imap.session", "mailmodes.protocols.pop3"])
+def test_importing_a_core_loads_neither_asyncio_nor_ssl(core: str) -> None:
+    # What `python -X importtime -c "import mailmodes.protocols.imap.session"` shows, asked of a
+    # fresh interpreter (the test process has long loaded both).
+    code = f"import sys, {core}; print(sorted({{'asyncio', 'ssl'}} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert result.stdout.strip() == "[]"

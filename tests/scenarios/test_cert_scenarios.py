@@ -547,6 +547,18 @@ def test_known_bad_toml_is_what_the_catalogue_generates() -> None:
                     f"`{KNOWN_BAD_COMMAND}`:\n" + "\n".join(list(diff)[:40]), pytrace=False)
 
 
+# The scenario numbers of the port plan as first published (session 1): users' configs and scripts
+# name these ports, so a new scenario takes the next number and no existing one moves.
+PUBLISHED_NUMBERS = {"cert-expired": 0, "tls-v1-0": 11, "starttls-stripped": 24, "starttls-silence": 29,
+                     "chaos": 44}
+
+
+def test_the_port_plan_only_ever_grows() -> None:
+    numbers = {scenario_id: index for index, scenario_id in enumerate(SCENARIOS)}
+    assert {scenario_id: numbers[scenario_id] for scenario_id in PUBLISHED_NUMBERS} == PUBLISHED_NUMBERS
+    assert max(numbers.values()) >= max(PUBLISHED_NUMBERS.values())
+
+
 def test_describe_lists_everything() -> None:
     table = describe()
     for scenario in SCENARIOS.values():

@@ -227,6 +227,7 @@ CURL_REFUSES = {
     "starttls-tempfail": (64, "(64) STARTTLS denied"),
     "starttls-unexpected-reply": (8, "(8) Unexpected continuation response"),
     "starttls-no-handshake": (35, "wrong version number"),
+    "starttls-dropped": (35, "SSL_ERROR_SYSCALL"),
     "starttls-silence": (35, "SSL_ERROR_SYSCALL"),
     "capability-fails": (64, "(64) STARTTLS not available."),  # fixed in 7.79 (CVE-2021-22946)
     "protocol-downgrade": (64, "(64) STARTTLS not available."),
@@ -312,6 +313,7 @@ IMAPLIB_REFUSES: dict[str, tuple[type[BaseException], str | None]] = {
     "starttls-rejected": (imaplib.IMAP4.error, "Couldn't establish TLS session"),
     "starttls-tempfail": (imaplib.IMAP4.error, "Couldn't establish TLS session"),
     "starttls-no-handshake": (ssl.SSLError, "WRONG_VERSION_NUMBER"),
+    "starttls-dropped": (ssl.SSLEOFError, "UNEXPECTED_EOF_WHILE_READING"),
     "starttls-silence": (OSError, None),  # EOF in the handshake: the server closed after 1 s
     "capability-fails": (imaplib.IMAP4.error, "CAPABILITY command error: BAD"),
     "premature-tagged-ok": (imaplib.IMAP4.abort, "unexpected response: b'A001 OK LOGIN completed'"),

@@ -104,6 +104,11 @@ def test_no_handshake_hands_the_client_hello_to_the_connection_for_plaintext() -
     assert pop.feed(b"STLS\r\nCAPA\r\n") == [BEGIN_TLS, NoTls(GARBAGE)]
 
 
+def test_dropped_hands_the_client_hello_to_the_connection_to_close_on() -> None:
+    pop = session("starttls-dropped")
+    assert pop.feed(b"STLS\r\n") == [BEGIN_TLS, NoTls(b"")]
+
+
 def test_silence_hands_the_client_hello_to_the_connection_to_swallow() -> None:
     pop = session("starttls-silence")
     assert pop.feed(b"STLS\r\n") == [BEGIN_TLS, NoTls(None)]
@@ -199,6 +204,7 @@ CURL_STRICT = {
     "starttls-tempfail": (64, "curl: (64) STARTTLS denied", "< -ERR [SYS/TEMP] TLS not available right now"),
     "starttls-unexpected-reply": (64, "curl: (64) STARTTLS denied", "< +Okay"),
     "starttls-no-handshake": (35, "wrong version number", "< +OK Begin TLS negotiation"),
+    "starttls-dropped": (35, "SSL_ERROR_SYSCALL", "< +OK Begin TLS negotiation"),
     "starttls-silence": (35, "curl: (35)", "< +OK Begin TLS negotiation"),
     # CVE-2021-22946: an old curl went on without TLS when CAPA failed.
     "capability-fails": (64, "curl: (64) STLS not supported.", "< -ERR CAPA not available"),
@@ -284,6 +290,7 @@ POPLIB_REFUSES: dict[str, tuple[type[Exception], str]] = {
     # which the plaintext server answers with "-ERR": still no credentials.
     "starttls-unexpected-reply": (ssl.SSLError, "WRONG_VERSION_NUMBER|wrong version number"),
     "starttls-no-handshake": (ssl.SSLError, "WRONG_VERSION_NUMBER|wrong version number"),
+    "starttls-dropped": (ssl.SSLEOFError, "UNEXPECTED_EOF_WHILE_READING"),
     "starttls-silence": (ssl.SSLError, "EOF|UNEXPECTED_EOF"),
     # poplib's capa() words the server's "-ERR CAPA not available" its own way; stls() stops there.
     "capability-fails": (poplib.error_proto, "-ERR CAPA not supported by server"),

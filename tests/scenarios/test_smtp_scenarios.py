@@ -41,6 +41,7 @@ STRICT_CURL = {
     "starttls-tempfail": (64, "STARTTLS denied, code 454"),
     "starttls-unexpected-reply": (64, "STARTTLS denied, code 354"),
     "starttls-no-handshake": (35, "wrong version number"),
+    "starttls-dropped": (35, "SSL_ERROR_SYSCALL"),
     "starttls-silence": (28, "timed out"),
     "capability-fails": (9, "502"),
     "protocol-downgrade": (9, "500"),

@@ -35,9 +35,10 @@ class Close:
 @dataclass(frozen=True)
 class NoTls:
     """Send everything before this (a STARTTLS success line), then start no TLS layer: the
-    session is over, and the client's next bytes (its ClientHello) are answered with `answer`
-    and the connection closed, or with nothing at all when `answer` is None, until the client or
-    the idle timeout gives up, and then without a goodbye (starttls-no-handshake, -silence)."""
+    session is over. The client's next bytes (its ClientHello) get `answer` (which may be empty)
+    and the connection closes; or, when `answer` is None, nothing ever answers them, until the
+    client or the idle timeout gives up, and then without a goodbye (starttls-no-handshake,
+    -dropped, -silence)."""
 
     answer: bytes | None
 

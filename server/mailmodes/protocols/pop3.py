@@ -380,9 +380,8 @@ class Pop3Session:
         write as the success line, so that they normally reach the client in one segment
         (KNOWN-BAD.md injection rule)."""
         reply = plan.reply.encode() + CRLF if plan.reply is not None else BEGIN_TLS
-        actions = plan.actions()
-        self._keep_pipelined = plan.keep_pipelined
-        return [reply + plan.injected.encode(), *actions]
+        self._keep_pipelined = any(isinstance(action, StartTls) and action.keep_pipelined for action in plan.actions)
+        return [reply + plan.injected.encode(), *plan.actions]
 
     def _chaos_at(self, keyword: str) -> list[Output] | None:
         """chaos: the configured reply or a disconnect instead of running the command."""

@@ -247,13 +247,13 @@ class MailmodesSMTP(SMTP):
         if plan is None or arg:
             await super().smtp_STARTTLS(arg)
             return
-        actions = plan.actions()
-        if actions and isinstance(actions[0], StartTls):
+        handshake = next((action for action in plan.actions if isinstance(action, StartTls)), None)
+        if handshake is not None:
             self.injected = plan.injected
-            self.keep_pipelined = actions[0].keep_pipelined
+            self.keep_pipelined = handshake.keep_pipelined
             await super().smtp_STARTTLS(arg)
         else:
-            await self._carry_out(plan.reply or READY, actions)
+            await self._carry_out(plan.reply or READY, plan.actions)
 
     async def _carry_out(self, line: str | None, actions: Iterable[Output]) -> None:
         """A scenario's step: its line, then its actions (events.py), as connection.py does them."""
@@ -272,7 +272,10 @@ class MailmodesSMTP(SMTP):
         self.silent = plan.answer is None
         client_hello = await self._reader.read(65536)
         if plan.answer is not None and client_hello and self.transport is not None:
-            await self._push_recorded(plan.answer)
+            # The plan's bytes exactly, as connection.py writes them (push would add a CRLF).
+            if self.recorder is not None:
+                self.recorder.server(plan.answer)
+            self.transport.write(plan.answer)
             self.transport.close()
         while self.silent and await self._reader.read(65536):
             pass  # swallow everything until the client (or the idle timeout) gives up

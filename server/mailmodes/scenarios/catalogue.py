@@ -181,6 +181,8 @@ PROTOCOL_DESCRIPTIONS = {
     "starttls-unexpected-reply": ("STARTTLS answered neither yes nor no: SMTP 354, IMAP + continue, POP3 +Okay",
                                   "aborts: only exactly 220 / tagged OK / +OK starts TLS"),
     "starttls-no-handshake": ("success line, then plaintext answers the ClientHello", "aborts, does not fall back"),
+    "starttls-dropped": ("success line, then the connection closed when the ClientHello arrives",
+                         "aborts, does not fall back"),
     "starttls-silence": ("success line, then never answers the ClientHello", "times out and closes"),
     "capability-fails": ("EHLO / CAPABILITY / CAPA answered with an error",
                          "still insists on STARTTLS or aborts (CVE-2021-22946)"),

@@ -12,7 +12,6 @@ stays one straight line in each protocol module.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 from mailmodes.protocols import PROTOCOLS
 from mailmodes.protocols.events import Close, NoTls, Output, StartTls
@@ -23,28 +22,22 @@ CANARY_PRETLS = "X-MAILMODES-PRETLS"
 CANARY_MAILBOX = "X-MAILMODES-STATE"  # must not contain the other canaries: they match as substrings
 CANARY_EXISTS = 54321
 
-# After the STARTTLS success line: "handshake" (normal), "stay" (no TLS, session goes on in
-# plaintext), "garbage" (answer the ClientHello with plaintext, then close), "silence" (never answer).
-AfterStartTls = Literal["handshake", "stay", "garbage", "silence"]
 GARBAGE = b"HTTP/1.0 400 this is not TLS\r\n\r\n"
+# What may follow a STARTTLS reply: the handshake; nothing (the session goes on in plaintext);
+# or no TLS after the success line, the ClientHello answered with plaintext, with nothing then a
+# close, or never (events.NoTls).
+HANDSHAKE: tuple[Output, ...] = (StartTls(),)
+STAY: tuple[Output, ...] = ()
 
 
 @dataclass(frozen=True)
 class StartTlsPlan:
-    reply: str | None  # the reply line, "{tag}" filled in by IMAP; None = the known-good success line
-    then: AfterStartTls = "handshake"
-    injected: str = ""  # sent in the same write as the reply (KNOWN-BAD.md injection rule)
-    keep_pipelined: bool = False  # command-injection-vulnerable: run pipelined plaintext inside TLS
+    """A STARTTLS scenario's answer, the same on every protocol: the reply line, then actions
+    that connection.py and the SMTP adapter carry out alike."""
 
-    def actions(self) -> list[Output]:
-        """What follows the reply line (and the injected lines, in the same write)."""
-        if self.then == "handshake":
-            return [StartTls(keep_pipelined=self.keep_pipelined)]
-        if self.then == "garbage":
-            return [NoTls(GARBAGE)]
-        if self.then == "silence":
-            return [NoTls(None)]
-        return []  # stay: the session goes on in plaintext
+    reply: str | None  # "{tag}" filled in by IMAP; None: the known-good success line
+    actions: tuple[Output, ...] = HANDSHAKE
+    injected: str = ""  # sent in the same write as the reply (KNOWN-BAD.md injection rule)
 
 
 @dataclass(frozen=True)
@@ -89,33 +82,37 @@ PROTOCOL_SCENARIOS: dict[str, tuple[str, ...]] = {
     "implicit-speaks-plaintext": PROTOCOLS,
     "command-injection-vulnerable": PROTOCOLS,
     "chaos": PROTOCOLS,
+    # New scenarios go last: the known-bad.toml port plan numbers them in this order, and users'
+    # configs and scripts name those ports.
+    "starttls-dropped": PROTOCOLS,
 }
 
 _STARTTLS: dict[str, dict[str, StartTlsPlan]] = {
     "starttls-rejected": {
-        "smtp": StartTlsPlan("502 5.5.1 STARTTLS not implemented", "stay"),
-        "imap": StartTlsPlan("{tag} NO STARTTLS is refused", "stay"),
-        "pop3": StartTlsPlan("-ERR STLS is refused", "stay"),
+        "smtp": StartTlsPlan("502 5.5.1 STARTTLS not implemented", STAY),
+        "imap": StartTlsPlan("{tag} NO STARTTLS is refused", STAY),
+        "pop3": StartTlsPlan("-ERR STLS is refused", STAY),
     },
     "starttls-tempfail": {
-        "smtp": StartTlsPlan("454 4.7.0 TLS not available due to temporary reason", "stay"),
-        "imap": StartTlsPlan("{tag} NO [UNAVAILABLE] TLS not available right now", "stay"),
-        "pop3": StartTlsPlan("-ERR [SYS/TEMP] TLS not available right now", "stay"),
+        "smtp": StartTlsPlan("454 4.7.0 TLS not available due to temporary reason", STAY),
+        "imap": StartTlsPlan("{tag} NO [UNAVAILABLE] TLS not available right now", STAY),
+        "pop3": StartTlsPlan("-ERR [SYS/TEMP] TLS not available right now", STAY),
     },
     "starttls-unexpected-reply": {
-        "smtp": StartTlsPlan("354 Go ahead", "stay"),
-        "imap": StartTlsPlan("+ continue", "stay"),
-        "pop3": StartTlsPlan("+Okay", "stay"),
+        "smtp": StartTlsPlan("354 Go ahead", STAY),
+        "imap": StartTlsPlan("+ continue", STAY),
+        "pop3": StartTlsPlan("+Okay", STAY),
     },
-    "starttls-no-handshake": {p: StartTlsPlan(None, "garbage") for p in PROTOCOLS},
-    "starttls-silence": {p: StartTlsPlan(None, "silence") for p in PROTOCOLS},
+    "starttls-no-handshake": {p: StartTlsPlan(None, (NoTls(GARBAGE),)) for p in PROTOCOLS},
+    "starttls-dropped": {p: StartTlsPlan(None, (NoTls(b""),)) for p in PROTOCOLS},
+    "starttls-silence": {p: StartTlsPlan(None, (NoTls(None),)) for p in PROTOCOLS},
     "response-injection": {
         "smtp": StartTlsPlan(None, injected=f"250-{{hostname}}\r\n250 AUTH {CANARY_INJECTED}\r\n"),
         "imap": StartTlsPlan(None, injected=f"* CAPABILITY IMAP4rev1 AUTH={CANARY_INJECTED}\r\n"),
         "pop3": StartTlsPlan(None, injected=f"+OK\r\nSASL {CANARY_INJECTED}\r\n.\r\n"),
     },
     "injected-bye": {"imap": StartTlsPlan(None, injected="* BYE Server going down\r\n")},
-    "command-injection-vulnerable": {p: StartTlsPlan(None, keep_pipelined=True) for p in PROTOCOLS},
+    "command-injection-vulnerable": {p: StartTlsPlan(None, (StartTls(keep_pipelined=True),)) for p in PROTOCOLS},
 }
 
 _GREETINGS: dict[str, dict[str, str]] = {
@@ -222,8 +219,7 @@ class Misbehaviour:
         plan = _STARTTLS.get(self.scenario or "", {}).get(self.protocol)
         if plan is None or not plan.injected:
             return plan
-        return StartTlsPlan(plan.reply, plan.then, plan.injected.replace("{hostname}", hostname),
-                            plan.keep_pipelined)
+        return StartTlsPlan(plan.reply, plan.actions, plan.injected.replace("{hostname}", hostname))
 
     def login_refusal(self, tag: str) -> str | None:
         if self.scenario == "login-referral" and self.protocol == "imap":

@@ -377,10 +377,9 @@ class ImapSession:
         line = (plan.reply or f"{tag} OK {STARTTLS_OK}").replace("{tag}", tag) + "\r\n"
         # The injection rule (KNOWN-BAD.md): injected lines go out in the same write as the OK.
         self._send((line + plan.injected).encode())
-        actions = plan.actions()
-        if actions:
-            assert isinstance(actions[0], (StartTls, NoTls))
-            self._pending.action = actions[0]
+        for action in plan.actions:
+            assert isinstance(action, (StartTls, NoTls))
+            self._pending.action = action
         return None
 
     def _referred(self, tag: str) -> bool:
