@@ -275,7 +275,7 @@ class MailmodesSMTP(SMTP):
             # The plan's bytes exactly, as connection.py writes them (push would add a CRLF).
             if self.recorder is not None:
                 self.recorder.server(plan.answer)
-            self.transport.write(plan.answer)
+            cast(asyncio.Transport, self.transport).write(plan.answer)
             self.transport.close()
         while self.silent and await self._reader.read(65536):
             pass  # swallow everything until the client (or the idle timeout) gives up
@@ -347,7 +347,7 @@ class _Commands(Mapping[str, Callable[[str], Awaitable[None]]]):
                                    for name in dir(cls) if name.startswith("smtp_")}
         self.functions = self._by_class[cls]
 
-    def get(self, name: str, default: Any = None) -> Callable[[str], Awaitable[None]]:  # type: ignore[override]
+    def get(self, name: str, default: Any = None) -> Callable[[str], Awaitable[None]]:
         session = self.session
         if session.security.must_wait_for_tls and name not in ALLOWED_BEFORE_TLS:
             return session.refuse_before_tls
