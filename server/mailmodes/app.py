@@ -11,12 +11,13 @@ import errno
 import logging
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from mailmodes.config import Config, HttpConfig, Listener
+from mailmodes.config import Config, HttpConfig, Listener, with_scenario
 from mailmodes.protocols.connection import LineServer
 from mailmodes.protocols.events import Connection, LineSession
 from mailmodes.protocols.imap.session import ImapSession
@@ -24,7 +25,8 @@ from mailmodes.protocols.pop3 import Pop3Session
 from mailmodes.protocols.smtp import SmtpListener
 from mailmodes.record.journal import Journal
 from mailmodes.scenarios.misbehaviour import Misbehaviour
-from mailmodes.store import Store
+from mailmodes.seed import load_seeds
+from mailmodes.store import INBOX, SPECIAL_USE_MAILBOXES, Store
 from mailmodes.tls.contexts import ServerContexts
 
 if TYPE_CHECKING:
@@ -65,10 +67,16 @@ class MailServer:
         self._protocol_servers: list[SmtpListener | LineServer] = []  # to end their connections on stop
         self.http_port: int | None = None  # the HTTP API and dashboard, when [http] is configured
         self._http: HttpServer | None = None
+        self._contexts: ServerContexts | None = None
+        # the current protocol server of each listener (set_scenario replaces them)
+        self._smtp: dict[str, SmtpListener] = {}
+        self._line: dict[str, LineServer] = {}
+        self._configured = {listener.name: listener for listener in config.listeners}  # what reset() restores
 
     async def start(self) -> None:
-        contexts = ServerContexts(self.config.certs.dir, self.config.hostname)
+        contexts = self._contexts = ServerContexts(self.config.certs.dir, self.config.hostname)
         self.ca_file = contexts.ca_file
+        load_seeds(self.store, self.config)  # before the first listener: a client never sees an empty mailbox
         try:
             for listener in self.config.listeners:
                 server = await self._start_listener(listener, contexts.for_listener(listener))
@@ -84,27 +92,76 @@ class MailServer:
     async def _start_listener(self, listener: Listener, context: ssl.SSLContext) -> asyncio.Server:
         loop = asyncio.get_running_loop()
         host = listener.host or self.config.host
+        self._protocol_server(listener, context)
+        name = listener.name
+        # No ssl= here even for implicit TLS: the protocols do the handshake themselves, to record it.
+        # Each accepted connection asks for the listener's current protocol server, which
+        # set_scenario() replaces: new connections get the new scenario, open ones keep theirs.
+        try:
+            if listener.protocol == "smtp":
+                return await loop.create_server(lambda: self._smtp[name](), host, listener.port)
+            return await asyncio.start_server(lambda reader, writer: self._line[name].handle(reader, writer),
+                                              host, listener.port)
+        except OSError as error:
+            raise ListenerError(_explain_bind_error(listener, host, error)) from None
+
+    def _protocol_server(self, listener: Listener, context: ssl.SSLContext) -> None:
         # One scenario and one TLS decision per listener, shared by all its connections.
         misbehaviour = Misbehaviour(listener.scenario, listener.protocol, listener.chaos)
         tls = misbehaviour.tls(listener.tls)
-        # No ssl= here even for implicit TLS: the protocols do the handshake themselves, to record it.
-        try:
-            if listener.protocol == "smtp":
-                factory = SmtpListener(listener, self.store, self.config.hostname, context, self.journal,
-                                       misbehaviour, tls)
-                self._protocol_servers.append(factory)
-                return await loop.create_server(factory, host, listener.port)
+        server: SmtpListener | LineServer
+        if listener.protocol == "smtp":
+            server = self._smtp[listener.name] = SmtpListener(listener, self.store, self.config.hostname, context,
+                                                              self.journal, misbehaviour, tls)
+        else:
             session_class, too_many = LINE_PROTOCOLS[listener.protocol]
             hostname = self.config.hostname
             store = self.store
-            line_server = LineServer(
+            server = self._line[listener.name] = LineServer(
                 listener, lambda connection: session_class(connection, store, hostname), context, too_many,
                 self.journal, misbehaviour, tls,
             )
-            self._protocol_servers.append(line_server)
-            return await asyncio.start_server(line_server.handle, host, listener.port)
-        except OSError as error:
-            raise ListenerError(_explain_bind_error(listener, host, error)) from None
+        current = {*self._smtp.values(), *self._line.values()}
+        # A replaced server is kept only while it has connections for stop() to end.
+        self._protocol_servers = [old for old in self._protocol_servers if old in current or _busy(old)] + [server]
+
+    def set_scenario(self, name: str, scenario: str | None, chaos: Mapping[str, Any] | None = None) -> Listener:
+        """Give a running listener another known-bad scenario (None: known-good), checked as the
+        config's is (ConfigError). Connections accepted from now on get it; open ones keep theirs.
+        The connection limit then counts the new connections only."""
+        listener = with_scenario(self.listeners[name], scenario, chaos)
+        if self._contexts is None:
+            raise RuntimeError("the server is not started")
+        self._protocol_server(listener, self._contexts.for_listener(listener))
+        self.listeners[name] = listener
+        self.config = replace(self.config, listeners=tuple(
+            listener if configured.name == name else configured for configured in self.config.listeners))
+        return listener
+
+    def reset(self) -> dict[str, Any]:
+        """Back to how the server started: no finished sessions, no messages or mailboxes but the
+        configured ones ([[seed]] mail loaded again), no captured mail, every listener with its
+        configured scenario. Open connections go on (they keep their scenario)."""
+        sessions = len(self.journal.sessions())
+        self.journal.clear()
+        messages = 0
+        for account in self.store.accounts.values():
+            for mailbox in account.mailboxes.values():
+                messages += len(mailbox.expunge([message.uid for message in mailbox.messages]))
+            standard = {INBOX, *SPECIAL_USE_MAILBOXES}
+            # deepest first: a mailbox with inferiors cannot be deleted
+            for name in sorted(set(account.mailboxes) - standard, key=lambda n: -n.count("/")):
+                account.delete(name)
+        captured = len(self.store.captured)
+        self.store.captured.clear()
+        restored = [name for name, listener in self._configured.items()
+                    if name in self.listeners and self.listeners[name] != listener]
+        for name in restored:
+            configured = self._configured[name]
+            self.set_scenario(name, configured.scenario, _chaos_table(configured))
+        seeded = load_seeds(self.store, self.config)
+        return {"sessions": sessions, "messages": messages, "captured": captured, "listeners": restored,
+                "seeded": seeded}
 
     async def _start_http(self, config: HttpConfig) -> None:
         # After the mail listeners: /api/ready is true from its first answer.
@@ -139,6 +196,17 @@ class MailServer:
 
     def port(self, name: str) -> int:
         return self.ports[name]
+
+
+def _busy(server: SmtpListener | LineServer) -> bool:
+    if isinstance(server, SmtpListener):
+        return bool(server.connections or server.handshakes)
+    return bool(server.active)
+
+
+def _chaos_table(listener: Listener) -> dict[str, Any] | None:
+    chaos = listener.chaos
+    return None if chaos is None else {key: value for key, value in asdict(chaos).items() if value is not None}
 
 
 def _explain_bind_error(listener: Listener, host: str, error: OSError) -> str:

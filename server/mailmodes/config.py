@@ -98,6 +98,16 @@ class HttpConfig:
 
 
 @dataclass(frozen=True)
+class Seed:
+    """[[seed]]: mail put into a mailbox at start (and again by POST /api/reset)."""
+
+    user: str
+    mailbox: str
+    path: Path  # one .eml file, a directory of .eml files, an mbox file or a Maildir
+    key: str  # "seed[0]", to name it in an error found while loading
+
+
+@dataclass(frozen=True)
 class Config:
     hostname: str = "mail.example.test"
     host: str = "127.0.0.1"
@@ -108,6 +118,7 @@ class Config:
     journal: JournalConfig = JournalConfig()
     source: str = "<built-in>"
     http: HttpConfig | None = None  # no [http] table: no HTTP server
+    seeds: tuple[Seed, ...] = ()
 
     def with_port_offset(self, offset: int) -> Config:
         return replace(
@@ -226,6 +237,42 @@ def _chaos(source: str, table: Mapping[str, Any] | None, where: str) -> Chaos:
     return chaos
 
 
+def with_scenario(listener: Listener, scenario: Any, chaos: Any, source: str = "request") -> Listener:
+    """The listener with another scenario (and chaos settings), checked as the config file's are:
+    how the HTTP API changes a running listener."""
+    where = f"listeners.{listener.name}"
+    reader = _Reader(source, {"scenario": scenario, "chaos": chaos}, where)
+    if scenario is not None:
+        if not isinstance(scenario, str):
+            raise reader.fail("scenario", f"must be a scenario id or null, not {scenario!r}")
+        _check_scenario(reader, scenario, listener.protocol)
+    if scenario != "chaos" and chaos is not None:
+        raise reader.fail("chaos", 'goes with scenario = "chaos"')
+    if chaos is not None and not isinstance(chaos, dict):
+        raise reader.fail("chaos", f"must be a table, not {chaos!r}")
+    new_chaos = _chaos(source, chaos, f"{where}.chaos") if scenario == "chaos" else None
+    return replace(listener, scenario=scenario, chaos=new_chaos)
+
+
+def _seeds(source: str, tables: list[Any], users: list[User], base_dir: Path) -> tuple[Seed, ...]:
+    seeds = []
+    for index, table in enumerate(tables):
+        reader = _Reader(source, table if isinstance(table, dict) else {}, f"seed[{index}]")
+        user = reader.get("user", str, required=True)
+        mailbox = reader.get("mailbox", str, "INBOX")
+        path = base_dir / reader.get("path", str, required=True)
+        reader.finish()
+        if not any(u.name == user for u in users):
+            raise reader.fail("user", f"names no configured user ({user!r})")
+        if not mailbox.strip("/"):
+            raise reader.fail("mailbox", "must name a mailbox, e.g. \"INBOX\" or \"Archive/2024\"")
+        if not path.exists():
+            raise reader.fail("path", f"{path}: no such file or directory (an .eml file, a directory of .eml "
+                                      "files, an mbox file or a Maildir)")
+        seeds.append(Seed(user, mailbox, path, reader.where))
+    return tuple(seeds)
+
+
 def parse_config(data: Mapping[str, Any], source: str = "<config>", base_dir: Path | None = None) -> Config:
     """Validate a parsed TOML document.
 
@@ -322,6 +369,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>", base_dir: Pa
                 limits=resolve_limits(protocol, global_limits, limits),
             )
         )
+    seeds = _seeds(source, top.get("seed", list, []), users, base_dir)
     top.finish()
     return Config(
         hostname=hostname,
@@ -333,6 +381,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>", base_dir: Pa
         journal=journal,
         source=source,
         http=http,
+        seeds=seeds,
     )
 
 

@@ -200,6 +200,12 @@ class Account:
             self.mailboxes.setdefault(parent, Mailbox(parent))
 
 
+# Told of every message the store takes in through deliver() or add_message(), after it is in
+# its mailbox: how the HTTP API's long poll wakes without polling. Plain callables, so the store
+# stays free of asyncio; hooks run synchronously on the store's loop and must not block.
+ArrivalHook = Callable[[Account, Mailbox, Message], None]
+
+
 @dataclass(frozen=True)
 class CapturedMessage:
     """Mail an authenticated client sent to an address that is not local: kept, never relayed."""
@@ -219,6 +225,7 @@ class Store:
         self.catch_all = catch_all
         self.captured: list[CapturedMessage] = []
         self._locked_maildrops: set[str] = set()
+        self.arrival_hooks: list[ArrivalHook] = []
 
     def add_account(self, name: str, password: str, addresses: Iterable[str]) -> Account:
         account = Account(name, password, addresses)
@@ -241,6 +248,10 @@ class Store:
         """The account that receives mail for `address`, or None (unknown or foreign)."""
         address = address.lower()
         account = self._by_address.get(address)
+        local, at, domain = address.rpartition("@")
+        if account is None and "+" in local:
+            # RFC 5233 subaddress: alice+anything@ reaches alice, so each test can have its own address.
+            account = self._by_address.get(local.partition("+")[0] + at + domain)
         if account is None and self.catch_all and self.is_local_domain(address.rpartition("@")[2]):
             account = self.accounts.get(self.catch_all)
         return account
@@ -248,7 +259,18 @@ class Store:
     def deliver(self, accounts: Iterable[Account], data: bytes) -> None:
         """Append the same bytes to each account's INBOX (once per account)."""
         for account in dict.fromkeys(accounts):
-            account.inbox.append(data)
+            self._arrived(account, account.inbox, account.inbox.append(data))
+
+    def add_message(self, account: Account, mailbox: Mailbox, data: bytes, flags: Iterable[str] = (),
+                    internal_date: datetime | None = None) -> Message:
+        """Put a message straight into a mailbox (seeding), telling the arrival hooks like delivery does."""
+        message = mailbox.append(data, flags, internal_date)
+        self._arrived(account, mailbox, message)
+        return message
+
+    def _arrived(self, account: Account, mailbox: Mailbox, message: Message) -> None:
+        for hook in list(self.arrival_hooks):
+            hook(account, mailbox, message)
 
     def capture(self, sender_account: str, mail_from: str, recipients: Iterable[str], data: bytes) -> None:
         self.captured.append(

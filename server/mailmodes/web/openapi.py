@@ -264,12 +264,18 @@ def _paths() -> dict[str, Any]:
                        "operationId": "deleteAllMessages", "responses": {"200": deleted}},
         },
         "/api/messages/{user}": {
-            "get": {"summary": "every message of a user, every mailbox", "operationId": "userMessages",
-                    "parameters": [USER], "responses": {
+            "get": {"summary": "every message of a user, every mailbox; with filters or wait, those that match",
+                    "description": "With any query parameter the answer also has count, waited (seconds), "
+                                   "timed_out, and a raw_url for each message.",
+                    "operationId": "userMessages",
+                    "parameters": [USER, *_message_filters()], "responses": {
                         "200": _json({"type": "object", "properties": {
                             "user": {"type": "string"},
-                            "messages": {"type": "array", "items": _ref("MessageSummary")}}}, "messages"),
-                        "404": NOT_FOUND}},
+                            "messages": {"type": "array", "items": _ref("MessageSummary")},
+                            "count": {"type": "integer"}, "waited": {"type": "number"},
+                            "timed_out": {"type": "boolean", "description": "wait ran out before count matched"}}},
+                            "messages"),
+                        "400": _error("a bad or unknown query parameter"), "404": NOT_FOUND}},
             "delete": {"summary": "delete every message of a user", "operationId": "deleteUserMessages",
                        "parameters": [USER], "responses": {"200": deleted, "404": NOT_FOUND}},
         },
@@ -312,6 +318,72 @@ def _paths() -> dict[str, Any]:
     }
 
 
+def _message_filters() -> list[dict[str, Any]]:
+    return [
+        _query("wait", "long poll: answer as soon as `count` messages match, or after this many seconds "
+                       "(at most 300) with those that match then", "number", minimum=0, maximum=300),
+        _query("count", "with wait: how many must match (default 1)", "integer", minimum=1),
+        _query("subject", "substring of the decoded Subject, any case"),
+        _query("from", "substring of the decoded From, any case"),
+        _query("to", "substring of the decoded To or Cc, any case"),
+        _query("since", "internal date at or after: ISO 8601 or epoch seconds"),
+        _query("mailbox", "only this mailbox (default: every mailbox)"),
+    ]
+
+
+def _control_paths() -> dict[str, Any]:
+    """Seeding, runtime scenarios and reset: the routes of web/control.py."""
+    summary = {"allOf": [_ref("MessageSummary"), {"type": "object", "properties": {
+        "user": {"type": "string"}, "raw_url": {"type": "string"}}}]}
+    return {
+        "/api/messages/{user}/{mailbox}": {"post": {
+            "summary": "put a message into a mailbox (seed), as IMAP APPEND would",
+            "description": "The body is the raw RFC 5322 message (any Content-Type, up to 25 MiB); bare LF "
+                           "line endings become CRLF. A waiting GET /api/messages/{user}?wait= sees it at once.",
+            "operationId": "seedMessage",
+            "parameters": [USER, MAILBOX,
+                           _query("flags", "flags to set, separated by commas or spaces, e.g. \\Seen,\\Flagged"),
+                           _query("internal_date", "the IMAP internal date: ISO 8601 or epoch seconds "
+                                                   "(default: now)"),
+                           _query("create", "true: make the mailbox (and its parents) if it is missing",
+                                  "boolean")],
+            "requestBody": {"required": True, "content": {"message/rfc822": {
+                "schema": {"type": "string", "format": "binary"}}}},
+            "responses": {"201": _json(summary, "the stored message (Location: its URL)"),
+                          "400": _error("an empty body, a bad flag or date"),
+                          "404": _error("no such user, or no such mailbox without create=true"),
+                          "413": _error("over 25 MiB")}}},
+        "/api/listeners/{name}/scenario": {"put": {
+            "summary": "change a running listener's known-bad scenario (and chaos settings)",
+            "description": "Connections accepted from now on get the new scenario; open ones keep theirs. "
+                           "Checked like the config file: scenario must be for the listener's protocol; chaos "
+                           "(stage, reply, disconnect, delay) only with scenario \"chaos\". POST /api/reset "
+                           "restores the configured scenario.",
+            "operationId": "putListenerScenario",
+            "parameters": [_path_param("name", "listener name")],
+            "requestBody": {"required": True, "content": {JSON: {"schema": {
+                "type": "object", "required": ["scenario"], "properties": {
+                    "scenario": {"type": ["string", "null"], "description": "a scenario id, or null: known-good"},
+                    "chaos": {"type": "object", "properties": {
+                        "stage": {"type": "string"}, "reply": {"type": "string"},
+                        "disconnect": {"type": "boolean"}, "delay": {"type": "number", "minimum": 0}}}}}}}},
+            "responses": {"200": _json(_ref("Listener"), "the listener as it is now"),
+                          "400": _error("an unknown scenario, one not for this protocol, bad chaos settings"),
+                          "404": NOT_FOUND}}},
+        "/api/reset": {"post": {
+            "summary": "back to how the server started, between tests",
+            "description": "Forgets finished sessions, messages, mailboxes that were not there at start and "
+                           "captured mail; loads the [[seed]] mail again; gives every listener its configured "
+                           "scenario. Open connections go on.",
+            "operationId": "reset",
+            "responses": {"200": _json({"type": "object", "properties": {
+                "sessions": {"type": "integer"}, "messages": {"type": "integer"}, "captured": {"type": "integer"},
+                "listeners": {"type": "array", "items": {"type": "string"},
+                              "description": "listeners whose scenario was restored"},
+                "seeded": {"type": "integer"}}}, "what was deleted and restored")}}},
+    }
+
+
 def openapi_document(version: str) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
@@ -322,6 +394,7 @@ def openapi_document(version: str) -> dict[str, Any]:
                            "mail, and the test CA of a running mailmodes server. Every error is JSON "
                            "{error, status}. Mail content is returned as JSON strings: treat it as hostile.",
         },
-        "paths": _paths(),
+        "paths": {path: {**_paths().get(path, {}), **item}
+                  for path, item in {**_paths(), **_control_paths()}.items()},
         "components": {"schemas": _schemas()},
     }

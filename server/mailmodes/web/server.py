@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 from urllib.parse import quote
 
 from aiohttp import web
@@ -31,6 +31,7 @@ from mailmodes.protocols import PROTOCOLS
 from mailmodes.record.journal import Journal
 from mailmodes.store import Store
 from mailmodes.tls.policy import TlsMode
+from mailmodes.web.control import ControlRoutes, Controllable
 from mailmodes.web.openapi import openapi_document
 from mailmodes.web.views import (
     BadQuery,
@@ -144,6 +145,8 @@ class HttpServer:
         self._warmer: asyncio.Task[None] | None = None
         self._explained: tuple[float, dict[str, Any]] | None = None  # (monotonic time it finished, table)
         self._explain_lock = asyncio.Lock()  # one probe at a time; requests that wait share its result
+        # Wait, seed, scenario and reset (control.py); app.MailServer is Controllable, other states are not.
+        self._control = ControlRoutes(cast(Controllable, server), self._closing, json_response)
         self._dashboard = {
             name: resources.files("mailmodes.web").joinpath("dashboard", name).read_bytes() for name in DASHBOARD_FILES
         }
@@ -223,6 +226,7 @@ class HttpServer:
             ("DELETE", "/api/captured", self.delete_captured),
             ("GET", "/api/captured/{id}", self.captured_message),
             ("GET", "/api/captured/{id}/raw", self.captured_raw),
+            *self._control.routes(),
         ]
 
     # --- middleware ---------------------------------------------------------------------------
@@ -425,6 +429,8 @@ class HttpServer:
 
     async def user_messages(self, request: web.Request) -> web.Response:
         user = self._account_name(request)
+        if request.query:  # filters, ?wait=: control.py's long poll
+            return await self._control.find_messages(request, user)
         return json_response({"user": user, "messages": user_messages(self.server.store, user)})
 
     async def mailbox_messages(self, request: web.Request) -> web.Response:
