@@ -13,11 +13,11 @@ import ssl
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from mailmodes.config import Config, HttpConfig, Listener, with_scenario
+from mailmodes.config import Config, HttpConfig, Listener, chaos_table, with_scenario
 from mailmodes.protocols.connection import LineServer
 from mailmodes.protocols.events import Connection, LineSession
 from mailmodes.protocols.imap.session import ImapSession
@@ -158,7 +158,7 @@ class MailServer:
                     if name in self.listeners and self.listeners[name] != listener]
         for name in restored:
             configured = self._configured[name]
-            self.set_scenario(name, configured.scenario, _chaos_table(configured))
+            self.set_scenario(name, configured.scenario, chaos_table(configured.chaos))
         seeded = load_seeds(self.store, self.config)
         return {"sessions": sessions, "messages": messages, "captured": captured, "listeners": restored,
                 "seeded": seeded}
@@ -202,11 +202,6 @@ def _busy(server: SmtpListener | LineServer) -> bool:
     if isinstance(server, SmtpListener):
         return bool(server.connections or server.handshakes)
     return bool(server.active)
-
-
-def _chaos_table(listener: Listener) -> dict[str, Any] | None:
-    chaos = listener.chaos
-    return None if chaos is None else {key: value for key, value in asdict(chaos).items() if value is not None}
 
 
 def _explain_bind_error(listener: Listener, host: str, error: OSError) -> str:

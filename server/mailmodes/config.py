@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -235,6 +235,11 @@ def _chaos(source: str, table: Mapping[str, Any] | None, where: str) -> Chaos:
     if not (chaos.reply or chaos.disconnect or chaos.delay):
         raise reader.fail("stage", "chaos needs a reply, disconnect = true, or a delay")
     return chaos
+
+
+def chaos_table(chaos: Chaos | None) -> dict[str, Any] | None:
+    """A listener's chaos settings as the [listeners.chaos] table (and the API's JSON) says them."""
+    return None if chaos is None else {key: value for key, value in asdict(chaos).items() if value is not None}
 
 
 def with_scenario(listener: Listener, scenario: Any, chaos: Any, source: str = "request") -> Listener:

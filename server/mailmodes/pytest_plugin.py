@@ -10,20 +10,30 @@ others with `@pytest.mark.mailmodes(listeners=[...], scenarios=[...])` or start 
 with the `mailmodes_factory` fixture. Every port is ephemeral (port 0) and the certificates live
 in a per-session temporary directory, which pytest-xdist makes per worker: parallel workers never
 share a port or a file.
+
+`mailmodes` is the faster way for a whole suite: one server per session (per xdist worker), reset
+before each test, or with `--mailmodes-url URL` (ini `mailmodes_url`) a server or container that
+is already running ("noproc"), driven by its HTTP API alone. Both have the helpers of
+web/remote.py: wait_for_message, assert_no_message, seed, set_scenario (undone after the test),
+reset, address() (unique per test), and their `_async` variants.
 """
 
 from __future__ import annotations
 
+import json
 import ssl
 from collections.abc import Callable, Iterable, Iterator
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import pytest
 
 from mailmodes.protocols import PROTOCOLS
 from mailmodes.tls.policy import TlsMode
+from mailmodes.web.client import ApiUnreachable, fetch_bytes
+from mailmodes.web.remote import MailmodesApi
 
 if TYPE_CHECKING:
     from mailmodes.app import ThreadedMailServer
@@ -59,13 +69,17 @@ def scenario_listeners(scenario: str, protocols: Iterable[str] = PROTOCOLS) -> l
     ]
 
 
-class MailmodesServer:
-    """A started server, as a test sees it. Reads of the store go through the server's loop."""
+class MailmodesServer(MailmodesApi):
+    """A started server, as a test sees it. Reads of the store go through the server's loop; the
+    helpers of MailmodesApi (wait_for_message, seed, ...) go through its HTTP API."""
 
     host = "127.0.0.1"
 
     def __init__(self, threaded: ThreadedMailServer) -> None:
         self.threaded = threaded
+        port = threaded.http_port
+        # Started with http=False: the helpers then fail at once, naming the port 0 they cannot reach.
+        super().__init__(f"http://{self.host}:{port or 0}")
 
     # --- where to connect ---------------------------------------------------------------------
 
@@ -213,6 +227,56 @@ def start_server(certs_base: Path, listeners: Iterable[dict[str, Any]] | None = 
     return MailmodesServer(threaded)
 
 
+class MailmodesRemote(MailmodesApi):
+    """A server this test run did not start ("noproc": `--mailmodes-url`), known by its API only.
+    port(name) is the port the server bound: behind published container ports that differ, map
+    them yourself (or publish each port as itself)."""
+
+    def __init__(self, base_url: str, ca_dir: Path) -> None:
+        super().__init__(base_url)
+        self.host = urlsplit(base_url).hostname or "127.0.0.1"
+        self._ca_dir = ca_dir
+
+    @cached_property
+    def ports(self) -> dict[str, int]:
+        return {entry["name"]: entry["port"] for entry in self.listeners() if entry["port"] is not None}
+
+    def port(self, name: str) -> int:
+        try:
+            return self.ports[name]
+        except KeyError:
+            raise KeyError(f"no listener {name!r} at {self.base_url}; listeners: {', '.join(self.ports)}") from None
+
+    @property
+    def http_url(self) -> str:
+        return self.base_url
+
+    @cached_property
+    def ca_file(self) -> Path:
+        path = self._ca_dir / "ca.pem"
+        path.write_bytes(fetch_bytes(self.base_url, "/ca.pem"))
+        return path
+
+    @cached_property
+    def ssl_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca_file))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("mailmodes")
+    group.addoption("--mailmodes-url", metavar="URL", default=None,
+                    help="drive the mailmodes server (or container) whose HTTP API is at URL instead of starting one")
+    group.addoption("--mailmodes-reset", choices=("auto", "always", "never"), default=None,
+                    help="reset the `mailmodes` server before each test: auto (default) = only one this run started")
+    parser.addini("mailmodes_url", "as --mailmodes-url", default="")
+    parser.addini("mailmodes_reset", "as --mailmodes-reset: auto, always or never", default="auto")
+
+
+def _option(config: pytest.Config, name: str) -> str:
+    value = config.getoption(f"--mailmodes-{name}")
+    return str(value if value is not None else config.getini(f"mailmodes_{name}"))
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
@@ -252,3 +316,42 @@ def mailmodes_server(request: pytest.FixtureRequest,
     if marker is None:
         return mailmodes_factory()
     return mailmodes_factory(*marker.args, **marker.kwargs)
+
+
+@pytest.fixture(scope="session")
+def mailmodes_proc(request: pytest.FixtureRequest, mailmodes_certs_dir: Path,
+                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailmodesServer | MailmodesRemote]:
+    """The session's server: started once (one listener per protocol per mode, as mailmodes_server),
+    or the running one given by --mailmodes-url / ini mailmodes_url."""
+    url = _option(request.config, "url")
+    if url:
+        remote = MailmodesRemote(url, tmp_path_factory.mktemp("mailmodes-remote"))
+        try:
+            ready = remote.get("/api/ready")
+        except ApiUnreachable as error:
+            raise pytest.UsageError(f"--mailmodes-url: {error}") from None
+        if not ready.get("ready"):
+            raise pytest.UsageError(f"--mailmodes-url: {url} is not ready: {json.dumps(ready)}")
+        yield remote
+        return
+    server = start_server(mailmodes_certs_dir)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mailmodes(request: pytest.FixtureRequest,
+              mailmodes_proc: MailmodesServer | MailmodesRemote) -> Iterator[MailmodesServer | MailmodesRemote]:
+    """The session's server for this test: reset first (a server this run started; see
+    --mailmodes-reset), with address() unique to the test and every set_scenario undone after it."""
+    reset = _option(request.config, "reset")
+    if reset == "always" or (reset == "auto" and isinstance(mailmodes_proc, MailmodesServer)):
+        mailmodes_proc.reset()
+    # xdist workers share a noproc server: the worker is part of the test's identity
+    worker = getattr(request.config, "workerinput", {}).get("workerid", "main")
+    mailmodes_proc.test_id = f"{worker}:{request.node.nodeid}"
+    try:
+        yield mailmodes_proc
+    finally:
+        mailmodes_proc.test_id = None
+        mailmodes_proc.restore_scenarios()

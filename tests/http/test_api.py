@@ -131,7 +131,7 @@ def test_health_ready_info_listeners(server: ThreadedMailServer) -> None:
     listeners = get_json(server, "/api/listeners")["listeners"]
     assert listeners[1] == {"name": "submission", "protocol": "smtp", "host": HOST, "port": server.port("submission"),
                             "configured_port": 0, "mode": "starttls-required", "role": "submission",
-                            "scenario": None, "running": True}
+                            "scenario": None, "chaos": None, "running": True}
     assert [(entry["name"], entry["role"]) for entry in listeners] == [
         ("plain", "submission"), ("submission", "submission"), ("submissions", "submission"), ("imaps", None)]
 

@@ -289,6 +289,7 @@ def test_a_new_scenario_meets_new_connections_and_open_ones_keep_theirs(server: 
     status, body = put_scenario(server, "plain", {"scenario": "chaos",
                                                   "chaos": {"stage": "RCPT", "reply": "451 4.3.0 Try later"}})
     assert status == 200 and body["scenario"] == "chaos" and body["port"] == server.port("plain")
+    assert body["chaos"] == {"stage": "RCPT", "reply": "451 4.3.0 Try later", "disconnect": False, "delay": 0.0}
     with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
         send(server, b"Subject: x\r\n\r\nx\r\n")
     assert refused.value.recipients["bob@example.test"] == (451, b"4.3.0 Try later")

@@ -20,12 +20,33 @@ class ApiUnreachable(Exception):
 
 
 def fetch_json(base_url: str, path: str, query: dict[str, str] | None = None) -> Any:
+    return request_json(base_url, path, query)
+
+
+def request_json(base_url: str, path: str, query: dict[str, str] | None = None, *, method: str = "GET",
+                 body: bytes | None = None, content_type: str = "application/json",
+                 timeout: float = TIMEOUT) -> Any:
+    """The JSON answer of one request; ApiUnreachable (one line) if there is none, or an error."""
+    with open_url(base_url, path, query, method=method, body=body, content_type=content_type,
+                  timeout=timeout) as response:
+        return json.load(response)
+
+
+def fetch_bytes(base_url: str, path: str) -> bytes:
+    with open_url(base_url, path) as response:
+        data: bytes = response.read()
+        return data
+
+
+def open_url(base_url: str, path: str, query: dict[str, str] | None = None, *, method: str = "GET",
+             body: bytes | None = None, content_type: str = "application/json", timeout: float = TIMEOUT) -> Any:
     url = base_url.rstrip("/") + path + (f"?{urlencode(query)}" if query else "")
     if not url.startswith(("http://", "https://")):
         raise ApiUnreachable(f"{base_url}: the API URL must start with http:// (e.g. http://127.0.0.1:8025)")
+    headers = {"Content-Type": content_type} if body is not None else {}
+    request = urllib.request.Request(url, data=body, method=method, headers=headers)
     try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
-            return json.load(response)
+        return urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as error:
         try:
             message = json.load(error).get("error", error.reason)

@@ -141,6 +141,7 @@ def _schemas() -> dict[str, Any]:
             "configured_port": {"type": "integer"}, "mode": {"type": "string", "enum": TLS_MODES},
             "role": string_or_null,
             "scenario": string_or_null, "running": {"type": "boolean"},
+            "chaos": {"type": ["object", "null"], "description": "the chaos settings (scenario \"chaos\" only)"},
         },
     }
     setting = {

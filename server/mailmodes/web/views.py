@@ -17,7 +17,7 @@ from email.message import Message as CompatMessage
 from email.parser import BytesParser
 from typing import Any
 
-from mailmodes.config import Config, Listener
+from mailmodes.config import Config, Listener, chaos_table
 from mailmodes.record.journal import Journal, SessionRecord
 from mailmodes.store import CapturedMessage, Mailbox, Message, Store
 
@@ -44,6 +44,7 @@ def listener_view(listener: Listener, config: Config, ports: Mapping[str, int]) 
         "mode": str(listener.tls),
         "role": listener.role if listener.protocol == "smtp" else None,
         "scenario": listener.scenario,
+        "chaos": chaos_table(listener.chaos),
         "running": listener.name in ports,
     }
 
