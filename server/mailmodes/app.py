@@ -51,6 +51,7 @@ def build_store(config: Config) -> Store:
     for user in config.users:
         store.add_account(user.name, user.password, user.addresses)
     store.local_domains.add(config.hostname.lower())
+    store.accept_any = config.auth.accept_any
     return store
 
 

@@ -14,12 +14,15 @@ from collections.abc import Mapping
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mailmodes import __version__
 from mailmodes.app import ListenerError, MailServer
 from mailmodes.config import Config, ConfigError, load_config, parse_config, read_toml
 from mailmodes.tls.certs import ensure_certificates
+
+if TYPE_CHECKING:
+    from mailmodes.web.remote import ReceivedMessage
 
 EXIT_CONFIG = 2
 EXIT_START = 1
@@ -121,16 +124,29 @@ def _env_scenarios(value: str, listeners: list[Any]) -> list[Any]:
 
 def serve(args: argparse.Namespace) -> int:
     config = _load(args)
-    return asyncio.run(_serve(config))
+    return asyncio.run(_serve(config, announce=getattr(args, "announce", False)))
 
 
-async def _serve(config: Config) -> int:
+def session_line(entry: dict[str, Any]) -> str:
+    """A finished session in one line, with its verdicts (`serve -v`)."""
+    first = format_session(entry, transcript=False).partition("\n")[0]
+    return f"session {first}  verdicts: {', '.join(entry.get('verdicts', [])) or 'none'}"
+
+
+async def _serve(config: Config, *, announce: bool = False) -> int:
     server = MailServer(config)
+    if announce:
+        from mailmodes.web.client import printable
+
+        server.journal.finished_hooks.append(lambda record: print(session_line(printable(record.to_json())),
+                                                                  flush=True))
     try:
         await server.start()
     except ListenerError as error:
         print(f"mailmodes: {error}", file=sys.stderr)
         return EXIT_START
+    if config.auth.accept_any:
+        print("auth accept_any: every user name and password logs in (for application tests only)")
     for name, listener in server.listeners.items():
         host = listener.host or config.host
         scenario = f"  scenario={listener.scenario}" if listener.scenario else ""
@@ -194,26 +210,98 @@ def explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def api_url(args: argparse.Namespace) -> str:
+    """--api, or the [http] address of the config a running server was started with (--config,
+    --port-offset and the MAILMODES_* variables, as `check` reads them)."""
+    if args.api:
+        return str(args.api)
+    config = _load(args)
+    if config.http is None:
+        raise ConfigError(f"{config.source}: has no [http] table: give the API with --api URL")
+    host = config.http.host
+    if host in ("0.0.0.0", "::", ""):  # bound everywhere: loopback reaches it
+        host = "127.0.0.1"
+    return f"http://{f'[{host}]' if ':' in host else host}:{config.http.port}"
+
+
 def messages(args: argparse.Namespace) -> int:
     from mailmodes.web import client as apiclient
 
-    return apiclient.print_messages(args.api, args.user)
+    if args.uid is not None:
+        from mailmodes.web.remote import print_message
+
+        if not args.user:
+            raise ConfigError("messages --uid: name the user with --user")
+        return print_message(api_url(args), args.user, args.mailbox, args.uid, format_received)
+    return apiclient.print_messages(api_url(args), args.user)
+
+
+def format_received(message: ReceivedMessage) -> str:
+    """One message, as `wait` and `messages --uid` print it: its
+    headers, then the text body (or what the message has instead)."""
+    from mailmodes.web.client import printable
+
+    flags = f" [{' '.join(message.flags)}]" if message.flags else ""
+    lines = [f"{message.user} {message.mailbox} uid {message.uid} {message.internal_date.isoformat()}{flags}"]
+    lines += [f"{name}: {printable(value)}" for name, value in message.headers]
+    lines.append("")
+    text = message.text
+    if text is not None:
+        lines += [printable(line) for line in text.splitlines()]
+    elif message.html is not None:
+        lines.append(f"(no text part; an HTML part of {len(message.html)} characters)")
+    for attachment in message.attachments:
+        lines.append(f"(attachment {printable(attachment.filename or '-')}: {attachment.content_type}, "
+                     f"{len(attachment.data)} bytes)")
+    return "\n".join(lines)
+
+
+def _since(text: str | None) -> float | None:
+    """ISO 8601 (UTC unless an offset is given) or epoch seconds, as the API takes them."""
+    from mailmodes.web.views import BadQuery, parse_time
+
+    try:
+        return parse_time({"since": text or ""}, "since")
+    except BadQuery as error:
+        raise ConfigError(f"--{error}") from None
+
+
+def wait(args: argparse.Namespace) -> int:
+    """Exit 0 and print the message once one matches; 1 when --timeout runs out (or no API)."""
+    from mailmodes.web.client import ApiUnreachable
+    from mailmodes.web.remote import MailmodesApi, WaitTimeout
+
+    api = MailmodesApi(api_url(args))
+    try:
+        message = api.wait_for_message(args.user, subject=args.subject, sender=args.sender, to=args.to,
+                                       since=_since(args.since), mailbox=args.mailbox, timeout=args.timeout)
+    except (WaitTimeout, ApiUnreachable, LookupError) as error:
+        print(f"mailmodes: {error}", file=sys.stderr)
+        return EXIT_START
+    print(format_received(message), flush=True)
+    return 0
 
 
 def sessions(args: argparse.Namespace) -> int:
-    if args.api:
+    since = _since(args.since)
+    if not args.journal:
         from mailmodes.web import (
             client as apiclient,  # urllib: only for the commands that talk to a server
         )
 
-        return apiclient.print_sessions(args.api, args.verdict, lambda entry: format_session(
-            entry, transcript=args.transcript))
+        query = {key: str(value) for key, value in (("verdict", args.verdict), ("listener", args.listener),
+                                                    ("since", since), ("limit", args.limit)) if value}
+        return apiclient.print_sessions(api_url(args), query, lambda entry: format_session(
+            entry, transcript=args.transcript), follow=args.follow)
+    if args.follow:
+        raise ConfigError("sessions --follow reads a running server: use --api (or its --config), not --journal")
     path = Path(args.journal)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as error:
         print(f"mailmodes: {path}: cannot read: {error.strerror}", file=sys.stderr)
         return EXIT_CONFIG
+    chosen = []
     for number, line in enumerate(lines, 1):
         try:
             entry = json.loads(line)
@@ -222,6 +310,12 @@ def sessions(args: argparse.Namespace) -> int:
             continue
         if args.verdict and args.verdict not in entry.get("verdicts", []):
             continue
+        if args.listener and entry.get("listener") != args.listener:
+            continue
+        if since is not None and (_since(entry.get("started")) or 0.0) < since:
+            continue
+        chosen.append(entry)
+    for entry in chosen[-args.limit:] if args.limit else chosen:
         print(format_session(entry, transcript=args.transcript))
     return 0
 
@@ -270,6 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser.add_argument("--port-offset", type=int, default=None, metavar="N",
                               help="add N to every port, e.g. 10000 turns 25 into 10025")
     serve_parser.add_argument("--host", help="address to bind (default from the config: 127.0.0.1)")
+    serve_parser.add_argument("-v", "--verbose", dest="announce", action="store_true",
+                              help="print one line per finished session, with its verdicts")
     serve_parser.set_defaults(run=serve)
 
     certs_parser = commands.add_parser("certs", help="make the test CA and server certificate")
@@ -299,18 +395,37 @@ def build_parser() -> argparse.ArgumentParser:
     scenarios_parser.set_defaults(run=scenarios)
 
     sessions_parser = commands.add_parser("sessions", help="print recorded sessions and their verdicts")
-    sessions_source = sessions_parser.add_mutually_exclusive_group(required=True)
-    sessions_source.add_argument("--journal", metavar="FILE", help="the JSON-lines file named by [journal] path")
-    sessions_source.add_argument("--api", metavar="URL", help="a running server's HTTP API, e.g. http://127.0.0.1:8025")
+    messages_parser = commands.add_parser("messages", help="print the mail a running server holds")
+    wait_parser = commands.add_parser("wait", help="wait for a message to arrive: exit 0 and print it, 1 on timeout")
+    for sub in (sessions_parser, messages_parser, wait_parser):
+        source = sub.add_mutually_exclusive_group() if sub is sessions_parser else sub
+        source.add_argument("--api", metavar="URL",
+                            help="the server's HTTP API, e.g. http://127.0.0.1:8025 (default: [http] of --config)")
+        if sub is sessions_parser:
+            source.add_argument("--journal", metavar="FILE", help="the JSON-lines file named by [journal] path")
+        sub.add_argument("--config", help="TOML config of the running server, for its [http] address")
+        sub.add_argument("--port-offset", type=int, default=None, metavar="N", help="the server's --port-offset")
     sessions_parser.add_argument("--verdict", help="only sessions with this verdict")
+    sessions_parser.add_argument("--listener", metavar="NAME", help="only sessions on this listener")
+    sessions_parser.add_argument("--since", metavar="TIME", help="only sessions started since (ISO 8601 or epoch seconds)")
+    sessions_parser.add_argument("--limit", type=int, metavar="N", help="only the last N")
+    sessions_parser.add_argument("--follow", action="store_true", help="go on printing sessions as they finish")
     sessions_parser.add_argument("--transcript", action="store_true", help="show each transcript")
     sessions_parser.set_defaults(run=sessions)
 
-    messages_parser = commands.add_parser("messages", help="print the mail a running server holds")
-    messages_parser.add_argument("--api", metavar="URL", required=True,
-                                 help="the server's HTTP API, e.g. http://127.0.0.1:8025")
     messages_parser.add_argument("--user", help="only this user's mailboxes (default: every user, and captured mail)")
+    messages_parser.add_argument("--mailbox", default="INBOX", help="with --uid: the mailbox (default INBOX)")
+    messages_parser.add_argument("--uid", type=int, metavar="N", help="print this message of --user: headers and text")
     messages_parser.set_defaults(run=messages)
+
+    wait_parser.add_argument("--user", help="whose mail (default: the user --to reaches)")
+    wait_parser.add_argument("--subject", help="a substring of the Subject, any case")
+    wait_parser.add_argument("--from", dest="sender", metavar="TEXT", help="a substring of From")
+    wait_parser.add_argument("--to", metavar="TEXT", help="a substring of To or Cc (an address also names the user)")
+    wait_parser.add_argument("--mailbox", help="only this mailbox (default: any)")
+    wait_parser.add_argument("--since", metavar="TIME", help="internal date at or after (ISO 8601 or epoch seconds)")
+    wait_parser.add_argument("--timeout", type=float, default=30.0, metavar="S", help="give up after S seconds (30)")
+    wait_parser.set_defaults(run=wait)
     return parser
 
 
@@ -327,3 +442,9 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 0
+    except BrokenPipeError:
+        # `mailmodes sessions | head`: the reader has what it wanted. Point stdout at /dev/null so
+        # the interpreter's final flush does not fail again (Python docs, "Note on SIGPIPE").
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_START

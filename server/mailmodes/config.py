@@ -98,6 +98,13 @@ class HttpConfig:
 
 
 @dataclass(frozen=True)
+class AuthConfig:
+    # true: every user name and password logs in on every protocol (an unknown name gets an empty
+    # account), for testing an application rather than a client's security; never the default.
+    accept_any: bool = False
+
+
+@dataclass(frozen=True)
 class Seed:
     """[[seed]]: mail put into a mailbox at start (and again by POST /api/reset)."""
 
@@ -119,6 +126,7 @@ class Config:
     source: str = "<built-in>"
     http: HttpConfig | None = None  # no [http] table: no HTTP server
     seeds: tuple[Seed, ...] = ()
+    auth: AuthConfig = AuthConfig()
 
     def with_port_offset(self, offset: int) -> Config:
         return replace(
@@ -308,6 +316,9 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>", base_dir: Pa
     journal_table.finish()
 
     global_limits = _limits(source, top.get("limits", dict, {}), "limits")
+    auth_table = _Reader(source, top.get("auth", dict, {}), "auth")
+    auth = AuthConfig(accept_any=auth_table.get("accept_any", bool, False))
+    auth_table.finish()
     http = _http(source, top.get("http", dict))
 
     users: list[User] = []
@@ -387,6 +398,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>", base_dir: Pa
         source=source,
         http=http,
         seeds=seeds,
+        auth=auth,
     )
 
 

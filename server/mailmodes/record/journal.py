@@ -13,7 +13,7 @@ import json
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -143,6 +143,8 @@ class Journal:
         self._finished_changed = threading.Condition(self._lock)
         # (host, protocol) -> time of the last failed TLS attempt, for the fallback verdict
         self._tls_failures: dict[tuple[str, str], float] = {}
+        # Told of each finished session, with its verdicts (`serve -v` prints a line); on the server's loop.
+        self.finished_hooks: list[Callable[[SessionRecord], None]] = []
 
     def open(self, listener: Listener, peer: tuple[Any, ...], started: float | None = None) -> SessionRecord:
         """A record for a new connection (`started`: when it was accepted, if earlier than now)."""
@@ -177,6 +179,8 @@ class Journal:
                 with self.path.open("a", encoding="utf-8") as file:
                     file.write(line)
             self._finished_changed.notify_all()
+        for hook in list(self.finished_hooks):
+            hook(record)
 
     def sessions(
         self, *, verdict: str | None = None, listener: str | None = None, include_open: bool = False

@@ -29,7 +29,10 @@ def request_json(base_url: str, path: str, query: dict[str, str] | None = None, 
     """The JSON answer of one request; ApiUnreachable (one line) if there is none, or an error."""
     with open_url(base_url, path, query, method=method, body=body, content_type=content_type,
                   timeout=timeout) as response:
-        return json.load(response)
+        try:
+            return json.load(response)
+        except OSError as error:  # a read that timed out, a connection reset
+            raise ApiUnreachable(f"{base_url}{path}: the answer did not come ({error})") from None
 
 
 def fetch_bytes(base_url: str, path: str) -> bytes:
@@ -70,7 +73,7 @@ def printable(value: Any) -> Any:
     return value
 
 
-def _run(action: Callable[[], None]) -> int:
+def run_reporting(action: Callable[[], None]) -> int:
     try:
         action()
     except ApiUnreachable as error:
@@ -79,14 +82,30 @@ def _run(action: Callable[[], None]) -> int:
     return 0
 
 
-def print_sessions(base_url: str, verdict: str | None, show: Callable[[dict[str, Any]], str]) -> int:
-    """Finished sessions from the API, printed with `show` (cli.format_session)."""
+def print_sessions(base_url: str, query: dict[str, str], show: Callable[[dict[str, Any]], str], *,
+                   follow: bool = False) -> int:
+    """Finished sessions from the API, printed with `show` (cli.format_session); with `follow`,
+    then each one as it finishes, woken by /api/events rather than by polling."""
     def action() -> None:
-        query = {"open": "false", **({"verdict": verdict} if verdict else {})}
-        for entry in fetch_json(base_url, "/api/sessions", query)["sessions"]:
-            print(show(printable(entry)))
+        entries = fetch_json(base_url, "/api/sessions", {"open": "false", **query})["sessions"]
+        for entry in entries:
+            print(show(printable(entry)), flush=follow)
+        if not follow:
+            return
+        last = max((entry["id"] for entry in entries), default=0)
+        later = {key: value for key, value in query.items() if key != "limit"}
+        # keepalives come every 15 s: a minute of silence means the server is gone
+        with open_url(base_url, "/api/events", timeout=60.0) as events:
+            for line in events:
+                if not (line.startswith(b"data: ") and json.loads(line[6:]).get("sessions")):
+                    continue
+                fresh = fetch_json(base_url, "/api/sessions", {"open": "false", **later, "after_id": str(last)})
+                for entry in fresh["sessions"]:
+                    print(show(printable(entry)), flush=True)
+                    last = max(last, entry["id"])
+        raise ApiUnreachable(f"{base_url}: the server closed the event stream (stopped?)")
 
-    return _run(action)
+    return run_reporting(action)
 
 
 def format_message(entry: dict[str, Any]) -> str:
@@ -118,4 +137,4 @@ def print_messages(base_url: str, user: str | None) -> int:
             for entry in captured:
                 print(format_captured(printable(entry)))
 
-    return _run(action)
+    return run_reporting(action)

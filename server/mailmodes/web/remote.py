@@ -22,7 +22,7 @@ from html.parser import HTMLParser
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import quote
 
-from mailmodes.web.client import fetch_bytes, request_json
+from mailmodes.web.client import fetch_bytes, fetch_json, request_json, run_reporting
 
 # The server refuses a longer ?wait=; a longer wait here is several polls in a row.
 MAX_POLL_SECONDS = 300.0
@@ -158,7 +158,7 @@ def _filters(subject: str | None, sender: str | None, to: str | None, since: flo
 
 
 def _describe_filters(filters: Mapping[str, str]) -> str:
-    return ", ".join(f"{key}={value!r}" for key, value in filters.items()) or "any message"
+    return f" matching {', '.join(f'{key}={value!r}' for key, value in filters.items())}" if filters else ""
 
 
 class MailmodesApi:
@@ -251,8 +251,8 @@ class MailmodesApi:
                 break
         arrived = self.fetch(user, self.summaries(user)["messages"])
         listing = "".join(f"\n  {message.describe()}" for message in arrived) or " none"
-        raise WaitTimeout(f"waited {timeout:g} s for {count} message{'s' if count != 1 else ''} to {user} "
-                          f"matching {_describe_filters(filters)}; {found['count']} matched. "
+        raise WaitTimeout(f"waited {timeout:g} s for {count} message{'s' if count != 1 else ''} to {user}"
+                          f"{_describe_filters(filters)}; {found['count']} matched. "
                           f"{user} has {len(arrived)}:{listing}")
 
     def wait_for_message(self, user: str | None = None, *, subject: str | None = None, sender: str | None = None,
@@ -271,7 +271,7 @@ class MailmodesApi:
         found = self.summaries(user, filters, wait=within)
         if found["count"]:
             listing = "".join(f"\n  {message.describe()}" for message in self.fetch(user, found["messages"]))
-            raise UnexpectedMessage(f"expected no message to {user} matching {_describe_filters(filters)}, "
+            raise UnexpectedMessage(f"expected no message to {user}{_describe_filters(filters)}, "
                                     f"got {found['count']}:{listing}")
 
     # --- changing -----------------------------------------------------------------------------
@@ -323,3 +323,13 @@ class MailmodesApi:
     seed_async = in_thread(seed)
     set_scenario_async = in_thread(set_scenario)
     reset_async = in_thread(reset)
+
+
+def print_message(base_url: str, user: str, mailbox: str, uid: int, show: Callable[[ReceivedMessage], str]) -> int:
+    """`mailmodes messages --uid`: one message, parsed, printed with `show` (cli.format_received)."""
+    def action() -> None:
+        path = f"/api/messages/{quote(user, safe='')}/{quote(mailbox, safe='')}/{uid}"
+        summary = fetch_json(base_url, path)
+        print(show(ReceivedMessage.parse(user, summary, fetch_bytes(base_url, path + "/raw"))))
+
+    return run_reporting(action)
