@@ -322,7 +322,7 @@ def test_a_certificate_scenario_can_be_switched_on(server: ThreadedMailServer) -
     ("plain", {"scenario": None, "chaos": {"delay": 1}}, 400, 'request: listeners.plain.chaos: goes with'),
     ("plain", {"scenario": "chaos", "chaos": {"delay": 1, "colour": "red"}}, 400, "request: listeners.plain.chaos.colour"),
     ("plain", {"chaos": {}}, 400, "the body is"),
-    ("nowhere", {"scenario": None}, 404, "no running listener 'nowhere'"),
+    ("nowhere", {"scenario": None}, 404, "no listener 'nowhere' (listeners: plain, imap, pop3)"),
 ])
 def test_bad_scenario_changes_are_refused(server: ThreadedMailServer, name: str, body: dict[str, Any], status: int,
                                           error: str) -> None:

@@ -19,7 +19,6 @@ from urllib.parse import quote
 from aiohttp import web
 
 from mailmodes.config import Config, ConfigError, Listener
-from mailmodes.record.journal import Journal
 from mailmodes.seed import check_flags, crlf, target_mailbox
 from mailmodes.store import Account, Mailbox, Message, Store
 from mailmodes.web.views import BadQuery, listener_view, message_summary, parse_bool, parse_int, parse_time
@@ -31,16 +30,13 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class Controllable(Protocol):
-    """The mail server as runtime control sees it (app.MailServer is one)."""
+    """The mail server as runtime control sees it (app.MailServer is one): server.MailState's
+    config and store, and the two changes only app.py can make."""
 
     @property
     def config(self) -> Config: ...
     @property
     def store(self) -> Store: ...
-    @property
-    def journal(self) -> Journal: ...
-    @property
-    def ports(self) -> Mapping[str, int]: ...
     def set_scenario(self, name: str, scenario: str | None, chaos: Mapping[str, Any] | None = None) -> Listener: ...
     def reset(self) -> dict[str, Any]: ...
 
@@ -121,10 +117,12 @@ def _raw_url(user: str, box: Mailbox, message: Message) -> str:
 
 
 class ControlRoutes:
-    def __init__(self, server: Controllable, closing: asyncio.Event, respond: Respond) -> None:
+    def __init__(self, server: Controllable, closing: asyncio.Event, respond: Respond,
+                 ports: Callable[[], Mapping[str, int]]) -> None:
         self.server = server
         self.closing = closing
         self.respond = respond
+        self.ports = ports  # the running listeners' bound ports, as MailState has them
 
     def routes(self) -> list[tuple[str, str, Handler]]:
         return [
@@ -215,8 +213,9 @@ class ControlRoutes:
         """{"scenario": "chaos" | "<id>" | null, "chaos": {...}}: the listener's scenario for
         every connection from now on."""
         name = request.match_info["name"]
-        if name not in self.server.ports:
-            raise refused(404, f"no running listener {name!r} (listeners: {', '.join(self.server.ports)})")
+        names = [listener.name for listener in self.server.config.listeners]
+        if name not in names:
+            raise refused(404, f"no listener {name!r} (listeners: {', '.join(names)})")
         body = await _json_body(request)
         unknown = sorted(set(body) - {"scenario", "chaos"})
         if unknown or "scenario" not in body:
@@ -228,7 +227,7 @@ class ControlRoutes:
             raise refused(400, str(error)) from None
         server = self.server
         listener = next(listener for listener in server.config.listeners if listener.name == name)
-        return self.respond(listener_view(listener, server.config, server.ports), 200)
+        return self.respond(listener_view(listener, server.config, self.ports()), 200)
 
     async def reset(self, request: web.Request) -> web.Response:
         return self.respond(self.server.reset(), 200)

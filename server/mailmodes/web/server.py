@@ -146,7 +146,7 @@ class HttpServer:
         self._explained: tuple[float, dict[str, Any]] | None = None  # (monotonic time it finished, table)
         self._explain_lock = asyncio.Lock()  # one probe at a time; requests that wait share its result
         # Wait, seed, scenario and reset (control.py) need what app.MailServer has beyond MailState.
-        self._control = ControlRoutes(cast(Controllable, server), self._closing, json_response)
+        self._control = ControlRoutes(cast(Controllable, server), self._closing, json_response, lambda: server.ports)
         self._dashboard = {
             name: resources.files("mailmodes.web").joinpath("dashboard", name).read_bytes() for name in DASHBOARD_FILES
         }
