@@ -4,6 +4,7 @@ before the tests). Skipped only where there is no container engine, and in CI ne
 
 from __future__ import annotations
 
+import hashlib
 import imaplib
 import os
 import re
@@ -20,7 +21,9 @@ import pytest
 from support import IN_CI
 
 ROOT = Path(__file__).resolve().parents[2]
-IMAGE = os.environ.get("MAILMODES_TEST_IMAGE", "localhost/docker-smoke:latest")
+SMOKE_IMAGE = "localhost/docker-smoke:latest"
+# one tag per checkout: worktrees sharing docker-smoke's storage never test each other's image
+OWN_IMAGE = f"localhost/mailmodes-test:{hashlib.sha256(str(ROOT).encode()).hexdigest()[:12]}"
 # docker-smoke's private podman state, where its image is
 SMOKE_STATE = Path(os.environ.get("DOCKER_SMOKE_STATE", "/var/tmp/docker-smoke"))
 # .ci/run builds the image with it just before the tests, where it exists (not in fresh-ci's container)
@@ -41,11 +44,7 @@ def docker_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         unavailable("no container engine: podman is not installed")
     assert podman is not None
     path = tmp_path_factory.mktemp("podman") / "podman.sock"
-    environment = dict(os.environ)
-    for name, conf in (("CONTAINERS_STORAGE_CONF", "storage.conf"), ("CONTAINERS_CONF", "containers.conf")):
-        if (SMOKE_STATE / conf).is_file():
-            environment[name] = str(SMOKE_STATE / conf)
-    service = subprocess.Popen([podman, "system", "service", "--time=0", f"unix://{path}"], env=environment,
+    service = subprocess.Popen([podman, "system", "service", "--time=0", f"unix://{path}"], env=podman_environment(),
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         _wait_for_ping(path, service)
@@ -55,6 +54,30 @@ def docker_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         service.wait(timeout=30)
         assert service.stderr is not None
         service.stderr.close()
+
+
+def podman_environment() -> dict[str, str]:
+    """docker-smoke's podman state where there is one: its base images and the image it built."""
+    environment = dict(os.environ)
+    for name, conf in (("CONTAINERS_STORAGE_CONF", "storage.conf"), ("CONTAINERS_CONF", "containers.conf")):
+        if (SMOKE_STATE / conf).is_file():
+            environment[name] = str(SMOKE_STATE / conf)
+    return environment
+
+
+def image_of_this_tree() -> str:
+    """The image to test: MAILMODES_TEST_IMAGE; in CI the one .ci/run just built with docker-smoke;
+    elsewhere one built here from this tree (an older image would lack what the tests use)."""
+    if os.environ.get("MAILMODES_TEST_IMAGE"):
+        return os.environ["MAILMODES_TEST_IMAGE"]
+    if IMAGE_BUILT_BY_CI:
+        return SMOKE_IMAGE
+    built = subprocess.run(["podman", "build", "--pull=never", "-q", "-t", OWN_IMAGE, str(ROOT)],
+                           env=podman_environment(), capture_output=True, text=True, timeout=600)
+    if built.returncode != 0:
+        unavailable(f"podman build failed (no python:3.11-slim here? ../shared/tools/docker-smoke makes one): "
+                    f"{built.stderr.strip().splitlines()[-1:]}")
+    return OWN_IMAGE
 
 
 def _wait_for_ping(path: Path, service: subprocess.Popen[bytes]) -> None:
@@ -92,14 +115,15 @@ def engine(docker_host: str) -> Iterator[str]:
     config.connection_mode_override = ConnectionMode.docker_host
     os.environ["DOCKER_HOST"] = docker_host
     try:
+        image = image_of_this_tree()
         client = docker.DockerClient(base_url=docker_host)
         try:
-            client.images.get(IMAGE)
+            client.images.get(image)
         except docker.errors.ImageNotFound:
-            unavailable(f"no image {IMAGE}: build it with ../shared/tools/docker-smoke (or set MAILMODES_TEST_IMAGE)")
+            unavailable(f"no image {image}: .ci/run builds it with ../shared/tools/docker-smoke")
         finally:
             client.close()
-        yield IMAGE
+        yield image
     finally:
         del os.environ["DOCKER_HOST"]
         config.ryuk_disabled, config.tc_host_override, config.connection_mode_override = saved
