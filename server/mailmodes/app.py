@@ -129,7 +129,8 @@ class MailServer:
     def set_scenario(self, name: str, scenario: str | None, chaos: Mapping[str, Any] | None = None) -> Listener:
         """Give a running listener another known-bad scenario (None: known-good), checked as the
         config's is (ConfigError). Connections accepted from now on get it; open ones keep theirs.
-        The connection limit then counts the new connections only."""
+        The connection limit then counts the new connections only. A certificate scenario's
+        certificates are made here, on the loop, the first time (cached in the certs dir after)."""
         listener = with_scenario(self.listeners[name], scenario, chaos)
         if self._contexts is None:
             raise RuntimeError("the server is not started")

@@ -13,6 +13,7 @@ start() returns once GET /api/ready says every listener listens; port() maps a l
 
 from __future__ import annotations
 
+import re
 import ssl
 import time
 import urllib.error
@@ -21,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from docker.errors import APIError
 from testcontainers.core.container import DockerContainer
 
 from mailmodes.web.remote import MailmodesApi
@@ -30,6 +32,7 @@ DEFAULT_LISTENERS = {"smtp": 25, "submissions": 465, "submission": 587, "imap": 
                      "pop3s": 995}
 HTTP_PORT = 8025
 READY_POLL_SECONDS = 0.2  # a container's start cannot be awaited through its API: asked this often
+START_ATTEMPTS = 3
 
 
 class ContainerNotReady(RuntimeError):
@@ -47,13 +50,27 @@ class MailmodesContainer(DockerContainer):
         self._listeners: dict[str, int] | None = None
 
     def start(self) -> MailmodesContainer:
-        super().start()
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                super().start()
+                break
+            except APIError as error:
+                # The engine picks a free host port, then binds it: in a busy CI machine another
+                # process can take it in between. A new container gets new ports.
+                if "address already in use" not in str(error) or attempt == START_ATTEMPTS:
+                    raise
+                self._remove_unstarted(str(error))
         try:
             self._wait_until_ready()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _remove_unstarted(self, error: str) -> None:
+        found = re.search(r"/containers/([0-9a-f]{12,64})/start", error)
+        if found is not None:
+            self.get_docker_client().client.containers.get(found.group(1)).remove(force=True)
 
     def _wait_until_ready(self) -> None:
         deadline = time.monotonic() + self.ready_timeout

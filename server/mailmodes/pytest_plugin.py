@@ -345,6 +345,8 @@ def mailmodes(request: pytest.FixtureRequest,
     """The session's server for this test: reset first (a server this run started; see
     --mailmodes-reset), with address() unique to the test and every set_scenario undone after it."""
     reset = _option(request.config, "reset")
+    if isinstance(mailmodes_proc, MailmodesServer):
+        mailmodes_proc.settle()  # a session the last test left closing would land in this one's journal
     if reset == "always" or (reset == "auto" and isinstance(mailmodes_proc, MailmodesServer)):
         mailmodes_proc.reset()
     # xdist workers share a noproc server: the worker is part of the test's identity
