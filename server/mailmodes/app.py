@@ -57,7 +57,7 @@ class MailServer:
         self.config = config
         self.store = build_store(config)
         self.journal = Journal(config.journal.max_sessions, config.journal.max_transcript_lines, config.journal.path,
-                               enabled=config.journal.enabled)
+                               enabled=config.journal.enabled, one_client=config.journal.one_client)
         self.ports: dict[str, int] = {}
         self.listeners: dict[str, Listener] = {}
         self.ca_file: Path | None = None

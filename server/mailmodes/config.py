@@ -87,6 +87,7 @@ class JournalConfig:
     max_sessions: int = 1000
     max_transcript_lines: int = 500
     enabled: bool = True  # off: no transcripts, no verdicts, no sessions kept (for raw load tests)
+    one_client: bool = False  # every session comes from one client: what lets `fallback` link sessions
 
 
 @dataclass(frozen=True)
@@ -249,6 +250,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>", base_dir: Pa
         max_sessions=journal_table.get("max_sessions", int, JournalConfig.max_sessions),
         max_transcript_lines=journal_table.get("max_transcript_lines", int, JournalConfig.max_transcript_lines),
         enabled=journal_table.get("enabled", bool, True),
+        one_client=journal_table.get("one_client", bool, False),
     )
     for key in ("max_sessions", "max_transcript_lines"):
         if getattr(journal, key) <= 0:
