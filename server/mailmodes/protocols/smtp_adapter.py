@@ -120,15 +120,21 @@ class MailmodesSMTP(SMTP):
     def _create_session(self) -> Session:
         return _Session(self.loop)
 
+    def open_record(self, transport: asyncio.BaseTransport) -> None:
+        if self.recorder is None:
+            record = self.journal.open(self.listener, transport.get_extra_info("peername") or ())
+            self.recorder = recorder_for(self.journal, record)
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None
         if first and len(self.connections) >= self.listener.limits.max_connections:
             cast(asyncio.Transport, transport).write(b"421 4.7.0 Too many connections, try again later\r\n")
             transport.close()
+            if self.recorder is not None:
+                self.journal.finish(self.recorder.record)  # opened by ImplicitTls at the accept
             return
         if first:
-            record = self.journal.open(self.listener, transport.get_extra_info("peername") or ())
-            self.recorder = recorder_for(self.journal, record)
+            self.open_record(transport)
             self.connections.add(self)
         self.security = self.tls.security(encrypted=is_encrypted(transport))
         if self.security.encrypted and not self.tls.pretend_encrypted and self.recorder is not None:
@@ -138,13 +144,12 @@ class MailmodesSMTP(SMTP):
         if pipelined and self.keep_pipelined:
             self._reader._buffer.extend(pipelined)  # type: ignore[attr-defined]  # ... unless vulnerable
 
-    def handshake_failed(self, transport: asyncio.BaseTransport, error: BaseException,
-                         ssl_object: ssl.SSLObject | None, connected_at: float) -> None:
-        """The implicit-TLS handshake (ImplicitTls) failed: record it; aiosmtpd never saw this client."""
-        peer = transport.get_extra_info("peername") or ()
-        recorder = recorder_for(self.journal, self.journal.open(self.listener, peer, started=connected_at))
-        recorder.tls_failed(error, ssl_object)
-        self.journal.finish(recorder.record)
+    def handshake_failed(self, error: BaseException, ssl_object: ssl.SSLObject | None) -> None:
+        """The implicit-TLS handshake (ImplicitTls, which opened the record) failed: record it;
+        aiosmtpd never saw this client."""
+        assert self.recorder is not None
+        self.recorder.tls_failed(error, ssl_object)
+        self.journal.finish(self.recorder.record)
 
     def connection_lost(self, error: Exception | None) -> None:
         if self not in self.connections:
