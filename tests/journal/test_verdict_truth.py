@@ -126,3 +126,131 @@ def test_the_same_retry_on_a_shared_server_is_not_claimed(serve: Callable[..., T
     server = serve({"name": "l", "protocol": "smtp", "tls": "starttls-optional", "scenario": "starttls-no-handshake"})
     curl_then_without_tls(server.port("l"), ca_file, tmp_path)
     assert [verdict_codes(r) & {"fallback"} for r in server.journal.wait_for(2)] == [set(), set()]
+
+
+# --- defect 1: a client that verifies after the handshake rejected the certificate too -----------
+
+
+def detail(record: Any, code: str) -> str:
+    return next(v.detail for v in record.verdicts if v.code == code)
+
+
+def test_clients_that_check_the_certificate_after_the_handshake_rejected_it(
+        serve: Callable[..., ThreadedMailServer], ca_file: Path) -> None:
+    """curl checks the host name once the handshake is done, msmtp (GnuTLS) the whole chain: the
+    handshake completes, they send nothing and close. swaks without --tls-verify goes on."""
+    server = serve({"name": "wrong-host", "protocol": "smtp", "tls": "implicit", "scenario": "cert-wrong-host"},
+                   {"name": "expired", "protocol": "smtp", "tls": "implicit", "scenario": "cert-expired"})
+    strict_curl = run_client(curl("--cacert", str(ca_file), f"smtps://{HOST}:{server.port('wrong-host')}"))
+    assert strict_curl.returncode == 60 and "no alternative certificate subject name matches" in strict_curl.stderr
+    assert "TLS handshake, Finished" in strict_curl.stderr  # the handshake itself completed
+    strict_msmtp = run_client(msmtp(server.port("expired"), "--tls=on", "--tls-starttls=off",
+                                    f"--tls-trust-file={ca_file}"), stdin=MESSAGE)
+    assert "TLS certificate verification failed" in strict_msmtp.stderr and "expired" in strict_msmtp.stderr
+    careless_swaks = run_client(swaks(server.port("wrong-host"), "--tls-on-connect", "--quit-after", "EHLO"))
+    assert careless_swaks.returncode == 0 and " ~> EHLO" in careless_swaks.stdout, careless_swaks.stdout
+    curl_record, msmtp_record, swaks_record = server.journal.wait_for(3)
+    for record in (curl_record, msmtp_record):
+        assert record.encrypted and verdict_codes(record) == {"rejected-certificate"}, record.verdicts
+        assert detail(record, "rejected-certificate").startswith("rejected after the handshake")
+    assert verdict_codes(swaks_record) == {"accepted-bad-certificate"}
+
+
+def test_getmail_saying_only_rset_after_its_host_name_check_did_not_accept(
+        serve: Callable[..., ThreadedMailServer], ca_file: Path, tmp_path: Path) -> None:
+    server = serve({"name": "pop3s", "protocol": "pop3", "tls": "implicit", "scenario": "cert-wrong-host"})
+    (tmp_path / "mbox").write_bytes(b"")
+    (tmp_path / "getmailrc").write_text(
+        f"[retriever]\ntype = SimplePOP3SSLRetriever\nserver = {HOST}\nport = {server.port('pop3s')}\n"
+        f"username = alice\npassword = {SECRET}\nca_certs = {ca_file}\n"
+        f"[destination]\ntype = Mboxrd\npath = {tmp_path / 'mbox'}\n")
+    result = run_client(["getmail", "--getmaildir", str(tmp_path), "--rcfile", "getmailrc"])
+    assert "doesn't match" in result.stdout + result.stderr, result.stdout + result.stderr
+    record = server.journal.wait_for(1)[0]
+    assert "RSET" in [line.text for line in record.transcript if line.sender == "client"]
+    assert verdict_codes(record) == {"rejected-certificate"}, record.verdicts
+    assert "said RSET" in detail(record, "rejected-certificate")
+
+
+def finished_record(journal: Any, listener: Any, **facts: Any) -> Any:
+    record = journal.open(listener, ("127.0.0.1", 1))
+    for name, value in facts.items():
+        setattr(record, name, value)
+    journal.finish(record)
+    return record
+
+
+def test_a_client_hello_then_a_close_without_an_alert_is_a_rejection_once_the_facts_say_so() -> None:
+    """nodemailer, imapflow and aiosmtplib close without an alert once they have the certificate.
+    The rule reads handshake_progress, which the transcript's handshake facts are to fill in."""
+    from mailmodes.config import parse_config
+    from mailmodes.record.journal import Journal
+
+    listener = parse_config({"hostname": "h.test", "listeners": [
+        {"name": "l", "protocol": "smtp", "port": 0, "tls": "implicit", "scenario": "cert-expired"}]}).listeners[0]
+    closed = "no TLS handshake: the client closed the connection first"
+    journal = Journal()
+    seen = finished_record(journal, listener, tls_failure=closed, handshake_progress="server-flight")
+    assert verdict_codes(seen) == {"rejected-certificate"}
+    unknown = finished_record(journal, listener, tls_failure=closed)
+    assert "rejected-certificate" not in verdict_codes(unknown)
+
+
+# --- defect 6: a client that stalls at a step, or vanishes at one ------------------------------
+
+STALL_IDLE_TIMEOUT = 16  # just over verdicts.STALL_SECONDS: the server waits it out, the client does not end it
+
+
+@pytest.mark.parametrize("client", ["swaks", "msmtp"])
+def test_a_client_without_a_timeout_stalls_at_starttls_silence(serve: Callable[..., ThreadedMailServer],
+                                                               ca_file: Path, client: str) -> None:
+    server = serve({"name": "silence", "protocol": "smtp", "tls": "starttls-required", "scenario": "starttls-silence"},
+                   limits={"idle_timeout": STALL_IDLE_TIMEOUT})
+    port = server.port("silence")
+    if client == "swaks":
+        result = run_client(swaks(port, "--tls", "--timeout", "60"), timeout=60)
+        assert "<-  220 2.0.0 Ready to start TLS" in result.stdout and "TLS" in result.stdout + result.stderr
+    else:
+        result = run_client(msmtp(port, "--tls=on", "--tls-starttls=on", f"--tls-trust-file={ca_file}",
+                                  "--timeout=60"), stdin=MESSAGE, timeout=60)
+        assert "<-- 220 2.0.0 Ready to start TLS" in result.stdout and "TLS handshake failed" in result.stderr
+    assert result.returncode != 0
+    record = server.journal.wait_for(1)[0]
+    assert verdict_codes(record) == {"stalled-at-step"}, record.verdicts
+    said = detail(record, "stalled-at-step")
+    assert "'STARTTLS'" in said and "220 2.0.0 Ready to start TLS" in said, said
+
+
+def test_a_client_with_a_timeout_of_its_own_does_not_stall(serve: Callable[..., ThreadedMailServer],
+                                                           ca_file: Path) -> None:
+    server = serve({"name": "silence", "protocol": "smtp", "tls": "starttls-required", "scenario": "starttls-silence"},
+                   limits={"idle_timeout": STALL_IDLE_TIMEOUT})
+    result = run_client(["curl", "-v", "--max-time", "3", "--cacert", str(ca_file), "--ssl-reqd",
+                         f"smtp://{HOST}:{server.port('silence')}"])
+    assert result.returncode == 28 and "< 220 2.0.0 Ready to start TLS" in result.stderr
+    assert verdict_codes(server.journal.wait_for(1)[0]) == set()
+
+
+def test_mbsync_vanishing_at_an_untagged_list_before_the_starttls_reply(
+        serve: Callable[..., ThreadedMailServer], ca_file: Path, tmp_path: Path) -> None:
+    """mbsync (isync 1.4) crashes on the untagged LIST that pretls-state-injection sends before the
+    STARTTLS reply; curl --ssl-reqd ignores it and goes on, which is what a correct client does."""
+    server = serve({"name": "imap", "protocol": "imap", "tls": "starttls-required",
+                    "scenario": "pretls-state-injection"})
+    port = server.port("imap")
+    (tmp_path / "mail").mkdir()
+    (tmp_path / "mbsyncrc").write_text(
+        f"IMAPAccount a\nHost localhost\nPort {port}\nUser alice\nPass {SECRET}\nSSLType STARTTLS\n"
+        f"CertificateFile {ca_file}\n\nIMAPStore far\nAccount a\n\n"
+        f"MaildirStore near\nPath {tmp_path / 'mail'}/\nInbox {tmp_path / 'mail' / 'INBOX'}\n\n"
+        "Channel c\nMaster :far:\nSlave :near:\nPatterns INBOX\nCreate Slave\n")
+    crashed = run_client(["mbsync", "-Dn", "-c", str(tmp_path / "mbsyncrc"), "c"])
+    assert crashed.returncode < 0, (crashed.returncode, crashed.stdout)  # killed by a signal
+    assert crashed.stdout.rstrip().splitlines()[-1].startswith(("* LIST", "Notice")), crashed.stdout
+    vanished = server.journal.wait_for(1)[0]
+    assert verdict_codes(vanished) == {"vanished-at-step"}, vanished.verdicts
+    assert "X-MAILMODES-STATE" in detail(vanished, "vanished-at-step")
+    correct = run_client(curl("--cacert", str(ca_file), "--ssl-reqd", "-u", f"alice:{SECRET}",
+                              f"imap://localhost:{port}/"))
+    assert correct.returncode == 0 and "> A002 STARTTLS" in correct.stderr or "STARTTLS" in correct.stderr
+    assert verdict_codes(server.journal.wait_for(2)[-1]) == set()

@@ -327,6 +327,8 @@ class MailmodesSMTP(SMTP):
         return super().push(status)  # type: ignore[type-var]  # aiosmtpd's push takes str or bytes
 
     def _timeout_cb(self) -> None:
+        if self.recorder is not None:
+            self.recorder.record.idle_timeout = True
         # RFC 5321 4.5.3.2: say why before closing an idle connection.
         if self.transport is not None and not self.transport.is_closing() and not self.silent:
             goodbye = b"421 4.4.2 Idle timeout, closing connection\r\n"

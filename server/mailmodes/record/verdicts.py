@@ -42,8 +42,12 @@ CERTIFICATE_ALERTS = ("certificate", "unknown ca", "unknown_ca", "bad certificat
 NO_TLS_AFTER_SUCCESS = frozenset({"starttls-no-handshake", "starttls-dropped", "starttls-silence"})
 # Scenarios where a correct client goes on past the deviation (KNOWN-BAD.md section 2): one that
 # vanishes there crashed or gave up on something it should have ignored.
-GOES_ON_SCENARIOS = frozenset({"response-injection", "injected-bye", "stale-capability", "pretls-state-injection",
-                               "pretls-alert"})
+# (response-injection, injected-bye and stale-capability are not: a client may refuse those outright,
+# and closing on them looks the same as refusing.)
+GOES_ON_SCENARIOS = frozenset({"pretls-state-injection", "pretls-alert"})
+# A client silent this long after a step has no timeout of its own, or one no user would wait
+# out; a shorter silence ended by a short server timeout says nothing about the client.
+STALL_SECONDS = 15.0
 # handshake_progress values (filled in by the transcript's handshake facts): how far a failed
 # handshake got. After "server-flight" the client had the certificate in hand.
 CLIENT_HELLO, SERVER_FLIGHT, ALERT, FINISHED = "client-hello", "server-flight", "alert", "finished"
@@ -168,15 +172,21 @@ def idle_stalled(record: SessionRecord) -> bool:
     return record.idle_timeout or (record.starttls_attempted and record.tls_failure == NO_CLIENT_HELLO)
 
 
+def silence(record: SessionRecord) -> float:
+    """Seconds from the last line either side sent to the end of the session."""
+    last = max((at for at, _, _, text in record.lines if not text.startswith("[")), default=0.0)
+    return (record.ended or time.time()) - record.started - last
+
+
 def last_step(record: SessionRecord) -> str:
-    """The scenario step a client stopped at, in words: its last command and the server's answer."""
+    """The scenario step a client stopped at, in words: its last command and the server's last line."""
     command, answer = "", ""
     for _, sender, _, text in record.lines:
         if sender == "client":
             command, answer = text, ""
-        elif not text.startswith("[") and not answer:
+        elif not text.startswith("["):
             answer = text
-    said = f"the server's answer {answer[:80]!r}" if answer else "the server's greeting"
+    said = f"the server's {answer[:80]!r}" if answer else "the server's greeting"
     return f"after {command[:60]!r}, at {said}" if command else f"at {said}"
 
 
@@ -325,22 +335,29 @@ def _used_preauth(record: SessionRecord, history: History) -> str | None:
 
 
 def _stalled_at_step(record: SessionRecord, history: History) -> str | None:
-    if record.scenario is None or record.bad_certificate or not idle_stalled(record):
+    if record.scenario is None or record.bad_certificate or not idle_stalled(record) \
+            or silence(record) < STALL_SECONDS:
         return None
     if TlsMode(record.tls_mode) is TlsMode.IMPLICIT and not record.encrypted:
         return None  # no step was reached: plaintext-on-tls-port says what happened
-    return f"the client stalled {last_step(record)}, until the server's timeout closed the connection"
+    return (f"the client stalled {last_step(record)}: silent for {silence(record):.0f} s, until the server's "
+            "timeout closed the connection")
 
 
 def _vanished_at_step(record: SessionRecord, history: History) -> str | None:
-    if (record.scenario not in GOES_ON_SCENARIOS or idle_stalled(record) or failed_tls_attempt(record)
-            or record.encrypted or not record.lines or record.lines[-1][1] != "server"):
-        return None
-    verbs = record.verbs_before_tls
-    if verbs and verbs[-1] in GOODBYE_COMMANDS:
+    # An alert is a deliberate refusal, a goodbye a clean one; a client that spoke after the
+    # server's last step did not vanish at it.
+    if (record.scenario not in GOES_ON_SCENARIOS or idle_stalled(record) or record.tls_alert is not None
+            or not record.lines or record.lines[-1][1] != "server" or record.lines[-1][3].startswith("[")
+            or _said_goodbye(record)):
         return None
     return (f"the client closed the connection without a goodbye {last_step(record)}, where a correct client goes "
             "on")
+
+
+def _said_goodbye(record: SessionRecord) -> bool:
+    last = (verbs_after_tls(record) or record.verbs_before_tls or [""])[-1]
+    return last in GOODBYE_COMMANDS
 
 
 REGISTRY: tuple[VerdictKind, ...] = (
@@ -396,11 +413,12 @@ REGISTRY: tuple[VerdictKind, ...] = (
                 "any command but CAPABILITY or LOGOUT after a plaintext `* PREAUTH` greeting"),
     VerdictKind("stalled-at-step", "stalled at a scenario step", "client-fault", _stalled_at_step,
                 "on a scenario listener, the client went quiet after a step (names it: its last command and the "
-                "server's answer) until the server's idle or handshake timeout closed the connection"),
+                "server's answer) for 15 s or more, until the server's idle or handshake timeout closed the "
+                "connection (a correct client gives up sooner: `starttls-silence` wants a timeout)"),
     VerdictKind("vanished-at-step", "vanished at a scenario step", "client-fault", _vanished_at_step,
-                "on a scenario a correct client goes past (`response-injection`, `injected-bye`, "
-                "`stale-capability`, `pretls-state-injection`, `pretls-alert`), the client closed the connection "
-                "without a goodbye right after a step (named)"),
+                "on a scenario a correct client goes past (`pretls-state-injection`, "
+                "`pretls-alert`), the client closed the connection without a goodbye or an alert right after a "
+                "step (named): it crashed or gave up on what it should have ignored"),
 )
 BY_CODE: dict[str, VerdictKind] = {kind.code: kind for kind in REGISTRY}
 CODES: tuple[str, ...] = tuple(BY_CODE)
