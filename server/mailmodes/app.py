@@ -85,7 +85,8 @@ class MailServer:
         loop = asyncio.get_running_loop()
         host = listener.host or self.config.host
         # One scenario and one TLS decision per listener, shared by all its connections.
-        misbehaviour = Misbehaviour(listener.scenario, listener.protocol, listener.chaos)
+        misbehaviour = Misbehaviour(listener.scenario, listener.protocol, listener.chaos,
+                                    desync_hold=listener.desync_hold)
         tls = misbehaviour.tls(listener.tls)
         # No ssl= here even for implicit TLS: the protocols do the handshake themselves, to record it.
         try:

@@ -254,3 +254,25 @@ def test_mbsync_vanishing_at_an_untagged_list_before_the_starttls_reply(
                               f"imap://localhost:{port}/"))
     assert correct.returncode == 0 and "> A002 STARTTLS" in correct.stderr or "STARTTLS" in correct.stderr
     assert verdict_codes(server.journal.wait_for(2)[-1]) == set()
+
+
+# --- defect 4: acted-on-injection proved by a desync ---------------------------------------------
+
+
+def test_swaks_answering_the_injected_ehlo_reply_is_caught_by_the_held_back_real_one(
+        serve: Callable[..., ThreadedMailServer], client_context: ssl.SSLContext) -> None:
+    """swaks 20201014 takes the injected "250 AUTH X-MAILMODES-INJECTED" for its EHLO reply inside
+    TLS and gives up on AUTH: its QUIT arrives while the server still holds back the real reply."""
+    server = serve({"name": "l", "protocol": "smtp", "tls": "starttls-required", "scenario": "response-injection"})
+    result = run_client(swaks(server.port("l"), "--tls", "--auth", "PLAIN", "--auth-user", "alice",
+                              "--auth-password", SECRET))
+    out = result.stdout
+    assert "<~  250 AUTH X-MAILMODES-INJECTED" in out and "Auth not attempted" in out + result.stderr, out
+    assert out.index(" ~> QUIT") < out.index("<~* 250-AUTH LOGIN PLAIN")  # it spoke before the real reply
+    fooled = server.journal.wait_for(1)[0]
+    assert "acted-on-injection" in verdict_codes(fooled), fooled.verdicts
+    assert "sent QUIT before the server had answered" in detail(fooled, "acted-on-injection")
+    with smtplib.SMTP(HOST, server.port("l"), timeout=10) as correct:  # discards what came before TLS
+        correct.starttls(context=client_context)
+        correct.login("alice", SECRET)
+    assert verdict_codes(server.journal.wait_for(2)[-1]) == set()

@@ -95,6 +95,8 @@ class MailmodesSMTP(SMTP):
         self.keep_pipelined = False
         self.injected = ""
         self.silent = False  # starttls-silence: not even a goodbye at the idle timeout
+        self.hold_next_reply = 0.0  # response-injection, inside TLS: see push
+        self.holding = False
         self.resuming_data = False  # aiosmtpd's DATA takes over after our 354 (smtp_DATA)
         self.misbehaviour = misbehaviour
         self.tls = tls
@@ -137,6 +139,8 @@ class MailmodesSMTP(SMTP):
             self.open_record(transport)
             self.connections.add(self)
         self.security = self.tls.security(encrypted=is_encrypted(transport))
+        if not first and self.security.encrypted:
+            self.hold_next_reply = self.misbehaviour.desync_hold
         if self.security.encrypted and not self.tls.pretend_encrypted and self.recorder is not None:
             self.recorder.tls_started(transport.get_extra_info("ssl_object"), via_starttls=not first)
         pipelined = bytes(self._reader._buffer) if not first else b""  # type: ignore[attr-defined]
@@ -161,6 +165,10 @@ class MailmodesSMTP(SMTP):
 
     def data_received(self, data: bytes) -> None:
         if self.recorder is not None:
+            if self.holding and self.recorder.record.answered_early is None:
+                # A command before the answer to the previous one was written: the client took the
+                # injected lines for that answer (issue 14: a desync the server can prove).
+                self.recorder.record.answered_early = data.split(b" ", 1)[0].strip().decode("ascii", "replace").upper()
             self.recorder.client(data)
         super().data_received(data)
 
@@ -291,6 +299,8 @@ class MailmodesSMTP(SMTP):
             return  # aiosmtpd's DATA repeating the 354 smtp_DATA already sent
         if self.misbehaviour.delay:
             await asyncio.sleep(self.misbehaviour.delay)
+        if self.hold_next_reply:
+            await self._hold(self.hold_next_reply)
         if not self.greeted:
             self.greeted = True
             await self._greet(str(status))
@@ -309,6 +319,15 @@ class MailmodesSMTP(SMTP):
                     self.transport.close()
                     return
         await self._push_recorded(status)
+
+    async def _hold(self, seconds: float) -> None:
+        """Hold back the reply to the client's first command inside TLS (response-injection): a
+        client that sends its next command meanwhile answered injected lines (data_received)."""
+        self.hold_next_reply, self.holding = 0.0, True
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            self.holding = False
 
     async def _greet(self, default: str) -> None:
         step = self.misbehaviour.greeting(default, self.hostname)
