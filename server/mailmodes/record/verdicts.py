@@ -399,7 +399,8 @@ REGISTRY: tuple[VerdictKind, ...] = (
                 "by a plaintext session of the same protocol in which the client sent more than a goodbye"),
     VerdictKind("acted-on-injection", "acted on injected replies", "client-fault", _acted_on_injection,
                 "the client used the canary `X-MAILMODES-INJECTED`, or the command order shows it consumed replies "
-                "injected behind the STARTTLS success line"),
+                "injected behind the STARTTLS success line: on SMTP, its first command inside TLS was not EHLO, or "
+                "its next one arrived while the server held back the real reply (`desync_hold`)"),
     VerdictKind("used-stale-capability", "used a capability offered only before TLS", "client-fault",
                 _used_stale_capability,
                 "the client used the canary mechanism `X-MAILMODES-PRETLS` after TLS"),
