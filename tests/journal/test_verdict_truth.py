@@ -276,3 +276,23 @@ def test_swaks_answering_the_injected_ehlo_reply_is_caught_by_the_held_back_real
         correct.starttls(context=client_context)
         correct.login("alice", SECRET)
     assert verdict_codes(server.journal.wait_for(2)[-1]) == set()
+
+
+def test_a_plaintext_client_on_a_tls_first_port_made_no_tls_attempt_to_fall_back_from() -> None:
+    """Trying 465 and then 587 without TLS, both times, is no fallback: TLS was never tried."""
+    from mailmodes.config import parse_config
+    from mailmodes.record.journal import Journal
+
+    implicit, plain = parse_config({"hostname": "h.test", "listeners": [
+        {"name": "465", "protocol": "smtp", "port": 0, "tls": "implicit"},
+        {"name": "587", "protocol": "smtp", "port": 0, "tls": "starttls-optional"}]}).listeners
+    journal = Journal(one_client=True)
+    first = finished_record(journal, implicit, tls_failure="the client sent something that is not TLS",
+                            first_client_bytes=b"EHLO x\r\n")
+    assert verdict_codes(first) == {"plaintext-on-tls-port"}
+    second = finished_record(journal, plain, verbs_before_tls=["EHLO", "AUTH"])
+    assert "fallback" not in verdict_codes(second)
+    aborted = finished_record(journal, implicit, tls_alert="unknown_ca")
+    assert "tls-failed" in verdict_codes(aborted)
+    third = finished_record(journal, plain, verbs_before_tls=["EHLO", "AUTH"])
+    assert "fallback" in verdict_codes(third)

@@ -51,7 +51,10 @@ STALL_SECONDS = 15.0
 # handshake_progress values (filled in by the transcript's handshake facts): how far a failed
 # handshake got. After "server-flight" the client had the certificate in hand.
 CLIENT_HELLO, SERVER_FLIGHT, ALERT, FINISHED = "client-hello", "server-flight", "alert", "finished"
+# The transcript's words for handshakes that failed (record.tls_failure).
 NO_CLIENT_HELLO = "no TLS handshake: the client sent no ClientHello before the timeout"
+CLOSED_FIRST = "no TLS handshake: the client closed the connection first"
+NEVER_TRIED = frozenset({"the client sent something that is not TLS", NO_CLIENT_HELLO})
 
 
 @dataclass
@@ -159,11 +162,17 @@ def starttls_accepted(record: SessionRecord) -> bool:
 def failed_tls_attempt(record: SessionRecord) -> bool:
     """The client tried TLS and it did not come up: a handshake that failed, or a STARTTLS success
     line that no TLS followed (the client got the server's plaintext, or a close, instead)."""
-    if is_port_check(record):
+    if is_port_check(record) or record.encrypted:
         return False
-    if record.tls_alert or record.tls_failure:
+    if record.tls_alert:
         return True
-    return record.scenario in NO_TLS_AFTER_SUCCESS and not record.encrypted and starttls_accepted(record)
+    if record.tls_failure in NEVER_TRIED:
+        return False  # plaintext, or nothing, on a TLS-first port: this client never tried TLS
+    if record.tls_failure == CLOSED_FIRST:
+        return record.starttls_attempted or record.handshake_progress is not None
+    if record.tls_failure:
+        return True
+    return record.scenario in NO_TLS_AFTER_SUCCESS and starttls_accepted(record)
 
 
 def idle_stalled(record: SessionRecord) -> bool:
