@@ -24,7 +24,6 @@ from mailmodes import __version__
 from mailmodes.app import ThreadedMailServer
 from mailmodes.protocols.events import Close, NoTls, Output, StartTls
 from mailmodes.protocols.pop3 import Pop3Session
-from mailmodes.record.verdicts import BY_CODE
 from mailmodes.scenarios.misbehaviour import GARBAGE, Chaos
 from mailmodes.tls.policy import TlsMode
 from support import (
@@ -458,6 +457,8 @@ def test_client_that_skips_capa_after_tls_is_warned(serve: ServeFixture, client_
     record = one_session(server)
     # Not asking again is a SHOULD missed, a note; using the canary would be the fault (issue 14, 5).
     assert verdict_codes(record) == {"capabilities-not-refreshed"}
+    from mailmodes.record.verdicts import BY_CODE
+
     assert BY_CODE["capabilities-not-refreshed"].severity == "note"
     assert BY_CODE["used-stale-capability"].severity == "client-fault"
     assert record.verdicts[0].detail.startswith("after TLS the client went straight to USER")
