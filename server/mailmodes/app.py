@@ -60,7 +60,7 @@ class MailServer:
         self.config = config
         self.store = build_store(config)
         self.journal = Journal(config.journal.max_sessions, config.journal.max_transcript_lines, config.journal.path,
-                               enabled=config.journal.enabled)
+                               enabled=config.journal.enabled, one_client=config.journal.one_client)
         self.ports: dict[str, int] = {}
         self.listeners: dict[str, Listener] = {}
         self.ca_file: Path | None = None
@@ -108,7 +108,8 @@ class MailServer:
 
     def _protocol_server(self, listener: Listener, context: ssl.SSLContext) -> None:
         # One scenario and one TLS decision per listener, shared by all its connections.
-        misbehaviour = Misbehaviour(listener.scenario, listener.protocol, listener.chaos)
+        misbehaviour = Misbehaviour(listener.scenario, listener.protocol, listener.chaos,
+                                    desync_hold=listener.desync_hold)
         tls = misbehaviour.tls(listener.tls)
         server: SmtpListener | LineServer
         if listener.protocol == "smtp":

@@ -73,6 +73,9 @@ class Listener:
     scenario: str | None = None
     chaos: Chaos | None = None
     apop: bool = False  # pop3 only: offer APOP (RFC 1939 section 7); the greeting carries a timestamp
+    # response-injection: how long the reply to the first command inside TLS is held back, so that
+    # a client that acted on the injected replies shows it by speaking first (acted-on-injection).
+    desync_hold: float = 0.5
     limits: ResolvedLimits = field(default_factory=lambda: resolve_limits("smtp", Limits(), Limits()))
 
 
@@ -87,6 +90,7 @@ class JournalConfig:
     max_sessions: int = 1000
     max_transcript_lines: int = 500
     enabled: bool = True  # off: no transcripts, no verdicts, no sessions kept (for raw load tests)
+    one_client: bool = False  # every session comes from one client: what lets `fallback` link sessions
 
 
 @dataclass(frozen=True)
@@ -309,6 +313,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>", base_dir: Pa
         max_sessions=journal_table.get("max_sessions", int, JournalConfig.max_sessions),
         max_transcript_lines=journal_table.get("max_transcript_lines", int, JournalConfig.max_transcript_lines),
         enabled=journal_table.get("enabled", bool, True),
+        one_client=journal_table.get("one_client", bool, False),
     )
     for key in ("max_sessions", "max_transcript_lines"):
         if getattr(journal, key) <= 0:
@@ -361,6 +366,9 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>", base_dir: Pa
         chaos = _chaos(source, reader.get("chaos", dict), f"{reader.where}.chaos") if scenario == "chaos" else None
         if scenario != "chaos" and "chaos" in reader.table:
             raise reader.fail("chaos", 'goes with scenario = "chaos"')
+        desync_hold = float(reader.get("desync_hold", (int, float), 0.5))
+        if not 0 <= desync_hold <= 10:
+            raise reader.fail("desync_hold", "must be between 0 and 10 seconds")
         limits = _limits(source, reader.get("limits", dict, {}), f"{reader.where}.limits")
         reader.finish()
         address = (listener_host or host, port)
@@ -382,6 +390,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>", base_dir: Pa
                 scenario=scenario,
                 chaos=chaos,
                 apop=apop,
+                desync_hold=desync_hold,
                 limits=resolve_limits(protocol, global_limits, limits),
             )
         )

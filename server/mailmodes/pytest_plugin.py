@@ -151,13 +151,10 @@ class MailmodesServer(MailmodesApi):
         return [record.to_json() for record in self.sessions(verdict, listener, **filters)]
 
     def settle(self, timeout: float = SETTLE_TIMEOUT) -> None:
-        """Wait (up to `timeout`) until every session open now has finished."""
-        journal = self.journal
-        still_open = sum(1 for record in journal.sessions(include_open=True) if record.ended is None)
-        if still_open:
-            finished = len(journal.sessions())
-            target = min(finished + still_open, self.threaded.config.journal.max_sessions)
-            journal.wait_for(target, timeout)
+        """Wait (up to `timeout`) until every session open now has finished. A connection is open
+        from the moment it is accepted, its TLS handshake included (an implicit-TLS client whose
+        handshake has failed on its side may not have been seen to fail yet)."""
+        self.journal.settle(timeout)
 
     def messages(self, user: str, mailbox: str = "INBOX") -> list[bytes]:
         """The raw messages in a user's mailbox, oldest first."""
@@ -214,7 +211,11 @@ def start_server(certs_base: Path, listeners: Iterable[dict[str, Any]] | None = 
     chosen = list(listeners) if listeners is not None else default_listeners(protocols, modes)
     for scenario in scenarios:
         chosen += scenario_listeners(scenario, protocols)
+    # A per-test server meets the one client under test: sessions can be tied to each other
+    # (`fallback`). A test that runs several clients against one server says journal={"one_client": False}.
+    journal = {"one_client": True, **config.pop("journal", {})}
     data: dict[str, Any] = {
+        "journal": journal,
         "hostname": hostname,
         "certs": {"dir": str(_certs_dir(certs_base, hostname))},
         "users": list(users if users is not None else DEFAULT_USERS),

@@ -145,3 +145,33 @@ def test_a_health_check_earns_no_verdict(tmp_path: Path) -> None:
     assert len(sessions) == len(listeners)
     assert {session.listener: [v.code for v in session.verdicts] for session in sessions} == {
         name: [] for name, _, _ in listeners}
+
+
+def test_health_checks_are_marked_and_never_push_a_client_session_out(tmp_path: Path) -> None:
+    """Issue 14, defect 8: a journal of 3 and a client session, then 3 health checks of 2 listeners
+    each: the client's session is still there, the checks' sessions are marked as a probe's."""
+    config = parse_config({
+        "hostname": "mail.example.test", "certs": {"dir": str(tmp_path / "certs")},
+        "journal": {"max_sessions": 3},
+        "listeners": [{"name": "smtp", "protocol": "smtp", "tls": "starttls-optional", "port": 0},
+                      {"name": "imaps", "protocol": "imap", "tls": "implicit", "port": 0}],
+    })
+    with ThreadedMailServer(config) as running:
+        with socket.create_connection(("127.0.0.1", running.port("smtp")), timeout=10) as sock:
+            reader = sock.makefile("rb")
+            reader.readline()
+            sock.sendall(b"EHLO client.example\r\nAUTH PLAIN AGFsaWNlAGFsaWNlLXBhc3N3b3Jk\r\nQUIT\r\n")
+            reader.read()
+        [client] = running.journal.wait_for(1)
+        text = f'hostname = "mail.example.test"\n[certs]\ndir = "{config.certs.dir}"\n' + "".join(
+            f'[[listeners]]\nname = "{name}"\nprotocol = "{protocol}"\nport = {running.port(name)}\ntls = "{tls}"\n'
+            for name, protocol, tls in (("smtp", "smtp", "starttls-optional"), ("imaps", "imap", "implicit")))
+        (tmp_path / "c.toml").write_text(text)
+        for _ in range(3):
+            assert check(tmp_path / "c.toml").returncode == 0
+        sessions = running.journal.wait_for(7)
+    assert client in sessions and not client.probe and "credentials-in-clear" in [v.code for v in client.verdicts]
+    probes = [s for s in sessions if s is not client]
+    assert len(probes) == 6 and all(s.probe for s in probes)
+    assert {s.sni for s in probes if s.listener == "imaps"} == {"probe.mailmodes.invalid"}
+    assert running.journal.sessions(verdict="credentials-in-clear") == [client]

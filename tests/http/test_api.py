@@ -159,7 +159,7 @@ def test_listeners_name_every_protocol_and_mode_for_the_dashboard(server: Thread
     ("/api/sessions?since=yesterday", 400, "since: 'yesterday' is neither an ISO 8601 time nor seconds since the epoch"),
     ("/api/sessions?open=maybe", 400, "open: 'maybe' is not one of true, false"),
     ("/api/sessions?colour=red", 400, ("unknown query parameter 'colour' (allowed: after_id, client, limit, listener, "
-                                       "mode, open, protocol, since, transcript, until, user, verdict)")),
+                                       "mode, open, probe, protocol, since, transcript, until, user, verdict)")),
     ("/api/messages/carol", 404, "no user 'carol'"),
     ("/api/messages/alice/Nope", 404, "user 'alice' has no mailbox 'Nope'"),
     ("/api/messages/alice/INBOX/7", 404, "mailbox 'INBOX' has no message with UID 7"),

@@ -162,3 +162,32 @@ def test_the_teaching_panel_runs_explain_on_a_click_and_colours_each_outcome(
 
     assert browser.exceptions == []
     assert not [line for line in browser.console if "Content Security Policy" in line], browser.console
+
+
+def test_the_verdict_legend_is_the_registry_and_a_rejected_certificate_is_green(
+        api_server: Callable[..., ThreadedMailServer], browser: Page, ca_file: Path) -> None:
+    from mailmodes.record.verdicts import REGISTRY
+
+    server = api_server({"name": "expired", "protocol": "smtp", "tls": "implicit", "scenario": "cert-expired"})
+    result = run_client(["openssl", "s_client", "-connect", f"{HOST}:{server.port('expired')}", "-CAfile",
+                         str(ca_file), "-verify_return_error", "-brief"])
+    assert result.returncode != 0 and "certificate has expired" in result.stdout + result.stderr
+    [record] = server.journal.wait_for(1)
+    assert [v.code for v in record.verdicts] == ["rejected-certificate"]
+    url = f"http://{HOST}:{server.http_port}/"
+    browser.open(url)
+    browser.wait_for("document.body.dataset.loaded === 'yes'")
+    legend = browser.evaluate("[...document.querySelectorAll('#verdict-legend .legend-entry')].map(e => e.dataset.code)")
+    assert legend == [kind.code for kind in REGISTRY]
+    options = browser.evaluate("[...document.querySelectorAll('#verdict-codes option')].map(o => o.value)")
+    assert options == legend
+    chip = "document.querySelector('#sessions tbody .verdict')"
+    browser.wait_for(f"{chip}?.textContent.includes('rejected-certificate')")
+    assert browser.evaluate(f"{chip}.className") == "verdict client-correct"
+    assert browser.evaluate(f"{chip}.textContent").startswith("\u2713")  # a tick, not a "!"
+    green = browser.evaluate("getComputedStyle(document.querySelector('.legend-tls')).backgroundColor")
+    assert browser.evaluate(f"getComputedStyle({chip}).backgroundColor") == green
+    browser.open(f"{url}#session={record.id}")
+    line = browser.wait_for("document.querySelector('#transcript .verdict-line')?.className")
+    assert line == "line verdict-line client-correct"
+    assert browser.exceptions == []

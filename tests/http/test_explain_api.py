@@ -1,5 +1,6 @@
-"""GET /api/explain: `mailmodes explain` against the server's own listeners, over real loopback
-connections, served as the table's JSON and kept for a while so the dashboard cannot hammer it."""
+"""POST /api/explain: `mailmodes explain` against the server's own listeners, over real loopback
+connections, served as the table's JSON and kept for a while so the dashboard cannot hammer it;
+GET /api/explain only reads the kept table. The probe's sessions are marked as a probe's."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 
 from mailmodes.app import ThreadedMailServer
 from mailmodes.web.server import EXPLAIN_CACHE_SECONDS
+from support import smtp_after_ehlo, verdict_codes
 
 HOST = "127.0.0.1"
 LISTENERS = (
@@ -39,10 +41,11 @@ EXPECTED = {
 }
 
 
-def get(server: ThreadedMailServer, path: str, status: int = 200) -> Any:
+def get(server: ThreadedMailServer, path: str, status: int = 200, method: str = "GET",
+        headers: dict[str, str] | None = None) -> Any:
     connection = http.client.HTTPConnection(HOST, server.http_port, timeout=30)
     try:
-        connection.request("GET", path)
+        connection.request(method, path, headers=headers or {})
         response = connection.getresponse()
         body = response.read()
     finally:
@@ -52,13 +55,17 @@ def get(server: ThreadedMailServer, path: str, status: int = 200) -> Any:
     return json.loads(body)
 
 
+def post(server: ThreadedMailServer, path: str, status: int = 200, headers: dict[str, str] | None = None) -> Any:
+    return get(server, path, status, "POST", headers)
+
+
 @pytest.fixture
 def server(api_server: Callable[..., ThreadedMailServer]) -> ThreadedMailServer:
     return api_server(*LISTENERS)
 
 
 def test_the_table_of_the_servers_own_listeners(server: ThreadedMailServer) -> None:
-    table = get(server, "/api/explain")
+    table = post(server, "/api/explain")
     assert table["cached"] is False and table["age"] == 0.0
     assert [s["setting"] for s in table["settings"]] == ["implicit", "starttls-required", "starttls-if-available",
                                                          "none"]
@@ -80,11 +87,12 @@ def test_the_table_of_the_servers_own_listeners(server: ThreadedMailServer) -> N
 
 
 def test_the_probes_own_sessions_are_in_the_journal_between_started_and_finished(server: ThreadedMailServer) -> None:
-    table = get(server, "/api/explain")
+    table = post(server, "/api/explain")
     server.journal.wait_for(CELLS_PER_PROBE)
     query = urlencode({"since": table["started"], "until": table["finished"], "transcript": "true"})
     sessions = get(server, f"/api/sessions?{query}")["sessions"]
     assert len(sessions) == CELLS_PER_PROBE
+    assert all(s["probe"] for s in sessions), [s["transcript"][:3] for s in sessions if not s["probe"]]
     assert {s["user"] for s in sessions} == {"alice", None}  # logged in as the first user, where it could
     # Its SMTP sessions (those that got as far as EHLO) name the probe.
     ehlo = [line["text"] for s in sessions for line in s["transcript"]
@@ -93,29 +101,29 @@ def test_the_probes_own_sessions_are_in_the_journal_between_started_and_finished
 
 
 def test_the_result_is_kept_and_refresh_probes_again(server: ThreadedMailServer) -> None:
-    first = get(server, "/api/explain")
+    first = post(server, "/api/explain")
     sessions = len(server.journal.wait_for(CELLS_PER_PROBE))
 
     started = time.monotonic()
-    kept = get(server, "/api/explain")
+    kept = post(server, "/api/explain")
     assert time.monotonic() - started < 0.5
     assert kept["cached"] is True and 0 < kept["age"] < EXPLAIN_CACHE_SECONDS
     assert {k: v for k, v in kept.items() if k not in ("cached", "age")} == \
         {k: v for k, v in first.items() if k not in ("cached", "age")}
-    assert get(server, "/api/explain?refresh=0")["started"] == first["started"]
+    assert post(server, "/api/explain?refresh=0")["started"] == first["started"]
     assert len(server.journal.sessions(include_open=True)) == sessions  # nothing connected
 
-    again = get(server, "/api/explain?refresh=1")
+    again = post(server, "/api/explain?refresh=1")
     assert again["cached"] is False and again["started"] > first["finished"]
     assert len(server.journal.wait_for(sessions + CELLS_PER_PROBE)) == sessions + CELLS_PER_PROBE
     assert get(server, "/api/explain")["started"] == again["started"]
 
-    get(server, "/api/explain?refresh=maybe", status=400)
+    post(server, "/api/explain?refresh=maybe", status=400)
 
 
 def test_requests_during_a_probe_share_it_and_the_api_keeps_answering(server: ThreadedMailServer) -> None:
     results: list[Any] = []
-    threads = [threading.Thread(target=lambda: results.append(get(server, "/api/explain?refresh=1")))
+    threads = [threading.Thread(target=lambda: results.append(post(server, "/api/explain?refresh=1")))
                for _ in range(3)]
     for thread in threads:
         thread.start()
@@ -131,3 +139,38 @@ def test_requests_during_a_probe_share_it_and_the_api_keeps_answering(server: Th
     assert sorted(result["cached"] for result in results) == [False, True, True]
     assert len(server.journal.wait_for(CELLS_PER_PROBE)) == CELLS_PER_PROBE
     assert len(server.journal.sessions(include_open=True)) == CELLS_PER_PROBE
+
+
+def test_a_get_never_starts_a_probe(server: ThreadedMailServer) -> None:
+    """An <img src=".../api/explain?refresh=1"> on any web page must not make the server probe."""
+    get(server, "/api/explain?refresh=1", status=404)
+    time.sleep(0.5)  # what would have connected by now, had a probe started
+    assert server.journal.sessions(include_open=True) == []
+    table = post(server, "/api/explain")
+    assert get(server, "/api/explain?refresh=1")["started"] == table["started"]  # the kept table, as it was
+
+
+def test_a_page_of_another_origin_cannot_start_a_probe(server: ThreadedMailServer) -> None:
+    """A plain form POST needs no CORS preflight: the Origin it carries is refused."""
+    post(server, "/api/explain", status=403, headers={"Origin": "http://evil.example"})
+    get(server, "/api/sessions", status=403, method="DELETE", headers={"Origin": "null"})
+    own = f"http://{HOST}:{server.http_port}"
+    assert post(server, "/api/explain", headers={"Origin": own})["cached"] is False
+
+
+def test_probe_sessions_are_kept_out_of_verdict_queries_and_of_the_eviction_of_client_sessions(
+        api_server: Callable[..., ThreadedMailServer]) -> None:
+    server = api_server(*LISTENERS, journal={"max_sessions": 5})
+    sock, reader = smtp_after_ehlo(server.port("submission"))  # a client that earns a verdict
+    with sock:
+        sock.sendall(b"AUTH LOGIN\r\nQUIT\r\n")
+        reader.read()
+    client = server.journal.wait_for(1)[0]
+    assert "credentials-in-clear" in verdict_codes(client)
+    post(server, "/api/explain")
+    probes = server.journal.wait_for(CELLS_PER_PROBE + 1)
+    assert client in probes  # 16 probe sessions did not push the client's one out of a journal of 5
+    assert [s["id"] for s in get(server, "/api/sessions?verdict=credentials-in-clear")["sessions"]] == [client.id]
+    assert [r.id for r in server.journal.sessions(verdict="credentials-in-clear")] == [client.id]
+    assert len(get(server, "/api/sessions?probe=true")["sessions"]) == CELLS_PER_PROBE
+    assert [s["id"] for s in get(server, "/api/sessions?probe=false")["sessions"]] == [client.id]

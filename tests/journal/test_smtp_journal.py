@@ -15,7 +15,8 @@ import pytest
 
 from mailmodes.app import ThreadedMailServer
 from mailmodes.config import parse_config
-from mailmodes.record.journal import PROBE_WINDOW, Journal, SessionRecord
+from mailmodes.record.journal import Journal, SessionRecord
+from mailmodes.record.verdicts import PORT_CHECK_WINDOW
 from support import one_session, run_client, smtp_after_ehlo, verdict_codes
 
 HOST = "127.0.0.1"
@@ -174,7 +175,7 @@ def test_sessions_command_prints_the_journal_readably(serve: Callable[..., Threa
 
 
 def test_fallback_after_a_failed_handshake(serve: Callable[..., ThreadedMailServer]) -> None:
-    server = serve(smtp("starttls-optional"))
+    server = serve(smtp("starttls-optional"), journal={"one_client": True})
     sock, reader = smtp_after_ehlo(server.port("smtp"))
     with sock:
         sock.sendall(b"STARTTLS\r\n")
@@ -208,12 +209,12 @@ def test_a_port_probe_on_an_implicit_port_earns_nothing(serve: Callable[..., Thr
 
 
 def test_a_client_that_waited_before_closing_is_no_probe() -> None:
-    """Closing after PROBE_WINDOW, without a byte, is what a client set for plaintext does when its
+    """Closing after PORT_CHECK_WINDOW, without a byte, is what a client set for plaintext does when its
     own greeting timeout runs out."""
     journal = Journal()
     listener = parse_config({"hostname": "h.test", "listeners": [
         {"name": "l", "protocol": "smtp", "port": 0, "tls": "implicit"}]}).listeners[0]
-    record = journal.open(listener, ("127.0.0.1", 1), started=time.time() - PROBE_WINDOW - 1)
+    record = journal.open(listener, ("127.0.0.1", 1), started=time.time() - PORT_CHECK_WINDOW - 1)
     record.tls_failure, record.closed_before_handshake = "no TLS handshake: the client closed the connection first", True
     journal.finish(record)
     assert "plaintext-on-tls-port" in verdict_codes(record)

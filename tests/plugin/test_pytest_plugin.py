@@ -164,3 +164,32 @@ def test_parallel(mailmodes_server, worker_id, n):
     ca_dirs = {record["worker"]: {Path(r["ca"]).parent for r in records if r["worker"] == record["worker"]}
                for record in records}
     assert all(len(dirs) == 1 for dirs in ca_dirs.values()) and ca_dirs["gw0"] != ca_dirs["gw1"]
+
+
+def test_sessions_waits_for_a_handshake_the_client_has_given_up_on(pytester: pytest.Pytester) -> None:
+    """Issue 14, defect 7: just after a verifying SMTP_SSL (or IMAP4_SSL) client rejected an expired
+    certificate, sessions() must already hold the rejection: the connection was open from the accept."""
+    pytester.makepyfile(test_inflight='''
+import imaplib
+import smtplib
+import ssl
+
+import pytest
+
+
+@pytest.mark.parametrize("attempt", range(5))
+def test_rejection_is_there_at_once(mailmodes_factory, attempt):
+    server = mailmodes_factory(listeners=[], scenarios=["cert-expired"], protocols=["smtp", "imap"])
+    with pytest.raises(ssl.SSLCertVerificationError, match="certificate has expired"):
+        smtplib.SMTP_SSL(server.host, server.port("smtp-implicit-cert-expired"), context=server.ssl_context,
+                         timeout=10)
+    [smtp] = server.sessions(verdict="rejected-certificate")
+    assert smtp.tls_alert == "certificate_expired"
+    with pytest.raises(ssl.SSLCertVerificationError):
+        imaplib.IMAP4_SSL(server.host, server.port("imap-implicit-cert-expired"), ssl_context=server.ssl_context,
+                          timeout=10)
+    assert [r.listener for r in server.sessions(verdict="rejected-certificate")] == [
+        "smtp-implicit-cert-expired", "imap-implicit-cert-expired"]
+''')
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=5)

@@ -455,8 +455,13 @@ def test_client_that_skips_capa_after_tls_is_warned(serve: ServeFixture, client_
         pop.pass_("alice-password")
         pop.quit()
     record = one_session(server)
-    assert verdict_codes(record) == {"used-stale-capability"}
-    assert record.verdicts[0].detail.startswith("warning: after TLS the client went straight to USER")
+    # Not asking again is a SHOULD missed, a note; using the canary would be the fault (issue 14, 5).
+    assert verdict_codes(record) == {"capabilities-not-refreshed"}
+    from mailmodes.record.verdicts import BY_CODE
+
+    assert BY_CODE["capabilities-not-refreshed"].severity == "note"
+    assert BY_CODE["used-stale-capability"].severity == "client-fault"
+    assert record.verdicts[0].detail.startswith("after TLS the client went straight to USER")
 
 
 # --- the deliberately vulnerable server (CVE-2011-0411) -------------------------------------------

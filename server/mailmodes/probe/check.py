@@ -18,14 +18,15 @@ from functools import partial
 from pathlib import Path
 
 from mailmodes.config import Config, Listener
-from mailmodes.probe.explain import ConnectionClosed, ProtocolError, Wire, connect_host
+from mailmodes.probe.explain import ConnectionClosed, ProtocolError, Wire, connect_host, probe_context
+from mailmodes.probe.marks import IMAP_TAG_PREFIX, mark_line
 from mailmodes.tls.policy import TlsMode
 
 EXIT_HEALTHY = 0
 EXIT_UNHEALTHY = 1
 # RFC 5321 section 4.2 (220), RFC 3501 section 7.1 (* OK), RFC 1939 section 4 (+OK).
 GREETINGS = {"smtp": "220", "imap": "* OK", "pop3": "+OK"}
-GOODBYES = {"smtp": "QUIT", "imap": "c1 LOGOUT", "pop3": "QUIT"}
+GOODBYES = {"smtp": "QUIT", "imap": f"{IMAP_TAG_PREFIX}1 LOGOUT", "pop3": "QUIT"}
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ def _client_context(listener: Listener, ca_file: Path) -> ssl.SSLContext:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
         return context
-    return ssl.create_default_context(cafile=str(ca_file))
+    return probe_context(str(ca_file))
 
 
 def check_listener(listener: Listener, host: str, port: int, ca_file: Path, timeout: float) -> ListenerHealth:
@@ -67,6 +68,8 @@ def check_listener(listener: Listener, host: str, port: int, ca_file: Path, time
         greeting = wire.read_line(timeout)
         if not greeting.startswith(GREETINGS[listener.protocol]):
             return health(False, f"unexpected greeting {greeting[:60]!r}")
+        if listener.protocol != "imap":  # IMAP's tags carry the mark (probe/marks.py)
+            _say_mark(wire, listener.protocol, timeout)
         # Say goodbye and read the answer, so the session ends as a well-behaved client's would.
         wire.send(GOODBYES[listener.protocol])
         wire.read_line(timeout)
@@ -80,6 +83,15 @@ def check_listener(listener: Listener, host: str, port: int, ca_file: Path, time
         return health(False, f"connection failed: {error or 'closed by the server'}")
     finally:
         wire.close()
+
+
+def _say_mark(wire: Wire, protocol: str, timeout: float) -> None:
+    """The probe's mark (probe/marks.py), so that the journal keeps this session apart from
+    clients'; its answer is read whole (an EHLO reply has several lines)."""
+    wire.send(mark_line(protocol))
+    line = wire.read_line(timeout)
+    while protocol == "smtp" and line[3:4] == "-":
+        line = wire.read_line(timeout)
 
 
 def check_http(host: str, port: int, timeout: float) -> ListenerHealth:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import abc
 import base64
 import enum
+import ipaddress
 import socket
 import ssl
 import threading
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from mailmodes.config import Config
+from mailmodes.probe.marks import IMAP_TAG_PREFIX, POP3_MARK, PROBE_NAME, mark_line
 
 MAX_LINE = 8192
 WILDCARDS = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}
@@ -159,12 +161,31 @@ class Wire:
         return line.rstrip(b"\r").decode("utf-8", "replace")
 
     def start_tls(self, context: ssl.SSLContext, server_hostname: str, timeout: float) -> None:
+        """TLS with SNI PROBE_NAME (probe/marks.py: the journal knows our probes by it). So the
+        context checks no host name (probe_context); where it verifies certificates, the name is
+        checked against `server_hostname` here. On a failed handshake the plaintext connection
+        stays usable, for the probe's mark."""
         # Bytes that arrived before the handshake are not part of the TLS session (RFC 3207
         # section 4.2 and RFC 2595 section 3.1 discard them on the server side; so do we).
         self.buffer = b""
         self.sock.settimeout(timeout)
-        self.sock = context.wrap_socket(self.sock, server_hostname=server_hostname)
+        spare = self.sock.dup()  # wrap_socket closes the socket it was given when the handshake fails
+        try:
+            self.sock = context.wrap_socket(self.sock, server_hostname=PROBE_NAME)
+        except BaseException:
+            self.sock = spare
+            raise
+        spare.close()
         self.tls_version = self.sock.version()
+        if context.verify_mode == ssl.CERT_REQUIRED:
+            check_name(self.sock.getpeercert() or {}, server_hostname)
+
+    def mark(self, protocol: str) -> None:
+        """Say the probe's mark line without waiting for an answer (the cell is decided already)."""
+        try:
+            self.sock.sendall(b"\r\n" + mark_line(protocol).encode() + b"\r\n")
+        except OSError:
+            pass
 
     def wait_for_close(self, timeout: float) -> None:
         """Read until the server closes (after QUIT/LOGOUT), so its session has really ended."""
@@ -180,6 +201,47 @@ class Wire:
             self.sock.close()
         except OSError:
             pass
+
+
+def probe_context(cafile: str | None) -> ssl.SSLContext:
+    """A verifying client context whose host-name check Wire.start_tls does itself (the SNI it
+    sends is the probe's name, not the host's)."""
+    context = ssl.create_default_context(cafile=cafile)
+    context.check_hostname = False
+    return context
+
+
+def check_name(certificate: dict[str, Any], host: str) -> None:
+    """RFC 6125 / RFC 7817: `host` is one of the certificate's subjectAltName entries (an IP
+    address entry for an address; a DNS name, or a wildcard for one label); else the error
+    OpenSSL's own check raises, in its words."""
+    names = certificate.get("subjectAltName", ())
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        wanted = host.lower().rstrip(".")
+        found = any(kind == "DNS" and _dns_matches(str(value).lower(), wanted) for kind, value in names)
+    else:
+        found = any(kind == "IP Address" and _same_address(str(value), address) for kind, value in names)
+    if not found:
+        message = f"Hostname mismatch, certificate is not valid for '{host}'."
+        error = ssl.SSLCertVerificationError(1, f"[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: {message}")
+        error.verify_message, error.verify_code = message, 62
+        raise error
+
+
+def _dns_matches(pattern: str, name: str) -> bool:
+    if pattern.startswith("*."):
+        label, _, rest = name.partition(".")
+        return bool(label) and rest == pattern[2:]
+    return pattern == name
+
+
+def _same_address(text: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    try:
+        return ipaddress.ip_address(text.strip()) == address
+    except ValueError:
+        return False
 
 
 class ProtocolError(Exception):
@@ -243,7 +305,7 @@ class SmtpDriver(Driver):
         return self._reply(wire, timeout)[0]
 
     def capabilities(self, wire: Wire, timeout: float) -> set[str]:
-        wire.send("EHLO probe.mailmodes.invalid")
+        wire.send(f"EHLO {PROBE_NAME}")
         lines = self._reply(wire, timeout)
         return {line[4:].strip().upper() for line in lines[1:]} if lines[0].startswith("250") else set()
 
@@ -281,7 +343,7 @@ class ImapDriver(Driver):
     name = "imap"
 
     def __init__(self) -> None:
-        self.tags = iter(f"p{n}" for n in range(1, 1000))
+        self.tags = iter(f"{IMAP_TAG_PREFIX}{n}" for n in range(1, 1000))
         self.greeting_capabilities: set[str] | None = None
 
     def _command(self, wire: Wire, command: str, timeout: float) -> tuple[list[str], str]:
@@ -332,6 +394,11 @@ class Pop3Driver(Driver):
         line = wire.read_line(timeout)
         if not line.startswith(("+OK", "-ERR")):
             raise ProtocolError(f"not a POP3 greeting: {line[:80]!r}")
+        if line.startswith("+OK"):
+            # POP3 has no argument to carry a mark: the probe's first command is its mark, which
+            # the server refuses as it refuses any unknown command.
+            wire.send(POP3_MARK)
+            wire.read_line(timeout)
         return line
 
     def capabilities(self, wire: Wire, timeout: float) -> set[str]:
@@ -425,7 +492,7 @@ class _Cell:
 
     def _context(self) -> ssl.SSLContext:
         ca = self.options.ca_file
-        return ssl.create_default_context(cafile=str(ca) if ca else None)
+        return probe_context(str(ca) if ca else None)
 
     def _handshake(self, wire: Wire) -> Cell | None:
         """TLS on a connection; a Cell when it failed, in the words for a failed handshake."""
@@ -434,6 +501,7 @@ class _Cell:
         except ssl.SSLError as error:
             reason = _ssl_reason(error)
             if "wrong version number" in reason:
+                wire.mark(self.target.protocol)
                 # The port answered with its plaintext greeting, which TLS reads as a bad record.
                 return self.result(Outcome.TLS_ERROR,
                                    "TLS error: wrong version number (the port speaks plaintext first)",
@@ -445,6 +513,16 @@ class _Cell:
                                f"{self.options.timeout:g}s", "no ServerHello came back")
         return None
 
+    def _mark_tls_first(self, wire: Wire) -> None:
+        """The cell is decided (a plaintext client hangs here): now say who we were, with the one
+        thing a TLS-first port reads, a handshake carrying the probe's SNI name."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        try:
+            wire.start_tls(context, self.target.host, min(self.options.timeout, 1.0))
+        except (OSError, ssl.SSLError):
+            pass
+
     def _session(self, wire: Wire) -> Cell:
         options, driver = self.options, self.driver
         if self.setting is ClientSetting.IMPLICIT and (failed := self._handshake(wire)):
@@ -455,6 +533,7 @@ class _Cell:
             if wire.tls_version:
                 return self.result(Outcome.HANGS, f"hangs waiting for a greeting — timed out after "
                                    f"{options.greeting_timeout:g}s", "TLS is up but the server says nothing")
+            self._mark_tls_first(wire)
             return self.result(Outcome.HANGS, f"hangs waiting for a greeting (the port speaks TLS first) — "
                                f"timed out after {options.greeting_timeout:g}s",
                                "the server waits for a TLS ClientHello, the client for a greeting")

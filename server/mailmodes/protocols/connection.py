@@ -165,6 +165,7 @@ class _ClientConnection:
                     elif await self.send(session.feed(data)):
                         return
                 elif not done:
+                    self.recorder.record.idle_timeout = True
                     if self.no_tls is None:  # a client waiting for a TLS handshake gets no plaintext goodbye
                         await self.send(session.timed_out())
                     return

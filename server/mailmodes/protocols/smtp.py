@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import ssl
-import time
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -120,13 +119,15 @@ class ImplicitTls(asyncio.Protocol):
         self.pending = pending  # the listener's handshakes in progress (SmtpListener.abort_connections)
         self.task: asyncio.Task[None] | None = None
         self.transport: asyncio.Transport | None = None
-        self.connected_at = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
-        self.transport, self.connected_at = transport, time.time()
+        self.transport = transport
         transport.pause_reading()  # start_tls resumes it once the TLS layer is in place
         self.pending.add(self)
+        # The record is open from the accept, as IMAP's and POP3's are: a reader waiting for open
+        # sessions (the pytest plugin) waits for this handshake too.
+        self.inner.open_record(transport)
         self.task = asyncio.get_running_loop().create_task(self._handshake(transport))
 
     async def _handshake(self, transport: asyncio.Transport) -> None:
@@ -140,7 +141,7 @@ class ImplicitTls(asyncio.Protocol):
             if tls_transport is None:  # how Python 3.12+ reports the connection gone mid-handshake
                 raise ConnectionAbortedError("the connection closed during the TLS handshake")
         except (ssl.SSLError, ConnectionError, TimeoutError, OSError) as error:
-            self.inner.handshake_failed(transport, error, watch.ssl_object, self.connected_at)
+            self.inner.handshake_failed(error, watch.ssl_object)
             transport.close()
             return
         finally:

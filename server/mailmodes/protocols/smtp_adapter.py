@@ -95,6 +95,8 @@ class MailmodesSMTP(SMTP):
         self.keep_pipelined = False
         self.injected = ""
         self.silent = False  # starttls-silence: not even a goodbye at the idle timeout
+        self.hold_next_reply = 0.0  # response-injection, inside TLS: see push
+        self.holding = False
         self.resuming_data = False  # aiosmtpd's DATA takes over after our 354 (smtp_DATA)
         self.misbehaviour = misbehaviour
         self.tls = tls
@@ -120,17 +122,25 @@ class MailmodesSMTP(SMTP):
     def _create_session(self) -> Session:
         return _Session(self.loop)
 
+    def open_record(self, transport: asyncio.BaseTransport) -> None:
+        if self.recorder is None:
+            record = self.journal.open(self.listener, transport.get_extra_info("peername") or ())
+            self.recorder = recorder_for(self.journal, record)
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None
         if first and len(self.connections) >= self.listener.limits.max_connections:
             cast(asyncio.Transport, transport).write(b"421 4.7.0 Too many connections, try again later\r\n")
             transport.close()
+            if self.recorder is not None:
+                self.journal.finish(self.recorder.record)  # opened by ImplicitTls at the accept
             return
         if first:
-            record = self.journal.open(self.listener, transport.get_extra_info("peername") or ())
-            self.recorder = recorder_for(self.journal, record)
+            self.open_record(transport)
             self.connections.add(self)
         self.security = self.tls.security(encrypted=is_encrypted(transport))
+        if not first and self.security.encrypted:
+            self.hold_next_reply = self.misbehaviour.desync_hold
         if self.security.encrypted and not self.tls.pretend_encrypted and self.recorder is not None:
             self.recorder.tls_started(transport.get_extra_info("ssl_object"), via_starttls=not first)
         pipelined = bytes(self._reader._buffer) if not first else b""  # type: ignore[attr-defined]
@@ -138,13 +148,12 @@ class MailmodesSMTP(SMTP):
         if pipelined and self.keep_pipelined:
             self._reader._buffer.extend(pipelined)  # type: ignore[attr-defined]  # ... unless vulnerable
 
-    def handshake_failed(self, transport: asyncio.BaseTransport, error: BaseException,
-                         ssl_object: ssl.SSLObject | None, connected_at: float) -> None:
-        """The implicit-TLS handshake (ImplicitTls) failed: record it; aiosmtpd never saw this client."""
-        peer = transport.get_extra_info("peername") or ()
-        recorder = recorder_for(self.journal, self.journal.open(self.listener, peer, started=connected_at))
-        recorder.tls_failed(error, ssl_object)
-        self.journal.finish(recorder.record)
+    def handshake_failed(self, error: BaseException, ssl_object: ssl.SSLObject | None) -> None:
+        """The implicit-TLS handshake (ImplicitTls, which opened the record) failed: record it;
+        aiosmtpd never saw this client."""
+        assert self.recorder is not None
+        self.recorder.tls_failed(error, ssl_object)
+        self.journal.finish(self.recorder.record)
 
     def connection_lost(self, error: Exception | None) -> None:
         if self not in self.connections:
@@ -156,6 +165,10 @@ class MailmodesSMTP(SMTP):
 
     def data_received(self, data: bytes) -> None:
         if self.recorder is not None:
+            if self.holding and self.recorder.record.answered_early is None:
+                # A command before the answer to the previous one was written: the client took the
+                # injected lines for that answer (issue 14: a desync the server can prove).
+                self.recorder.record.answered_early = data.split(b" ", 1)[0].strip().decode("ascii", "replace").upper()
             self.recorder.client(data)
         super().data_received(data)
 
@@ -286,6 +299,8 @@ class MailmodesSMTP(SMTP):
             return  # aiosmtpd's DATA repeating the 354 smtp_DATA already sent
         if self.misbehaviour.delay:
             await asyncio.sleep(self.misbehaviour.delay)
+        if self.hold_next_reply:
+            await self._hold(self.hold_next_reply)
         if not self.greeted:
             self.greeted = True
             await self._greet(str(status))
@@ -305,6 +320,15 @@ class MailmodesSMTP(SMTP):
                     return
         await self._push_recorded(status)
 
+    async def _hold(self, seconds: float) -> None:
+        """Hold back the reply to the client's first command inside TLS (response-injection): a
+        client that sends its next command meanwhile answered injected lines (data_received)."""
+        self.hold_next_reply, self.holding = 0.0, True
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            self.holding = False
+
     async def _greet(self, default: str) -> None:
         step = self.misbehaviour.greeting(default, self.hostname)
         if step.line is not None:
@@ -322,6 +346,8 @@ class MailmodesSMTP(SMTP):
         return super().push(status)  # type: ignore[type-var]  # aiosmtpd's push takes str or bytes
 
     def _timeout_cb(self) -> None:
+        if self.recorder is not None:
+            self.recorder.record.idle_timeout = True
         # RFC 5321 4.5.3.2: say why before closing an idle connection.
         if self.transport is not None and not self.transport.is_closing() and not self.silent:
             goodbye = b"421 4.4.2 Idle timeout, closing connection\r\n"

@@ -8,30 +8,27 @@ line to a file when configured).
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import json
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from mailmodes.config import Listener
+from mailmodes.probe.marks import is_probe_session
+from mailmodes.record.verdicts import History, evaluate
 from mailmodes.scenarios.catalogue import SCENARIOS
-from mailmodes.scenarios.misbehaviour import CANARY_INJECTED, CANARY_PRETLS
-from mailmodes.tls.policy import TlsMode
 
-# A plaintext session this soon after a failed TLS attempt from the same host is a fallback.
-# Same client host, same protocol: loopback test suites run many unrelated clients from one
-# address, so the window is short.
-FALLBACK_WINDOW = 10.0
-# A client that closes a TLS-first connection this soon without sending a byte is a port probe (a
-# Kubernetes tcpSocket check, `nc -z`), not a client set up for plaintext that waited for a greeting.
-PROBE_WINDOW = 1.0
-WEAK_CIPHER_MARKERS = ("NULL", "RC4", "DES", "EXPORT", "anon", "MD5")
+# Probe sessions (our own `check`, `explain`, the dashboard's Run) are kept apart, this many at
+# most, so that a health check every 30 s never pushes a client's session out of the journal.
+MAX_PROBE_SESSIONS = 200
+
 
 
 @dataclass(slots=True)
@@ -80,6 +77,15 @@ class SessionRecord:
     pipelined_bytes: int = 0
     first_client_bytes: bytes = b""
     closed_before_handshake: bool = False  # the client hung up on a handshake it never began
+    # How far a handshake got: "client-hello" (seen), "server-flight" (sent), "alert", "finished";
+    # None when unknown. To be filled in by the transcript's handshake facts (not wired yet).
+    handshake_progress: str | None = None
+    idle_timeout: bool = False  # the server closed the connection because the client went quiet
+    answered_early: str | None = None  # the command a client sent before its first reply inside TLS was written
+    # The client scope the session belongs to ("server": every session of a one-client server);
+    # None: nothing ties it to any other session, so no cross-session verdict (fallback) is claimed.
+    scope: str | None = None
+    probe: bool = False  # one of our own probes, marked in-band (probe/marks.py)
     # (at, sender, tls, text) as plain tuples: CPython stops tracking tuples of strings and numbers
     # in its cyclic GC, so a full journal costs later collections nothing (TranscriptLine objects
     # would be scanned at every full collection, slowing the whole server as the journal fills).
@@ -116,6 +122,8 @@ class SessionRecord:
             "starttls_attempted": self.starttls_attempted,
             "tls_alert": self.tls_alert,
             "user": self.user,
+            "probe": self.probe,
+            "scope": self.scope,
             "verdicts": [verdict.code for verdict in self.verdicts],
             "verdict_details": [asdict(verdict) for verdict in self.verdicts],
             "transcript": [{"at": round(at, 3), "sender": sender, "tls": tls, "text": text}
@@ -129,20 +137,23 @@ def _iso(timestamp: float) -> str:
 
 
 class Journal:
-    """The last `max_sessions` finished sessions, plus the ones still open. Thread-safe for readers."""
+    """The last `max_sessions` finished client sessions, the last probe sessions, and the ones still
+    open. Thread-safe for readers. `one_client`: every session is from one client (a per-test
+    server), which is what lets `fallback` tie one session to another."""
 
     def __init__(self, max_sessions: int = 1000, max_transcript_lines: int = 500, path: Path | None = None,
-                 *, enabled: bool = True) -> None:
+                 *, enabled: bool = True, one_client: bool = False) -> None:
         self.enabled = enabled
         self.max_transcript_lines = max_transcript_lines
         self.path = path
+        self.one_client = one_client
         self._finished: deque[SessionRecord] = deque(maxlen=max_sessions)
+        self._probes: deque[SessionRecord] = deque(maxlen=MAX_PROBE_SESSIONS)
         self._open: dict[int, SessionRecord] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._finished_changed = threading.Condition(self._lock)
-        # (host, protocol) -> time of the last failed TLS attempt, for the fallback verdict
-        self._tls_failures: dict[tuple[str, str], float] = {}
+        self._history = History()
         # Told of each finished session, with its verdicts (`serve -v` prints a line); on the server's loop.
         self.finished_hooks: list[Callable[[SessionRecord], None]] = []
 
@@ -159,6 +170,7 @@ class Journal:
             client_host=host,
             started=started or time.time(),
             bad_certificate=listener.scenario in SCENARIOS and SCENARIOS[listener.scenario].bad_certificate,
+            scope="server" if self.one_client else None,
         )
         if self.enabled:
             with self._lock:
@@ -169,11 +181,15 @@ class Journal:
         if record.ended is not None or not self.enabled:
             return
         record.ended = time.time()
-        record.verdicts = list(self._verdicts(record))
+        record.probe = is_probe_session(record.protocol, record.sni, record.lines)
+        if not record.probe:  # our own probe is judged by the explain table, not by verdicts
+            with self._lock:  # the history is shared with other threads (clear)
+                record.verdicts = [Verdict(code, detail) for code, detail in evaluate(record, self._history)]
+                self._history.note(record)
         line = json.dumps(record.to_json()) + "\n" if self.path is not None else ""
         with self._lock:
             self._open.pop(record.id, None)
-            self._finished.append(record)
+            (self._probes if record.probe else self._finished).append(record)
             if self.path is not None:
                 # Under the lock, so a reader woken below finds the line already written.
                 with self.path.open("a", encoding="utf-8") as file:
@@ -183,142 +199,45 @@ class Journal:
             hook(record)
 
     def sessions(
-        self, *, verdict: str | None = None, listener: str | None = None, include_open: bool = False
+        self, *, verdict: str | None = None, listener: str | None = None, include_open: bool = False,
+        probes: bool | None = None,
     ) -> list[SessionRecord]:
+        """Finished sessions in the order they ended (and the open ones after them). `probes`: True
+        only our probes', False none of them; None (the default) both, except that a verdict query
+        never matches a probe: a probe's verdicts describe the probe's client setting, not a client."""
         with self._lock:
-            records = list(self._finished) + (list(self._open.values()) if include_open else [])
-        return self._match(records, verdict=verdict, listener=listener)
+            records = self._all_finished() + (list(self._open.values()) if include_open else [])
+        return self._match(records, verdict=verdict, listener=listener, probes=probes)
+
+    def _all_finished(self) -> list[SessionRecord]:
+        return list(heapq.merge(self._finished, self._probes, key=lambda record: record.ended or 0.0))
 
     @staticmethod
-    def _match(records: list[SessionRecord], verdict: str | None = None,
-               listener: str | None = None) -> list[SessionRecord]:
+    def _match(records: list[SessionRecord], verdict: str | None = None, listener: str | None = None,
+               probes: bool | None = None) -> list[SessionRecord]:
+        if probes is None and verdict is not None:
+            probes = False
         return [
             r for r in records
             if (verdict is None or r.has(verdict)) and (listener is None or r.listener == listener)
+            and (probes is None or r.probe == probes)
         ]
 
     def wait_for(self, count: int = 1, timeout: float = 10.0, **filters: Any) -> list[SessionRecord]:
         """Block (another thread than the server's) until `count` finished sessions match."""
         with self._finished_changed:
-            self._finished_changed.wait_for(lambda: len(self._match(list(self._finished), **filters)) >= count,
+            self._finished_changed.wait_for(lambda: len(self._match(self._all_finished(), **filters)) >= count,
                                             timeout)
-            return self._match(list(self._finished), **filters)
+            return self._match(self._all_finished(), **filters)
+
+    def settle(self, timeout: float) -> None:
+        """Block until every session open now has finished (or `timeout` passed)."""
+        with self._finished_changed:
+            waiting = set(self._open)
+            self._finished_changed.wait_for(lambda: not waiting & set(self._open), timeout)
 
     def clear(self) -> None:
         with self._lock:
             self._finished.clear()
-            self._tls_failures.clear()
-
-    def _verdicts(self, record: SessionRecord) -> Iterable[Verdict]:
-        mode = TlsMode(record.tls_mode)
-        in_clear = [(secret, command) for encrypted, secret, command in record.credentials if not encrypted]
-        if in_clear:
-            sent = [command for secret, command in in_clear if secret]
-            yield Verdict("credentials-in-clear",
-                          f"{sent[0]}: the secret itself was sent unencrypted" if sent
-                          else f"{in_clear[0][1]} attempted unencrypted (no secret sent)")
-        if record.mail_commands_in_clear and mode.uses_starttls:
-            yield Verdict("mail-in-clear", "before TLS although STARTTLS was on offer: "
-                          + ", ".join(dict.fromkeys(record.mail_commands_in_clear)))
-        if record.pipelined_bytes:
-            fate = ("EXECUTED inside TLS by this deliberately vulnerable server"
-                    if record.scenario == "command-injection-vulnerable" else "discarded")
-            yield Verdict("pipelined-after-starttls",
-                          f"{record.pipelined_bytes} plaintext bytes followed the STARTTLS command "
-                          f"before the handshake ({fate})")
-        probe = _is_probe(record)
-        if (record.tls_alert or record.tls_failure) and not probe:
-            self._tls_failures[(record.client_host, record.protocol)] = record.ended or time.time()
-            if record.tls_alert:
-                yield Verdict("rejected-certificate" if _is_certificate_alert(record.tls_alert) else "tls-failed",
-                              f"the client aborted the handshake with alert {record.tls_alert}")
-        if record.encrypted and record.bad_certificate and _acted_after_tls(record):
-            yield Verdict("accepted-bad-certificate",
-                          f"the client went on after the handshake although the certificate was bad "
-                          f"({record.scenario})")
-        if record.encrypted and (record.tls_version in ("TLSv1", "TLSv1.1", "SSLv3")
-                                 or any(m in (record.cipher or "") for m in WEAK_CIPHER_MARKERS)):
-            yield Verdict("weak-tls", f"negotiated {record.tls_version} with {record.cipher}")
-        first = record.first_client_bytes
-        if mode is TlsMode.IMPLICIT and not record.encrypted and record.tls_alert is None:
-            if first and first[:1] != b"\x16":
-                yield Verdict("plaintext-on-tls-port",
-                              f"the client sent {first[:20]!r} instead of a TLS ClientHello: this port speaks "
-                              "TLS from the first byte (implicit TLS, 'SSL/TLS'); the client is set up for "
-                              "STARTTLS or no encryption")
-            elif not first and not probe:
-                yield Verdict("plaintext-on-tls-port",
-                              "the client sent nothing and waited: it expected a plaintext greeting, but this "
-                              "port speaks TLS from the first byte (implicit TLS, 'SSL/TLS'); set the client "
-                              "to SSL/TLS, or use the STARTTLS port")
-        if mode is not TlsMode.IMPLICIT and first[:2] == b"\x16\x03":
-            yield Verdict("tls-on-plaintext-port",
-                          "the client opened with a TLS ClientHello, but this port starts in plaintext "
-                          "(STARTTLS or no encryption); the client is set up for implicit TLS ('SSL/TLS'): "
-                          "set it to STARTTLS, or use the implicit-TLS port")
-        if (mode.uses_starttls and not record.starttls_attempted and _acted_in_clear(record)
-                and record.scenario is None):
-            yield Verdict("no-upgrade", "STARTTLS was on offer and would have worked; the client never used it")
-        if (not record.encrypted and _acted_in_clear(record) and not record.starttls_attempted
-                and record.tls_alert is None and record.tls_failure is None):
-            failed_at = self._tls_failures.get((record.client_host, record.protocol))
-            if failed_at is not None and record.started - failed_at < FALLBACK_WINDOW:
-                yield Verdict("fallback", "a failed TLS attempt from this client was followed by this plaintext "
-                              "session")
-        yield from _scenario_verdicts(record)
-
-
-GOODBYE_COMMANDS = {"QUIT", "LOGOUT"}
-
-
-def _is_probe(record: SessionRecord) -> bool:
-    return record.closed_before_handshake and (record.ended or time.time()) - record.started < PROBE_WINDOW
-
-
-def _acted_in_clear(record: SessionRecord) -> bool:
-    """The client sent something before TLS other than its goodbye. A client that reads the
-    greeting and says QUIT (a health check such as `mailmodes check`, a port probe) has done
-    nothing that TLS should have protected, so it earns neither no-upgrade nor fallback."""
-    return any(verb not in GOODBYE_COMMANDS for verb in record.verbs_before_tls)
-
-
-def _acted_after_tls(record: SessionRecord) -> bool:
-    """Likewise after the handshake: only going on past a goodbye accepts a bad certificate."""
-    return record.commands_after_tls > 1 or (
-        record.commands_after_tls == 1 and record.first_command_after_tls not in GOODBYE_COMMANDS)
-
-
-CAPABILITY_COMMANDS = {"EHLO", "HELO", "CAPABILITY", "CAPA"}
-AUTH_COMMANDS = {"AUTH", "AUTHENTICATE", "LOGIN", "USER", "APOP"}
-
-
-def _scenario_verdicts(record: SessionRecord) -> Iterable[Verdict]:
-    """Verdicts that only the STARTTLS / protocol scenarios (KNOWN-BAD.md section 2) can earn."""
-    injected = [encrypted for canary, encrypted in record.canaries if canary == CANARY_INJECTED]
-    first_after = record.first_command_after_tls
-    if injected:
-        yield Verdict("acted-on-injection", f"the client used the injected canary {CANARY_INJECTED}")
-    elif (record.scenario == "response-injection" and record.protocol == "smtp" and first_after is not None
-          and first_after not in CAPABILITY_COMMANDS | {"QUIT"}):
-        yield Verdict("acted-on-injection", f"after TLS the client sent {first_after} without a new EHLO: it took "
-                      "the EHLO reply injected behind the STARTTLS success line")
-    if any(canary == CANARY_PRETLS and encrypted for canary, encrypted in record.canaries):
-        yield Verdict("used-stale-capability", f"the client used {CANARY_PRETLS}, offered only before TLS")
-    elif (record.scenario == "stale-capability" and first_after is not None
-          and first_after in AUTH_COMMANDS):
-        yield Verdict("used-stale-capability", f"warning: after TLS the client went straight to {first_after} "
-                      "without asking for the capabilities again")
-    if record.used_injected_state:
-        yield Verdict("used-injected-state", "the client acted on state injected before TLS: "
-                      + "; ".join(record.used_injected_state[:3]))
-    if record.scenario == "imap-preauth" and set(record.verbs_before_tls) - {"CAPABILITY", "LOGOUT"}:
-        yield Verdict("used-preauth", "the client went on after a plaintext PREAUTH greeting instead of closing "
-                      "(RFC 9051 7.1.4)")
-
-
-CERTIFICATE_ALERTS = ("certificate", "unknown ca", "unknown_ca", "bad certificate", "decrypt error",
-                      "access denied", "handshake failure")
-
-
-def _is_certificate_alert(alert: str) -> bool:
-    return any(marker in alert.lower().replace("_", " ") for marker in CERTIFICATE_ALERTS)
+            self._probes.clear()
+            self._history.clear()

@@ -151,8 +151,11 @@ _CAPABILITY_ERRORS = {
 class Misbehaviour:
     """The hooks a session asks; each returns None (or its input unchanged) for known-good."""
 
-    def __init__(self, scenario: str | None, protocol: str, chaos: Chaos | None = None) -> None:
+    def __init__(self, scenario: str | None, protocol: str, chaos: Chaos | None = None, *,
+                 desync_hold: float = 0.0) -> None:
         self.scenario = scenario if scenario in PROTOCOL_SCENARIOS else None
+        # response-injection: hold back the reply to the first command inside TLS this long (SMTP).
+        self.desync_hold = desync_hold if self.scenario == "response-injection" else 0.0
         self.protocol = protocol
         self.chaos = chaos if self.scenario == "chaos" else None
         # The hot paths check these attributes once per command / per write.

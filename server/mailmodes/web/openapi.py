@@ -10,6 +10,7 @@ from typing import Any
 
 from mailmodes.probe.explain import ClientSetting, Outcome
 from mailmodes.protocols import PROTOCOLS
+from mailmodes.record.verdicts import CODES, SEVERITIES
 from mailmodes.tls.policy import TlsMode
 
 JSON = "application/json"
@@ -50,7 +51,10 @@ def _session_filters() -> list[dict[str, Any]]:
         _query("protocol", "only sessions of this protocol", enum=list(PROTOCOLS)),
         _query("mode", "TLS mode of the listener", enum=TLS_MODES),
         _query("user", "only sessions that authenticated as this user"),
-        _query("verdict", "only sessions with this verdict code, e.g. credentials-in-clear"),
+        _query("verdict", "only sessions with this verdict code (GET /api/verdicts explains each); never "
+                          "a probe's session unless probe=true", enum=list(CODES)),
+        _query("probe", "true: only the sessions of our own probes (check, explain, the dashboard's Run); "
+                        "false: none of them; default: both", "boolean"),
         _query("client", "only sessions from this client address (host, or host:port)"),
         _query("since", "started at or after: ISO 8601 (UTC unless an offset is given) or epoch seconds"),
         _query("until", "started before: ISO 8601 or epoch seconds"),
@@ -124,9 +128,12 @@ def _schemas() -> dict[str, Any]:
             "tls_version": string_or_null, "cipher": string_or_null, "sni": string_or_null,
             "starttls": {"type": "boolean"}, "starttls_attempted": {"type": "boolean"}, "tls_alert": string_or_null,
             "user": string_or_null,
-            "verdicts": {"type": "array", "items": {"type": "string"}},
+            "probe": {"type": "boolean", "description": "a session of our own probes, marked in-band (README)"},
+            "scope": {"type": ["string", "null"],
+                      "description": "the client scope (\"server\": a one-client server); null: none"},
+            "verdicts": {"type": "array", "items": {"type": "string", "enum": list(CODES)}},
             "verdict_details": {"type": "array", "items": {"type": "object", "properties": {
-                "code": {"type": "string"}, "detail": {"type": "string"}}}},
+                "code": {"type": "string", "enum": list(CODES)}, "detail": {"type": "string"}}}},
             "transcript": {"type": "array", "items": transcript_line},
             "transcript_lines": {"type": "integer", "description": "instead of transcript when transcript=false"},
             "transcript_truncated": {"type": "integer"},
@@ -180,7 +187,19 @@ def _schemas() -> dict[str, Any]:
             "cache_seconds": {"type": "number"},
         },
     }
+    verdict = {
+        "type": "object",
+        "description": "one entry of the verdict registry",
+        "properties": {
+            "code": {"type": "string", "enum": list(CODES)},
+            "title": {"type": "string"},
+            "severity": {"type": "string", "enum": list(SEVERITIES),
+                         "description": "client-fault: the client did wrong; client-correct: it did right; note"},
+            "explanation": {"type": "string", "description": "when the server reaches it"},
+        },
+    }
     return {
+        "Verdict": verdict,
         "Error": {"type": "object", "required": ["error", "status"],
                   "properties": {"error": {"type": "string"}, "status": {"type": "integer"}}},
         "Listener": listener,
@@ -228,18 +247,31 @@ def _paths() -> dict[str, Any]:
                 "tls_modes": {"type": "array", "items": {"type": "string"}, "const": TLS_MODES,
                               "description": "every TLS mode, in order: the matrix's columns"}}},
                 "every configured listener in config order, and the names the matrix is laid out by")}}},
-        "/api/explain": {"get": {
-            "summary": "what each client setting meets on each port: `mailmodes explain` against this server",
-            "description": "Connects to every running listener once per client setting (implicit TLS, STARTTLS "
-                           "required, STARTTLS if available, no TLS) over loopback, trusting this server's CA, "
-                           "and logs in as the first configured user where it can. Takes about 1.5 s; the result "
-                           "is kept for cache_seconds (30). The probe's sessions are recorded in the journal "
-                           "like any client's.",
-            "operationId": "explain",
-            "parameters": [_query("refresh", "true: probe again even if a result under 30 s old is kept",
-                                  "boolean")],
-            "responses": {"200": _json(_ref("ExplainTable"), "the table"),
-                          "400": _error("a bad refresh value")}}},
+        "/api/explain": {
+            "get": {"summary": "the table of the last probe run (a GET never starts one)", "operationId": "explained",
+                    "responses": {"200": _json(_ref("ExplainTable"), "the kept table (cached: true)"),
+                                  "404": _error("no probe has run yet")}},
+            "post": {
+                "summary": "what each client setting meets on each port: `mailmodes explain` against this server",
+                "description": "Connects to every running listener once per client setting (implicit TLS, STARTTLS "
+                               "required, STARTTLS if available, no TLS) over loopback, trusting this server's CA, "
+                               "and logs in as the first configured user where it can. Takes about 1.5 s; the "
+                               "result is kept for cache_seconds (30). The probe's sessions are in the journal, "
+                               "marked as a probe's (probe: true) and kept out of verdict queries. Refused (403) "
+                               "when the request carries the Origin of another page.",
+                "operationId": "explain",
+                "parameters": [_query("refresh", "true: probe again even if a result under 30 s old is kept",
+                                      "boolean")],
+                "responses": {"200": _json(_ref("ExplainTable"), "the table"),
+                              "400": _error("a bad refresh value"),
+                              "403": _error("sent from a page of another origin")}}},
+        "/api/verdicts": {"get": {
+            "summary": "the verdict registry: every code with its title, severity and explanation",
+            "operationId": "verdicts",
+            "responses": {"200": _json({"type": "object", "properties": {
+                "severities": {"type": "array", "items": {"type": "string"}, "const": list(SEVERITIES)},
+                "verdicts": {"type": "array", "items": _ref("Verdict"), "description": "in registry order"}}},
+                "every verdict the server can reach")}}},
         "/api/sessions": {
             "get": {"summary": "sessions with transcripts and verdicts, oldest first", "operationId": "sessions",
                     "parameters": _session_filters(), "responses": {

@@ -29,6 +29,7 @@ from mailmodes.config import Config, HttpConfig
 from mailmodes.probe.explain import explain, options_from_config, targets_from_config
 from mailmodes.protocols import PROTOCOLS
 from mailmodes.record.journal import Journal
+from mailmodes.record.verdicts import REGISTRY, SEVERITIES
 from mailmodes.store import Store
 from mailmodes.tls.policy import TlsMode
 from mailmodes.web.control import ControlRoutes, Controllable
@@ -154,7 +155,7 @@ class HttpServer:
     # --- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> int:
-        app = web.Application(middlewares=[self._check_host, self._errors_as_json])
+        app = web.Application(middlewares=[self._check_host, self._check_origin, self._errors_as_json])
         app.on_response_prepare.append(self._add_security_headers)
         for method, path, handler in self.routes():
             app.router.add_route(method, path, handler)
@@ -209,7 +210,9 @@ class HttpServer:
             ("GET", "/api/ready", self.ready),
             ("GET", "/api/info", self.info),
             ("GET", "/api/listeners", self.listeners),
-            ("GET", "/api/explain", self.explain),
+            ("GET", "/api/explain", self.explained),
+            ("POST", "/api/explain", self.explain),
+            ("GET", "/api/verdicts", self.verdicts),
             ("GET", "/api/sessions", self.sessions),
             ("DELETE", "/api/sessions", self.delete_sessions),
             ("GET", "/api/sessions/{id}", self.session),
@@ -238,6 +241,18 @@ class HttpServer:
         if _is_loopback(self.config.host) and not _is_loopback(_host_name(request.host)):
             return error_response(403, f"Host {request.host!r} is not allowed: this server answers "
                                        "loopback names only (127.0.0.1, localhost, [::1])")
+        return await handler(request)
+
+    @web.middleware
+    async def _check_origin(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Requests that start work or change state are never GETs, so no <img> or link can send
+        them; and a page of another origin cannot send them either: a browser names the page's
+        origin in Origin, and a plain form POST needs no CORS preflight, so refuse it here."""
+        origin = request.headers.get("Origin")
+        if request.method not in ("GET", "HEAD", "OPTIONS") and origin is not None:
+            if origin.partition("://")[2] != request.host:  # "null" (a sandboxed page) included
+                return error_response(403, f"Origin {origin!r} may not {request.method} here: only this "
+                                           "server's own pages (or a client sending no Origin) may")
         return await handler(request)
 
     @web.middleware
@@ -312,6 +327,17 @@ class HttpServer:
             "tls_modes": [mode.value for mode in TlsMode],
         })
 
+    async def verdicts(self, request: web.Request) -> web.Response:
+        """The verdict registry: what the dashboard's legend and colours are made of."""
+        return json_response({"severities": list(SEVERITIES), "verdicts": [kind.as_dict() for kind in REGISTRY]})
+
+    async def explained(self, request: web.Request) -> web.Response:
+        """The last probe's table, if there is one: a GET never starts a probe."""
+        cached = self._explained
+        if cached is None:
+            raise ApiError(404, "no probe has run yet: POST /api/explain runs one")
+        return self._explain_response(cached, cached=True)
+
     async def explain(self, request: web.Request) -> web.Response:
         """`mailmodes explain` against this server's own running listeners: every listener in every
         client setting, with the server's CA. The probe blocks for about the greeting timeout
@@ -321,30 +347,35 @@ class HttpServer:
         asked = time.monotonic()
         async with self._explain_lock:
             cached = self._explained
-            fresh = cached is not None and (cached[0] >= asked  # finished while this request waited
-                                            or (not refresh and asked - cached[0] < EXPLAIN_CACHE_SECONDS))
-            if cached is not None and fresh:
-                return json_response({**cached[1], "cached": True, "age": round(time.monotonic() - cached[0], 3)})
-            server = self.server
-            ports = dict(server.ports)  # running listeners only
-            config = server.config
-            targets = [target for target in targets_from_config(config, ports) if target.name in ports]
-            options = options_from_config(config, server.ca_file)
-            started = time.time()
-            table = await asyncio.get_running_loop().run_in_executor(None, lambda: explain(targets, options))
-            finished = time.time()
-            data = {
-                **table.as_dict(),
-                # The probe's own sessions are in the journal like any client's: these bound them
-                # (GET /api/sessions?since=...&until=...), and `user` is who they logged in as.
-                "started": _iso_ms(started, math.floor),
-                "finished": _iso_ms(finished, math.ceil),
-                "seconds": round(finished - started, 3),
-                "user": options.credentials.user if options.credentials else None,
-                "cache_seconds": EXPLAIN_CACHE_SECONDS,
-            }
-            self._explained = (time.monotonic(), data)
-            return json_response({**data, "cached": False, "age": 0.0})
+            if cached is not None and (cached[0] >= asked  # finished while this request waited
+                                       or (not refresh and asked - cached[0] < EXPLAIN_CACHE_SECONDS)):
+                return self._explain_response(cached, cached=True)
+            self._explained = await self._run_explain()
+            return self._explain_response(self._explained, cached=False)
+
+    async def _run_explain(self) -> tuple[float, dict[str, Any]]:
+        server = self.server
+        ports = dict(server.ports)  # running listeners only
+        targets = [target for target in targets_from_config(server.config, ports) if target.name in ports]
+        options = options_from_config(server.config, server.ca_file)
+        started = time.time()
+        table = await asyncio.get_running_loop().run_in_executor(None, lambda: explain(targets, options))
+        finished = time.time()
+        return time.monotonic(), {
+            **table.as_dict(),
+            # The probe's own sessions are in the journal, marked as a probe's ("probe": true, kept
+            # out of verdict queries); these bound them (GET /api/sessions?probe=true&since=...&until=...).
+            "started": _iso_ms(started, math.floor),
+            "finished": _iso_ms(finished, math.ceil),
+            "seconds": round(finished - started, 3),
+            "user": options.credentials.user if options.credentials else None,
+            "cache_seconds": EXPLAIN_CACHE_SECONDS,
+        }
+
+    @staticmethod
+    def _explain_response(explained: tuple[float, dict[str, Any]], *, cached: bool) -> web.Response:
+        age = 0.0 if not cached else round(time.monotonic() - explained[0], 3)
+        return json_response({**explained[1], "cached": cached, "age": age})
 
     # --- sessions -----------------------------------------------------------------------------
 

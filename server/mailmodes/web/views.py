@@ -65,9 +65,12 @@ class SessionFilter:
     after_id: int | None = None
     include_open: bool = True
     limit: int | None = None  # the last N that match
+    probe: bool | None = None  # True: only our probes' sessions; False: none; None: both (a verdict query: none)
 
     def matches(self, record: SessionRecord) -> bool:
+        probe = False if self.probe is None and self.verdict is not None else self.probe
         return (
+            (probe is None or record.probe == probe) and
             (self.listener is None or record.listener == self.listener)
             and (self.protocol is None or record.protocol == self.protocol)
             and (self.mode is None or record.tls_mode == self.mode)
@@ -88,7 +91,7 @@ class SessionFilter:
 def parse_session_filter(query: dict[str, str]) -> SessionFilter:
     """The API's query parameters (all optional) -> a SessionFilter; BadQuery names a bad one."""
     known = {"listener", "protocol", "mode", "user", "verdict", "client", "since", "until", "after_id",
-             "open", "limit", "transcript"}
+             "open", "limit", "transcript", "probe"}
     unknown = sorted(set(query) - known)
     if unknown:
         raise BadQuery(f"unknown query parameter {unknown[0]!r} (allowed: {', '.join(sorted(known))})")
@@ -104,6 +107,7 @@ def parse_session_filter(query: dict[str, str]) -> SessionFilter:
         after_id=parse_int(query, "after_id", minimum=0),
         include_open=parse_bool(query, "open", True),
         limit=parse_int(query, "limit", minimum=1),
+        probe=parse_bool(query, "probe", False) if query.get("probe") else None,
     )
 
 

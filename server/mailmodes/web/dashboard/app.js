@@ -10,7 +10,7 @@ const VERDICT_LINES = {
   "mail-in-clear": /^(MAIL|RCPT|DATA|BDAT|RETR|TOP|\S+ (SELECT|EXAMINE|FETCH|APPEND|SEARCH|UID FETCH|UID SEARCH))\b/i,
 };
 
-const state = { sessionId: null, message: null, user: null, explained: false };
+const state = { sessionId: null, message: null, user: null, explained: false, verdicts: {} };
 
 // --- DOM helpers: text only -----------------------------------------------------------------
 
@@ -111,8 +111,9 @@ async function runExplain() {
   button.disabled = true;
   status.textContent = "probing every listener in every client setting…";
   try {
-    // The first run of a page may take a kept result (30 s); Run again probes afresh.
-    const table = await api("/api/explain" + (state.explained ? "?refresh=1" : ""));
+    // The first run of a page may take a kept result (30 s); Run again probes afresh. A probe is
+    // started by a POST only: no link or image on another page can start one.
+    const table = await api("/api/explain" + (state.explained ? "?refresh=1" : ""), "POST");
     state.explained = true;
     renderExplain(table);
     const when = clock(table.finished);
@@ -142,6 +143,34 @@ function renderExplain(table) {
     }, el("span", { class: "text" }, cell.text), el("small", { class: "reason" }, cell.reason))))));
   box.hidden = false;
   $("explain-legend").hidden = false;
+}
+
+// --- verdicts: the registry (record/verdicts.py) names, ranks and explains every code -----------
+
+// How each severity is drawn: a fault is marked "!", correct behaviour "✓", a note "i".
+const SEVERITY_MARKS = { "client-fault": "!", "client-correct": "✓", "note": "i" };
+
+async function loadVerdicts() {
+  const { verdicts } = await api("/api/verdicts");
+  state.verdicts = Object.fromEntries(verdicts.map((v) => [v.code, v]));
+  $("verdict-codes").replaceChildren(...verdicts.map((v) => {
+    const option = el("option", {}, v.title);
+    option.value = v.code;
+    return option;
+  }));
+  $("verdict-legend").replaceChildren(...verdicts.map((v) => el("div", { class: `legend-entry ${v.severity}`, code: v.code },
+    el("span", { class: `verdict ${v.severity}` }, SEVERITY_MARKS[v.severity], " ", v.code), " ",
+    el("span", { class: "muted" }, `${v.title}: ${v.explanation}`))));
+}
+
+function severity(code) {
+  return state.verdicts[code] ? state.verdicts[code].severity : "client-fault";
+}
+
+function verdictChip(code) {
+  const kind = severity(code);
+  return el("span", { class: `verdict ${kind}`, title: state.verdicts[code] ? state.verdicts[code].title : code },
+    SEVERITY_MARKS[kind], " ", code);
 }
 
 // --- sessions -------------------------------------------------------------------------------
@@ -177,7 +206,7 @@ function tlsLabel(session) {
 }
 
 function sessionRow(session) {
-  const verdicts = session.verdicts.map((code) => el("span", { class: "verdict" }, code));
+  const verdicts = session.verdicts.map(verdictChip);
   const row = el("tr", { class: "clickable" + (session.ended === null ? " open" : "") + (session.id === state.sessionId ? " selected" : "") },
     el("td", {}, session.id),
     el("td", {}, clock(session.started)),
@@ -185,7 +214,7 @@ function sessionRow(session) {
     el("td", {}, session.listener),
     el("td", {}, `${session.protocol} ${session.tls_mode}`),
     el("td", { class: session.tls_version ? "tls" : "plain" }, tlsLabel(session)),
-    el("td", {}, session.user || ""),
+    el("td", {}, session.user || "", session.probe ? el("span", { class: "tag" }, "probe") : null),
     el("td", {}, session.ended === null ? el("span", { class: "muted" }, "live") : null, ...verdicts));
   row.addEventListener("click", () => { location.hash = `session=${session.id}`; });
   return row;
@@ -224,12 +253,13 @@ function renderTranscript(session) {
     lines.push(el("div", { class: "muted" }, `[${session.transcript_truncated} more lines not kept]`));
   }
   for (const verdict of session.verdict_details) {
-    lines.push(el("div", { class: "line verdict-line", title: "verdict" },
-      el("span", { class: "arrow" }, "!"),
+    const kind = severity(verdict.code);
+    lines.push(el("div", { class: `line verdict-line ${kind}`, title: `verdict (${kind})` },
+      el("span", { class: "arrow" }, SEVERITY_MARKS[kind]),
       el("span", { class: "text" }, el("span", { class: "code" }, verdict.code), ": ", verdict.detail)));
   }
   if (session.ended === null) lines.push(el("div", { class: "muted" }, "… still connected"));
-  else if (!session.verdicts.length) lines.push(el("div", { class: "line ok-line" }, "no verdicts: nothing to complain about"));
+  else if (!session.verdicts.some((code) => severity(code) === "client-fault")) lines.push(el("div", { class: "line ok-line" }, "nothing to complain about"));
   box.replaceChildren(...lines);
   box.dataset.ended = session.ended === null ? "no" : "yes";
 }
@@ -390,6 +420,7 @@ async function start() {
   wire();
   const info = await api("/api/info");
   $("server-facts").textContent = `${info.hostname} · version ${info.version}`;
+  await loadVerdicts();
   await Promise.all([loadListeners(), loadSessions(), loadMessages()]);
   await route();
   listen();
