@@ -441,7 +441,7 @@ _LIST_CHARS = re.compile(rb'[^(){ "\\\x00-\x1f\x7f]+')  # list-char adds "%" "*"
 _TAG = re.compile(rb'[^(){ %*"\\+\x00-\x1f\x7f]+')  # tag: ASTRING-CHAR except "+"
 _QUOTED = re.compile(rb'"((?:[^"\\\r\n]|\\["\\])*)"')
 _LITERAL = re.compile(rb"\{(\d{1,19})\+?\}\r?\n")
-_NUMBER = re.compile(rb"\d{1,10}")
+_NUMBER = re.compile(rb"\d+")
 _SEQUENCE = re.compile(rb"(?:\d+|\*)(?::(?:\d+|\*))?(?:,(?:\d+|\*)(?::(?:\d+|\*))?)*")
 _FETCH_ATT = re.compile(rb"[A-Za-z0-9.]+")
 _BASE64 = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
@@ -449,6 +449,7 @@ _MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT",
 _DATE_TEXT = re.compile(rb"(\d{1,2})-([A-Za-z]{3})-(\d{4})")
 _DATE_TIME = re.compile(rb'"([ \d]?\d)-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)"')
 _UINT32_MAX = 4294967295
+_UINT32_DIGITS = len(str(_UINT32_MAX))
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 _SYSTEM_FLAG_NAMES = {flag.upper(): flag for flag in SYSTEM_FLAGS}
@@ -518,10 +519,11 @@ class Reader:
         return self.atom().upper()
 
     def number(self) -> int:
-        value = int(self._match(_NUMBER, "a number")[0])
-        if value > _UINT32_MAX:
+        digits = self._match(_NUMBER, "a number")[0]
+        # Checked on the digits first: int() of thousands of digits is slow, then a ValueError.
+        if len(digits) > _UINT32_DIGITS or int(digits) > _UINT32_MAX:
             raise self.fail("Number out of range")
-        return value
+        return int(digits)
 
     def nz_number(self) -> int:
         value = self.number()
@@ -586,6 +588,8 @@ class Reader:
     def _seq_number(self, raw: bytes) -> int:
         if raw == b"*":
             return STAR
+        if len(raw) > _UINT32_DIGITS:
+            raise self.fail("Invalid sequence number")
         value = int(raw)
         if not 0 < value <= _UINT32_MAX:
             raise self.fail("Invalid sequence number")
@@ -879,19 +883,22 @@ def _search(reader: Reader, uid: bool) -> SearchArgs:
     # search = "SEARCH" [SP "CHARSET" SP astring] 1*(SP search-key)
     reader.sp()
     charset = None
-    start = reader.pos
-    if reader._match(_ATOM, "a search key")[0].upper() == b"CHARSET":
+    # The first key may be a sequence set ("*", "1:3") or a parenthesised list, neither an atom.
+    first = _ATOM.match(reader.data, reader.pos)
+    if first is not None and first[0].upper() == b"CHARSET":
+        reader.pos = first.end()
         reader.sp()
         charset = reader.astring().decode("ascii", "replace").upper()
         reader.sp()
-    else:
-        reader.pos = start
-    keys = [_search_key(reader, charset)]
+    keys = [_search_key(reader, charset, 0)]
     while reader.maybe_sp():
-        keys.append(_search_key(reader, charset))
+        keys.append(_search_key(reader, charset, 0))
     return SearchArgs(charset, keys[0] if len(keys) == 1 else AndKey(tuple(keys)))
 
 
+# NOT, OR and parentheses nest; parsing and matching recurse once per level, so the depth is
+# bounded well inside Python's recursion limit. Real clients nest a handful of levels.
+MAX_SEARCH_DEPTH = 100
 _FLAG_KEYS = {
     "ANSWERED": ("\\Answered", True), "DELETED": ("\\Deleted", True), "DRAFT": ("\\Draft", True),
     "FLAGGED": ("\\Flagged", True), "SEEN": ("\\Seen", True), "UNANSWERED": ("\\Answered", False),
@@ -905,13 +912,16 @@ _DATE_KEYS = {
 }
 
 
-def _search_key(reader: Reader, charset: str | None) -> SearchKey:
+def _search_key(reader: Reader, charset: str | None, depth: int) -> SearchKey:
+    if depth > MAX_SEARCH_DEPTH:
+        raise reader.fail(f"Search keys nested too deeply (at most {MAX_SEARCH_DEPTH} levels)")
+    inner = depth + 1
     first = reader.peek()
     if first == 0x28:  # "(" search-key *(SP search-key) ")"
         reader.pos += 1
-        keys = [_search_key(reader, charset)]
+        keys = [_search_key(reader, charset, inner)]
         while reader.maybe_sp():
-            keys.append(_search_key(reader, charset))
+            keys.append(_search_key(reader, charset, inner))
         reader.char(b")")
         return keys[0] if len(keys) == 1 else AndKey(tuple(keys))
     if 0x30 <= first <= 0x39 or first == 0x2A:
@@ -953,12 +963,12 @@ def _search_key(reader: Reader, charset: str | None) -> SearchKey:
         return SequenceKey(reader.sequence_set(), uid=True)
     if name == "NOT":
         reader.sp()
-        return NotKey(_search_key(reader, charset))
+        return NotKey(_search_key(reader, charset, inner))
     if name == "OR":
         reader.sp()
-        left = _search_key(reader, charset)
+        left = _search_key(reader, charset, inner)
         reader.sp()
-        return OrKey(left, _search_key(reader, charset))
+        return OrKey(left, _search_key(reader, charset, inner))
     raise reader.fail(f"Unknown search key {name}")
 
 

@@ -1,0 +1,86 @@
+"""ImapSession on the inputs imaptest and fuzzing found mishandled: exact replies, and the
+pathological ones answered with a protocol reply within a millisecond-scale bound."""
+
+from __future__ import annotations
+
+import time
+
+from imap.imap_harness import SIMPLE, WHEN, Client, client, make_store
+from mailmodes.store import Store
+
+# Generous: the point is "no seconds-long stall of the event loop", not a benchmark.
+QUICK = 0.5
+
+
+def selected(store: Store | None = None, messages: int = 1) -> Client:
+    store = store if store is not None else make_store()
+    inbox = store.accounts["alice"].inbox
+    for _ in range(messages):
+        inbox.append(SIMPLE, internal_date=WHEN)
+    c = client(store)
+    c.login()
+    c.select()
+    return c
+
+
+# --- SEARCH grammar (imaptest search-sets) ---------------------------------------------------
+
+
+def test_search_starts_with_a_sequence_set_or_a_parenthesised_list() -> None:
+    c = selected(messages=5)
+    assert c.send(b"a SEARCH *\r\n") == b"* SEARCH 5\r\na OK SEARCH completed\r\n"
+    assert c.send(b"b SEARCH *:3\r\n") == b"* SEARCH 3 4 5\r\nb OK SEARCH completed\r\n"
+    assert c.send(b"c SEARCH *:1\r\n") == b"* SEARCH 1 2 3 4 5\r\nc OK SEARCH completed\r\n"
+    assert c.send(b"d SEARCH (3) UID 4\r\n") == b"* SEARCH\r\nd OK SEARCH completed\r\n"
+    assert c.send(b"e SEARCH (3) UID 3\r\n") == b"* SEARCH 3\r\ne OK SEARCH completed\r\n"
+    assert c.send(b"f SEARCH (ALL)\r\n") == b"* SEARCH 1 2 3 4 5\r\nf OK SEARCH completed\r\n"
+    assert c.send(b"g SEARCH 1,4,*\r\n") == b"* SEARCH 1 4 5\r\ng OK SEARCH completed\r\n"
+    # CHARSET is still recognised in front of the keys, and only there.
+    assert c.send(b"h SEARCH charset utf-8 (ALL)\r\n") == b"* SEARCH 1 2 3 4 5\r\nh OK SEARCH completed\r\n"
+    assert c.send(b"i SEARCH ALL CHARSET UTF-8\r\n") == b"i BAD Unknown search key CHARSET\r\n"
+
+
+# --- Bounded nesting and number sizes -------------------------------------------------------
+
+
+def timed(c: Client, line: bytes) -> tuple[bytes, float]:
+    start = time.perf_counter()
+    reply = c.send(line)
+    return reply, time.perf_counter() - start
+
+
+def test_deeply_nested_search_is_a_clean_bad() -> None:
+    c = selected(messages=2)
+    too_deep = b"Search keys nested too deeply (at most 100 levels)"
+    for line in (
+        b"a SEARCH " + b"NOT " * 1100 + b"ALL\r\n",
+        b"a SEARCH " + b"(" * 3000 + b"ALL" + b")" * 3000 + b"\r\n",
+        b"a SEARCH " + b"OR ALL " * 1000 + b"ALL\r\n",
+    ):
+        reply, elapsed = timed(c, line)
+        assert reply == b"a BAD " + too_deep + b"\r\n"
+        assert elapsed < QUICK
+        assert not c.closed
+    # Up to the bound, nesting works (and matching recurses as deep without trouble).
+    assert c.send(b"b SEARCH " + b"NOT " * 100 + b"ALL\r\n") == b"* SEARCH 1 2\r\nb OK SEARCH completed\r\n"
+    assert c.send(b"c SEARCH " + b"(" * 100 + b"2" + b")" * 100 + b"\r\n") == b"* SEARCH 2\r\nc OK SEARCH completed\r\n"
+
+
+def test_numbers_of_thousands_of_digits_are_a_clean_bad() -> None:
+    c = selected(messages=2)
+    digits = b"9" * 5000
+    cases = {
+        b"a SEARCH " + digits + b"\r\n": b"a BAD Invalid sequence number\r\n",
+        b"a SEARCH 1:" + digits + b"\r\n": b"a BAD Invalid sequence number\r\n",
+        b"a FETCH " + digits + b" FLAGS\r\n": b"a BAD Invalid sequence number\r\n",
+        b"a UID STORE 1," + digits + b" +FLAGS (x)\r\n": b"a BAD Invalid sequence number\r\n",
+        b"a SEARCH LARGER " + digits + b"\r\n": b"a BAD Number out of range\r\n",
+        b"a FETCH 1 BODY[]<" + digits + b".1>\r\n": b"a BAD Number out of range\r\n",
+        b"a FETCH 1 BODY[" + digits + b"]\r\n": b"a BAD Number out of range\r\n",
+    }
+    for line, expected in cases.items():
+        reply, elapsed = timed(c, line)
+        assert reply == expected, line[:40]
+        assert elapsed < QUICK
+    assert c.send(b"b SEARCH LARGER 4294967295\r\n") == b"* SEARCH\r\nb OK SEARCH completed\r\n"
+    assert c.send(b"c SEARCH LARGER 4294967296\r\n") == b"c BAD Number out of range\r\n"
