@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 from imap.imap_harness import SIMPLE, WHEN, Client, client, make_store
+from mailmodes import __version__
 from mailmodes.store import Store
 
 # Generous: the point is "no seconds-long stall of the event loop", not a benchmark.
@@ -84,3 +85,29 @@ def test_numbers_of_thousands_of_digits_are_a_clean_bad() -> None:
         assert elapsed < QUICK
     assert c.send(b"b SEARCH LARGER 4294967295\r\n") == b"* SEARCH\r\nb OK SEARCH completed\r\n"
     assert c.send(b"c SEARCH LARGER 4294967296\r\n") == b"c BAD Number out of range\r\n"
+
+
+# --- ID within RFC 2971 (imaptest id) --------------------------------------------------------
+
+
+def rfc2971_largest_id() -> bytes:
+    """30 fields of 30-octet names and 1024-octet values: the most RFC 2971 section 3.3 allows."""
+    pairs = b" ".join(b'"%s" "%s"' % (b"%02d" % n + b"k" * 28, b"v" * 1024) for n in range(30))
+    return b"a ID (" + pairs + b")\r\n"
+
+
+def test_an_id_as_large_as_rfc_2971_allows_is_answered() -> None:
+    line = rfc2971_largest_id()
+    assert 31_000 < len(line) < 64 * 1024
+    c = client()
+    assert c.send(line) == b'* ID ("name" "mailmodes" "version" "%s")\r\na OK ID completed\r\n' % (
+        __version__.encode()
+    )
+
+
+def test_the_line_limit_is_64_kib_by_default_and_configurable() -> None:
+    c = client()
+    assert c.send(b"a NOOP " + b"x" * (64 * 1024)) == b"a BAD Command line too long\r\n"
+    assert c.send(b"\r\nb NOOP\r\n") == b"b OK NOOP completed\r\n"
+    small = client(max_line_length=8192)
+    assert small.send(rfc2971_largest_id()) == b"a BAD Command line too long\r\n"
