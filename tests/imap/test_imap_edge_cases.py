@@ -111,3 +111,54 @@ def test_the_line_limit_is_64_kib_by_default_and_configurable() -> None:
     assert c.send(b"\r\nb NOOP\r\n") == b"b OK NOOP completed\r\n"
     small = client(max_line_length=8192)
     assert small.send(rfc2971_largest_id()) == b"a BAD Command line too long\r\n"
+
+
+# --- STORE on a range that includes a message another session expunged (RFC 2180 4.2) -------
+
+
+def test_store_skips_a_message_expunged_elsewhere_and_updates_the_rest() -> None:
+    store = make_store()
+    one = selected(store, messages=3)
+    store.accounts["alice"].inbox.expunge([2])  # another session; `one` has not been told
+    assert one.send(b"a STORE 1:3 +FLAGS (\\Seen)\r\n") == (
+        b"* 1 FETCH (FLAGS (\\Seen \\Recent))\r\n* 3 FETCH (FLAGS (\\Seen \\Recent))\r\na OK STORE completed\r\n"
+    )
+    assert one.send(b"b UID STORE 1:3 +FLAGS.SILENT (\\Flagged)\r\n") == b"* 2 EXPUNGE\r\nb OK STORE completed\r\n"
+    assert [sorted(m.flags) for m in store.accounts["alice"].inbox.messages] == [["\\Flagged", "\\Seen"]] * 2
+
+
+# --- A keyword another session set is announced before FETCH shows it (RFC 3501 7.2.6) -------
+
+FLAGS_WITH_TODO = (
+    b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Todo)\r\n"
+    b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Todo \\*)] Flags permitted\r\n"
+)
+
+
+def test_fetch_flags_announces_a_keyword_set_elsewhere_first() -> None:
+    store = make_store()
+    one = selected(store, messages=2)
+    inbox = store.accounts["alice"].inbox
+    inbox.set_flags(inbox.messages[1], {"$Todo"})
+    assert one.send(b"a FETCH 1:2 FLAGS\r\n") == (
+        b"* 1 FETCH (FLAGS (\\Recent))\r\n" + FLAGS_WITH_TODO
+        + b"* 2 FETCH (FLAGS (\\Recent $Todo))\r\na OK FETCH completed\r\n"
+    )
+    assert one.send(b"b NOOP\r\n") == b"b OK NOOP completed\r\n"
+
+
+def test_fetch_setting_seen_and_store_announce_a_keyword_set_elsewhere_first() -> None:
+    store = make_store()
+    one = selected(store, messages=2)
+    inbox = store.accounts["alice"].inbox
+    inbox.set_flags(inbox.messages[0], {"$Todo"})
+    assert one.send(b"a FETCH 1 BODY[HEADER.FIELDS (SUBJECT)]\r\n") == (
+        FLAGS_WITH_TODO + b"* 1 FETCH (BODY[HEADER.FIELDS (SUBJECT)] {18}\r\nSubject: Hello\r\n\r\n"
+        b" FLAGS (\\Seen \\Recent $Todo))\r\na OK FETCH completed\r\n"
+    )
+    inbox.set_flags(inbox.messages[1], {"$Later"})
+    assert one.send(b"b STORE 2 +FLAGS (\\Flagged)\r\n") == (
+        b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Todo $Later)\r\n"
+        b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Todo $Later \\*)] Flags permitted\r\n"
+        b"* 2 FETCH (FLAGS (\\Flagged \\Recent $Later))\r\nb OK STORE completed\r\n"
+    )

@@ -817,6 +817,9 @@ class ImapSession:
             if seen_now:
                 # RFC 3501 6.4.5: BODY[...] sets \Seen; the changed flags SHOULD be returned.
                 view.mailbox.set_flags(message, message.flags | {"\\Seen"})
+            if reports_flags or seen_now:
+                # A keyword another session set must be announced before this line shows it.
+                self._announce_keywords(view, message.flags)
             chunks.append(b"* %d FETCH (" % number)
             for index, item in enumerate(items):
                 if index:
@@ -875,11 +878,11 @@ class ImapSession:
             return "NO", "[CANNOT] Mailbox is read-only"
         flags = set(self._canonical_flags(args.flags))
         self._announce_keywords(view, flags)
+        # RFC 2180 4.2.1, as Dovecot: a message another session expunged (EXPUNGE not yet sent
+        # here) is skipped and the rest updated; a "mark read" on a range must not fail for it.
         ghosts = self._ghosts(view)
-        missed = False
         for number, message in targets:
             if message.uid in ghosts:
-                missed = True
                 continue
             if args.mode == "+":
                 new = message.flags | flags
@@ -887,6 +890,7 @@ class ImapSession:
                 new = message.flags - flags
             else:
                 new = frozenset(flags)
+            self._announce_keywords(view, new)  # the message may carry another session's keyword
             view.mailbox.set_flags(message, new)
             if args.silent:
                 view.flags[message.uid] = frozenset(message.flags)
@@ -894,8 +898,6 @@ class ImapSession:
             # RFC 3501 6.4.6: the new flags come back as if fetched (with the UID for UID STORE).
             uid = b"UID %d " % message.uid if command.uid else b""
             self._send(b"* %d FETCH (%b%b)\r\n" % (number, uid, self._flags_item(view, message)))
-        if missed:
-            return "NO", "[EXPUNGEISSUED] Some of the requested messages no longer exist"
         return "OK", "STORE completed"
 
     def _canonical_flags(self, flags: Iterable[str]) -> tuple[str, ...]:
@@ -905,9 +907,14 @@ class ImapSession:
         return tuple(dict.fromkeys(flag if flag.startswith("\\") else known.get(flag.casefold(), flag) for flag in flags))
 
     def _announce_keywords(self, view: View, flags: Iterable[str]) -> None:
-        """RFC 3501 7.2.6: a new keyword means a new FLAGS (and PERMANENTFLAGS) response."""
+        """RFC 3501 7.2.6: a new keyword means a new FLAGS (and PERMANENTFLAGS) response, before
+        any FETCH shows it. Called per message on the FETCH path, so the usual case (nothing
+        new) is settled without folding case."""
+        new = [flag for flag in flags if not flag.startswith("\\") and flag not in view.keywords]
+        if not new:
+            return
         known = {keyword.casefold() for keyword in view.keywords}
-        new = [flag for flag in flags if not flag.startswith("\\") and flag.casefold() not in known]
+        new = [flag for flag in new if flag.casefold() not in known]
         if not new:
             return
         view.keywords.extend(dict.fromkeys(new))
