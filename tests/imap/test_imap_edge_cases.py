@@ -162,3 +162,45 @@ def test_fetch_setting_seen_and_store_announce_a_keyword_set_elsewhere_first() -
         b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Todo $Later \\*)] Flags permitted\r\n"
         b"* 2 FETCH (FLAGS (\\Flagged \\Recent $Later))\r\nb OK STORE completed\r\n"
     )
+
+
+# --- LIST patterns matched in linear time ----------------------------------------------------
+
+
+def test_list_with_many_wildcards_answers_at_once() -> None:
+    store = make_store()
+    store.accounts["alice"].create("abcdefghij")
+    c = client(store)
+    c.login()
+    reply, elapsed = timed(c, b'a LIST "" "' + b"*" * 24 + b'z"\r\n')
+    assert reply == b"a OK LIST completed\r\n"
+    assert elapsed < QUICK
+    reply, elapsed = timed(c, b'b LIST "" "' + b"%*" * 40 + b'j"\r\n')
+    assert reply == b'* LIST (\\HasNoChildren) "/" abcdefghij\r\nb OK LIST completed\r\n'
+    assert elapsed < QUICK
+    reply, elapsed = timed(c, b'c LSUB "" "' + b"*a" * 3000 + b'"\r\n')
+    assert reply == b"c OK LSUB completed\r\n"
+    assert elapsed < QUICK
+
+
+def test_list_wildcards_keep_their_meaning() -> None:
+    store = make_store()
+    account = store.accounts["alice"]
+    account.create("Work/2024/Q1")
+    account.create("Workshop")
+    c = client(store)
+    c.login()
+
+    def names(pattern: bytes) -> list[bytes]:
+        reply = c.send(b'a LIST "" "' + pattern + b'"\r\n')
+        assert reply.endswith(b"a OK LIST completed\r\n"), reply
+        return [line.rsplit(b" ", 1)[1] for line in reply.split(b"\r\n")[:-2]]
+
+    assert names(b"Work%") == [b"Work", b"Workshop"]
+    assert names(b"Work*") == [b"Work", b"Work/2024", b"Work/2024/Q1", b"Workshop"]
+    assert names(b"Work/%/Q1") == [b"Work/2024/Q1"]
+    assert names(b"*/Q%") == [b"Work/2024/Q1"]
+    assert names(b"W%k%%*%p") == [b"Workshop"]
+    assert names(b"inBOX") == [b"INBOX"]
+    assert names(b"in*") == [b"INBOX"]
+    assert names(b"work") == []

@@ -628,11 +628,10 @@ class ImapSession:
             if not lsub:
                 self._untagged(f'LIST (\\Noselect) "{HIERARCHY_DELIMITER}" {_astring(root)}')
             return "OK", f"{command.name} completed"
-        matcher = _pattern(args.reference + args.pattern)
-        inbox_matcher = re.compile(matcher.pattern, re.IGNORECASE | re.DOTALL)
+        pattern = ListPattern(args.reference + args.pattern)
 
         def matches(name: str) -> bool:
-            return bool((inbox_matcher if name == INBOX else matcher).fullmatch(name))
+            return pattern.matches(name, fold_case=name == INBOX)
 
         mailboxes = self._account().mailboxes
         names = sorted(mailboxes, key=lambda n: (n != INBOX, n))
@@ -1116,17 +1115,57 @@ def _astring(name: str) -> str:
     return f"{{{len(encoded)}}}\r\n" + encoded.decode("utf-8", "surrogateescape")
 
 
-def _pattern(pattern: str) -> re.Pattern[str]:
-    """LIST wildcards (RFC 3501 6.3.8): "*" matches anything, "%" stops at the delimiter."""
-    parts = []
-    for char in pattern:
-        if char == "*":
-            parts.append(".*")
-        elif char == "%":
-            parts.append(f"[^{re.escape(HIERARCHY_DELIMITER)}]*")
-        else:
-            parts.append(re.escape(char))
-    return re.compile("".join(parts), re.DOTALL)
+class ListPattern:
+    """LIST wildcards (RFC 3501 6.3.8): "*" matches anything, "%" anything but the delimiter.
+
+    Never by backtracking: a regex of many ".*" takes exponential time on a near-miss, and this
+    runs on the event loop. The pattern is an NFA whose set of live positions is one integer's
+    bits, advanced once per character of the name with a few shifts and masks: time linear in
+    the name, times the pattern's length in machine words.
+    """
+
+    def __init__(self, pattern: str) -> None:
+        tokens: list[str] = []
+        for char in pattern:
+            if char in "*%" and tokens and tokens[-1] in "*%":
+                # "%*" and "*%" are "*", "%%" is "%": then a wildcard is never followed by one,
+                # and one shift is the whole epsilon closure.
+                tokens[-1] = "*" if "*" in (char, tokens[-1]) else "%"
+            else:
+                tokens.append(char)
+        self.star = self.percent = 0
+        self.literals: dict[str, int] = {}
+        self.literals_folded: dict[str, int] = {}
+        for position, token in enumerate(tokens):
+            bit = 1 << position
+            if token == "*":
+                self.star |= bit
+            elif token == "%":
+                self.percent |= bit
+            else:
+                self.literals[token] = self.literals.get(token, 0) | bit
+                folded = token.upper()
+                self.literals_folded[folded] = self.literals_folded.get(folded, 0) | bit
+        self.accept = 1 << len(tokens)
+        self.wild = self.star | self.percent
+        self.minimum = len(tokens) - bin(self.wild).count("1")  # every literal takes a character
+
+    def matches(self, name: str, *, fold_case: bool = False) -> bool:
+        if len(name) < self.minimum:
+            return False
+        literals = self.literals_folded if fold_case else self.literals
+        if fold_case:
+            name = name.upper()
+        star, percent, wild = self.star, self.percent, self.wild
+        live = 1 | ((1 & wild) << 1)
+        for char in name:
+            live = ((live & literals.get(char, 0)) << 1) | (live & star) | (
+                0 if char == HIERARCHY_DELIMITER else live & percent
+            )
+            if not live:
+                return False
+            live |= (live & wild) << 1
+        return bool(live & self.accept)
 
 
 def _valid_new_name(name: str) -> bool:
