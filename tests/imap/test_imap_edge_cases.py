@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from imap.imap_harness import SIMPLE, WHEN, Client, client, make_store
 from mailmodes import __version__
+from mailmodes.protocols.imap import message as mime
 from mailmodes.store import Store
 
 # Generous: the point is "no seconds-long stall of the event loop", not a benchmark.
@@ -204,3 +207,38 @@ def test_list_wildcards_keep_their_meaning() -> None:
     assert names(b"inBOX") == [b"INBOX"]
     assert names(b"in*") == [b"INBOX"]
     assert names(b"work") == []
+
+
+# --- FETCH and SEARCH parse a message once (the store never changes its bytes) ----------------
+
+MULTIPART = (
+    b"From: Alice <alice@example.test>\r\nSubject: parts\r\nMIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+    b"--b\r\nContent-Type: text/plain\r\n\r\nfirst\r\n"
+    b"--b\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>second</p>\r\n--b--\r\n"
+)
+
+
+def test_fetch_and_search_parse_each_message_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    store = make_store()
+    inbox = store.accounts["alice"].inbox
+    inbox.append(MULTIPART, internal_date=WHEN)
+    c = client(store)
+    c.login()
+    c.select()
+    splits: list[bytes] = []
+    split = mime._split_multipart
+
+    def counting(data: bytes, start: int, end: int, boundary: bytes) -> list[tuple[int, int]]:
+        splits.append(boundary)
+        return split(data, start, end, boundary)
+
+    monkeypatch.setattr(mime, "_split_multipart", counting)
+    fetch = b"a FETCH 1 (ENVELOPE BODYSTRUCTURE BODY.PEEK[1] BODY.PEEK[2.MIME])\r\n"
+    first = c.send(fetch)
+    assert c.send(fetch) == first
+    assert c.send(b"b SEARCH BODY second\r\n") == b"* SEARCH 1\r\nb OK SEARCH completed\r\n"
+    assert splits == [b"b"]
+    # The same bytes as the one-off functions give.
+    assert mime.bodystructure(MULTIPART) in first and mime.envelope(MULTIPART) in first
+    assert b"BODY[2.MIME] {42}\r\n" + mime.section(MULTIPART, (2,), "MIME") in first

@@ -7,8 +7,10 @@ mail may use CRLF or bare LF line endings; both are handled and kept as they are
 
 The MIME walk is our own small splitter (offsets are needed, and email.parser would rebuild the
 text); header *decoding* for SEARCH uses binascii and email.utils from the standard library.
-Each call parses afresh (no global cache); parsing is linear in the message size per nesting
-level, and BODY[] of the whole message is returned without parsing at all.
+`ParsedMessage` holds one message's parsed structure and the ENVELOPE and BODYSTRUCTURE made
+from it; `parsed(message)` keeps it with the stored message (the store never changes a message's
+bytes), so each message is parsed once however often it is fetched or searched. Parsing is
+linear in the message size per nesting level, and BODY[] of the whole message needs no parse.
 
 Odd input never raises: a public function that meets something it cannot make sense of falls
 back to a plain text/plain view (and logs the traceback at debug level).
@@ -24,6 +26,8 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
+
+from mailmodes.store import Message
 
 # RFC 3501 9: quoted = DQUOTE *QUOTED-CHAR DQUOTE, QUOTED-CHAR = <any TEXT-CHAR except
 # quoted-specials> / "\" quoted-specials, TEXT-CHAR = <any CHAR except CR and LF>,
@@ -439,11 +443,7 @@ def _languages(raw: bytes) -> list[bytes]:
 def envelope(data: bytes) -> bytes:
     """The ENVELOPE of a message: ( date subject from sender reply-to to cc bcc in-reply-to
     message-id ), header text raw (encoded words stay encoded, as IMAP requires)."""
-    try:
-        return _envelope(data, _parse_header(data, 0, len(data)))
-    except Exception:
-        logging.getLogger(__name__).debug("ENVELOPE fell back to NIL", exc_info=True)
-        return b"(" + b" ".join([b"NIL"] * 10) + b")"
+    return ParsedMessage(data).envelope()
 
 
 def _envelope(data: bytes, header: _Header) -> bytes:
@@ -673,13 +673,7 @@ def _addr_spec(tokens: list[_Token], i: int, words_end: int) -> tuple[_Address |
 
 def bodystructure(data: bytes, extended: bool = True) -> bytes:
     """FETCH BODYSTRUCTURE (extended=True) or BODY (extended=False) of a message."""
-    try:
-        out: list[bytes] = []
-        _body(_entity(data, 0, len(data), 0, _TEXT_PLAIN), extended, out)
-        return b"".join(out)
-    except Exception:
-        logging.getLogger(__name__).debug("BODYSTRUCTURE fell back to text/plain", exc_info=True)
-        return _plain_structure(data, extended)
+    return ParsedMessage(data).bodystructure(extended)
 
 
 def _plain_structure(data: bytes, extended: bool) -> bytes:
@@ -784,17 +778,11 @@ def section(
 ) -> bytes:
     """The bytes of BODY[<part>.<kind>], sliced from the stored message; b"" if there is no
     such part (RFC 3501 6.4.5: a nonexistent section is returned as an empty string)."""
-    if not part and kind is None:
-        return data  # BODY[]: the whole message, nothing to parse
-    try:
-        return _section(data, part, kind.upper() if kind else None, fields)
-    except Exception:
-        logging.getLogger(__name__).debug("BODY[%r %r] fell back to empty", part, kind, exc_info=True)
-        return b""
+    return ParsedMessage(data).section(part, kind, fields)
 
 
-def _section(data: bytes, part: tuple[int, ...], kind: str | None, fields: tuple[str, ...]) -> bytes:
-    root = _entity(data, 0, len(data), 0, _TEXT_PLAIN)
+def _section(root: _Entity, part: tuple[int, ...], kind: str | None, fields: tuple[str, ...]) -> bytes:
+    data = root.data
     if not part:
         # "The MIME part specifier MUST be prefixed by one or more numeric part specifiers."
         return b"" if kind == "MIME" else _message_section(root, kind, fields)
@@ -886,13 +874,7 @@ def _eol(data: bytes) -> bytes:
 def header_values(data: bytes, name: str) -> list[str]:
     """Every value of the top-level header field name (case-insensitive), unfolded and with
     RFC 2047 encoded words decoded, for SEARCH HEADER / FROM / SUBJECT / ..."""
-    try:
-        header = _parse_header(data, 0, len(data))
-        wanted = name.lower()
-        return [_decode_words(_text(_field_value(data, f))) for f in header.fields if f.name == wanted]
-    except Exception:
-        logging.getLogger(__name__).debug("header_values fell back to none", exc_info=True)
-        return []
+    return ParsedMessage(data).header_values(name)
 
 
 def text_contains(data: bytes, needle: str, *, body_only: bool) -> bool:
@@ -901,34 +883,13 @@ def text_contains(data: bytes, needle: str, *, body_only: bool) -> bool:
     Text parts are searched after undoing their transfer encoding and charset; header text
     (of the message for TEXT, of encapsulated messages for both) after RFC 2047 decoding.
     """
-    target = needle.casefold()
-    if not target:
-        return True
-    try:
-        root = _entity(data, 0, len(data), 0, _TEXT_PLAIN)
-        if not body_only and target in _header_text(root).casefold():
-            return True
-        return any(target in chunk.casefold() for chunk in _body_texts(root))
-    except Exception:
-        logging.getLogger(__name__).debug("text_contains fell back to raw bytes", exc_info=True)
-        return target in data.decode("utf-8", "replace").casefold()
+    return ParsedMessage(data).text_contains(needle, body_only=body_only)
 
 
 def sent_date(data: bytes) -> datetime.date | None:
     """The day of the Date: header in its own time zone (RFC 3501 6.4.4 SENTBEFORE / SENTON /
     SENTSINCE: "disregarding time and timezone"); None when absent or unparsable."""
-    try:
-        header = _parse_header(data, 0, len(data))
-        f = header.first("date")
-        if f is None:
-            return None
-        parsed = email.utils.parsedate_tz(_text(_field_value(data, f)))
-        if parsed is None:
-            return None
-        return datetime.date(parsed[0], parsed[1], parsed[2])
-    except Exception:
-        logging.getLogger(__name__).debug("sent_date fell back to None", exc_info=True)
-        return None
+    return ParsedMessage(data).sent_date()
 
 
 def _text(raw: bytes) -> str:
@@ -1014,3 +975,104 @@ def _decoded_body(entity: _Entity) -> str:
         pass  # damaged encoding: search the bytes as they are
     charset = entity.ctype.param(b"charset")
     return _decode_charset(raw, _text(charset) if charset else "utf-8")
+
+
+# --------------------------------------------------------------------------------------------
+# One parse per stored message
+
+
+class ParsedMessage:
+    """A message's MIME tree, parsed on first use, and what FETCH and SEARCH derive from it.
+
+    The tree's entities keep their children once split, so every view below shares one walk of
+    the bytes; ENVELOPE and BODYSTRUCTURE are kept as the bytes they produced. Every method
+    falls back as the module docstring says instead of raising.
+    """
+
+    __slots__ = ("data", "_root", "_envelope", "_structures")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self._root: _Entity | None = None
+        self._envelope: bytes | None = None
+        self._structures: dict[bool, bytes] = {}
+
+    def _tree(self) -> _Entity:
+        if self._root is None:
+            self._root = _entity(self.data, 0, len(self.data), 0, _TEXT_PLAIN)
+        return self._root
+
+    def envelope(self) -> bytes:
+        if self._envelope is None:
+            try:
+                self._envelope = _envelope(self.data, self._tree().header)
+            except Exception:
+                logging.getLogger(__name__).debug("ENVELOPE fell back to NIL", exc_info=True)
+                self._envelope = b"(" + b" ".join([b"NIL"] * 10) + b")"
+        return self._envelope
+
+    def bodystructure(self, extended: bool = True) -> bytes:
+        structure = self._structures.get(extended)
+        if structure is None:
+            try:
+                out: list[bytes] = []
+                _body(self._tree(), extended, out)
+                structure = b"".join(out)
+            except Exception:
+                logging.getLogger(__name__).debug("BODYSTRUCTURE fell back to text/plain", exc_info=True)
+                structure = _plain_structure(self.data, extended)
+            self._structures[extended] = structure
+        return structure
+
+    def section(self, part: tuple[int, ...] = (), kind: str | None = None, fields: tuple[str, ...] = ()) -> bytes:
+        if not part and kind is None:
+            return self.data  # BODY[]: the whole message, nothing to parse
+        try:
+            return _section(self._tree(), part, kind.upper() if kind else None, fields)
+        except Exception:
+            logging.getLogger(__name__).debug("BODY[%r %r] fell back to empty", part, kind, exc_info=True)
+            return b""
+
+    def header_values(self, name: str) -> list[str]:
+        try:
+            data, wanted = self.data, name.lower()
+            return [_decode_words(_text(_field_value(data, f))) for f in self._tree().header.fields if f.name == wanted]
+        except Exception:
+            logging.getLogger(__name__).debug("header_values fell back to none", exc_info=True)
+            return []
+
+    def text_contains(self, needle: str, *, body_only: bool) -> bool:
+        target = needle.casefold()
+        if not target:
+            return True
+        try:
+            root = self._tree()
+            if not body_only and target in _header_text(root).casefold():
+                return True
+            return any(target in chunk.casefold() for chunk in _body_texts(root))
+        except Exception:
+            logging.getLogger(__name__).debug("text_contains fell back to raw bytes", exc_info=True)
+            return target in self.data.decode("utf-8", "replace").casefold()
+
+    def sent_date(self) -> datetime.date | None:
+        try:
+            f = self._tree().header.first("date")
+            if f is None:
+                return None
+            parsed = email.utils.parsedate_tz(_text(_field_value(self.data, f)))
+            if parsed is None:
+                return None
+            return datetime.date(parsed[0], parsed[1], parsed[2])
+        except Exception:
+            logging.getLogger(__name__).debug("sent_date fell back to None", exc_info=True)
+            return None
+
+
+def parsed(message: Message) -> ParsedMessage:
+    """The message's ParsedMessage, made on first use and kept with it (Message.derived)."""
+    value = message.derived(_PARSED_KEY, ParsedMessage)
+    assert isinstance(value, ParsedMessage)
+    return value
+
+
+_PARSED_KEY = "imap-mime"

@@ -56,11 +56,11 @@ def matches(key: SearchKey, number: int, message: Message, context: SearchContex
             # NEW is "RECENT UNSEEN" (RFC 3501 6.4.4).
             return message.uid in context.recent and "\\Seen" not in message.flags
         case HeaderKey(field=name, value=value):
-            return _header_contains(message.data, name, value)
+            return _header_contains(message, name, value)
         case TextKey(value=value, body_only=body_only):
-            return not value or mime.text_contains(message.data, value, body_only=body_only)
+            return not value or mime.parsed(message).text_contains(value, body_only=body_only)
         case DateKey(sent=sent, relation=relation, day=day):
-            when = mime.sent_date(message.data) if sent else message.internal_date.date()
+            when = mime.parsed(message).sent_date() if sent else message.internal_date.date()
             if when is None:
                 return False
             return when < day if relation == "BEFORE" else when == day if relation == "ON" else when >= day
@@ -89,8 +89,8 @@ def _has_flag(message: Message, flag: str) -> bool:
 _ADDRESS_FIELDS = frozenset({"from", "to", "cc", "bcc", "sender", "reply-to"})
 
 
-def _header_contains(data: bytes, name: str, value: str) -> bool:
-    values = mime.header_values(data, name)
+def _header_contains(message: Message, name: str, value: str) -> bool:
+    values = mime.parsed(message).header_values(name)
     if not value:
         # HEADER <field> "" matches every message that has the field (RFC 3501 6.4.4).
         return bool(values)

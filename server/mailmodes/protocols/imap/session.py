@@ -834,7 +834,7 @@ class ImapSession:
         section = item.section
         data = message.data
         if section is not None:
-            content = mime.section(data, section.part, section.kind, section.fields)
+            content = mime.parsed(message).section(section.part, section.kind, section.fields)
             if item.partial is not None:
                 origin, count = item.partial
                 content = content[origin : origin + count]
@@ -850,16 +850,16 @@ class ImapSession:
         elif name == "INTERNALDATE":
             out.append(b"INTERNALDATE " + _internal_date(message.internal_date).encode())
         elif name == "ENVELOPE":
-            out += (b"ENVELOPE ", mime.envelope(data))
+            out += (b"ENVELOPE ", mime.parsed(message).envelope())
         elif name in ("BODY", "BODYSTRUCTURE"):
-            out += (label, b" ", mime.bodystructure(data, name == "BODYSTRUCTURE"))
+            out += (label, b" ", mime.parsed(message).bodystructure(name == "BODYSTRUCTURE"))
         else:
             if name == "RFC822":
                 content = data
             elif name == "RFC822.HEADER":
-                content = mime.section(data, (), "HEADER")
+                content = mime.parsed(message).section((), "HEADER")
             else:  # RFC822.TEXT
-                content = mime.section(data, (), "TEXT")
+                content = mime.parsed(message).section((), "TEXT")
             out += (b"%b {%d}\r\n" % (label, len(content)), content)
 
     def _flags_item(self, view: View, message: Message) -> bytes:
