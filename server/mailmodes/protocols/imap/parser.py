@@ -213,6 +213,7 @@ class SequenceSet:
     """sequence-set (RFC 3501 section 9): ranges of numbers, STAR for "*", either order."""
 
     ranges: tuple[tuple[int, int], ...]
+    saved: bool = False  # "$": the messages the last SEARCH RETURN (SAVE) kept (RFC 5182); no ranges
 
     def resolve(self, largest: int) -> Iterator[tuple[int, int]]:
         """Each range as (low, high) with "*" replaced by `largest` (RFC 3501 6.4.8)."""
@@ -222,6 +223,9 @@ class SequenceSet:
             yield (first, last) if first <= last else (last, first)
 
     def __str__(self) -> str:
+        if self.saved:
+            return "$"
+
         def number(value: int) -> str:
             return "*" if value == STAR else str(value)
 
@@ -323,6 +327,7 @@ class CopyArgs:
 class SearchArgs:
     charset: str | None
     key: SearchKey
+    returns: tuple[str, ...] | None = None  # RETURN (...) options (RFC 4731), None without RETURN
 
 
 @dataclass(frozen=True)
@@ -577,6 +582,9 @@ class Reader:
         return decode_name(self._match(_LIST_CHARS, "a mailbox pattern")[0])
 
     def sequence_set(self) -> SequenceSet:
+        if self.peek() == 0x24:  # "$" (RFC 5182: seq-last-command), only ever the whole set
+            self.pos += 1
+            return SequenceSet((), saved=True)
         text = self._match(_SEQUENCE, "a sequence set")[0]
         ranges: list[tuple[int, int]] = []
         for item in text.split(b","):
@@ -880,11 +888,27 @@ def _enable(reader: Reader, uid: bool) -> EnableArgs:
 
 
 def _search(reader: Reader, uid: bool) -> SearchArgs:
-    # search = "SEARCH" [SP "CHARSET" SP astring] 1*(SP search-key)
+    # search = "SEARCH" [search-return-opts] [SP "CHARSET" SP astring] 1*(SP search-key)
+    # search-return-opts = SP "RETURN" SP "(" [search-return-opt *(SP search-return-opt)] ")"
     reader.sp()
     charset = None
+    returns: tuple[str, ...] | None = None
     # The first key may be a sequence set ("*", "1:3") or a parenthesised list, neither an atom.
     first = _ATOM.match(reader.data, reader.pos)
+    if first is not None and first[0].upper() == b"RETURN" and reader.data.startswith(b" (", first.end()):
+        reader.pos = first.end() + 2
+        options: list[str] = []
+        while reader.peek() != 0x29:
+            if options:
+                reader.sp()
+            option = reader.keyword()
+            if option not in SEARCH_RETURN_OPTIONS:
+                raise reader.fail(f"Unknown SEARCH RETURN option {option}")
+            options.append(option)
+        reader.char(b")")
+        reader.sp()
+        returns = tuple(dict.fromkeys(options))
+        first = _ATOM.match(reader.data, reader.pos)
     if first is not None and first[0].upper() == b"CHARSET":
         reader.pos = first.end()
         reader.sp()
@@ -893,7 +917,11 @@ def _search(reader: Reader, uid: bool) -> SearchArgs:
     keys = [_search_key(reader, charset, 0)]
     while reader.maybe_sp():
         keys.append(_search_key(reader, charset, 0))
-    return SearchArgs(charset, keys[0] if len(keys) == 1 else AndKey(tuple(keys)))
+    return SearchArgs(charset, keys[0] if len(keys) == 1 else AndKey(tuple(keys)), returns)
+
+
+# RFC 4731 (ESEARCH) and RFC 5182 (SEARCHRES: SAVE).
+SEARCH_RETURN_OPTIONS = ("MIN", "MAX", "ALL", "COUNT", "SAVE")
 
 
 # NOT, OR and parentheses nest; parsing and matching recurse once per level, so the depth is
@@ -924,7 +952,7 @@ def _search_key(reader: Reader, charset: str | None, depth: int) -> SearchKey:
             keys.append(_search_key(reader, charset, inner))
         reader.char(b")")
         return keys[0] if len(keys) == 1 else AndKey(tuple(keys))
-    if 0x30 <= first <= 0x39 or first == 0x2A:
+    if 0x30 <= first <= 0x39 or first in (0x2A, 0x24):  # a digit, "*" or "$"
         return SequenceKey(reader.sequence_set(), uid=False)
     name = reader.keyword()
 

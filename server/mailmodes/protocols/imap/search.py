@@ -37,6 +37,7 @@ class SearchContext:
     largest_sequence: int
     largest_uid: int
     recent: set[int] = field(default_factory=set)
+    saved: set[int] = field(default_factory=set)  # UIDs that "$" stands for (RFC 5182)
 
 
 def search(key: SearchKey, messages: Sequence[Message], context: SearchContext) -> list[int]:
@@ -67,6 +68,8 @@ def matches(key: SearchKey, number: int, message: Message, context: SearchContex
         case SizeKey(larger=larger, size=size):
             return message.size > size if larger else message.size < size
         case SequenceKey(sequence=sequence, uid=uid):
+            if sequence.saved:
+                return message.uid in context.saved
             position, largest = (message.uid, context.largest_uid) if uid else (number, context.largest_sequence)
             return any(low <= position <= high for low, high in sequence.resolve(largest))
         case NotKey(key=inner):

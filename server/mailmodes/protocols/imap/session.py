@@ -70,7 +70,10 @@ from mailmodes.store import (
 log = logging.getLogger(__name__)
 
 # Advertised once authentication is possible (and after it), in this order.
-EXTENSIONS = ("LITERAL+", "SASL-IR", "IDLE", "UIDPLUS", "UNSELECT", "MOVE", "NAMESPACE", "ID", "ENABLE", "SPECIAL-USE")
+EXTENSIONS = (
+    "LITERAL+", "SASL-IR", "IDLE", "UIDPLUS", "UNSELECT", "MOVE", "NAMESPACE", "ID", "ENABLE", "SPECIAL-USE",
+    "ESEARCH", "SEARCHRES",
+)
 PRIVACY_REQUIRED = "[PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure connections"
 AUTH_FAILED = "[AUTHENTICATIONFAILED] Authentication failed"  # RFC 5530
 STARTTLS_OK = "Begin TLS negotiation now"
@@ -108,6 +111,9 @@ class View:
     uid_high: int  # the highest UID ever announced
     unwatch: Callable[[], None] = lambda: None
     dirty: bool = False  # the store changed (or reports are held back) since the last sync
+    # "$" (RFC 5182): the UIDs the last SEARCH RETURN (SAVE) kept; an expunged one simply no
+    # longer resolves to a message.
+    saved: set[int] = field(default_factory=set)
 
     def largest_uid(self) -> int:
         return self.messages[-1].uid if self.messages else 0
@@ -725,7 +731,10 @@ class ImapSession:
 
     def _targets(self, sequence: SequenceSet, uid: bool) -> list[tuple[int, Message]] | None:
         """(sequence number, message) pairs, ascending; None if a sequence number is invalid."""
-        messages = self._selected().messages
+        view = self._selected()
+        messages = view.messages
+        if sequence.saved:
+            return [(index + 1, m) for index, m in enumerate(messages) if m.uid in view.saved]
         indexes: Iterable[int]
         if uid:
             if not messages:
@@ -775,7 +784,9 @@ class ImapSession:
         if view.readonly:
             return "NO", "[CANNOT] Mailbox is read-only"
         uids = [m.uid for m in view.messages if "\\Deleted" in m.flags]
-        if args.uids is not None:
+        if args.uids is not None and args.uids.saved:
+            uids = [uid for uid in uids if uid in view.saved]
+        elif args.uids is not None:
             ranges = list(args.uids.resolve(view.largest_uid()))
             uids = [uid for uid in uids if any(low <= uid <= high for low, high in ranges)]
         view.mailbox.expunge(uids)  # the EXPUNGE responses come from the sync after this
@@ -784,14 +795,32 @@ class ImapSession:
     def _search(self, command: Command) -> Reply:
         args = command.args
         assert isinstance(args, SearchArgs)
-        if args.charset not in (None, "UTF-8", "US-ASCII"):
-            return "NO", "[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset"
         view = self._selected()
-        context = SearchContext(len(view.messages), view.largest_uid(), view.recent)
+        returns = args.returns
+        if args.charset not in (None, "UTF-8", "US-ASCII"):
+            if returns is not None and "SAVE" in returns:
+                view.saved = set()  # RFC 5182 2.1: a failed SEARCH ... SAVE empties "$"
+            return "NO", "[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset"
+        context = SearchContext(len(view.messages), view.largest_uid(), view.recent, view.saved)
         numbers = search(args.key, view.messages, context)
-        if command.uid:
-            numbers = [view.messages[n - 1].uid for n in numbers]
-        self._send(b"* SEARCH" + b"".join(b" %d" % n for n in numbers) + b"\r\n")
+        if returns is None:
+            if command.uid:
+                numbers = [view.messages[n - 1].uid for n in numbers]
+            self._send(b"* SEARCH" + b"".join(b" %d" % n for n in numbers) + b"\r\n")
+            return "OK", "SEARCH completed"
+        options = set(returns) or {"ALL"}  # RFC 4731 3.1: RETURN () means RETURN (ALL)
+        if "SAVE" in options:
+            kept = numbers
+            if numbers and not options & {"ALL", "COUNT"} and options & {"MIN", "MAX"}:
+                # RFC 5182 2.4: with only MIN and/or MAX, only those messages are saved.
+                ends = ([numbers[0]] if "MIN" in options else []) + ([numbers[-1]] if "MAX" in options else [])
+                kept = sorted(set(ends))
+            view.saved = {view.messages[n - 1].uid for n in kept}
+            options.discard("SAVE")
+            if not options:
+                return "OK", "SEARCH completed"  # RFC 5182 2.1: SAVE alone sends no ESEARCH
+        values = [view.messages[n - 1].uid for n in numbers] if command.uid else numbers
+        self._send(_esearch(command.tag, command.uid, options, values))
         return "OK", "SEARCH completed"
 
     def _fetch(self, command: Command) -> Reply:
@@ -1094,6 +1123,24 @@ def _internal_date(when: datetime) -> str:
         f'"{when.day:2d}-{_MONTHS[when.month - 1]}-{when.year:04d} '
         f'{when.hour:02d}:{when.minute:02d}:{when.second:02d} {sign}{minutes // 60:02d}{minutes % 60:02d}"'
     )
+
+
+def _esearch(tag: str, uid: bool, options: set[str], values: list[int]) -> bytes:
+    """* ESEARCH (RFC 4731 3.1): the options asked for, in Dovecot's order; MIN, MAX and ALL
+    only when something matched, COUNT always."""
+    parts = [f'* ESEARCH (TAG "{tag}")']
+    if uid:
+        parts.append("UID")
+    if values:
+        if "MIN" in options:
+            parts.append(f"MIN {values[0]}")
+        if "MAX" in options:
+            parts.append(f"MAX {values[-1]}")
+        if "ALL" in options:
+            parts.append(f"ALL {_uid_set(values)}")
+    if "COUNT" in options:
+        parts.append(f"COUNT {len(values)}")
+    return (" ".join(parts) + "\r\n").encode()
 
 
 def _uid_set(uids: list[int]) -> str:
