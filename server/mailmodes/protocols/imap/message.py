@@ -1068,6 +1068,53 @@ class ParsedMessage:
             return None
 
 
+    # --- SORT and THREAD keys (RFC 5256, RFC 5957) ----------------------------------------
+
+    def first_address(self, name: str) -> _Address | None:
+        try:
+            f = self._tree().header.first(name)
+            found = [] if f is None else _addresses(_field_value(self.data, f))
+            return found[0] if found else None
+        except Exception:
+            logging.getLogger(__name__).debug("first_address fell back to none", exc_info=True)
+            return None
+
+    def sort_address(self, name: str) -> bytes:
+        """RFC 5256 3 (FROM, TO, CC): the addr-mailbox of the first address, b"" if none; a
+        group's first address is its start marker, whose mailbox is the group name (as Dovecot)."""
+        address = self.first_address(name)
+        return (address[2] or b"") if address is not None else b""
+
+    def display_address(self, name: str) -> str:
+        """RFC 5957 (DISPLAYFROM, DISPLAYTO): the first address's display name, decoded; when it
+        has none, its addr-spec."""
+        address = self.first_address(name)
+        if address is None:
+            return ""
+        display, _, mailbox, host = address
+        if display:
+            decoded = _decode_words(_text(display)).strip()
+            if decoded:
+                return decoded
+        spec = _text(mailbox or b"")
+        return spec if not host or host == _MISSING_DOMAIN else f"{spec}@{_text(host)}"
+
+    def subject(self) -> str:
+        """The Subject field, RFC 2047 words decoded; "" without one."""
+        values = self.header_values("subject")
+        return values[0] if values else ""
+
+    def sent_timestamp(self) -> float | None:
+        """RFC 5256 3 (DATE): the Date field as a UTC timestamp; None when absent or unparsable."""
+        try:
+            f = self._tree().header.first("date")
+            parsed = None if f is None else email.utils.parsedate_tz(_text(_field_value(self.data, f)))
+            return None if parsed is None else float(email.utils.mktime_tz(parsed))
+        except Exception:
+            logging.getLogger(__name__).debug("sent_timestamp fell back to None", exc_info=True)
+            return None
+
+
 def parsed(message: Message) -> ParsedMessage:
     """The message's ParsedMessage, made on first use and kept with it (Message.derived)."""
     value = message.derived(_PARSED_KEY, ParsedMessage)
@@ -1076,3 +1123,55 @@ def parsed(message: Message) -> ParsedMessage:
 
 
 _PARSED_KEY = "imap-mime"
+
+
+# --------------------------------------------------------------------------------------------
+# Base subject (RFC 5256 2.1), for SORT SUBJECT and THREAD
+
+_SUBJ_BLOB = re.compile(r"\[[^\[\]]*\] *")
+_SUBJ_REFWD = re.compile(r"(?:re|fwd?) *(?:\[[^\[\]]*\] *)?:", re.IGNORECASE)
+
+
+def base_subject(subject: str) -> str:
+    """RFC 5256 2.1 steps 1-7 on an already decoded subject. Written as loops over anchored,
+    unambiguous patterns, so a long hostile subject costs linear time per step."""
+    text = " ".join(subject.split()) if subject.strip() else ""  # (1) white space runs: one SP
+    while True:
+        text = _strip_trailers(text)  # (2)
+        while True:  # (5): repeat (3) and (4) until nothing changes
+            before = text
+            while (stripped := _strip_leader(text)) is not None:  # (3)
+                text = stripped
+            blob = _SUBJ_BLOB.match(text)  # (4), only when something is left after it
+            if blob is not None and text[blob.end() :].strip():
+                text = text[blob.end() :]
+            if text == before:
+                break
+        # (6) "[fwd:" ... "]" around the whole subject: unwrap, and start again at (2).
+        if len(text) >= 6 and text[:5].lower() == "[fwd:" and text.endswith("]"):
+            text = text[5:-1]
+            continue
+        return text
+
+
+def _strip_trailers(text: str) -> str:
+    """(2) subj-trailer = "(fwd)" / WSP, removed from the end until none is left."""
+    while True:
+        trimmed = text.rstrip(" ")
+        if trimmed[-5:].lower() == "(fwd)":
+            trimmed = trimmed[:-5]
+        if trimmed == text:
+            return text
+        text = trimmed
+
+
+def _strip_leader(text: str) -> str | None:
+    """(3) subj-leader = (*subj-blob subj-refwd) / WSP; None when the text starts with neither.
+    Blobs are taken greedily: after fewer, "[" would follow, which no subj-refwd starts with."""
+    if text.startswith(" "):
+        return text[1:]
+    pos = 0
+    while (blob := _SUBJ_BLOB.match(text, pos)) is not None:
+        pos = blob.end()
+    refwd = _SUBJ_REFWD.match(text, pos)
+    return None if refwd is None else text[refwd.end() :]

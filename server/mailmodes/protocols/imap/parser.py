@@ -331,6 +331,20 @@ class SearchArgs:
 
 
 @dataclass(frozen=True)
+class SortCriterion:
+    key: str  # ARRIVAL, CC, DATE, FROM, SIZE, SUBJECT, TO (RFC 5256), DISPLAYFROM, DISPLAYTO (RFC 5957)
+    reverse: bool
+
+
+@dataclass(frozen=True)
+class SortArgs:
+    criteria: tuple[SortCriterion, ...]
+    charset: str
+    key: SearchKey
+    returns: tuple[str, ...] | None = None  # ESORT (RFC 5267): RETURN (...) as for SEARCH
+
+
+@dataclass(frozen=True)
 class ExpungeArgs:
     uids: SequenceSet | None  # UID EXPUNGE (RFC 4315 section 2.1)
 
@@ -896,18 +910,8 @@ def _search(reader: Reader, uid: bool) -> SearchArgs:
     # The first key may be a sequence set ("*", "1:3") or a parenthesised list, neither an atom.
     first = _ATOM.match(reader.data, reader.pos)
     if first is not None and first[0].upper() == b"RETURN" and reader.data.startswith(b" (", first.end()):
-        reader.pos = first.end() + 2
-        options: list[str] = []
-        while reader.peek() != 0x29:
-            if options:
-                reader.sp()
-            option = reader.keyword()
-            if option not in SEARCH_RETURN_OPTIONS:
-                raise reader.fail(f"Unknown SEARCH RETURN option {option}")
-            options.append(option)
-        reader.char(b")")
+        returns = _return_options(reader, first.end() + 1, "SEARCH")
         reader.sp()
-        returns = tuple(dict.fromkeys(options))
         first = _ATOM.match(reader.data, reader.pos)
     if first is not None and first[0].upper() == b"CHARSET":
         reader.pos = first.end()
@@ -922,6 +926,60 @@ def _search(reader: Reader, uid: bool) -> SearchArgs:
 
 # RFC 4731 (ESEARCH) and RFC 5182 (SEARCHRES: SAVE).
 SEARCH_RETURN_OPTIONS = ("MIN", "MAX", "ALL", "COUNT", "SAVE")
+
+
+def _return_options(reader: Reader, start: int, command: str) -> tuple[str, ...]:
+    """The "(" ... ")" list of search-return-opts at `start`, without repeats."""
+    reader.pos = start
+    reader.char(b"(")
+    options: list[str] = []
+    while reader.peek() != 0x29:
+        if options:
+            reader.sp()
+        option = reader.keyword()
+        if option not in SEARCH_RETURN_OPTIONS:
+            raise reader.fail(f"Unknown {command} RETURN option {option}")
+        options.append(option)
+    reader.char(b")")
+    return tuple(dict.fromkeys(options))
+
+
+SORT_KEYS = ("ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO")
+
+
+def _sort(reader: Reader, uid: bool) -> SortArgs:
+    # sort = ["UID" SP] "SORT" [SP "RETURN" SP "(" ...")"] SP sort-criteria SP search-criteria
+    # (RFC 5256 5, RFC 5267 3.2); search-criteria = charset 1*(SP search-key)
+    reader.sp()
+    returns = None
+    first = _ATOM.match(reader.data, reader.pos)
+    if first is not None and first[0].upper() == b"RETURN":
+        reader.pos = first.end()
+        reader.sp()
+        returns = _return_options(reader, reader.pos, "SORT")
+        reader.sp()
+    reader.char(b"(")
+    criteria: list[SortCriterion] = []
+    while True:
+        name = reader.keyword()
+        reverse = name == "REVERSE"
+        if reverse:
+            reader.sp()
+            name = reader.keyword()
+        if name not in SORT_KEYS:
+            raise reader.fail(f"Unknown sort criterion {name}")
+        criteria.append(SortCriterion(name, reverse))
+        if not reader.maybe_sp():
+            break
+    reader.char(b")")
+    reader.sp()
+    charset = reader.astring().decode("ascii", "replace").upper()
+    keys = []
+    while reader.maybe_sp():
+        keys.append(_search_key(reader, charset, 0))
+    if not keys:
+        raise reader.fail("SORT needs search keys")
+    return SortArgs(tuple(criteria), charset, keys[0] if len(keys) == 1 else AndKey(tuple(keys)), returns)
 
 
 # NOT, OR and parentheses nest; parsing and matching recurse once per level, so the depth is
@@ -1010,9 +1068,9 @@ ARGUMENTS: dict[str, ArgParser] = {
     "LIST": _list, "LSUB": _list, "STATUS": _status, "APPEND": _append,
     "CHECK": _no_args, "CLOSE": _no_args, "UNSELECT": _no_args, "EXPUNGE": _expunge, "SEARCH": _search, "FETCH": _fetch,
     "STORE": _store, "COPY": _copy, "MOVE": _copy,
-    "IDLE": _no_args, "NAMESPACE": _no_args, "ID": _id, "ENABLE": _enable,
+    "IDLE": _no_args, "NAMESPACE": _no_args, "ID": _id, "ENABLE": _enable, "SORT": _sort,
 }
-UID_COMMANDS = ("COPY", "MOVE", "FETCH", "SEARCH", "STORE", "EXPUNGE")
+UID_COMMANDS = ("COPY", "MOVE", "FETCH", "SEARCH", "STORE", "EXPUNGE", "SORT")
 
 
 def split_head(head: bytes) -> tuple[str | None, str]:

@@ -48,7 +48,9 @@ from mailmodes.protocols.imap.parser import (
     MailboxArg,
     Rename,
     SearchArgs,
+    SearchKey,
     SequenceSet,
+    SortArgs,
     StatusArgs,
     StoreArgs,
     parse_command,
@@ -56,6 +58,7 @@ from mailmodes.protocols.imap.parser import (
     split_head,
 )
 from mailmodes.protocols.imap.search import SearchContext, search
+from mailmodes.protocols.imap.sort import sort
 from mailmodes.scenarios.misbehaviour import StartTlsPlan
 from mailmodes.store import (
     HIERARCHY_DELIMITER,
@@ -72,7 +75,7 @@ log = logging.getLogger(__name__)
 # Advertised once authentication is possible (and after it), in this order.
 EXTENSIONS = (
     "LITERAL+", "SASL-IR", "IDLE", "UIDPLUS", "UNSELECT", "MOVE", "NAMESPACE", "ID", "ENABLE", "SPECIAL-USE",
-    "ESEARCH", "SEARCHRES",
+    "ESEARCH", "SEARCHRES", "SORT", "SORT=DISPLAY", "ESORT",
 )
 PRIVACY_REQUIRED = "[PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure connections"
 AUTH_FAILED = "[AUTHENTICATIONFAILED] Authentication failed"  # RFC 5530
@@ -83,8 +86,9 @@ _UNTAGGED_CONDITIONS = ("BYE", "PREAUTH")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _FLAG_ORDER = {flag: index for index, flag in enumerate(SYSTEM_FLAGS + ("\\Recent",))}
 _SYSTEM_FLAGS_TEXT = " ".join(SYSTEM_FLAGS)
-# RFC 3501 7.4.1: no EXPUNGE while answering FETCH, STORE or SEARCH (their UID forms may).
-_NO_EXPUNGE_DURING = ("FETCH", "STORE", "SEARCH")
+# RFC 3501 7.4.1: no EXPUNGE while answering FETCH, STORE or SEARCH (their UID forms may); SORT
+# is a SEARCH (RFC 5256 3).
+_NO_EXPUNGE_DURING = ("FETCH", "STORE", "SEARCH", "SORT")
 _SAFE_ASTRING = re.compile(r"[^\r\n\x00\x80-\U0010ffff]*")
 
 
@@ -801,27 +805,46 @@ class ImapSession:
             if returns is not None and "SAVE" in returns:
                 view.saved = set()  # RFC 5182 2.1: a failed SEARCH ... SAVE empties "$"
             return "NO", "[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset"
+        numbers = self._matching(view, args.key)
+        self._search_result(command, view, numbers, returns)
+        return "OK", "SEARCH completed"
+
+    def _matching(self, view: View, key: SearchKey) -> list[int]:
         context = SearchContext(len(view.messages), view.largest_uid(), view.recent, view.saved)
-        numbers = search(args.key, view.messages, context)
+        return search(key, view.messages, context)
+
+    def _search_result(self, command: Command, view: View, numbers: list[int], returns: tuple[str, ...] | None,
+                       name: str = "SEARCH") -> None:
+        """* SEARCH / * SORT, or with RETURN an ESEARCH (RFC 4731, RFC 5267) and the SAVE of
+        RFC 5182. `numbers` are sequence numbers in the order to report (SORT's order)."""
         if returns is None:
             if command.uid:
                 numbers = [view.messages[n - 1].uid for n in numbers]
-            self._send(b"* SEARCH" + b"".join(b" %d" % n for n in numbers) + b"\r\n")
-            return "OK", "SEARCH completed"
+            self._send(b"* %b" % name.encode() + b"".join(b" %d" % n for n in numbers) + b"\r\n")
+            return
         options = set(returns) or {"ALL"}  # RFC 4731 3.1: RETURN () means RETURN (ALL)
         if "SAVE" in options:
             kept = numbers
             if numbers and not options & {"ALL", "COUNT"} and options & {"MIN", "MAX"}:
                 # RFC 5182 2.4: with only MIN and/or MAX, only those messages are saved.
-                ends = ([numbers[0]] if "MIN" in options else []) + ([numbers[-1]] if "MAX" in options else [])
-                kept = sorted(set(ends))
+                kept = ([numbers[0]] if "MIN" in options else []) + ([numbers[-1]] if "MAX" in options else [])
             view.saved = {view.messages[n - 1].uid for n in kept}
             options.discard("SAVE")
             if not options:
-                return "OK", "SEARCH completed"  # RFC 5182 2.1: SAVE alone sends no ESEARCH
+                return  # RFC 5182 2.1: SAVE alone sends no ESEARCH
         values = [view.messages[n - 1].uid for n in numbers] if command.uid else numbers
         self._send(_esearch(command.tag, command.uid, options, values))
-        return "OK", "SEARCH completed"
+
+    def _sort(self, command: Command) -> Reply:
+        args = command.args
+        assert isinstance(args, SortArgs)
+        view = self._selected()
+        if args.charset not in ("UTF-8", "US-ASCII"):
+            return "NO", "[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset"
+        matched = [(n, view.messages[n - 1]) for n in self._matching(view, args.key)]
+        ordered = [number for number, _ in sort(args.criteria, matched)]
+        self._search_result(command, view, ordered, args.returns, "SORT")
+        return "OK", "SORT completed"
 
     def _fetch(self, command: Command) -> Reply:
         args = command.args
@@ -1127,7 +1150,8 @@ def _internal_date(when: datetime) -> str:
 
 def _esearch(tag: str, uid: bool, options: set[str], values: list[int]) -> bytes:
     """* ESEARCH (RFC 4731 3.1): the options asked for, in Dovecot's order; MIN, MAX and ALL
-    only when something matched, COUNT always."""
+    only when something matched, COUNT always. `values` are in SEARCH's ascending order or in
+    SORT's: then MIN and MAX are the first and last sorted (RFC 5267 3.2) and ALL keeps the order."""
     parts = [f'* ESEARCH (TAG "{tag}")']
     if uid:
         parts.append("UID")
@@ -1144,7 +1168,8 @@ def _esearch(tag: str, uid: bool, options: set[str], values: list[int]) -> bytes
 
 
 def _uid_set(uids: list[int]) -> str:
-    """A compact uid-set: 1:3,5 (RFC 4315 section 4); `uids` ascending."""
+    """A compact uid-set: 1:3,5 (RFC 4315 section 4). The order of `uids` is kept, ascending
+    runs collapsed (ESORT's ALL is in sort order, RFC 5267 3.2)."""
     spans: list[list[int]] = []
     for uid in uids:
         if spans and uid == spans[-1][1] + 1:
@@ -1254,6 +1279,7 @@ COMMANDS: dict[str, tuple[Handler, frozenset[State]]] = {
     "UNSELECT": (ImapSession._unselect_command, SELECTED),
     "EXPUNGE": (ImapSession._expunge, SELECTED),
     "SEARCH": (ImapSession._search, SELECTED),
+    "SORT": (ImapSession._sort, SELECTED),
     "FETCH": (ImapSession._fetch, SELECTED),
     "STORE": (ImapSession._store, SELECTED),
     "COPY": (ImapSession._copy, SELECTED),
