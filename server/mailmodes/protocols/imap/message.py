@@ -1115,6 +1115,22 @@ class ParsedMessage:
             return None
 
 
+    def message_ids(self, name: str) -> list[str]:
+        """The msg-ids ("<left@right>", RFC 5322 3.6.4) in the first field called `name`, without
+        their angle brackets, for THREAD=REFERENCES."""
+        try:
+            f = self._tree().header.first(name)
+            if f is None:
+                return []
+            return [m[1] for m in _MSG_ID.finditer(_text(_field_value(self.data, f))) if "@" in m[1]]
+        except Exception:
+            logging.getLogger(__name__).debug("message_ids fell back to none", exc_info=True)
+            return []
+
+
+_MSG_ID = re.compile(r"<\s*([^<>\s]+)\s*>")
+
+
 def parsed(message: Message) -> ParsedMessage:
     """The message's ParsedMessage, made on first use and kept with it (Message.derived)."""
     value = message.derived(_PARSED_KEY, ParsedMessage)
@@ -1135,12 +1151,22 @@ _SUBJ_REFWD = re.compile(r"(?:re|fwd?) *(?:\[[^\[\]]*\] *)?:", re.IGNORECASE)
 def base_subject(subject: str) -> str:
     """RFC 5256 2.1 steps 1-7 on an already decoded subject. Written as loops over anchored,
     unambiguous patterns, so a long hostile subject costs linear time per step."""
+    return base_subject_and_reply(subject)[0]
+
+
+def base_subject_and_reply(subject: str) -> tuple[str, bool]:
+    """The base subject, and whether a "Re:"/"Fwd:" leader or "(fwd)" trailer or "[fwd: ...]"
+    wrapper was removed on the way (RFC 5256 THREAD=REFERENCES step 5 asks: is it a reply?)."""
     text = " ".join(subject.split()) if subject.strip() else ""  # (1) white space runs: one SP
+    reply = False
     while True:
-        text = _strip_trailers(text)  # (2)
+        trimmed = _strip_trailers(text)  # (2)
+        reply = reply or "(" in text[len(trimmed) :]
+        text = trimmed
         while True:  # (5): repeat (3) and (4) until nothing changes
             before = text
             while (stripped := _strip_leader(text)) is not None:  # (3)
+                reply = reply or not text.startswith(" ")
                 text = stripped
             blob = _SUBJ_BLOB.match(text)  # (4), only when something is left after it
             if blob is not None and text[blob.end() :].strip():
@@ -1150,8 +1176,9 @@ def base_subject(subject: str) -> str:
         # (6) "[fwd:" ... "]" around the whole subject: unwrap, and start again at (2).
         if len(text) >= 6 and text[:5].lower() == "[fwd:" and text.endswith("]"):
             text = text[5:-1]
+            reply = True
             continue
-        return text
+        return text, reply
 
 
 def _strip_trailers(text: str) -> str:

@@ -345,6 +345,13 @@ class SortArgs:
 
 
 @dataclass(frozen=True)
+class ThreadArgs:
+    algorithm: str  # ORDEREDSUBJECT or REFERENCES (RFC 5256 4)
+    charset: str
+    key: SearchKey
+
+
+@dataclass(frozen=True)
 class ExpungeArgs:
     uids: SequenceSet | None  # UID EXPUNGE (RFC 4315 section 2.1)
 
@@ -973,13 +980,33 @@ def _sort(reader: Reader, uid: bool) -> SortArgs:
             break
     reader.char(b")")
     reader.sp()
+    charset, key = _charset_and_keys(reader, "SORT")
+    return SortArgs(tuple(criteria), charset, key, returns)
+
+
+def _charset_and_keys(reader: Reader, command: str) -> tuple[str, SearchKey]:
+    """search-criteria = charset 1*(SP search-key), as SORT and THREAD take them (RFC 5256 5)."""
     charset = reader.astring().decode("ascii", "replace").upper()
     keys = []
     while reader.maybe_sp():
         keys.append(_search_key(reader, charset, 0))
     if not keys:
-        raise reader.fail("SORT needs search keys")
-    return SortArgs(tuple(criteria), charset, keys[0] if len(keys) == 1 else AndKey(tuple(keys)), returns)
+        raise reader.fail(f"{command} needs search keys")
+    return charset, keys[0] if len(keys) == 1 else AndKey(tuple(keys))
+
+
+THREAD_ALGORITHMS = ("ORDEREDSUBJECT", "REFERENCES")
+
+
+def _thread(reader: Reader, uid: bool) -> ThreadArgs:
+    # thread = ["UID" SP] "THREAD" SP thread-alg SP search-criteria (RFC 5256 5)
+    reader.sp()
+    algorithm = reader.keyword()
+    if algorithm not in THREAD_ALGORITHMS:
+        raise reader.fail(f"Unknown threading algorithm {algorithm}")
+    reader.sp()
+    charset, key = _charset_and_keys(reader, "THREAD")
+    return ThreadArgs(algorithm, charset, key)
 
 
 # NOT, OR and parentheses nest; parsing and matching recurse once per level, so the depth is
@@ -1069,8 +1096,9 @@ ARGUMENTS: dict[str, ArgParser] = {
     "CHECK": _no_args, "CLOSE": _no_args, "UNSELECT": _no_args, "EXPUNGE": _expunge, "SEARCH": _search, "FETCH": _fetch,
     "STORE": _store, "COPY": _copy, "MOVE": _copy,
     "IDLE": _no_args, "NAMESPACE": _no_args, "ID": _id, "ENABLE": _enable, "SORT": _sort,
+    "THREAD": _thread,
 }
-UID_COMMANDS = ("COPY", "MOVE", "FETCH", "SEARCH", "STORE", "EXPUNGE", "SORT")
+UID_COMMANDS = ("COPY", "MOVE", "FETCH", "SEARCH", "STORE", "EXPUNGE", "SORT", "THREAD")
 
 
 def split_head(head: bytes) -> tuple[str | None, str]:

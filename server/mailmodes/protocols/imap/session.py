@@ -53,12 +53,14 @@ from mailmodes.protocols.imap.parser import (
     SortArgs,
     StatusArgs,
     StoreArgs,
+    ThreadArgs,
     parse_command,
     quote_astring,
     split_head,
 )
 from mailmodes.protocols.imap.search import SearchContext, search
 from mailmodes.protocols.imap.sort import sort
+from mailmodes.protocols.imap.thread import thread
 from mailmodes.scenarios.misbehaviour import StartTlsPlan
 from mailmodes.store import (
     HIERARCHY_DELIMITER,
@@ -75,7 +77,7 @@ log = logging.getLogger(__name__)
 # Advertised once authentication is possible (and after it), in this order.
 EXTENSIONS = (
     "LITERAL+", "SASL-IR", "IDLE", "UIDPLUS", "UNSELECT", "MOVE", "NAMESPACE", "ID", "ENABLE", "SPECIAL-USE",
-    "ESEARCH", "SEARCHRES", "SORT", "SORT=DISPLAY", "ESORT",
+    "ESEARCH", "SEARCHRES", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES",
 )
 PRIVACY_REQUIRED = "[PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure connections"
 AUTH_FAILED = "[AUTHENTICATIONFAILED] Authentication failed"  # RFC 5530
@@ -87,8 +89,8 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 _FLAG_ORDER = {flag: index for index, flag in enumerate(SYSTEM_FLAGS + ("\\Recent",))}
 _SYSTEM_FLAGS_TEXT = " ".join(SYSTEM_FLAGS)
 # RFC 3501 7.4.1: no EXPUNGE while answering FETCH, STORE or SEARCH (their UID forms may); SORT
-# is a SEARCH (RFC 5256 3).
-_NO_EXPUNGE_DURING = ("FETCH", "STORE", "SEARCH", "SORT")
+# and THREAD are SEARCHes (RFC 5256 3, 4).
+_NO_EXPUNGE_DURING = ("FETCH", "STORE", "SEARCH", "SORT", "THREAD")
 _SAFE_ASTRING = re.compile(r"[^\r\n\x00\x80-\U0010ffff]*")
 
 
@@ -846,6 +848,19 @@ class ImapSession:
         self._search_result(command, view, ordered, args.returns, "SORT")
         return "OK", "SORT completed"
 
+    def _thread(self, command: Command) -> Reply:
+        args = command.args
+        assert isinstance(args, ThreadArgs)
+        view = self._selected()
+        if args.charset not in ("UTF-8", "US-ASCII"):
+            return "NO", "[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset"
+        matched = [(n, view.messages[n - 1]) for n in self._matching(view, args.key)]
+        if command.uid:
+            matched = [(message.uid, message) for _, message in matched]
+        threads = thread(args.algorithm, matched)
+        self._send(b"* THREAD " + threads + b"\r\n" if threads else b"* THREAD\r\n")
+        return "OK", "THREAD completed"
+
     def _fetch(self, command: Command) -> Reply:
         args = command.args
         assert isinstance(args, FetchArgs)
@@ -1280,6 +1295,7 @@ COMMANDS: dict[str, tuple[Handler, frozenset[State]]] = {
     "EXPUNGE": (ImapSession._expunge, SELECTED),
     "SEARCH": (ImapSession._search, SELECTED),
     "SORT": (ImapSession._sort, SELECTED),
+    "THREAD": (ImapSession._thread, SELECTED),
     "FETCH": (ImapSession._fetch, SELECTED),
     "STORE": (ImapSession._store, SELECTED),
     "COPY": (ImapSession._copy, SELECTED),
