@@ -72,3 +72,48 @@ def test_searchres_saves_the_result_as_dollar() -> None:
     # A new SELECT starts with an empty "$".
     assert c.send(b"n SEARCH RETURN (SAVE) ALL\r\nS1 SELECT INBOX\r\n").endswith(b"S1 OK [READ-WRITE] SELECT completed\r\n")
     assert c.send(b"o FETCH $ UID\r\n") == b"o OK FETCH completed\r\n"
+
+
+# --- CONTEXT=SEARCH (RFC 5267): PARTIAL, UPDATE, CANCELUPDATE ---------------------------------
+
+
+def test_partial_results() -> None:
+    c = six_with_a_gap()
+    assert c.send(b"a SEARCH RETURN (PARTIAL 2:4) ALL\r\n") == (
+        b'* ESEARCH (TAG "a") PARTIAL (2:4 2:4)\r\na OK SEARCH completed\r\n'
+    )
+    assert c.send(b"b UID SEARCH RETURN (PARTIAL 5:3 COUNT) ALL\r\n") == (
+        b'* ESEARCH (TAG "b") UID PARTIAL (3:5 3,5:6) COUNT 6\r\nb OK SEARCH completed\r\n'
+    )
+    assert c.send(b"c SEARCH RETURN (PARTIAL 7:9) ALL\r\n") == (
+        b'* ESEARCH (TAG "c") PARTIAL (7:9 NIL)\r\nc OK SEARCH completed\r\n'
+    )
+    assert c.send(b"e SEARCH RETURN (PARTIAL 1) ALL\r\n") == b"e BAD Expected ':'\r\n"
+    assert c.send(b"f SEARCH RETURN (PARTIAL 1:*) ALL\r\n") == b"f BAD Expected a number\r\n"
+    assert c.send(b"g SEARCH RETURN (PARTIAL 1:2 ALL) ALL\r\n") == b"g BAD PARTIAL conflicts with ALL\r\n"
+
+
+def test_update_reports_additions_and_removals_until_cancelled() -> None:
+    store = make_store()
+    c = six_with_a_gap(store)
+    inbox = store.accounts["alice"].inbox
+    assert c.send(b"a SEARCH RETURN (UPDATE) SEEN\r\n") == b'* ESEARCH (TAG "a")\r\na OK SEARCH completed\r\n'
+    assert c.send(b"b UID SEARCH RETURN (UPDATE ALL) UNSEEN\r\n") == (
+        b'* ESEARCH (TAG "b") UID ALL 1:3,5:7\r\nb OK SEARCH completed\r\n'
+    )
+    assert c.send(b"a SEARCH RETURN (UPDATE) ALL\r\n") == b"a BAD Duplicate search update tag\r\n"
+    assert c.send(b"c STORE 1:2,4 +FLAGS.SILENT (\\Seen)\r\n") == (
+        b'* ESEARCH (TAG "a") ADDTO (0 1:2,4)\r\n* ESEARCH (TAG "b") UID REMOVEFROM (0 1:2,5)\r\n'
+        b"c OK STORE completed\r\n"
+    )
+    # Another session expunges a seen message: it leaves the result before its EXPUNGE.
+    inbox.expunge([2])
+    assert c.send(b"d NOOP\r\n") == b'* ESEARCH (TAG "a") REMOVEFROM (0 2)\r\n* 2 EXPUNGE\r\nd OK NOOP completed\r\n'
+    inbox.append(b"Subject: new\r\n\r\nx\r\n", ["\\Seen"])
+    assert c.send(b"e NOOP\r\n") == (
+        b'* 6 EXISTS\r\n* 6 RECENT\r\n* ESEARCH (TAG "a") ADDTO (0 6)\r\ne OK NOOP completed\r\n'
+    )
+    assert c.send(b'f CANCELUPDATE "a" "b"\r\n') == b"f OK CANCELUPDATE completed\r\n"
+    assert c.send(b"g STORE 1:* -FLAGS.SILENT (\\Seen)\r\n") == b"g OK STORE completed\r\n"
+    assert c.send(b'h CANCELUPDATE "a"\r\n') == b"h BAD Unknown search update tag a\r\n"
+    assert c.send(b"i SORT RETURN (UPDATE) (ARRIVAL) UTF-8 ALL\r\n") == b"i BAD SORT RETURN (UPDATE) is not supported\r\n"

@@ -91,6 +91,9 @@ def test_esort_and_errors() -> None:
     assert c.send(b"b UID SORT RETURN (MIN MAX COUNT) (REVERSE SUBJECT) UTF-8 1:3\r\n") == (
         b'* ESEARCH (TAG "b") UID MIN 1 MAX 2 COUNT 3\r\nb OK SORT completed\r\n'
     )
+    assert c.send(b"p SORT RETURN (PARTIAL 2:3) (SUBJECT) UTF-8 ALL\r\n") == (
+        b'* ESEARCH (TAG "p") PARTIAL (2:3 3,1)\r\np OK SORT completed\r\n'
+    )
     assert c.send(b"c SORT RETURN () (SUBJECT) UTF-8 5\r\n") == b'* ESEARCH (TAG "c")\r\nc OK SORT completed\r\n'
     assert c.send(b"d SORT (SUBJECT) KOI8-R ALL\r\n") == b"d NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset\r\n"
     assert c.send(b"e SORT (THREAD) UTF-8 ALL\r\n") == b"e BAD Unknown sort criterion THREAD\r\n"

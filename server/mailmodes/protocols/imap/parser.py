@@ -328,6 +328,7 @@ class SearchArgs:
     charset: str | None
     key: SearchKey
     returns: tuple[str, ...] | None = None  # RETURN (...) options (RFC 4731), None without RETURN
+    partial: tuple[int, int] | None = None  # RETURN (PARTIAL low:high), RFC 5267 4.4
 
 
 @dataclass(frozen=True)
@@ -342,6 +343,12 @@ class SortArgs:
     charset: str
     key: SearchKey
     returns: tuple[str, ...] | None = None  # ESORT (RFC 5267): RETURN (...) as for SEARCH
+    partial: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class CancelUpdateArgs:
+    tags: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -914,10 +921,11 @@ def _search(reader: Reader, uid: bool) -> SearchArgs:
     reader.sp()
     charset = None
     returns: tuple[str, ...] | None = None
+    partial = None
     # The first key may be a sequence set ("*", "1:3") or a parenthesised list, neither an atom.
     first = _ATOM.match(reader.data, reader.pos)
     if first is not None and first[0].upper() == b"RETURN" and reader.data.startswith(b" (", first.end()):
-        returns = _return_options(reader, first.end() + 1, "SEARCH")
+        returns, partial = _return_options(reader, first.end() + 1, "SEARCH")
         reader.sp()
         first = _ATOM.match(reader.data, reader.pos)
     if first is not None and first[0].upper() == b"CHARSET":
@@ -928,27 +936,40 @@ def _search(reader: Reader, uid: bool) -> SearchArgs:
     keys = [_search_key(reader, charset, 0)]
     while reader.maybe_sp():
         keys.append(_search_key(reader, charset, 0))
-    return SearchArgs(charset, keys[0] if len(keys) == 1 else AndKey(tuple(keys)), returns)
+    return SearchArgs(charset, keys[0] if len(keys) == 1 else AndKey(tuple(keys)), returns, partial)
 
 
-# RFC 4731 (ESEARCH) and RFC 5182 (SEARCHRES: SAVE).
-SEARCH_RETURN_OPTIONS = ("MIN", "MAX", "ALL", "COUNT", "SAVE")
+# RFC 4731 (ESEARCH), RFC 5182 (SEARCHRES: SAVE), RFC 5267 (CONTEXT=SEARCH: UPDATE, CONTEXT,
+# PARTIAL).
+SEARCH_RETURN_OPTIONS = ("MIN", "MAX", "ALL", "COUNT", "SAVE", "UPDATE", "CONTEXT", "PARTIAL")
 
 
-def _return_options(reader: Reader, start: int, command: str) -> tuple[str, ...]:
-    """The "(" ... ")" list of search-return-opts at `start`, without repeats."""
+def _return_options(reader: Reader, start: int, command: str) -> tuple[tuple[str, ...], tuple[int, int] | None]:
+    """The "(" ... ")" list of search-return-opts at `start`, without repeats, and the range
+    of PARTIAL (RFC 5267 4.4: partial-range = nz-number ":" nz-number, either order)."""
     reader.pos = start
     reader.char(b"(")
     options: list[str] = []
+    partial = None
     while reader.peek() != 0x29:
         if options:
             reader.sp()
         option = reader.keyword()
         if option not in SEARCH_RETURN_OPTIONS:
             raise reader.fail(f"Unknown {command} RETURN option {option}")
+        if option in options and option in ("PARTIAL", "UPDATE"):
+            raise reader.fail(f"{option} can be used only once")
+        if option == "PARTIAL":
+            reader.sp()
+            low = reader.nz_number()
+            reader.char(b":")
+            high = reader.nz_number()
+            partial = (min(low, high), max(low, high))
         options.append(option)
     reader.char(b")")
-    return tuple(dict.fromkeys(options))
+    if partial is not None and "ALL" in options:
+        raise reader.fail("PARTIAL conflicts with ALL")
+    return tuple(dict.fromkeys(options)), partial
 
 
 SORT_KEYS = ("ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO")
@@ -959,11 +980,14 @@ def _sort(reader: Reader, uid: bool) -> SortArgs:
     # (RFC 5256 5, RFC 5267 3.2); search-criteria = charset 1*(SP search-key)
     reader.sp()
     returns = None
+    partial = None
     first = _ATOM.match(reader.data, reader.pos)
     if first is not None and first[0].upper() == b"RETURN":
         reader.pos = first.end()
         reader.sp()
-        returns = _return_options(reader, reader.pos, "SORT")
+        returns, partial = _return_options(reader, reader.pos, "SORT")
+        if "UPDATE" in returns:
+            raise reader.fail("SORT RETURN (UPDATE) is not supported")
         reader.sp()
     reader.char(b"(")
     criteria: list[SortCriterion] = []
@@ -981,7 +1005,7 @@ def _sort(reader: Reader, uid: bool) -> SortArgs:
     reader.char(b")")
     reader.sp()
     charset, key = _charset_and_keys(reader, "SORT")
-    return SortArgs(tuple(criteria), charset, key, returns)
+    return SortArgs(tuple(criteria), charset, key, returns, partial)
 
 
 def _charset_and_keys(reader: Reader, command: str) -> tuple[str, SearchKey]:
@@ -993,6 +1017,16 @@ def _charset_and_keys(reader: Reader, command: str) -> tuple[str, SearchKey]:
     if not keys:
         raise reader.fail(f"{command} needs search keys")
     return charset, keys[0] if len(keys) == 1 else AndKey(tuple(keys))
+
+
+def _cancelupdate(reader: Reader, uid: bool) -> CancelUpdateArgs:
+    # cancelupdate = "CANCELUPDATE" 1*(SP tag-string); tag-string = string (RFC 5267 4.2)
+    tags = []
+    while reader.maybe_sp():
+        tags.append(reader.string().decode("ascii", "replace"))
+    if not tags:
+        raise reader.fail("CANCELUPDATE needs a tag")
+    return CancelUpdateArgs(tuple(tags))
 
 
 THREAD_ALGORITHMS = ("ORDEREDSUBJECT", "REFERENCES")
@@ -1096,7 +1130,7 @@ ARGUMENTS: dict[str, ArgParser] = {
     "CHECK": _no_args, "CLOSE": _no_args, "UNSELECT": _no_args, "EXPUNGE": _expunge, "SEARCH": _search, "FETCH": _fetch,
     "STORE": _store, "COPY": _copy, "MOVE": _copy,
     "IDLE": _no_args, "NAMESPACE": _no_args, "ID": _id, "ENABLE": _enable, "SORT": _sort,
-    "THREAD": _thread,
+    "THREAD": _thread, "CANCELUPDATE": _cancelupdate,
 }
 UID_COMMANDS = ("COPY", "MOVE", "FETCH", "SEARCH", "STORE", "EXPUNGE", "SORT", "THREAD")
 

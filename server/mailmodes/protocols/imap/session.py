@@ -31,6 +31,7 @@ from mailmodes.protocols.imap.parser import (
     SYSTEM_FLAGS,
     AppendArgs,
     Authenticate,
+    CancelUpdateArgs,
     Command,
     CommandBytes,
     CommandError,
@@ -78,6 +79,7 @@ log = logging.getLogger(__name__)
 EXTENSIONS = (
     "LITERAL+", "SASL-IR", "IDLE", "UIDPLUS", "UNSELECT", "MOVE", "NAMESPACE", "ID", "ENABLE", "SPECIAL-USE",
     "ESEARCH", "SEARCHRES", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES",
+    "CONTEXT=SEARCH",
 )
 PRIVACY_REQUIRED = "[PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure connections"
 AUTH_FAILED = "[AUTHENTICATIONFAILED] Authentication failed"  # RFC 5530
@@ -102,6 +104,8 @@ class State(enum.Enum):
 
 
 Reply = tuple[str, str] | None  # (status, text) for the tagged response; None: sent already
+# RFC 5267 4.3 lets a server refuse more (NOUPDATE); Dovecot keeps 10 per session.
+MAX_SEARCH_UPDATES = 10
 
 
 @dataclass
@@ -120,9 +124,20 @@ class View:
     # "$" (RFC 5182): the UIDs the last SEARCH RETURN (SAVE) kept; an expunged one simply no
     # longer resolves to a message.
     saved: set[int] = field(default_factory=set)
+    updates: dict[str, _SearchUpdate] = field(default_factory=dict)  # by tag, CONTEXT=SEARCH
 
     def largest_uid(self) -> int:
         return self.messages[-1].uid if self.messages else 0
+
+
+@dataclass
+class _SearchUpdate:
+    """A SEARCH RETURN (UPDATE) kept running (RFC 5267 4.3), named by its command's tag."""
+
+    tag: str
+    key: SearchKey
+    uid: bool
+    uids: set[int]  # the result the client was last told, as UIDs
 
 
 @dataclass
@@ -807,16 +822,35 @@ class ImapSession:
             if returns is not None and "SAVE" in returns:
                 view.saved = set()  # RFC 5182 2.1: a failed SEARCH ... SAVE empties "$"
             return "NO", "[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset"
+        if returns is not None and "UPDATE" in returns and command.tag in view.updates:
+            return "BAD", "Duplicate search update tag"
         numbers = self._matching(view, args.key)
-        self._search_result(command, view, numbers, returns)
+        self._search_result(command, view, numbers, returns, args.partial)
+        if returns is not None and "UPDATE" in returns:
+            if len(view.updates) >= MAX_SEARCH_UPDATES:
+                self._untagged(f'NO [NOUPDATE "{command.tag}"] Too many search updates')
+            else:
+                uids = {view.messages[n - 1].uid for n in numbers}
+                view.updates[command.tag] = _SearchUpdate(command.tag, args.key, command.uid, uids)
         return "OK", "SEARCH completed"
+
+    def _cancelupdate(self, command: Command) -> Reply:
+        args = command.args
+        assert isinstance(args, CancelUpdateArgs)
+        view = self._selected()
+        unknown = [tag for tag in args.tags if tag not in view.updates]
+        if unknown:
+            return "BAD", f"Unknown search update tag {unknown[0]}"
+        for tag in args.tags:
+            del view.updates[tag]
+        return "OK", "CANCELUPDATE completed"
 
     def _matching(self, view: View, key: SearchKey) -> list[int]:
         context = SearchContext(len(view.messages), view.largest_uid(), view.recent, view.saved)
         return search(key, view.messages, context)
 
     def _search_result(self, command: Command, view: View, numbers: list[int], returns: tuple[str, ...] | None,
-                       name: str = "SEARCH") -> None:
+                       partial: tuple[int, int] | None, name: str = "SEARCH") -> None:
         """* SEARCH / * SORT, or with RETURN an ESEARCH (RFC 4731, RFC 5267) and the SAVE of
         RFC 5182. `numbers` are sequence numbers in the order to report (SORT's order)."""
         if returns is None:
@@ -825,6 +859,7 @@ class ImapSession:
             self._send(b"* %b" % name.encode() + b"".join(b" %d" % n for n in numbers) + b"\r\n")
             return
         options = set(returns) or {"ALL"}  # RFC 4731 3.1: RETURN () means RETURN (ALL)
+        options -= {"UPDATE", "CONTEXT"}  # CONTEXT is a hint; UPDATE is kept by the caller
         if "SAVE" in options:
             kept = numbers
             if numbers and not options & {"ALL", "COUNT"} and options & {"MIN", "MAX"}:
@@ -832,10 +867,10 @@ class ImapSession:
                 kept = ([numbers[0]] if "MIN" in options else []) + ([numbers[-1]] if "MAX" in options else [])
             view.saved = {view.messages[n - 1].uid for n in kept}
             options.discard("SAVE")
-            if not options:
+            if not options and "UPDATE" not in returns:
                 return  # RFC 5182 2.1: SAVE alone sends no ESEARCH
         values = [view.messages[n - 1].uid for n in numbers] if command.uid else numbers
-        self._send(_esearch(command.tag, command.uid, options, values))
+        self._send(_esearch(command.tag, command.uid, options, values, partial))
 
     def _sort(self, command: Command) -> Reply:
         args = command.args
@@ -845,7 +880,7 @@ class ImapSession:
             return "NO", "[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset"
         matched = [(n, view.messages[n - 1]) for n in self._matching(view, args.key)]
         ordered = [number for number, _ in sort(args.criteria, matched)]
-        self._search_result(command, view, ordered, args.returns, "SORT")
+        self._search_result(command, view, ordered, args.returns, args.partial, "SORT")
         return "OK", "SORT completed"
 
     def _thread(self, command: Command) -> Reply:
@@ -1029,12 +1064,42 @@ class ImapSession:
         unchanged = count == 0 or (len(current) >= count and current[count - 1] is view.messages[-1])
         if not unchanged:
             if allow_expunge:
-                self._report_expunges(view, {m.uid for m in current})
+                present = {m.uid for m in current}
+                if view.updates:
+                    self._report_update_removals(view, present)
+                self._report_expunges(view, present)
             else:
                 held_back = True
         self._report_new(view, current)
         self._report_flags(view)
+        if view.updates:
+            self._report_updates(view)
         view.dirty = held_back
+
+    def _report_update_removals(self, view: View, present: set[int]) -> None:
+        """RFC 5267 4.3: an expunged message leaves each result (REMOVEFROM) while its sequence
+        number still means it, before the EXPUNGE."""
+        numbers = {m.uid: n for n, m in enumerate(view.messages, 1)}
+        for update in view.updates.values():
+            gone = update.uids - present
+            if gone:
+                update.uids -= gone
+                self._send(_update_line(update, sorted(gone if update.uid else (numbers[u] for u in gone)), []))
+
+    def _report_updates(self, view: View) -> None:
+        """RFC 5267 4.3: ADDTO and REMOVEFROM for each SEARCH RETURN (UPDATE) whose result changed.
+        Position 0 throughout, as Dovecot: a SEARCH result has no order to place into."""
+        ghosts = self._ghosts(view)
+        numbers = {m.uid: n for n, m in enumerate(view.messages, 1)}
+        for update in view.updates.values():
+            now = {view.messages[n - 1].uid for n in self._matching(view, update.key)} - ghosts
+            removed, added = update.uids - now - ghosts, now - update.uids
+            update.uids = (update.uids & ghosts) | now
+            if removed or added:
+                def ids(uids: set[int]) -> list[int]:
+                    return sorted(uids if update.uid else (numbers[u] for u in uids))
+
+                self._send(_update_line(update, ids(removed), ids(added)))
 
     def _report_expunges(self, view: View, present: set[int]) -> None:
         kept: list[Message] = []
@@ -1163,7 +1228,16 @@ def _internal_date(when: datetime) -> str:
     )
 
 
-def _esearch(tag: str, uid: bool, options: set[str], values: list[int]) -> bytes:
+def _update_line(update: _SearchUpdate, removed: list[int], added: list[int]) -> bytes:
+    parts = [f'* ESEARCH (TAG "{update.tag}")'] + (["UID"] if update.uid else [])
+    if removed:
+        parts.append(f"REMOVEFROM (0 {_uid_set(removed)})")
+    if added:
+        parts.append(f"ADDTO (0 {_uid_set(added)})")
+    return (" ".join(parts) + "\r\n").encode()
+
+
+def _esearch(tag: str, uid: bool, options: set[str], values: list[int], partial: tuple[int, int] | None) -> bytes:
     """* ESEARCH (RFC 4731 3.1): the options asked for, in Dovecot's order; MIN, MAX and ALL
     only when something matched, COUNT always. `values` are in SEARCH's ascending order or in
     SORT's: then MIN and MAX are the first and last sorted (RFC 5267 3.2) and ALL keeps the order."""
@@ -1177,6 +1251,11 @@ def _esearch(tag: str, uid: bool, options: set[str], values: list[int]) -> bytes
             parts.append(f"MAX {values[-1]}")
         if "ALL" in options:
             parts.append(f"ALL {_uid_set(values)}")
+    if partial is not None:
+        # RFC 5267 4.4: the low:high-th results (1-based), NIL when none falls in the range.
+        low, high = partial
+        chosen = values[low - 1 : high]
+        parts.append(f"PARTIAL ({low}:{high} {_uid_set(chosen) if chosen else 'NIL'})")
     if "COUNT" in options:
         parts.append(f"COUNT {len(values)}")
     return (" ".join(parts) + "\r\n").encode()
@@ -1296,6 +1375,7 @@ COMMANDS: dict[str, tuple[Handler, frozenset[State]]] = {
     "SEARCH": (ImapSession._search, SELECTED),
     "SORT": (ImapSession._sort, SELECTED),
     "THREAD": (ImapSession._thread, SELECTED),
+    "CANCELUPDATE": (ImapSession._cancelupdate, SELECTED),
     "FETCH": (ImapSession._fetch, SELECTED),
     "STORE": (ImapSession._store, SELECTED),
     "COPY": (ImapSession._copy, SELECTED),
