@@ -1068,6 +1068,34 @@ class ParsedMessage:
             return None
 
 
+    def binary(self, part: tuple[int, ...]) -> bytes | None:
+        """BINARY[part] (RFC 3516 4.1): the part's body with its Content-Transfer-Encoding
+        undone; b"" for no such part; None for an encoding we cannot undo (UNKNOWN-CTE).
+        BINARY[] and parts that hold other parts (multipart, message/rfc822) are as stored."""
+        if not part:
+            return self.data
+        try:
+            target = _resolve(self._tree(), part)
+        except Exception:
+            logging.getLogger(__name__).debug("BINARY[%r] fell back to empty", part, exc_info=True)
+            return b""
+        if target is None:
+            return b""
+        body = self.data[target.body_start : target.end]
+        if target.kind in ("multipart", "message"):
+            return body
+        encoding = _encoding(target).lower()
+        if encoding in (b"7bit", b"8bit", b"binary"):
+            return body
+        if encoding == b"base64":
+            try:
+                return binascii.a2b_base64(body)
+            except (binascii.Error, ValueError):
+                return None
+        if encoding == b"quoted-printable":
+            return decode_quoted_printable(body)
+        return None
+
     # --- SORT and THREAD keys (RFC 5256, RFC 5957) ----------------------------------------
 
     def first_address(self, name: str) -> _Address | None:
@@ -1202,3 +1230,67 @@ def _strip_leader(text: str) -> str | None:
         pos = blob.end()
     refwd = _SUBJ_REFWD.match(text, pos)
     return None if refwd is None else text[refwd.end() :]
+
+
+# --------------------------------------------------------------------------------------------
+# Quoted-printable (RFC 2045 6.7), for BINARY
+
+_QP_ESCAPE = re.compile(rb"=([0-9A-Fa-f]{2})")
+
+
+def decode_quoted_printable(body: bytes) -> bytes:
+    """RFC 2045 6.7 as Dovecot reads it: white space at the end of a line is dropped (rule 3),
+    "=" at the end of a line (white space after it allowed) is a soft line break (rule 5), and
+    "=XX" is an octet; a "=" that is neither stays as it is."""
+    out: list[bytes] = []
+    for line in body.splitlines(keepends=True):
+        content = line.rstrip(b"\r\n")
+        ending = line[len(content) :]
+        content = content.rstrip(b" \t")
+        if content.endswith(b"="):
+            content, ending = content[:-1], b""
+        out.append(_QP_ESCAPE.sub(lambda match: bytes((int(match[1], 16),)), content) + ending)
+    return b"".join(out)
+
+
+# --------------------------------------------------------------------------------------------
+# APPEND of binary content (RFC 3516 4.4)
+
+
+def binary_parts_as_base64(data: bytes) -> bytes:
+    """The message with every leaf part whose Content-Transfer-Encoding is "binary" re-encoded
+    as base64 (that field rewritten, everything else byte for byte): BODY[...] then never
+    carries raw binary, and BINARY[...] decodes it back to the octets appended."""
+    try:
+        leaves = [entity for entity in _leaves(_entity(data, 0, len(data), 0, _TEXT_PLAIN))
+                  if _encoding(entity).lower() == b"binary"]
+    except Exception:
+        logging.getLogger(__name__).debug("binary APPEND kept as sent", exc_info=True)
+        return data
+    eol = _eol(data)
+    out: list[bytes] = []
+    pos = 0
+    for leaf in leaves:
+        field = leaf.header.first("content-transfer-encoding")
+        assert field is not None
+        body = data[leaf.body_start : leaf.end]
+        encoded = binascii.b2a_base64(body, newline=False)
+        lines = eol.join(encoded[i : i + 76] for i in range(0, len(encoded), 76))
+        out += [data[pos : field.start], b"Content-Transfer-Encoding: base64", eol,
+                data[field.end : leaf.body_start], lines]
+        pos = leaf.end
+    out.append(data[pos:])
+    return b"".join(out)
+
+
+def _leaves(root: _Entity) -> Iterator[_Entity]:
+    """The parts that hold no other parts, in the order of their bytes."""
+    stack = [root]
+    while stack:
+        entity = stack.pop()
+        if entity.kind == "multipart":
+            stack.extend(reversed(entity.children()))
+        elif entity.kind == "message":
+            stack.append(entity.inner())
+        else:
+            yield entity

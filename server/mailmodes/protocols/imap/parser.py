@@ -301,6 +301,7 @@ class AppendArgs:
     flags: tuple[str, ...]
     internal_date: datetime | None
     message: bytes
+    binary: bool = False  # sent as literal8 (RFC 3516 4.4)
 
 
 @dataclass(frozen=True)
@@ -759,9 +760,12 @@ def _append(reader: Reader, uid: bool) -> AppendArgs:
     if reader.peek() == 0x22:
         when = reader.date_time()
         reader.sp()
+    binary = reader.peek() == 0x7E  # "~": literal8 (RFC 3516 4.4), which may hold NUL octets
+    if binary:
+        reader.pos += 1
     if reader.peek() != 0x7B:
         raise reader.fail("APPEND needs the message as a literal")
-    return AppendArgs(mailbox, flags, when, reader.literal())
+    return AppendArgs(mailbox, flags, when, reader.literal(), binary)
 
 
 _FETCH_MACROS = {
@@ -800,20 +804,43 @@ def _fetch(reader: Reader, uid: bool) -> FetchArgs:
 
 def _fetch_att(reader: Reader) -> FetchItem:
     name = reader._match(_FETCH_ATT, "a FETCH item")[0].decode().upper()
+    if name in ("BINARY", "BINARY.PEEK", "BINARY.SIZE"):
+        return _binary_att(reader, name)
     if reader.peek() == 0x5B and name in ("BODY", "BODY.PEEK"):
         section = _section(reader)
-        partial = None
-        if reader.peek() == 0x3C:  # "<" number "." nz-number ">"
-            reader.pos += 1
-            origin = reader.number()
-            reader.char(b".")
-            count = reader.nz_number()
-            reader.char(b">")
-            partial = (origin, count)
+        partial = _partial(reader) if reader.peek() == 0x3C else None
         return FetchItem("BODY", section, name == "BODY.PEEK", partial)
     if name not in _SIMPLE_FETCH:
         raise reader.fail(f"Unknown FETCH item {name}")
     return FetchItem(name)
+
+
+def _binary_att(reader: Reader, name: str) -> FetchItem:
+    """RFC 3516: "BINARY" [".PEEK"] section-binary [partial] / "BINARY.SIZE" section-binary;
+    section-binary = "[" [section-part] "]". BINARY.SIZE never sets \\Seen (peek)."""
+    reader.char(b"[")
+    part: list[int] = []
+    if reader.peek() != 0x5D:
+        part.append(reader.nz_number())
+        while reader.peek() == 0x2E:
+            reader.pos += 1
+            part.append(reader.nz_number())
+    reader.char(b"]")
+    partial = None
+    if name != "BINARY.SIZE" and reader.peek() == 0x3C:
+        partial = _partial(reader)
+    size = name == "BINARY.SIZE"
+    return FetchItem("BINARY.SIZE" if size else "BINARY", Section(tuple(part)), size or name == "BINARY.PEEK", partial)
+
+
+def _partial(reader: Reader) -> tuple[int, int]:
+    # "<" number "." nz-number ">"
+    reader.char(b"<")
+    origin = reader.number()
+    reader.char(b".")
+    count = reader.nz_number()
+    reader.char(b">")
+    return origin, count
 
 
 def _section(reader: Reader) -> Section:

@@ -79,7 +79,7 @@ log = logging.getLogger(__name__)
 EXTENSIONS = (
     "LITERAL+", "SASL-IR", "IDLE", "UIDPLUS", "UNSELECT", "MOVE", "NAMESPACE", "ID", "ENABLE", "SPECIAL-USE",
     "ESEARCH", "SEARCHRES", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES",
-    "CONTEXT=SEARCH",
+    "CONTEXT=SEARCH", "BINARY",
 )
 PRIVACY_REQUIRED = "[PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure connections"
 AUTH_FAILED = "[AUTHENTICATIONFAILED] Authentication failed"  # RFC 5530
@@ -709,7 +709,8 @@ class ImapSession:
         flags = self._canonical_flags(args.flags)
         if self.view is not None and self.view.mailbox is mailbox:
             self._announce_keywords(self.view, flags)
-        message = mailbox.append(args.message, flags, args.internal_date)
+        data = mime.binary_parts_as_base64(args.message) if args.binary else args.message
+        message = mailbox.append(data, flags, args.internal_date)
         return "OK", f"[APPENDUID {mailbox.uidvalidity} {message.uid}] APPEND completed"
 
     def _namespace(self, command: Command) -> Reply:
@@ -912,6 +913,12 @@ class ImapSession:
         # Responses go out as a flat list of pieces joined once: a message's bytes are copied a
         # single time, however big (the FETCH BODY[] throughput target).
         labels = {item: _fetch_label(item) for item in items}
+        binary_parts = [item.section.part for item in items if item.name.startswith("BINARY") and item.section]
+        if binary_parts and any(
+            mime.parsed(message).binary(part) is None for _, message in targets for part in binary_parts
+        ):
+            # RFC 3516 4.3: nothing is fetched when a part's encoding cannot be undone.
+            return "NO", "[UNKNOWN-CTE] Unknown Content-Transfer-Encoding"
         chunks = self._pending.chunks
         for number, message in targets:
             seen_now = marks_seen and "\\Seen" not in message.flags and message.uid not in ghosts
@@ -936,11 +943,21 @@ class ImapSession:
         section = item.section
         data = message.data
         if section is not None:
-            content = mime.parsed(message).section(section.part, section.kind, section.fields)
+            if item.name == "BODY":
+                content = mime.parsed(message).section(section.part, section.kind, section.fields)
+            else:
+                decoded = mime.parsed(message).binary(section.part)
+                assert decoded is not None  # _fetch checked for UNKNOWN-CTE first
+                if item.name == "BINARY.SIZE":
+                    out.append(b"%b %d" % (label, len(decoded)))
+                    return
+                content = decoded
             if item.partial is not None:
                 origin, count = item.partial
                 content = content[origin : origin + count]
-            out += (b"%b {%d}\r\n" % (label, len(content)), content)
+            # RFC 3516 4.2: literal8 when the octets include NUL.
+            marker = b"~" if item.name == "BINARY" and b"\0" in content else b""
+            out += (b"%b %b{%d}\r\n" % (label, marker, len(content)), content)
             return
         name = item.name
         if name == "UID":
@@ -1198,7 +1215,7 @@ def _fetch_label(item: FetchItem) -> bytes:
     """The name a fetch-att has in the response: BODY.PEEK[...] answers as BODY[...]<origin>."""
     if item.section is None:
         return item.name.encode()
-    label = f"BODY[{item.section.label()}]"
+    label = f"{'BODY' if item.name == 'BODY' else item.name}[{item.section.label()}]"
     if item.partial is not None:
         label += f"<{item.partial[0]}>"
     return label.encode()

@@ -1,0 +1,59 @@
+"""BINARY (RFC 3516): decoded parts, sizes, literal8, UNKNOWN-CTE, binary APPEND. Exact replies."""
+
+from __future__ import annotations
+
+from imap.imap_harness import WHEN, Client, client, make_store
+from mailmodes.protocols.imap.message import decode_quoted_printable
+
+MESSAGE = (
+    b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+    b"--b\r\nContent-Transfer-Encoding: base64\r\n\r\naGVsbG8AIHdvcmxk\r\n"
+    b"--b\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\ncaf=C3=A9  \r\nsoft=\r\nbreak\r\n"
+    b"--b\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\nbegin\r\n"
+    b"--b--\r\n"
+)
+
+
+def selected(data: bytes = MESSAGE) -> Client:
+    store = make_store()
+    store.accounts["alice"].inbox.append(data, internal_date=WHEN)
+    c = client(store)
+    c.login()
+    c.select()
+    return c
+
+
+def test_quoted_printable_as_rfc_2045_reads_it() -> None:
+    assert decode_quoted_printable(b"hello  \r\nbar=\r\n\r\nfoo\t= \r\n=62 =zz\r\n") == (
+        b"hello\r\nbar\r\nfoo\tb =zz\r\n"
+    )
+
+
+def test_binary_fetch_decodes_parts() -> None:
+    c = selected()
+    assert c.send(b"a FETCH 1 (BINARY.SIZE[1] BINARY.PEEK[1] BINARY.PEEK[2]<2.6>)\r\n") == (
+        b"* 1 FETCH (BINARY.SIZE[1] 12 BINARY[1] ~{12}\r\nhello\0 world BINARY[2]<2> {6}\r\nf\xc3\xa9\r\ns)\r\n"
+        b"a OK FETCH completed\r\n"
+    )
+    assert c.send(b"b FETCH 1 (BINARY.SIZE[2] BINARY.PEEK[9] BINARY.SIZE[])\r\n") == (
+        b"* 1 FETCH (BINARY.SIZE[2] 16 BINARY[9] {0}\r\n BINARY.SIZE[] %d)\r\nb OK FETCH completed\r\n" % len(MESSAGE)
+    )
+    assert c.send(b"c FETCH 1 (BINARY.PEEK[3])\r\n") == b"c NO [UNKNOWN-CTE] Unknown Content-Transfer-Encoding\r\n"
+    assert c.send(b"d FETCH 1 (BINARY[1.MIME])\r\n") == b"d BAD Expected a number\r\n"
+    # BINARY (not .PEEK) sets \Seen, as BODY[] does.
+    assert c.send(b"e FETCH 1 (BINARY[2]<0.3>)\r\n") == (
+        b"* 1 FETCH (BINARY[2]<0> {3}\r\ncaf FLAGS (\\Seen \\Recent))\r\ne OK FETCH completed\r\n"
+    )
+
+
+def test_binary_append_is_stored_as_base64_and_fetched_back_as_sent() -> None:
+    c = selected(b"Subject: empty\r\n\r\n")
+    message = (
+        b"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: binary\r\n\r\n"
+        b"\x00\xff raw\r\n"
+    )
+    assert c.send(b"a APPEND INBOX ~{%d+}\r\n" % len(message) + message + b"\r\n").endswith(b"APPEND completed\r\n")
+    assert c.send(b"b FETCH 2 (BODY.PEEK[] BINARY.PEEK[1])\r\n") == (
+        b"* 2 FETCH (BODY[] {89}\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        b"AP8gcmF3DQo= BINARY[1] ~{8}\r\n\x00\xff raw\r\n)\r\nb OK FETCH completed\r\n"
+    )
