@@ -57,3 +57,25 @@ def test_binary_append_is_stored_as_base64_and_fetched_back_as_sent() -> None:
         b"* 2 FETCH (BODY[] {89}\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
         b"AP8gcmF3DQo= BINARY[1] ~{8}\r\n\x00\xff raw\r\n)\r\nb OK FETCH completed\r\n"
     )
+
+
+# --- MULTIAPPEND (RFC 3502) -----------------------------------------------------------------
+
+
+def test_multiappend_appends_all_or_nothing() -> None:
+    store = make_store()
+    c = client(store, max_message_size=10)
+    c.login()
+    trash = store.accounts["alice"].mailboxes["Trash"]
+    v = trash.uidvalidity
+    assert c.send(b"a APPEND Trash (\\Seen) {2+}\r\nm1 {2+}\r\nm2 (\\Flagged) {2+}\r\nm3\r\n") == (
+        b"a OK [APPENDUID %d 1:3] APPEND completed\r\n" % v
+    )
+    assert [(m.data, sorted(m.flags)) for m in trash.messages] == [
+        (b"m1", ["\\Seen"]), (b"m2", []), (b"m3", ["\\Flagged"])
+    ]
+    # One message over the limit: refused before its literal is sent, and none of them is kept.
+    assert c.send(b"b APPEND Trash {2+}\r\nm4 {11}\r\n") == b"b NO [TOOBIG] Literal too big (at most 10 octets)\r\n"
+    assert c.send(b"c APPEND Trash {2+}\r\nm4 {2+}\r\nm5 {2+}\r\nm6") == b""
+    assert c.send(b" (\\Bogus) {1+}\r\nx\r\n") == b"c BAD Invalid system flag \\BOGUS\r\n"
+    assert len(trash.messages) == 3

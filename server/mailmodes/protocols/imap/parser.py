@@ -296,12 +296,17 @@ class StatusArgs:
 
 
 @dataclass(frozen=True)
-class AppendArgs:
-    mailbox: str
+class AppendMessage:
     flags: tuple[str, ...]
     internal_date: datetime | None
     message: bytes
     binary: bool = False  # sent as literal8 (RFC 3516 4.4)
+
+
+@dataclass(frozen=True)
+class AppendArgs:
+    mailbox: str
+    messages: tuple[AppendMessage, ...]  # more than one: MULTIAPPEND (RFC 3502)
 
 
 @dataclass(frozen=True)
@@ -748,10 +753,19 @@ def _status(reader: Reader, uid: bool) -> StatusArgs:
 
 
 def _append(reader: Reader, uid: bool) -> AppendArgs:
-    # append = "APPEND" SP mailbox [SP flag-list] [SP date-time] SP literal
+    # append = "APPEND" SP mailbox 1*append-message (RFC 3502 6)
+    # append-message = SP [flag-list SP] [date-time SP] literal
     reader.sp()
     mailbox = reader.mailbox()
-    reader.sp()
+    messages = []
+    while reader.maybe_sp():
+        messages.append(_append_message(reader))
+    if not messages:
+        raise reader.fail("Missing argument")
+    return AppendArgs(mailbox, tuple(messages))
+
+
+def _append_message(reader: Reader) -> AppendMessage:
     flags: tuple[str, ...] = ()
     when = None
     if reader.peek() == 0x28:
@@ -765,7 +779,7 @@ def _append(reader: Reader, uid: bool) -> AppendArgs:
         reader.pos += 1
     if reader.peek() != 0x7B:
         raise reader.fail("APPEND needs the message as a literal")
-    return AppendArgs(mailbox, flags, when, reader.literal(), binary)
+    return AppendMessage(flags, when, reader.literal(), binary)
 
 
 _FETCH_MACROS = {

@@ -79,7 +79,7 @@ log = logging.getLogger(__name__)
 EXTENSIONS = (
     "LITERAL+", "SASL-IR", "IDLE", "UIDPLUS", "UNSELECT", "MOVE", "NAMESPACE", "ID", "ENABLE", "SPECIAL-USE",
     "ESEARCH", "SEARCHRES", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES",
-    "CONTEXT=SEARCH", "BINARY",
+    "CONTEXT=SEARCH", "BINARY", "MULTIAPPEND",
 )
 PRIVACY_REQUIRED = "[PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure connections"
 AUTH_FAILED = "[AUTHENTICATIONFAILED] Authentication failed"  # RFC 5530
@@ -267,8 +267,11 @@ class ImapSession:
         """Answer a literal announcement before its bytes arrive (RFC 3501 7.5, RFC 7888)."""
         tag, name = split_head(request.head)
         limit = self.limits.max_literal_size
-        if name == "APPEND":
-            limit = min(limit, self.limits.max_message_size)
+        # APPEND: each literal is one message (MULTIAPPEND sends several), each within the
+        # message size limit; the command's literals together within the literal limit.
+        too_big = request.total > limit
+        if name == "APPEND" and request.size > self.limits.max_message_size:
+            limit, too_big = self.limits.max_message_size, True
         if tag is None:
             self.framer.reject_literal()
             self._bad(None, "Invalid tag")
@@ -276,7 +279,7 @@ class ImapSession:
             # No use reading a literal for a command that will be refused anyway.
             self.framer.reject_literal()
             self._bad(tag, "Unknown command")
-        elif request.total > limit:
+        elif too_big:
             self.framer.reject_literal()
             self._tagged(tag, "NO", f"[TOOBIG] Literal too big (at most {limit} octets)")
         elif name in ("LOGIN", "AUTHENTICATE") and not self.security.may_authenticate:
@@ -704,14 +707,18 @@ class ImapSession:
         if mailbox is None:
             # RFC 3501 6.3.11: TRYCREATE tells the client that CREATE would help.
             return "NO", f"[TRYCREATE] Mailbox doesn't exist: {args.mailbox}"
-        if len(args.message) > self.limits.max_message_size:
+        if any(len(item.message) > self.limits.max_message_size for item in args.messages):
             return "NO", "[TOOBIG] Message too big"
-        flags = self._canonical_flags(args.flags)
-        if self.view is not None and self.view.mailbox is mailbox:
-            self._announce_keywords(self.view, flags)
-        data = mime.binary_parts_as_base64(args.message) if args.binary else args.message
-        message = mailbox.append(data, flags, args.internal_date)
-        return "OK", f"[APPENDUID {mailbox.uidvalidity} {message.uid}] APPEND completed"
+        # RFC 3502: all the messages or none; everything that can refuse one is checked above.
+        uids = []
+        for item in args.messages:
+            flags = self._canonical_flags(item.flags)
+            if self.view is not None and self.view.mailbox is mailbox:
+                self._announce_keywords(self.view, flags)
+            data = mime.binary_parts_as_base64(item.message) if item.binary else item.message
+            uids.append(mailbox.append(data, flags, item.internal_date).uid)
+        # RFC 4315 3: one UID, or the uid-set of a MULTIAPPEND.
+        return "OK", f"[APPENDUID {mailbox.uidvalidity} {_uid_set(uids)}] APPEND completed"
 
     def _namespace(self, command: Command) -> Reply:
         self._untagged(f'NAMESPACE (("" "{HIERARCHY_DELIMITER}")) NIL NIL')
