@@ -79,3 +79,31 @@ def test_multiappend_appends_all_or_nothing() -> None:
     assert c.send(b"c APPEND Trash {2+}\r\nm4 {2+}\r\nm5 {2+}\r\nm6") == b""
     assert c.send(b" (\\Bogus) {1+}\r\nx\r\n") == b"c BAD Invalid system flag \\BOGUS\r\n"
     assert len(trash.messages) == 3
+
+
+# --- CATENATE (RFC 4469) --------------------------------------------------------------------
+
+
+def test_catenate_joins_text_and_parts_of_stored_messages() -> None:
+    store = make_store()
+    inbox = store.accounts["alice"].inbox
+    inbox.append(MESSAGE, internal_date=WHEN)
+    c = client(store)
+    c.login()
+    trash = store.accounts["alice"].mailboxes["Trash"]
+    v, t = inbox.uidvalidity, trash.uidvalidity
+    url = b'"/INBOX;UIDVALIDITY=%d/;UID=1/;SECTION=2.MIME"' % v
+    assert c.send(b"a APPEND Trash CATENATE (TEXT {8+}\r\nSubject:" + b" URL " + url + b" TEXT {4+}\r\nbody)\r\n") == (
+        b"a OK [APPENDUID %d 1] APPEND completed\r\n" % t
+    )
+    assert trash.messages[0].data == b"Subject:Content-Transfer-Encoding: quoted-printable\r\n\r\nbody"
+    assert c.send(b'b APPEND Trash CATENATE (URL "/inbox/;uid=1/;partial=2.3") CATENATE (URL /INBOX/;UID=1)\r\n') == (
+        b"b OK [APPENDUID %d 2:3] APPEND completed\r\n" % t
+    )
+    assert [m.data for m in trash.messages[1:]] == [MESSAGE[2:5], MESSAGE]
+    for bad in (b'"/INBOX;UIDVALIDITY=1/;UID=1"', b'"/INBOX/;UID=9"', b'"/Nope/;UID=1"', b'"/INBOX/;UID=1/;SECTION=X"',
+                b'"imap://host/INBOX/;UID=1"'):
+        assert c.send(b"c APPEND Trash CATENATE (TEXT {1+}\r\nx URL " + bad + b")\r\n") == (
+            b"c NO [BADURL " + bad.strip(b'"') + b"] CATENATE URL cannot be used\r\n"
+        )
+    assert len(trash.messages) == 3

@@ -301,6 +301,8 @@ class AppendMessage:
     internal_date: datetime | None
     message: bytes
     binary: bool = False  # sent as literal8 (RFC 3516 4.4)
+    # CATENATE (RFC 4469): ("TEXT", octets) and ("URL", imap-url) parts, joined by the session.
+    catenate: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -765,6 +767,30 @@ def _append(reader: Reader, uid: bool) -> AppendArgs:
     return AppendArgs(mailbox, tuple(messages))
 
 
+def _cat_parts(reader: Reader, start: int) -> tuple[tuple[str, bytes], ...]:
+    # "CATENATE" SP "(" cat-part *(SP cat-part) ")"; cat-part = text-literal / url
+    # text-literal = "TEXT" SP literal; url = "URL" SP astring (RFC 4469 5)
+    reader.pos = start
+    reader.sp()
+    reader.char(b"(")
+    parts: list[tuple[str, bytes]] = []
+    while True:
+        kind = reader.keyword()
+        reader.sp()
+        if kind == "TEXT":
+            if reader.peek() != 0x7B:
+                raise reader.fail("CATENATE TEXT needs a literal")
+            parts.append((kind, reader.literal()))
+        elif kind == "URL":
+            parts.append((kind, reader.astring()))
+        else:
+            raise reader.fail(f"Unknown CATENATE part {kind}")
+        if not reader.maybe_sp():
+            break
+    reader.char(b")")
+    return tuple(parts)
+
+
 def _append_message(reader: Reader) -> AppendMessage:
     flags: tuple[str, ...] = ()
     when = None
@@ -774,6 +800,9 @@ def _append_message(reader: Reader) -> AppendMessage:
     if reader.peek() == 0x22:
         when = reader.date_time()
         reader.sp()
+    catenate = _ATOM.match(reader.data, reader.pos)
+    if catenate is not None and catenate[0].upper() == b"CATENATE":
+        return AppendMessage(flags, when, b"", catenate=_cat_parts(reader, catenate.end()))
     binary = reader.peek() == 0x7E  # "~": literal8 (RFC 3516 4.4), which may hold NUL octets
     if binary:
         reader.pos += 1
@@ -881,6 +910,17 @@ def _section(reader: Reader) -> Section:
             raise reader.fail("Invalid section")
     reader.char(b"]")
     return Section(tuple(part), kind, fields)
+
+
+def parse_section(text: bytes) -> Section | None:
+    """A section-spec as an IMAP URL's ";SECTION=" gives it (RFC 5092 iurl-section), or None."""
+    reader = Reader(b"[" + text + b"]")
+    try:
+        section = _section(reader)
+        reader.end()
+    except CommandError:
+        return None
+    return section
 
 
 def _header_list(reader: Reader) -> tuple[str, ...]:

@@ -23,6 +23,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from urllib.parse import unquote_to_bytes
 
 from mailmodes import __version__
 from mailmodes.protocols.events import Close, Connection, NoTls, Output, StartTls
@@ -56,6 +57,7 @@ from mailmodes.protocols.imap.parser import (
     StoreArgs,
     ThreadArgs,
     parse_command,
+    parse_section,
     quote_astring,
     split_head,
 )
@@ -79,7 +81,7 @@ log = logging.getLogger(__name__)
 EXTENSIONS = (
     "LITERAL+", "SASL-IR", "IDLE", "UIDPLUS", "UNSELECT", "MOVE", "NAMESPACE", "ID", "ENABLE", "SPECIAL-USE",
     "ESEARCH", "SEARCHRES", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES",
-    "CONTEXT=SEARCH", "BINARY", "MULTIAPPEND",
+    "CONTEXT=SEARCH", "BINARY", "MULTIAPPEND", "CATENATE",
 )
 PRIVACY_REQUIRED = "[PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure connections"
 AUTH_FAILED = "[AUTHENTICATIONFAILED] Authentication failed"  # RFC 5530
@@ -94,6 +96,12 @@ _SYSTEM_FLAGS_TEXT = " ".join(SYSTEM_FLAGS)
 # and THREAD are SEARCHes (RFC 5256 3, 4).
 _NO_EXPUNGE_DURING = ("FETCH", "STORE", "SEARCH", "SORT", "THREAD")
 _SAFE_ASTRING = re.compile(r"[^\r\n\x00\x80-\U0010ffff]*")
+# A relative IMAP URL to a message or part of one (RFC 5092 4 and 6: iabsolute-path), keys in any case.
+_IMAP_URL = re.compile(
+    rb"/(?P<mailbox>[^;/]+(?:/[^;/]+)*)(?i:;UIDVALIDITY=(?P<uidvalidity>\d{1,10}))?"
+    rb"(?i:/;UID=(?P<uid>\d{1,10}))(?i:/;SECTION=(?P<section>[^/]+))?"
+    rb"(?i:/;PARTIAL=(?P<origin>\d{1,10})(?:\.(?P<length>\d{1,10}))?)?"
+)
 
 
 class State(enum.Enum):
@@ -707,18 +715,64 @@ class ImapSession:
         if mailbox is None:
             # RFC 3501 6.3.11: TRYCREATE tells the client that CREATE would help.
             return "NO", f"[TRYCREATE] Mailbox doesn't exist: {args.mailbox}"
-        if any(len(item.message) > self.limits.max_message_size for item in args.messages):
+        contents: list[bytes] = []
+        for item in args.messages:
+            if item.catenate:
+                joined = self._catenated(item.catenate)
+                if isinstance(joined, str):
+                    return "NO", joined
+                contents.append(joined)
+            else:
+                contents.append(mime.binary_parts_as_base64(item.message) if item.binary else item.message)
+        if any(len(data) > self.limits.max_message_size for data in contents):
             return "NO", "[TOOBIG] Message too big"
         # RFC 3502: all the messages or none; everything that can refuse one is checked above.
         uids = []
-        for item in args.messages:
+        for item, data in zip(args.messages, contents, strict=True):
             flags = self._canonical_flags(item.flags)
             if self.view is not None and self.view.mailbox is mailbox:
                 self._announce_keywords(self.view, flags)
-            data = mime.binary_parts_as_base64(item.message) if item.binary else item.message
             uids.append(mailbox.append(data, flags, item.internal_date).uid)
         # RFC 4315 3: one UID, or the uid-set of a MULTIAPPEND.
         return "OK", f"[APPENDUID {mailbox.uidvalidity} {_uid_set(uids)}] APPEND completed"
+
+    def _catenated(self, parts: tuple[tuple[str, bytes], ...]) -> bytes | str:
+        """CATENATE (RFC 4469 5): the parts joined, or the NO text naming the first bad URL."""
+        out: list[bytes] = []
+        for kind, value in parts:
+            if kind == "TEXT":
+                out.append(value)
+                continue
+            content = self._url_content(value)
+            if content is None:
+                return f"[BADURL {value.decode('utf-8', 'replace')}] CATENATE URL cannot be used"
+            out.append(content)
+        return b"".join(out)
+
+    def _url_content(self, url: bytes) -> bytes | None:
+        """The octets a relative IMAP URL names (RFC 5092: "/" mailbox [";UIDVALIDITY=" n]
+        "/;UID=" n ["/;SECTION=" section] ["/;PARTIAL=" origin ["." length]]) in this user's
+        mailboxes; None when it names nothing."""
+        match = _IMAP_URL.fullmatch(url)
+        if match is None:
+            return None
+        mailbox = self._account().mailbox(unquote_to_bytes(match["mailbox"]).decode("utf-8", "surrogateescape"))
+        if mailbox is None or (match["uidvalidity"] and int(match["uidvalidity"]) != mailbox.uidvalidity):
+            return None
+        message = mailbox.by_uid(int(match["uid"]))
+        if message is None:
+            return None
+        content = message.data
+        if match["section"]:
+            section = parse_section(unquote_to_bytes(match["section"]))
+            if section is None:
+                return None
+            content = mime.parsed(message).section(section.part, section.kind, section.fields)
+        if match["origin"]:
+            origin = int(match["origin"])
+            end = origin + int(match["length"]) if match["length"] else len(content)
+            content = content[origin:end]
+        return content
 
     def _namespace(self, command: Command) -> Reply:
         self._untagged(f'NAMESPACE (("" "{HIERARCHY_DELIMITER}")) NIL NIL')
