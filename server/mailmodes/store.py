@@ -71,7 +71,6 @@ class Mailbox:
         self.uidvalidity = next(_uidvalidity_counter)
         self.uidnext = 1
         self.messages: list[Message] = []
-        self.subscribed = True
         self.recent_uids: set[int] = set()
         self._watchers: list[Watcher] = []
 
@@ -135,6 +134,10 @@ class Account:
         self.mailboxes: dict[str, Mailbox] = {INBOX: Mailbox(INBOX)}
         for mailbox_name, use in SPECIAL_USE_MAILBOXES.items():
             self.mailboxes[mailbox_name] = Mailbox(mailbox_name, use)
+        # Names, not mailboxes: a subscription outlives its mailbox (RFC 3501 6.3.9: the server
+        # must not remove it unilaterally; LIST-EXTENDED shows it as \NonExistent). The built-in
+        # mailboxes start subscribed; created ones do not (RFC 3501 6.3.3 and 6.3.6 are apart).
+        self.subscriptions: set[str] = set(self.mailboxes)
 
     @property
     def inbox(self) -> Mailbox:
@@ -194,6 +197,9 @@ class Account:
             mailbox = self.mailboxes.pop(name)
             mailbox.name = new + name[len(old) :]
             self.mailboxes[mailbox.name] = mailbox
+            if name in self.subscriptions:  # the subscription follows the mailbox, as in Dovecot
+                self.subscriptions.discard(name)
+                self.subscriptions.add(mailbox.name)
         parts = new.split(HIERARCHY_DELIMITER)
         for depth in range(1, len(parts)):
             parent = HIERARCHY_DELIMITER.join(parts[:depth])

@@ -287,6 +287,13 @@ class Rename:
 class ListArgs:
     reference: str
     pattern: str
+    # LIST-EXTENDED (RFC 5258): more patterns, selection and return options; LIST-STATUS
+    # (RFC 5819): the STATUS items to return with each mailbox.
+    more_patterns: tuple[str, ...] = ()
+    selection: tuple[str, ...] = ()
+    returns: tuple[str, ...] = ()
+    status_items: tuple[str, ...] = ()
+    extended: bool = False
 
 
 @dataclass(frozen=True)
@@ -729,7 +736,70 @@ def _rename(reader: Reader, uid: bool) -> Rename:
     return Rename(old, reader.mailbox())
 
 
+LIST_SELECTION = ("SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE")
+LIST_RETURN = ("SUBSCRIBED", "CHILDREN", "STATUS", "SPECIAL-USE")
+
+
 def _list(reader: Reader, uid: bool) -> ListArgs:
+    # list = "LIST" [SP list-select-opts] SP mailbox SP mbox-or-pat [SP list-return-opts]
+    # mbox-or-pat = list-mailbox / patterns; patterns = "(" list-mailbox *(SP list-mailbox) ")"
+    # (RFC 5258 6; STATUS in the return options: RFC 5819)
+    reader.sp()
+    selection: list[str] = []
+    extended = reader.peek() == 0x28
+    if extended:
+        selection = _option_list(reader, LIST_SELECTION, "LIST selection option")
+        reader.sp()
+        if "RECURSIVEMATCH" in selection and not set(selection) - {"RECURSIVEMATCH", "REMOTE"}:
+            raise reader.fail("RECURSIVEMATCH needs another selection option")
+    reference = decode_name(reader.astring())
+    reader.sp()
+    if reader.peek() == 0x28:
+        extended = True
+        reader.pos += 1
+        patterns = [reader.list_mailbox()]
+        while reader.maybe_sp():
+            patterns.append(reader.list_mailbox())
+        reader.char(b")")
+    else:
+        patterns = [reader.list_mailbox()]
+    returns: list[str] = []
+    status: tuple[str, ...] = ()
+    if reader.maybe_sp():
+        if reader.keyword() != "RETURN":
+            raise reader.fail("Expected RETURN")
+        reader.sp()
+        extended = True
+        reader.char(b"(")
+        while reader.peek() != 0x29:
+            if returns:
+                reader.sp()
+            option = reader.keyword()
+            if option not in LIST_RETURN:
+                raise reader.fail(f"Unknown LIST return option {option}")
+            returns.append(option)
+            if option == "STATUS":
+                reader.sp()
+                status = _status_items(reader)
+        reader.char(b")")
+    return ListArgs(reference, patterns[0], tuple(patterns[1:]), tuple(selection), tuple(returns), status, extended)
+
+
+def _option_list(reader: Reader, allowed: tuple[str, ...], what: str) -> list[str]:
+    reader.char(b"(")
+    options: list[str] = []
+    while reader.peek() != 0x29:
+        if options:
+            reader.sp()
+        option = reader.keyword()
+        if option not in allowed:
+            raise reader.fail(f"Unknown {what} {option}")
+        options.append(option)
+    reader.char(b")")
+    return options
+
+
+def _lsub(reader: Reader, uid: bool) -> ListArgs:
     reader.sp()
     reference = decode_name(reader.astring())
     reader.sp()
@@ -743,6 +813,10 @@ def _status(reader: Reader, uid: bool) -> StatusArgs:
     reader.sp()
     mailbox = reader.mailbox()
     reader.sp()
+    return StatusArgs(mailbox, _status_items(reader))
+
+
+def _status_items(reader: Reader) -> tuple[str, ...]:
     reader.char(b"(")
     items = [reader.keyword()]
     while reader.maybe_sp():
@@ -751,7 +825,7 @@ def _status(reader: Reader, uid: bool) -> StatusArgs:
     for item in items:
         if item not in STATUS_ITEMS:
             raise reader.fail(f"Unknown STATUS item {item}")
-    return StatusArgs(mailbox, tuple(items))
+    return tuple(items)
 
 
 def _append(reader: Reader, uid: bool) -> AppendArgs:
@@ -1207,7 +1281,7 @@ ARGUMENTS: dict[str, ArgParser] = {
     "LOGIN": _login, "AUTHENTICATE": _authenticate,
     "SELECT": _mailbox, "EXAMINE": _mailbox, "CREATE": _mailbox, "DELETE": _mailbox,
     "SUBSCRIBE": _mailbox, "UNSUBSCRIBE": _mailbox, "RENAME": _rename,
-    "LIST": _list, "LSUB": _list, "STATUS": _status, "APPEND": _append,
+    "LIST": _list, "LSUB": _lsub, "STATUS": _status, "APPEND": _append,
     "CHECK": _no_args, "CLOSE": _no_args, "UNSELECT": _no_args, "EXPUNGE": _expunge, "SEARCH": _search, "FETCH": _fetch,
     "STORE": _store, "COPY": _copy, "MOVE": _copy,
     "IDLE": _no_args, "NAMESPACE": _no_args, "ID": _id, "ENABLE": _enable, "SORT": _sort,

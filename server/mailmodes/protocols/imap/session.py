@@ -81,7 +81,7 @@ log = logging.getLogger(__name__)
 EXTENSIONS = (
     "LITERAL+", "SASL-IR", "IDLE", "UIDPLUS", "UNSELECT", "MOVE", "NAMESPACE", "ID", "ENABLE", "SPECIAL-USE",
     "ESEARCH", "SEARCHRES", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES",
-    "CONTEXT=SEARCH", "BINARY", "MULTIAPPEND", "CATENATE",
+    "CONTEXT=SEARCH", "BINARY", "MULTIAPPEND", "CATENATE", "LIST-EXTENDED", "LIST-STATUS",
 )
 PRIVACY_REQUIRED = "[PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure connections"
 AUTH_FAILED = "[AUTHENTICATIONFAILED] Authentication failed"  # RFC 5530
@@ -604,15 +604,10 @@ class ImapSession:
             return "NO", "[ALREADYEXISTS] Mailbox already exists"
         if not _valid_new_name(name):
             return "NO", "[CANNOT] Invalid mailbox name"
-        before = set(account.mailboxes)
         try:
-            account.create(name)
+            account.create(name)  # not subscribed (RFC 3501 6.3.3 and 6.3.6 are separate steps)
         except MailboxError as error:
             return "NO", f"[CANNOT] {error}"
-        # CREATE does not subscribe (RFC 3501 6.3.3 and 6.3.6 are separate steps); the store's
-        # built-in mailboxes stay subscribed.
-        for created in set(account.mailboxes) - before:
-            account.mailboxes[created].subscribed = False
         return "OK", "CREATE completed"
 
     def _delete(self, command: Command) -> Reply:
@@ -649,44 +644,74 @@ class ImapSession:
     def _subscribe(self, command: Command) -> Reply:
         args = command.args
         assert isinstance(args, MailboxArg)
-        mailbox = self._account().mailbox(args.mailbox)
-        if mailbox is None:
+        account = self._account()
+        name = account.normalise(args.mailbox)
+        if command.name == "UNSUBSCRIBE":
+            # A subscription to a mailbox deleted since can still be dropped.
+            if name not in account.subscriptions and account.mailbox(name) is None:
+                return "NO", f"[NONEXISTENT] Mailbox doesn't exist: {args.mailbox}"
+            account.subscriptions.discard(name)
+            return "OK", "UNSUBSCRIBE completed"
+        if account.mailbox(name) is None:
             return "NO", f"[NONEXISTENT] Mailbox doesn't exist: {args.mailbox}"
-        mailbox.subscribed = command.name == "SUBSCRIBE"
-        return "OK", f"{command.name} completed"
+        account.subscriptions.add(name)
+        return "OK", "SUBSCRIBE completed"
 
     def _list(self, command: Command) -> Reply:
         args = command.args
         assert isinstance(args, ListArgs)
         lsub = command.name == "LSUB"
-        if not args.pattern:
+        if not args.pattern and not args.extended:
             # RFC 3501 6.3.8: an empty pattern asks for the delimiter and the reference's root.
             root = args.reference.split(HIERARCHY_DELIMITER, 1)[0]
             root += HIERARCHY_DELIMITER if HIERARCHY_DELIMITER in args.reference else ""
             if not lsub:
                 self._untagged(f'LIST (\\Noselect) "{HIERARCHY_DELIMITER}" {_astring(root)}')
             return "OK", f"{command.name} completed"
-        pattern = ListPattern(args.reference + args.pattern)
+        patterns = [ListPattern(args.reference + pattern) for pattern in (args.pattern, *args.more_patterns)]
 
         def matches(name: str) -> bool:
-            return pattern.matches(name, fold_case=name == INBOX)
+            return any(pattern.matches(name, fold_case=name == INBOX) for pattern in patterns)
 
-        mailboxes = self._account().mailboxes
-        names = sorted(mailboxes, key=lambda n: (n != INBOX, n))
+        account = self._account()
+        mailboxes = account.mailboxes
         if lsub:
-            for name, noselect in _lsub_entries(mailboxes, names, matches):
+            for name, noselect in _lsub_entries(mailboxes, account.subscriptions, matches):
                 self._untagged(f'LSUB ({noselect}) "{HIERARCHY_DELIMITER}" {_astring(name)}')
             return "OK", f"{command.name} completed"
-        for name in names:
-            if not matches(name):
-                continue
-            mailbox = mailboxes[name]
-            prefix = name + HIERARCHY_DELIMITER
-            children = any(other.startswith(prefix) for other in mailboxes)
-            attributes = ["\\HasChildren" if children else "\\HasNoChildren"]
-            if mailbox.special_use:
+        selection, returns = set(args.selection), set(args.returns)
+        childinfo: set[str] = set()
+        if "SUBSCRIBED" in selection:
+            # RFC 5258 3.1: the subscriptions that match, existing or not.
+            names = {name for name in account.subscriptions if matches(name)}
+            if "RECURSIVEMATCH" in selection:
+                # RFC 5258 3.5: a matching name above a subscription that is not itself listed
+                # is listed too, with CHILDINFO ("SUBSCRIBED").
+                for subscribed in account.subscriptions - names:
+                    parts = subscribed.split(HIERARCHY_DELIMITER)
+                    childinfo.update(
+                        parent for parent in (HIERARCHY_DELIMITER.join(parts[:depth]) for depth in range(1, len(parts)))
+                        if matches(parent)
+                    )
+                names |= childinfo
+        else:
+            names = {name for name in mailboxes if matches(name)}
+        show_subscribed = "SUBSCRIBED" in selection or "SUBSCRIBED" in returns
+        for name in sorted(names, key=lambda n: (n != INBOX, n)):
+            mailbox = mailboxes.get(name)
+            if mailbox is None:
+                attributes = ["\\NonExistent"]
+            else:
+                prefix = name + HIERARCHY_DELIMITER
+                attributes = ["\\HasChildren" if any(other.startswith(prefix) for other in mailboxes) else "\\HasNoChildren"]
+            if show_subscribed and name in account.subscriptions:
+                attributes.append("\\Subscribed")
+            if mailbox is not None and mailbox.special_use:
                 attributes.append(mailbox.special_use)
-            self._untagged(f'LIST ({" ".join(attributes)}) "{HIERARCHY_DELIMITER}" {_astring(name)}')
+            extra = ' (CHILDINFO ("SUBSCRIBED"))' if name in childinfo else ""
+            self._untagged(f'LIST ({" ".join(attributes)}) "{HIERARCHY_DELIMITER}" {_astring(name)}{extra}')
+            if args.status_items and mailbox is not None:
+                self._status_response(mailbox, args.status_items)  # LIST-STATUS (RFC 5819)
         return "OK", f"{command.name} completed"
 
     def _status(self, command: Command) -> Reply:
@@ -695,6 +720,10 @@ class ImapSession:
         mailbox = self._account().mailbox(args.mailbox)
         if mailbox is None:
             return "NO", f"[NONEXISTENT] Mailbox doesn't exist: {args.mailbox}"
+        self._status_response(mailbox, args.items)
+        return "OK", "STATUS completed"
+
+    def _status_response(self, mailbox: Mailbox, wanted: tuple[str, ...]) -> None:
         view = self.view
         recent = len(view.recent) if view is not None and view.mailbox is mailbox else len(mailbox.recent_uids)
         values = {
@@ -704,9 +733,8 @@ class ImapSession:
             "UIDVALIDITY": mailbox.uidvalidity,
             "UNSEEN": sum(1 for m in mailbox.messages if "\\Seen" not in m.flags),
         }
-        items = " ".join(f"{item} {values[item]}" for item in args.items)
+        items = " ".join(f"{item} {values[item]}" for item in wanted)
         self._untagged(f"STATUS {_astring(mailbox.name)} ({items})")
-        return "OK", "STATUS completed"
 
     def _append(self, command: Command) -> Reply:
         args = command.args
@@ -1230,22 +1258,20 @@ def _chaos_line(reply: str, tag: str) -> bytes:
 
 
 def _lsub_entries(
-    mailboxes: dict[str, Mailbox], names: list[str], matches: Callable[[str], bool]
+    mailboxes: dict[str, Mailbox], subscriptions: set[str], matches: Callable[[str], bool]
 ) -> list[tuple[str, str]]:
-    """LSUB results. RFC 3501 6.3.9: when "%" hides a subscribed name, its unsubscribed parent
-    that matches is listed with \\Noselect."""
+    """LSUB results: the matching subscriptions, also of mailboxes deleted since (RFC 3501
+    6.3.9). When "%" hides a subscribed name, its unsubscribed parent that matches is listed
+    with \\Noselect."""
     entries: dict[str, str] = {}
-    for name in names:
-        if not mailboxes[name].subscribed:
-            continue
+    for name in sorted(subscriptions):
         if matches(name):
             entries[name] = ""
             continue
         parts = name.split(HIERARCHY_DELIMITER)
         for depth in range(1, len(parts)):
             parent = HIERARCHY_DELIMITER.join(parts[:depth])
-            box = mailboxes.get(parent)
-            if parent not in entries and (box is None or not box.subscribed) and matches(parent):
+            if parent not in entries and parent not in subscriptions and matches(parent):
                 entries[parent] = "\\Noselect"
     return sorted(entries.items(), key=lambda item: (item[0] != INBOX, item[0]))
 
