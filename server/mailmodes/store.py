@@ -32,6 +32,7 @@ class Message:
     # Immutable, replaced on change (Mailbox.set_flags): most messages share the one empty
     # frozenset instead of each holding a set the cyclic GC must scan.
     flags: frozenset[str] = frozenset()  # see NO_FLAGS
+    modseq: int = 0  # RFC 7162: the mailbox's modification sequence at this message's last change
 
     @property
     def size(self) -> int:
@@ -73,6 +74,9 @@ class Mailbox:
         self.messages: list[Message] = []
         self.recent_uids: set[int] = set()
         self._watchers: list[Watcher] = []
+        # RFC 7162 (CONDSTORE): bumped by every change, whoever makes it (IMAP, POP3's DELE at
+        # QUIT, the HTTP API), since every change goes through append/set_flags/expunge here.
+        self.highest_modseq = 1
 
     def append(
         self, data: bytes, flags: Iterable[str] = (), internal_date: datetime | None = None
@@ -82,6 +86,7 @@ class Mailbox:
             data=bytes(data),
             internal_date=internal_date or datetime.now(timezone.utc),
             flags=_stored_flags(flags),
+            modseq=self._next_modseq(),
         )
         self.uidnext += 1
         self.messages.append(message)
@@ -103,6 +108,7 @@ class Mailbox:
         if removed:
             self.messages = [m for m in self.messages if m.uid not in wanted]
             self.recent_uids -= wanted
+            self._next_modseq()
             self.changed()
         return removed
 
@@ -110,7 +116,12 @@ class Mailbox:
         new = _stored_flags(flags)
         if new != message.flags:
             message.flags = new
+            message.modseq = self._next_modseq()
             self.changed()
+
+    def _next_modseq(self) -> int:
+        self.highest_modseq += 1
+        return self.highest_modseq
 
     def claim_recent(self) -> set[int]:
         """The UIDs that are \\Recent for the caller; no later session sees them as recent."""

@@ -291,7 +291,9 @@ def test_status_append_namespace_id_enable() -> None:
     )
     assert c.send(b"d NAMESPACE\r\n") == b'* NAMESPACE (("" "/")) NIL NIL\r\nd OK NAMESPACE completed\r\n'
     assert c.send(b'e ID ("name" "test")\r\n') == b'* ID ("name" "mailmodes" "version" "0.1.0")\r\ne OK ID completed\r\n'
-    assert c.send(b"f ENABLE CONDSTORE\r\n") == b"* ENABLED\r\nf OK ENABLE completed\r\n"
+    assert c.send(b"f ENABLE X-NONE\r\n") == b"* ENABLED\r\nf OK ENABLE completed\r\n"
+    assert c.send(b"f ENABLE CONDSTORE X-NONE\r\n") == b"* ENABLED CONDSTORE\r\nf OK ENABLE completed\r\n"
+    assert c.send(b"f ENABLE CONDSTORE\r\n") == b"* ENABLED\r\nf OK ENABLE completed\r\n"  # already on
     c.select()
     assert c.send(b"g ENABLE CONDSTORE\r\n") == b"g BAD ENABLE is only valid before a mailbox is selected\r\n"
 

@@ -275,6 +275,7 @@ class Authenticate:
 @dataclass(frozen=True)
 class MailboxArg:
     mailbox: str
+    condstore: bool = False  # SELECT/EXAMINE (CONDSTORE), RFC 7162 3.1.8
 
 
 @dataclass(frozen=True)
@@ -322,6 +323,7 @@ class AppendArgs:
 class FetchArgs:
     sequence: SequenceSet
     items: tuple[FetchItem, ...]
+    changedsince: int | None = None  # FETCH modifier (CHANGEDSINCE n), RFC 7162 3.1.4.1
 
 
 @dataclass(frozen=True)
@@ -330,6 +332,7 @@ class StoreArgs:
     mode: str  # "+", "-" or "" (replace)
     silent: bool
     flags: tuple[str, ...]
+    unchangedsince: int | None = None  # STORE modifier (UNCHANGEDSINCE n), RFC 7162 3.1.3
 
 
 @dataclass(frozen=True)
@@ -457,6 +460,11 @@ class SequenceKey:
 
 
 @dataclass(frozen=True)
+class ModSeqKey:
+    modseq: int  # RFC 7162 3.1.5: messages changed at or after this modification sequence
+
+
+@dataclass(frozen=True)
 class NotKey:
     key: SearchKey
 
@@ -474,7 +482,7 @@ class AndKey:
 
 SearchKey = (
     AllKey | FlagKey | RecentKey | NewKey | HeaderKey | TextKey | DateKey | SizeKey | SequenceKey | NotKey
-    | OrKey | AndKey
+    | OrKey | AndKey | ModSeqKey
 )
 
 # --- Lexical rules ---------------------------------------------------------------------------
@@ -498,6 +506,7 @@ _DATE_TEXT = re.compile(rb"(\d{1,2})-([A-Za-z]{3})-(\d{4})")
 _DATE_TIME = re.compile(rb'"([ \d]?\d)-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)"')
 _UINT32_MAX = 4294967295
 _UINT32_DIGITS = len(str(_UINT32_MAX))
+_MODSEQ_MAX = 2**63 - 1
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 _SYSTEM_FLAG_NAMES = {flag.upper(): flag for flag in SYSTEM_FLAGS}
@@ -571,6 +580,13 @@ class Reader:
         # Checked on the digits first: int() of thousands of digits is slow, then a ValueError.
         if len(digits) > _UINT32_DIGITS or int(digits) > _UINT32_MAX:
             raise self.fail("Number out of range")
+        return int(digits)
+
+    def modseq(self) -> int:
+        """mod-sequence-value (RFC 7162 7): 1*DIGIT, at most 2^63 - 1."""
+        digits = self._match(_NUMBER, "a mod-sequence")[0]
+        if len(digits) > 19 or int(digits) > _MODSEQ_MAX:
+            raise self.fail("Mod-sequence out of range")
         return int(digits)
 
     def nz_number(self) -> int:
@@ -729,6 +745,17 @@ def _mailbox(reader: Reader, uid: bool) -> MailboxArg:
     return MailboxArg(reader.mailbox())
 
 
+def _select(reader: Reader, uid: bool) -> MailboxArg:
+    # select = "SELECT" SP mailbox [select-params]; select-params = SP "(" ... ")" (RFC 4466)
+    reader.sp()
+    mailbox = reader.mailbox()
+    condstore = False
+    if reader.maybe_sp():
+        for name in _option_list(reader, ("CONDSTORE",), "SELECT parameter"):
+            condstore = condstore or name == "CONDSTORE"
+    return MailboxArg(mailbox, condstore)
+
+
 def _rename(reader: Reader, uid: bool) -> Rename:
     reader.sp()
     old = reader.mailbox()
@@ -806,7 +833,7 @@ def _lsub(reader: Reader, uid: bool) -> ListArgs:
     return ListArgs(reference, reader.list_mailbox())
 
 
-STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN")
+STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ")
 
 
 def _status(reader: Reader, uid: bool) -> StatusArgs:
@@ -893,7 +920,7 @@ _FETCH_MACROS = {
 }
 _SIMPLE_FETCH = {
     "ENVELOPE", "FLAGS", "INTERNALDATE", "RFC822", "RFC822.HEADER", "RFC822.SIZE", "RFC822.TEXT", "BODY",
-    "BODYSTRUCTURE", "UID",
+    "BODYSTRUCTURE", "UID", "MODSEQ",
 }
 
 
@@ -916,7 +943,16 @@ def _fetch(reader: Reader, uid: bool) -> FetchArgs:
         else:
             reader.pos = start
             items.append(_fetch_att(reader))
-    return FetchArgs(sequence, tuple(items))
+    changedsince = None
+    if reader.maybe_sp():
+        # fetch-modifiers = SP "(" fetch-modifier *(SP fetch-modifier) ")" (RFC 4466 2.4)
+        reader.char(b"(")
+        if reader.keyword() != "CHANGEDSINCE":
+            raise reader.fail("Unknown FETCH modifier")
+        reader.sp()
+        changedsince = reader.modseq()
+        reader.char(b")")
+    return FetchArgs(sequence, tuple(items), changedsince)
 
 
 def _fetch_att(reader: Reader) -> FetchItem:
@@ -1011,6 +1047,15 @@ def _store(reader: Reader, uid: bool) -> StoreArgs:
     reader.sp()
     sequence = reader.sequence_set()
     reader.sp()
+    unchangedsince = None
+    if reader.peek() == 0x28:  # store-modifiers (RFC 4466 2.5): only UNCHANGEDSINCE
+        reader.pos += 1
+        if reader.keyword() != "UNCHANGEDSINCE":
+            raise reader.fail("Unknown STORE modifier")
+        reader.sp()
+        unchangedsince = reader.modseq()
+        reader.char(b")")
+        reader.sp()
     mode = ""
     if reader.peek() in (0x2B, 0x2D):
         mode = chr(reader.peek())
@@ -1026,7 +1071,7 @@ def _store(reader: Reader, uid: bool) -> StoreArgs:
         while reader.maybe_sp():
             collected.append(reader.flag())
         flags = tuple(collected)
-    return StoreArgs(sequence, mode, item.endswith(".SILENT"), flags)
+    return StoreArgs(sequence, mode, item.endswith(".SILENT"), flags, unchangedsince)
 
 
 def _copy(reader: Reader, uid: bool) -> CopyArgs:
@@ -1263,6 +1308,17 @@ def _search_key(reader: Reader, charset: str | None, depth: int) -> SearchKey:
     if name == "UID":
         reader.sp()
         return SequenceKey(reader.sequence_set(), uid=True)
+    if name == "MODSEQ":
+        # "MODSEQ" [SP entry-name SP entry-type-req] SP mod-sequence-valzer (RFC 7162 3.1.5);
+        # the entry (a flag's metadata name) narrows nothing here: one modseq per message.
+        reader.sp()
+        if reader.peek() == 0x22:
+            reader.quoted()
+            reader.sp()
+            if reader.keyword() not in ("PRIV", "SHARED", "ALL"):
+                raise reader.fail("Expected priv, shared or all")
+            reader.sp()
+        return ModSeqKey(reader.modseq())
     if name == "NOT":
         reader.sp()
         return NotKey(_search_key(reader, charset, inner))
@@ -1279,7 +1335,7 @@ ArgParser = Callable[[Reader, bool], Any]
 ARGUMENTS: dict[str, ArgParser] = {
     "CAPABILITY": _no_args, "NOOP": _no_args, "LOGOUT": _no_args, "STARTTLS": _no_args,
     "LOGIN": _login, "AUTHENTICATE": _authenticate,
-    "SELECT": _mailbox, "EXAMINE": _mailbox, "CREATE": _mailbox, "DELETE": _mailbox,
+    "SELECT": _select, "EXAMINE": _select, "CREATE": _mailbox, "DELETE": _mailbox,
     "SUBSCRIBE": _mailbox, "UNSUBSCRIBE": _mailbox, "RENAME": _rename,
     "LIST": _list, "LSUB": _lsub, "STATUS": _status, "APPEND": _append,
     "CHECK": _no_args, "CLOSE": _no_args, "UNSELECT": _no_args, "EXPUNGE": _expunge, "SEARCH": _search, "FETCH": _fetch,

@@ -18,6 +18,7 @@ from mailmodes.protocols.imap.parser import (
     DateKey,
     FlagKey,
     HeaderKey,
+    ModSeqKey,
     NewKey,
     NotKey,
     OrKey,
@@ -72,6 +73,8 @@ def matches(key: SearchKey, number: int, message: Message, context: SearchContex
                 return message.uid in context.saved
             position, largest = (message.uid, context.largest_uid) if uid else (number, context.largest_sequence)
             return any(low <= position <= high for low, high in sequence.resolve(largest))
+        case ModSeqKey(modseq=modseq):
+            return message.modseq >= modseq
         case NotKey(key=inner):
             return not matches(inner, number, message, context)
         case OrKey(left=left, right=right):

@@ -30,6 +30,7 @@ from mailmodes.protocols.events import Close, Connection, NoTls, Output, StartTl
 from mailmodes.protocols.imap import message as mime
 from mailmodes.protocols.imap.parser import (
     SYSTEM_FLAGS,
+    AndKey,
     AppendArgs,
     Authenticate,
     CancelUpdateArgs,
@@ -48,6 +49,9 @@ from mailmodes.protocols.imap.parser import (
     LiteralRequest,
     Login,
     MailboxArg,
+    ModSeqKey,
+    NotKey,
+    OrKey,
     Rename,
     SearchArgs,
     SearchKey,
@@ -81,7 +85,7 @@ log = logging.getLogger(__name__)
 EXTENSIONS = (
     "LITERAL+", "SASL-IR", "IDLE", "UIDPLUS", "UNSELECT", "MOVE", "NAMESPACE", "ID", "ENABLE", "SPECIAL-USE",
     "ESEARCH", "SEARCHRES", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES",
-    "CONTEXT=SEARCH", "BINARY", "MULTIAPPEND", "CATENATE", "LIST-EXTENDED", "LIST-STATUS",
+    "CONTEXT=SEARCH", "BINARY", "MULTIAPPEND", "CATENATE", "LIST-EXTENDED", "LIST-STATUS", "CONDSTORE",
 )
 PRIVACY_REQUIRED = "[PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure connections"
 AUTH_FAILED = "[AUTHENTICATIONFAILED] Authentication failed"  # RFC 5530
@@ -183,6 +187,9 @@ class ImapSession:
         # (each command) checks one attribute: the chaos stages, empty.
         self.misbehaviour = connection.misbehaviour
         self._chaos_stages = self.misbehaviour.chaos_stages
+        # RFC 7162 3.1: CONDSTORE, once enabled (ENABLE, SELECT (CONDSTORE) or a command that
+        # uses a mod-sequence), stays on: HIGHESTMODSEQ on SELECT, MODSEQ in flag updates.
+        self.condstore = False
 
     # --- LineSession ----------------------------------------------------------------------
 
@@ -570,6 +577,10 @@ class ImapSession:
         self._permanent_flags(view)
         self._untagged(f"OK [UIDVALIDITY {mailbox.uidvalidity}] UIDs valid")
         self._untagged(f"OK [UIDNEXT {mailbox.uidnext}] Predicted next UID")
+        if args.condstore:
+            self.condstore = True
+        if self.condstore:
+            self._untagged(f"OK [HIGHESTMODSEQ {mailbox.highest_modseq}] Highest")
         return "OK", "[READ-ONLY] EXAMINE completed" if readonly else "[READ-WRITE] SELECT completed"
 
     def _flags_text(self, view: View) -> str:
@@ -720,6 +731,8 @@ class ImapSession:
         mailbox = self._account().mailbox(args.mailbox)
         if mailbox is None:
             return "NO", f"[NONEXISTENT] Mailbox doesn't exist: {args.mailbox}"
+        if "HIGHESTMODSEQ" in args.items:
+            self._enable_condstore()
         self._status_response(mailbox, args.items)
         return "OK", "STATUS completed"
 
@@ -732,6 +745,7 @@ class ImapSession:
             "UIDNEXT": mailbox.uidnext,
             "UIDVALIDITY": mailbox.uidvalidity,
             "UNSEEN": sum(1 for m in mailbox.messages if "\\Seen" not in m.flags),
+            "HIGHESTMODSEQ": mailbox.highest_modseq,
         }
         items = " ".join(f"{item} {values[item]}" for item in wanted)
         self._untagged(f"STATUS {_astring(mailbox.name)} ({items})")
@@ -811,8 +825,20 @@ class ImapSession:
         if self.state is not State.AUTHENTICATED:
             # RFC 5161 3.1: only before a mailbox is selected.
             return "BAD", "ENABLE is only valid before a mailbox is selected"
-        self._untagged("ENABLED")  # none of our extensions needs enabling
+        # RFC 5161 3.2: ENABLED lists what this command enabled (CONDSTORE only needs it).
+        enabled = [] if self.condstore or "CONDSTORE" not in command.args.capabilities else ["CONDSTORE"]
+        self.condstore = self.condstore or bool(enabled)
+        self._untagged(" ".join(["ENABLED", *enabled]))
         return "OK", "ENABLE completed"
+
+    def _enable_condstore(self) -> None:
+        """A CONDSTORE-enabling command (RFC 7162 3.1): the first one, with a mailbox selected,
+        also tells its HIGHESTMODSEQ, which SELECT did not."""
+        if self.condstore:
+            return
+        self.condstore = True
+        if self.view is not None:
+            self._untagged(f"OK [HIGHESTMODSEQ {self.view.mailbox.highest_modseq}] Highest")
 
     def _idle(self, command: Command) -> Reply:
         # RFC 2177: report what is pending now, then as it happens until DONE.
@@ -915,7 +941,11 @@ class ImapSession:
         if returns is not None and "UPDATE" in returns and command.tag in view.updates:
             return "BAD", "Duplicate search update tag"
         numbers = self._matching(view, args.key)
-        self._search_result(command, view, numbers, returns, args.partial)
+        if _uses_modseq(args.key):
+            self._enable_condstore()
+            self._search_result(command, view, numbers, returns, args.partial, modseq=True)
+        else:
+            self._search_result(command, view, numbers, returns, args.partial)
         if returns is not None and "UPDATE" in returns:
             if len(view.updates) >= MAX_SEARCH_UPDATES:
                 self._untagged(f'NO [NOUPDATE "{command.tag}"] Too many search updates')
@@ -940,13 +970,18 @@ class ImapSession:
         return search(key, view.messages, context)
 
     def _search_result(self, command: Command, view: View, numbers: list[int], returns: tuple[str, ...] | None,
-                       partial: tuple[int, int] | None, name: str = "SEARCH") -> None:
+                       partial: tuple[int, int] | None, name: str = "SEARCH", modseq: bool = False) -> None:
         """* SEARCH / * SORT, or with RETURN an ESEARCH (RFC 4731, RFC 5267) and the SAVE of
         RFC 5182. `numbers` are sequence numbers in the order to report (SORT's order)."""
+        def highest(chosen: list[int]) -> int:
+            return max(view.messages[n - 1].modseq for n in chosen)
+
         if returns is None:
+            # RFC 7162 3.1.5: a SEARCH with MODSEQ ends "(MODSEQ <highest of those found>)".
+            tail = b" (MODSEQ %d)" % highest(numbers) if modseq and numbers else b""
             if command.uid:
                 numbers = [view.messages[n - 1].uid for n in numbers]
-            self._send(b"* %b" % name.encode() + b"".join(b" %d" % n for n in numbers) + b"\r\n")
+            self._send(b"* %b" % name.encode() + b"".join(b" %d" % n for n in numbers) + tail + b"\r\n")
             return
         options = set(returns) or {"ALL"}  # RFC 4731 3.1: RETURN () means RETURN (ALL)
         options -= {"UPDATE", "CONTEXT"}  # CONTEXT is a hint; UPDATE is kept by the caller
@@ -960,7 +995,16 @@ class ImapSession:
             if not options and "UPDATE" not in returns:
                 return  # RFC 5182 2.1: SAVE alone sends no ESEARCH
         values = [view.messages[n - 1].uid for n in numbers] if command.uid else numbers
-        self._send(_esearch(command.tag, command.uid, options, values, partial))
+        line = _esearch(command.tag, command.uid, options, values, partial)
+        if modseq and numbers:
+            # RFC 7162 3.2.5 (as Dovecot): the highest MODSEQ of the messages returned; with
+            # only MIN and/or MAX, of those.
+            returned = numbers
+            if not options & {"ALL", "COUNT", "PARTIAL"}:
+                returned = ([numbers[0]] if "MIN" in options else []) + ([numbers[-1]] if "MAX" in options else [])
+            if returned:
+                line = line[:-2] + b" MODSEQ %d\r\n" % highest(returned)
+        self._send(line)
 
     def _sort(self, command: Command) -> Reply:
         args = command.args
@@ -996,6 +1040,13 @@ class ImapSession:
         items = list(args.items)
         if command.uid and not any(item.name == "UID" for item in items):
             items.insert(0, FetchItem("UID"))  # RFC 3501 6.4.8
+        if args.changedsince is not None or any(item.name == "MODSEQ" for item in items):
+            self._enable_condstore()
+        if args.changedsince is not None:
+            # RFC 7162 3.1.4.1: only messages changed since, and with their MODSEQ.
+            targets = [(n, m) for n, m in targets if m.modseq > args.changedsince]
+            if not any(item.name == "MODSEQ" for item in items):
+                items.append(FetchItem("MODSEQ"))
         marks_seen = not view.readonly and any(_marks_seen(item) for item in items)
         reports_flags = any(item.name == "FLAGS" for item in items)
         ghosts = self._ghosts(view)
@@ -1051,6 +1102,8 @@ class ImapSession:
         name = item.name
         if name == "UID":
             out.append(b"UID %d" % message.uid)
+        elif name == "MODSEQ":
+            out.append(b"MODSEQ (%d)" % message.modseq)
         elif name == "FLAGS":
             out.append(self._flags_item(view, message))
         elif name == "RFC822.SIZE":
@@ -1085,11 +1138,18 @@ class ImapSession:
             return "NO", "[CANNOT] Mailbox is read-only"
         flags = set(self._canonical_flags(args.flags))
         self._announce_keywords(view, flags)
+        modified: list[int] = []
+        if args.unchangedsince is not None:
+            self._enable_condstore()
         # RFC 2180 4.2.1, as Dovecot: a message another session expunged (EXPUNGE not yet sent
         # here) is skipped and the rest updated; a "mark read" on a range must not fail for it.
         ghosts = self._ghosts(view)
         for number, message in targets:
             if message.uid in ghosts:
+                continue
+            if args.unchangedsince is not None and message.modseq > args.unchangedsince:
+                # RFC 7162 3.1.3: changed since the client looked: left alone, and named.
+                modified.append(message.uid if command.uid else number)
                 continue
             if args.mode == "+":
                 new = message.flags | flags
@@ -1104,8 +1164,14 @@ class ImapSession:
                 continue
             # RFC 3501 6.4.6: the new flags come back as if fetched (with the UID for UID STORE).
             uid = b"UID %d " % message.uid if command.uid else b""
-            self._send(b"* %d FETCH (%b%b)\r\n" % (number, uid, self._flags_item(view, message)))
+            self._send(b"* %d FETCH (%b%b%b)\r\n" % (number, uid, self._flags_item(view, message), self._modseq_item(message)))
+        if modified:
+            return "OK", f"[MODIFIED {_uid_set(modified)}] Conditional STORE failed"
         return "OK", "STORE completed"
+
+    def _modseq_item(self, message: Message) -> bytes:
+        """RFC 7162 3.1.4: with CONDSTORE on, flag updates carry the message's MODSEQ."""
+        return b" MODSEQ (%d)" % message.modseq if self.condstore else b""
 
     def _canonical_flags(self, flags: Iterable[str]) -> tuple[str, ...]:
         """Keywords take the spelling already used in the mailbox ($Junk and $junk are one)."""
@@ -1242,7 +1308,7 @@ class ImapSession:
         for number, message in enumerate(view.messages, 1):
             if view.flags.get(message.uid) != frozenset(message.flags):
                 self._announce_keywords(view, message.flags)
-                self._send(b"* %d FETCH (%b)\r\n" % (number, self._flags_item(view, message)))
+                self._send(b"* %d FETCH (%b%b)\r\n" % (number, self._flags_item(view, message), self._modseq_item(message)))
 
 
 def _chaos_line(reply: str, tag: str) -> bytes:
@@ -1339,6 +1405,23 @@ def _update_line(update: _SearchUpdate, removed: list[int], added: list[int]) ->
     if added:
         parts.append(f"ADDTO (0 {_uid_set(added)})")
     return (" ".join(parts) + "\r\n").encode()
+
+
+def _uses_modseq(key: SearchKey) -> bool:
+    """Whether a search program has a MODSEQ key anywhere (iteratively: nesting is bounded
+    by the parser, but a long AND of keys is not)."""
+    stack = [key]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, ModSeqKey):
+            return True
+        if isinstance(current, NotKey):
+            stack.append(current.key)
+        elif isinstance(current, OrKey):
+            stack += (current.left, current.right)
+        elif isinstance(current, AndKey):
+            stack.extend(current.keys)
+    return False
 
 
 def _esearch(tag: str, uid: bool, options: set[str], values: list[int], partial: tuple[int, int] | None) -> bytes:
