@@ -797,22 +797,22 @@ def _list(reader: Reader, uid: bool) -> ListArgs:
             raise reader.fail("Expected RETURN")
         reader.sp()
         extended = True
-        reader.char(b"(")
-        while reader.peek() != 0x29:
-            if returns:
-                reader.sp()
-            option = reader.keyword()
-            if option not in LIST_RETURN:
-                raise reader.fail(f"Unknown LIST return option {option}")
-            returns.append(option)
+
+        def status_items(option: str) -> None:
+            nonlocal status
             if option == "STATUS":
                 reader.sp()
                 status = _status_items(reader)
-        reader.char(b")")
+
+        returns = _option_list(reader, LIST_RETURN, "LIST return option", status_items)
     return ListArgs(reference, patterns[0], tuple(patterns[1:]), tuple(selection), tuple(returns), status, extended)
 
 
-def _option_list(reader: Reader, allowed: tuple[str, ...], what: str) -> list[str]:
+def _option_list(
+    reader: Reader, allowed: tuple[str, ...], what: str, argument: Callable[[str], None] = lambda option: None
+) -> list[str]:
+    """A parenthesised list of option names from `allowed`; `argument` reads what an option
+    takes after its name (LIST's STATUS items, SEARCH's PARTIAL range)."""
     reader.char(b"(")
     options: list[str] = []
     while reader.peek() != 0x29:
@@ -821,7 +821,10 @@ def _option_list(reader: Reader, allowed: tuple[str, ...], what: str) -> list[st
         option = reader.keyword()
         if option not in allowed:
             raise reader.fail(f"Unknown {what} {option}")
+        if option in options and option in ("PARTIAL", "UPDATE"):
+            raise reader.fail(f"{option} can be used only once")
         options.append(option)
+        argument(option)
     reader.char(b")")
     return options
 
@@ -1148,25 +1151,18 @@ def _return_options(reader: Reader, start: int, command: str) -> tuple[tuple[str
     """The "(" ... ")" list of search-return-opts at `start`, without repeats, and the range
     of PARTIAL (RFC 5267 4.4: partial-range = nz-number ":" nz-number, either order)."""
     reader.pos = start
-    reader.char(b"(")
-    options: list[str] = []
     partial = None
-    while reader.peek() != 0x29:
-        if options:
-            reader.sp()
-        option = reader.keyword()
-        if option not in SEARCH_RETURN_OPTIONS:
-            raise reader.fail(f"Unknown {command} RETURN option {option}")
-        if option in options and option in ("PARTIAL", "UPDATE"):
-            raise reader.fail(f"{option} can be used only once")
+
+    def partial_range(option: str) -> None:
+        nonlocal partial
         if option == "PARTIAL":
             reader.sp()
             low = reader.nz_number()
             reader.char(b":")
             high = reader.nz_number()
             partial = (min(low, high), max(low, high))
-        options.append(option)
-    reader.char(b")")
+
+    options = _option_list(reader, SEARCH_RETURN_OPTIONS, f"{command} RETURN option", partial_range)
     if partial is not None and "ALL" in options:
         raise reader.fail("PARTIAL conflicts with ALL")
     return tuple(dict.fromkeys(options)), partial
