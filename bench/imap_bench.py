@@ -4,6 +4,9 @@ Measures, for each server:
   - FETCH BODY[] bulk: one session, one `UID FETCH 1:* BODY.PEEK[]` of all N messages
     (default 1,000 x 10 KB), read to the tagged OK (PEEK so every round sees the same flags);
   - FETCH BODY[] one by one: N commands `FETCH n BODY.PEEK[]`, each waiting for its reply;
+  - FETCH structure: one `UID FETCH 1:* (ENVELOPE BODYSTRUCTURE BODY.PEEK[HEADER.FIELDS (SUBJECT)]
+    BODY.PEEK[1])` of all N messages, what a client's message list and preview ask for (the
+    first pass is reported apart: a server may parse once and keep the structure);
   - logins/s: connect, greeting, LOGIN, SELECT INBOX (10 messages), LOGOUT, until the server
     closes; sequential;
   - latency of a simple command: NOOP round trips in a selected session (mean and p99).
@@ -98,6 +101,8 @@ def login(client: RawImap, user: str) -> None:
 class Result:
     cold_bulk_seconds: float  # the first pass: caches (Dovecot's index, our views) being filled
     bulk_seconds: float
+    cold_structure_seconds: float
+    structure_seconds: float
     bulk_bytes: int
     single_seconds: float
     login_seconds: float
@@ -123,6 +128,23 @@ def bench_bulk(port: int, context: ssl.SSLContext | None, messages: int) -> tupl
             raise RuntimeError(f"FETCH returned only {size} bytes for {messages} messages")
         client.command(b"LOGOUT")
         return elapsed, size
+    finally:
+        client.close()
+
+
+STRUCTURE_FETCH = b"UID FETCH 1:* (ENVELOPE BODYSTRUCTURE BODY.PEEK[HEADER.FIELDS (SUBJECT)] BODY.PEEK[1])"
+
+
+def bench_structure(port: int, context: ssl.SSLContext | None) -> float:
+    client = RawImap(port, context)
+    try:
+        login(client, "alice")
+        client.command(b"SELECT INBOX")
+        started = time.perf_counter()
+        client.command(STRUCTURE_FETCH)
+        elapsed = time.perf_counter() - started
+        client.command(b"LOGOUT")
+        return elapsed
     finally:
         client.close()
 
@@ -174,6 +196,8 @@ def bench_noop(port: int, context: ssl.SSLContext | None, count: int) -> list[fl
 
 def measure(port: int, context: ssl.SSLContext | None, args: argparse.Namespace) -> Result:
     cold, _ = bench_bulk(port, context, args.messages)
+    cold_structure = bench_structure(port, context)
+    structure = min(bench_structure(port, context) for _ in range(args.rounds))
     bench_logins(port, context, min(20, args.logins))  # warm-up
     bulk = [bench_bulk(port, context, args.messages) for _ in range(args.rounds)]
     single = [bench_single(port, context, args.messages) for _ in range(args.rounds)]
@@ -181,8 +205,8 @@ def measure(port: int, context: ssl.SSLContext | None, args: argparse.Namespace)
     noops = min((bench_noop(port, context, args.noops) for _ in range(args.rounds)), key=statistics.mean)
     seconds, size = min(bulk)
     p99 = sorted(noops)[int(len(noops) * 0.99) - 1]
-    return Result(cold, seconds, size, min(single), min(logins), statistics.mean(noops), p99, args.logins,
-                  args.messages)
+    return Result(cold, seconds, cold_structure, structure, size, min(single), min(logins), statistics.mean(noops), p99,
+                  args.logins, args.messages)
 
 
 # --- the servers ------------------------------------------------------------------------------
@@ -203,12 +227,15 @@ def print_results(results: dict[str, Result], args: argparse.Namespace) -> None:
     row(f"FETCH 1:* BODY[] {args.messages} x {kib:g} KiB (s)", ours.bulk_seconds, theirs.bulk_seconds, ".3f")
     row("  first pass, cold (s)", ours.cold_bulk_seconds, theirs.cold_bulk_seconds, ".3f")
     row("  MB/s", ours.bulk_bytes / ours.bulk_seconds / 1e6, theirs.bulk_bytes / theirs.bulk_seconds / 1e6, ".1f")
+    row("FETCH 1:* structure (s)", ours.structure_seconds, theirs.structure_seconds, ".3f")
+    row("  first pass, cold (s)", ours.cold_structure_seconds, theirs.cold_structure_seconds, ".3f")
     row(f"FETCH n BODY[] x {args.messages} (s)", ours.single_seconds, theirs.single_seconds, ".3f")
     row(f"logins/s ({args.logins} seq.)", ours.logins_per_second, theirs.logins_per_second, ".0f")
     row("NOOP round trip, mean (ms)", ours.noop_mean * 1e3, theirs.noop_mean * 1e3, ".3f")
     row("NOOP round trip, p99 (ms)", ours.noop_p99 * 1e3, theirs.noop_p99 * 1e3, ".3f")
     print()
     bulk_ok = ours.bulk_seconds <= 2 * theirs.bulk_seconds
+    bulk_ok = bulk_ok and ours.structure_seconds <= 2 * theirs.structure_seconds
     single_ok = ours.single_seconds <= 2 * theirs.single_seconds
     login_ok = ours.logins_per_second * 2 >= theirs.logins_per_second
     latency_ok = ours.noop_mean < 0.002

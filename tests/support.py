@@ -28,7 +28,7 @@ USERS = [
 ]
 MODES = ("implicit", "starttls-required", "starttls-optional", "plaintext")
 # The IMAP extensions every authenticated-capable listener advertises, in order (PROTOCOL.md).
-IMAP_EXTENSIONS = "LITERAL+ SASL-IR IDLE UIDPLUS UNSELECT MOVE NAMESPACE ID ENABLE SPECIAL-USE"
+IMAP_EXTENSIONS = "LITERAL+ SASL-IR IDLE UIDPLUS UNSELECT MOVE NAMESPACE ID ENABLE SPECIAL-USE ESEARCH SEARCHRES SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES CONTEXT=SEARCH BINARY MULTIAPPEND CATENATE LIST-EXTENDED LIST-STATUS CONDSTORE"
 
 
 # What a client must be able to do beyond starting, as (probe command, text its output must hold,

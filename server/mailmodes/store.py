@@ -32,6 +32,7 @@ class Message:
     # Immutable, replaced on change (Mailbox.set_flags): most messages share the one empty
     # frozenset instead of each holding a set the cyclic GC must scan.
     flags: frozenset[str] = frozenset()  # see NO_FLAGS
+    modseq: int = 0  # RFC 7162: the mailbox's modification sequence at this message's last change
 
     @property
     def size(self) -> int:
@@ -71,9 +72,11 @@ class Mailbox:
         self.uidvalidity = next(_uidvalidity_counter)
         self.uidnext = 1
         self.messages: list[Message] = []
-        self.subscribed = True
         self.recent_uids: set[int] = set()
         self._watchers: list[Watcher] = []
+        # RFC 7162 (CONDSTORE): bumped by every change, whoever makes it (IMAP, POP3's DELE at
+        # QUIT, the HTTP API), since every change goes through append/set_flags/expunge here.
+        self.highest_modseq = 1
 
     def append(
         self, data: bytes, flags: Iterable[str] = (), internal_date: datetime | None = None
@@ -83,6 +86,7 @@ class Mailbox:
             data=bytes(data),
             internal_date=internal_date or datetime.now(timezone.utc),
             flags=_stored_flags(flags),
+            modseq=self._next_modseq(),
         )
         self.uidnext += 1
         self.messages.append(message)
@@ -104,6 +108,7 @@ class Mailbox:
         if removed:
             self.messages = [m for m in self.messages if m.uid not in wanted]
             self.recent_uids -= wanted
+            self._next_modseq()
             self.changed()
         return removed
 
@@ -111,7 +116,12 @@ class Mailbox:
         new = _stored_flags(flags)
         if new != message.flags:
             message.flags = new
+            message.modseq = self._next_modseq()
             self.changed()
+
+    def _next_modseq(self) -> int:
+        self.highest_modseq += 1
+        return self.highest_modseq
 
     def claim_recent(self) -> set[int]:
         """The UIDs that are \\Recent for the caller; no later session sees them as recent."""
@@ -135,6 +145,10 @@ class Account:
         self.mailboxes: dict[str, Mailbox] = {INBOX: Mailbox(INBOX)}
         for mailbox_name, use in SPECIAL_USE_MAILBOXES.items():
             self.mailboxes[mailbox_name] = Mailbox(mailbox_name, use)
+        # Names, not mailboxes: a subscription outlives its mailbox (RFC 3501 6.3.9: the server
+        # must not remove it unilaterally; LIST-EXTENDED shows it as \NonExistent). The built-in
+        # mailboxes start subscribed; created ones do not (RFC 3501 6.3.3 and 6.3.6 are apart).
+        self.subscriptions: set[str] = set(self.mailboxes)
 
     @property
     def inbox(self) -> Mailbox:
@@ -194,6 +208,9 @@ class Account:
             mailbox = self.mailboxes.pop(name)
             mailbox.name = new + name[len(old) :]
             self.mailboxes[mailbox.name] = mailbox
+            if name in self.subscriptions:  # the subscription follows the mailbox, as in Dovecot
+                self.subscriptions.discard(name)
+                self.subscriptions.add(mailbox.name)
         parts = new.split(HIERARCHY_DELIMITER)
         for depth in range(1, len(parts)):
             parent = HIERARCHY_DELIMITER.join(parts[:depth])

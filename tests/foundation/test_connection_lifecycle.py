@@ -30,7 +30,10 @@ async def failed_upgrade(port: int, protocol: str, mode: str, attempt: str) -> N
         writer.write(b"a STARTTLS\r\n" if protocol == "imap" else b"STLS\r\n")
         await reader.readline()
     if attempt == "reject":
-        with pytest.raises(ssl.SSLError):
+        # On a loaded machine the server's 0.3 s handshake deadline (idle_timeout below) may
+        # end the connection before the client has rejected the certificate: a reset, not an
+        # SSLError. Either way the upgrade failed, which is what this test needs.
+        with pytest.raises((ssl.SSLError, ConnectionResetError)):
             await writer.start_tls(ssl.create_default_context(), server_hostname="localhost")  # no test CA
     elif attempt == "garbage":
         writer.write(b"this is not a ClientHello\r\n")

@@ -19,6 +19,7 @@ import pytest
 from mailmodes.app import ListenerError, ThreadedMailServer
 from mailmodes.config import HttpConfig
 from mailmodes.protocols import PROTOCOLS
+from mailmodes.protocols.imap.parser import decode_name
 from mailmodes.tls.policy import TlsMode
 from mailmodes.web.server import HttpServer
 from support import make_config
@@ -321,6 +322,29 @@ def test_mailbox_names_with_a_hierarchy_delimiter(server: ThreadedMailServer) ->
     assert detail["raw_url"] == "/api/messages/alice/Work%2F2024%20%22q%22/1/raw"
     raw = request(server, detail["raw_url"])
     assert raw.headers["Content-Disposition"] == 'attachment; filename="alice-Work_2024_q_-1.eml"'
+
+
+def test_mailbox_names_that_are_not_utf8_open_as_listed(server: ThreadedMailServer) -> None:
+    # IMAP keeps a name's octets as sent (CREATE {7}\r\ncaf\xe9 x/\xff); the API names them in
+    # the URL percent-encoded, octet for octet.
+    name = decode_name(b"caf\xe9 x/\xff")
+
+    def add() -> None:
+        server.store.accounts["alice"].create(name).append(b"Subject: odd\r\n\r\nx\r\n")
+
+    server.call(add)
+    listed = {box["name"] for user in get_json(server, "/api/messages")["users"] for box in user["mailboxes"]}
+    assert name in listed
+    listing = get_json(server, "/api/messages/alice/caf%E9%20x%2F%FF")
+    assert listing["mailbox"] == name
+    assert [m["headers"]["subject"] for m in listing["messages"]] == ["odd"]
+    detail = get_json(server, "/api/messages/alice/caf%E9%20x%2F%FF/1")
+    assert detail["raw_url"] == "/api/messages/alice/caf%E9%20x%2F%FF/1/raw"
+    assert request(server, detail["raw_url"]).body == b"Subject: odd\r\n\r\nx\r\n"
+    # The text "%E9" is a different name, and "caf\u00e9" in UTF-8 another one.
+    get_json(server, "/api/messages/alice/caf%25E9%20x%2F%FF", status=404)
+    get_json(server, "/api/messages/alice/caf%C3%A9%20x%2F%FF", status=404)
+    assert request(server, "/api/messages/alice/caf%E9%20x%2F%FF", method="DELETE").json() == {"deleted": 1}
 
 
 def test_deleting_messages_per_mailbox_per_user_and_all(server: ThreadedMailServer) -> None:

@@ -10,6 +10,7 @@ from mailmodes.protocols.imap.parser import (
     STAR,
     AndKey,
     AppendArgs,
+    AppendMessage,
     Authenticate,
     CommandBytes,
     CommandError,
@@ -265,10 +266,14 @@ def test_store() -> None:
 
 def test_append_with_flags_and_date() -> None:
     args = parse_command(b'a APPEND saved (\\Seen) " 7-Feb-1994 21:52:25 -0800" {3}\r\nabc').args
+    when = datetime(1994, 2, 7, 21, 52, 25, tzinfo=timezone(-timedelta(hours=8)))
+    assert args == AppendArgs("saved", (AppendMessage(("\\Seen",), when, b"abc"),))
+    assert parse_command(b"a APPEND inbox {0+}\r\n").args == AppendArgs("INBOX", (AppendMessage((), None, b""),))
+    # MULTIAPPEND (RFC 3502): several messages, each with its own flags and date; literal8 too.
+    args = parse_command(b"a APPEND x {1+}\r\na (\\Seen) {1+}\r\nb ~{1+}\r\n\0").args
     assert args == AppendArgs(
-        "saved", ("\\Seen",), datetime(1994, 2, 7, 21, 52, 25, tzinfo=timezone(-timedelta(hours=8))), b"abc"
+        "x", (AppendMessage((), None, b"a"), AppendMessage(("\\Seen",), None, b"b"), AppendMessage((), None, b"\0", True))
     )
-    assert parse_command(b"a APPEND inbox {0+}\r\n").args == AppendArgs("INBOX", (), None, b"")
 
 
 def test_list_status_copy_authenticate_id() -> None:

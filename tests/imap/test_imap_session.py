@@ -291,7 +291,9 @@ def test_status_append_namespace_id_enable() -> None:
     )
     assert c.send(b"d NAMESPACE\r\n") == b'* NAMESPACE (("" "/")) NIL NIL\r\nd OK NAMESPACE completed\r\n'
     assert c.send(b'e ID ("name" "test")\r\n') == b'* ID ("name" "mailmodes" "version" "0.1.0")\r\ne OK ID completed\r\n'
-    assert c.send(b"f ENABLE CONDSTORE\r\n") == b"* ENABLED\r\nf OK ENABLE completed\r\n"
+    assert c.send(b"f ENABLE X-NONE\r\n") == b"* ENABLED\r\nf OK ENABLE completed\r\n"
+    assert c.send(b"f ENABLE CONDSTORE X-NONE\r\n") == b"* ENABLED CONDSTORE\r\nf OK ENABLE completed\r\n"
+    assert c.send(b"f ENABLE CONDSTORE\r\n") == b"* ENABLED\r\nf OK ENABLE completed\r\n"  # already on
     c.select()
     assert c.send(b"g ENABLE CONDSTORE\r\n") == b"g BAD ENABLE is only valid before a mailbox is selected\r\n"
 
@@ -497,9 +499,8 @@ def test_no_expunge_during_fetch_store_search_but_with_uid_forms() -> None:
     # RFC 3501 7.4.1: the client's numbering must not change under a FETCH, STORE or SEARCH.
     assert one.send(b"a FETCH 3 UID\r\n") == b"* 3 FETCH (UID 3)\r\na OK FETCH completed\r\n"
     assert one.send(b"b SEARCH ALL\r\n") == b"* SEARCH 1 2 3\r\nb OK SEARCH completed\r\n"
-    assert one.send(b"c STORE 2 +FLAGS (\\Seen)\r\n") == (
-        b"c NO [EXPUNGEISSUED] Some of the requested messages no longer exist\r\n"
-    )
+    # RFC 2180 4.2.1: the expunged message is skipped, the STORE succeeds.
+    assert one.send(b"c STORE 2 +FLAGS (\\Seen)\r\n") == b"c OK STORE completed\r\n"
     assert one.send(b"d FETCH 2 BODY.PEEK[HEADER.FIELDS (SUBJECT)]\r\n") == (
         b"* 2 FETCH (BODY[HEADER.FIELDS (SUBJECT)] {18}\r\nSubject: Hello\r\n\r\n)\r\nd OK FETCH completed\r\n"
     )

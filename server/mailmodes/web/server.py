@@ -42,6 +42,8 @@ from mailmodes.web.views import (
     delete_messages,
     find_mailbox,
     listener_view,
+    mailbox_from_segment,
+    mailbox_segment,
     message_detail,
     message_summary,
     messages_version,
@@ -441,7 +443,8 @@ class HttpServer:
 
     def _mailbox(self, request: web.Request) -> Any:
         user = self._account_name(request)
-        name = request.match_info["mailbox"]
+        # Every route with {mailbox} starts /api/messages/{user}/{mailbox}: the fifth raw part.
+        name = mailbox_from_segment(request.rel_url.raw_parts[4])
         mailbox = find_mailbox(self.server.store, user, name)
         if mailbox is None:
             raise ApiError(404, f"user {user!r} has no mailbox {name!r}")
@@ -476,7 +479,7 @@ class HttpServer:
         user = request.match_info["user"]
         return json_response({
             "user": user, **message_summary(mailbox, message), **message_detail(message.data),
-            "raw_url": f"/api/messages/{quote(user, safe='')}/{quote(mailbox.name, safe='')}/{message.uid}/raw",
+            "raw_url": f"/api/messages/{quote(user, safe='')}/{mailbox_segment(mailbox.name)}/{message.uid}/raw",
         })
 
     async def message_raw(self, request: web.Request) -> web.Response:

@@ -16,6 +16,7 @@ from email.message import EmailMessage
 from email.message import Message as CompatMessage
 from email.parser import BytesParser
 from typing import Any
+from urllib.parse import quote, unquote
 
 from mailmodes.config import Config, Listener, chaos_table
 from mailmodes.record.journal import Journal, SessionRecord
@@ -290,6 +291,18 @@ def _header_value(name: str, value: Any) -> str:
     # As above: a header that will not decode is shown as sent.
     except Exception:  # noqa: BLE001
         return str(value)
+
+
+def mailbox_from_segment(raw: str) -> str:
+    """A mailbox name from its URL path segment as sent. Names keep octets that are not UTF-8
+    (IMAP accepts them: parser.decode_name); aiohttp's match_info would leave such an octet as
+    the text "%E9", so the raw segment is decoded here the same way as IMAP decodes names."""
+    return unquote(raw, errors="surrogateescape")
+
+
+def mailbox_segment(name: str) -> str:
+    """The URL path segment that mailbox_from_segment reads back as `name`."""
+    return quote(name.encode("utf-8", "surrogateescape"), safe="")
 
 
 def find_mailbox(store: Store, user: str, mailbox: str) -> Mailbox | None:

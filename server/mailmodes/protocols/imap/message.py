@@ -7,8 +7,10 @@ mail may use CRLF or bare LF line endings; both are handled and kept as they are
 
 The MIME walk is our own small splitter (offsets are needed, and email.parser would rebuild the
 text); header *decoding* for SEARCH uses binascii and email.utils from the standard library.
-Each call parses afresh (no global cache); parsing is linear in the message size per nesting
-level, and BODY[] of the whole message is returned without parsing at all.
+`ParsedMessage` holds one message's parsed structure and the ENVELOPE and BODYSTRUCTURE made
+from it; `parsed(message)` keeps it with the stored message (the store never changes a message's
+bytes), so each message is parsed once however often it is fetched or searched. Parsing is
+linear in the message size per nesting level, and BODY[] of the whole message needs no parse.
 
 Odd input never raises: a public function that meets something it cannot make sense of falls
 back to a plain text/plain view (and logs the traceback at debug level).
@@ -24,6 +26,8 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
+
+from mailmodes.store import Message
 
 # RFC 3501 9: quoted = DQUOTE *QUOTED-CHAR DQUOTE, QUOTED-CHAR = <any TEXT-CHAR except
 # quoted-specials> / "\" quoted-specials, TEXT-CHAR = <any CHAR except CR and LF>,
@@ -439,11 +443,7 @@ def _languages(raw: bytes) -> list[bytes]:
 def envelope(data: bytes) -> bytes:
     """The ENVELOPE of a message: ( date subject from sender reply-to to cc bcc in-reply-to
     message-id ), header text raw (encoded words stay encoded, as IMAP requires)."""
-    try:
-        return _envelope(data, _parse_header(data, 0, len(data)))
-    except Exception:
-        logging.getLogger(__name__).debug("ENVELOPE fell back to NIL", exc_info=True)
-        return b"(" + b" ".join([b"NIL"] * 10) + b")"
+    return ParsedMessage(data).envelope()
 
 
 def _envelope(data: bytes, header: _Header) -> bytes:
@@ -673,13 +673,7 @@ def _addr_spec(tokens: list[_Token], i: int, words_end: int) -> tuple[_Address |
 
 def bodystructure(data: bytes, extended: bool = True) -> bytes:
     """FETCH BODYSTRUCTURE (extended=True) or BODY (extended=False) of a message."""
-    try:
-        out: list[bytes] = []
-        _body(_entity(data, 0, len(data), 0, _TEXT_PLAIN), extended, out)
-        return b"".join(out)
-    except Exception:
-        logging.getLogger(__name__).debug("BODYSTRUCTURE fell back to text/plain", exc_info=True)
-        return _plain_structure(data, extended)
+    return ParsedMessage(data).bodystructure(extended)
 
 
 def _plain_structure(data: bytes, extended: bool) -> bytes:
@@ -784,17 +778,11 @@ def section(
 ) -> bytes:
     """The bytes of BODY[<part>.<kind>], sliced from the stored message; b"" if there is no
     such part (RFC 3501 6.4.5: a nonexistent section is returned as an empty string)."""
-    if not part and kind is None:
-        return data  # BODY[]: the whole message, nothing to parse
-    try:
-        return _section(data, part, kind.upper() if kind else None, fields)
-    except Exception:
-        logging.getLogger(__name__).debug("BODY[%r %r] fell back to empty", part, kind, exc_info=True)
-        return b""
+    return ParsedMessage(data).section(part, kind, fields)
 
 
-def _section(data: bytes, part: tuple[int, ...], kind: str | None, fields: tuple[str, ...]) -> bytes:
-    root = _entity(data, 0, len(data), 0, _TEXT_PLAIN)
+def _section(root: _Entity, part: tuple[int, ...], kind: str | None, fields: tuple[str, ...]) -> bytes:
+    data = root.data
     if not part:
         # "The MIME part specifier MUST be prefixed by one or more numeric part specifiers."
         return b"" if kind == "MIME" else _message_section(root, kind, fields)
@@ -886,13 +874,7 @@ def _eol(data: bytes) -> bytes:
 def header_values(data: bytes, name: str) -> list[str]:
     """Every value of the top-level header field name (case-insensitive), unfolded and with
     RFC 2047 encoded words decoded, for SEARCH HEADER / FROM / SUBJECT / ..."""
-    try:
-        header = _parse_header(data, 0, len(data))
-        wanted = name.lower()
-        return [_decode_words(_text(_field_value(data, f))) for f in header.fields if f.name == wanted]
-    except Exception:
-        logging.getLogger(__name__).debug("header_values fell back to none", exc_info=True)
-        return []
+    return ParsedMessage(data).header_values(name)
 
 
 def text_contains(data: bytes, needle: str, *, body_only: bool) -> bool:
@@ -901,34 +883,13 @@ def text_contains(data: bytes, needle: str, *, body_only: bool) -> bool:
     Text parts are searched after undoing their transfer encoding and charset; header text
     (of the message for TEXT, of encapsulated messages for both) after RFC 2047 decoding.
     """
-    target = needle.casefold()
-    if not target:
-        return True
-    try:
-        root = _entity(data, 0, len(data), 0, _TEXT_PLAIN)
-        if not body_only and target in _header_text(root).casefold():
-            return True
-        return any(target in chunk.casefold() for chunk in _body_texts(root))
-    except Exception:
-        logging.getLogger(__name__).debug("text_contains fell back to raw bytes", exc_info=True)
-        return target in data.decode("utf-8", "replace").casefold()
+    return ParsedMessage(data).text_contains(needle, body_only=body_only)
 
 
 def sent_date(data: bytes) -> datetime.date | None:
     """The day of the Date: header in its own time zone (RFC 3501 6.4.4 SENTBEFORE / SENTON /
     SENTSINCE: "disregarding time and timezone"); None when absent or unparsable."""
-    try:
-        header = _parse_header(data, 0, len(data))
-        f = header.first("date")
-        if f is None:
-            return None
-        parsed = email.utils.parsedate_tz(_text(_field_value(data, f)))
-        if parsed is None:
-            return None
-        return datetime.date(parsed[0], parsed[1], parsed[2])
-    except Exception:
-        logging.getLogger(__name__).debug("sent_date fell back to None", exc_info=True)
-        return None
+    return ParsedMessage(data).sent_date()
 
 
 def _text(raw: bytes) -> str:
@@ -1014,3 +975,322 @@ def _decoded_body(entity: _Entity) -> str:
         pass  # damaged encoding: search the bytes as they are
     charset = entity.ctype.param(b"charset")
     return _decode_charset(raw, _text(charset) if charset else "utf-8")
+
+
+# --------------------------------------------------------------------------------------------
+# One parse per stored message
+
+
+class ParsedMessage:
+    """A message's MIME tree, parsed on first use, and what FETCH and SEARCH derive from it.
+
+    The tree's entities keep their children once split, so every view below shares one walk of
+    the bytes; ENVELOPE and BODYSTRUCTURE are kept as the bytes they produced. Every method
+    falls back as the module docstring says instead of raising.
+    """
+
+    __slots__ = ("data", "_root", "_envelope", "_structures")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self._root: _Entity | None = None
+        self._envelope: bytes | None = None
+        self._structures: dict[bool, bytes] = {}
+
+    def _tree(self) -> _Entity:
+        if self._root is None:
+            self._root = _entity(self.data, 0, len(self.data), 0, _TEXT_PLAIN)
+        return self._root
+
+    def envelope(self) -> bytes:
+        if self._envelope is None:
+            try:
+                self._envelope = _envelope(self.data, self._tree().header)
+            except Exception:
+                logging.getLogger(__name__).debug("ENVELOPE fell back to NIL", exc_info=True)
+                self._envelope = b"(" + b" ".join([b"NIL"] * 10) + b")"
+        return self._envelope
+
+    def bodystructure(self, extended: bool = True) -> bytes:
+        structure = self._structures.get(extended)
+        if structure is None:
+            try:
+                out: list[bytes] = []
+                _body(self._tree(), extended, out)
+                structure = b"".join(out)
+            except Exception:
+                logging.getLogger(__name__).debug("BODYSTRUCTURE fell back to text/plain", exc_info=True)
+                structure = _plain_structure(self.data, extended)
+            self._structures[extended] = structure
+        return structure
+
+    def section(self, part: tuple[int, ...] = (), kind: str | None = None, fields: tuple[str, ...] = ()) -> bytes:
+        if not part and kind is None:
+            return self.data  # BODY[]: the whole message, nothing to parse
+        try:
+            return _section(self._tree(), part, kind.upper() if kind else None, fields)
+        except Exception:
+            logging.getLogger(__name__).debug("BODY[%r %r] fell back to empty", part, kind, exc_info=True)
+            return b""
+
+    def header_values(self, name: str) -> list[str]:
+        try:
+            data, wanted = self.data, name.lower()
+            return [_decode_words(_text(_field_value(data, f))) for f in self._tree().header.fields if f.name == wanted]
+        except Exception:
+            logging.getLogger(__name__).debug("header_values fell back to none", exc_info=True)
+            return []
+
+    def text_contains(self, needle: str, *, body_only: bool) -> bool:
+        target = needle.casefold()
+        if not target:
+            return True
+        try:
+            root = self._tree()
+            if not body_only and target in _header_text(root).casefold():
+                return True
+            return any(target in chunk.casefold() for chunk in _body_texts(root))
+        except Exception:
+            logging.getLogger(__name__).debug("text_contains fell back to raw bytes", exc_info=True)
+            return target in self.data.decode("utf-8", "replace").casefold()
+
+    def sent_date(self) -> datetime.date | None:
+        try:
+            f = self._tree().header.first("date")
+            if f is None:
+                return None
+            parsed = email.utils.parsedate_tz(_text(_field_value(self.data, f)))
+            if parsed is None:
+                return None
+            return datetime.date(parsed[0], parsed[1], parsed[2])
+        except Exception:
+            logging.getLogger(__name__).debug("sent_date fell back to None", exc_info=True)
+            return None
+
+
+    def binary(self, part: tuple[int, ...]) -> bytes | None:
+        """BINARY[part] (RFC 3516 4.1): the part's body with its Content-Transfer-Encoding
+        undone; b"" for no such part; None for an encoding we cannot undo (UNKNOWN-CTE).
+        BINARY[] and parts that hold other parts (multipart, message/rfc822) are as stored."""
+        if not part:
+            return self.data
+        try:
+            target = _resolve(self._tree(), part)
+        except Exception:
+            logging.getLogger(__name__).debug("BINARY[%r] fell back to empty", part, exc_info=True)
+            return b""
+        if target is None:
+            return b""
+        body = self.data[target.body_start : target.end]
+        if target.kind in ("multipart", "message"):
+            return body
+        encoding = _encoding(target).lower()
+        if encoding in (b"7bit", b"8bit", b"binary"):
+            return body
+        if encoding == b"base64":
+            try:
+                return binascii.a2b_base64(body)
+            except (binascii.Error, ValueError):
+                return None
+        if encoding == b"quoted-printable":
+            return decode_quoted_printable(body)
+        return None
+
+    # --- SORT and THREAD keys (RFC 5256, RFC 5957) ----------------------------------------
+
+    def first_address(self, name: str) -> _Address | None:
+        try:
+            f = self._tree().header.first(name)
+            found = [] if f is None else _addresses(_field_value(self.data, f))
+            return found[0] if found else None
+        except Exception:
+            logging.getLogger(__name__).debug("first_address fell back to none", exc_info=True)
+            return None
+
+    def sort_address(self, name: str) -> bytes:
+        """RFC 5256 3 (FROM, TO, CC): the addr-mailbox of the first address, b"" if none; a
+        group's first address is its start marker, whose mailbox is the group name (as Dovecot)."""
+        address = self.first_address(name)
+        return (address[2] or b"") if address is not None else b""
+
+    def display_address(self, name: str) -> str:
+        """RFC 5957 (DISPLAYFROM, DISPLAYTO): the first address's display name, decoded; when it
+        has none, its addr-spec."""
+        address = self.first_address(name)
+        if address is None:
+            return ""
+        display, _, mailbox, host = address
+        if display:
+            decoded = _decode_words(_text(display)).strip()
+            if decoded:
+                return decoded
+        spec = _text(mailbox or b"")
+        return spec if not host or host == _MISSING_DOMAIN else f"{spec}@{_text(host)}"
+
+    def subject(self) -> str:
+        """The Subject field, RFC 2047 words decoded; "" without one."""
+        values = self.header_values("subject")
+        return values[0] if values else ""
+
+    def sent_timestamp(self) -> float | None:
+        """RFC 5256 3 (DATE): the Date field as a UTC timestamp; None when absent or unparsable."""
+        try:
+            f = self._tree().header.first("date")
+            parsed = None if f is None else email.utils.parsedate_tz(_text(_field_value(self.data, f)))
+            return None if parsed is None else float(email.utils.mktime_tz(parsed))
+        except Exception:
+            logging.getLogger(__name__).debug("sent_timestamp fell back to None", exc_info=True)
+            return None
+
+
+    def message_ids(self, name: str) -> list[str]:
+        """The msg-ids ("<left@right>", RFC 5322 3.6.4) in the first field called `name`, without
+        their angle brackets, for THREAD=REFERENCES."""
+        try:
+            f = self._tree().header.first(name)
+            if f is None:
+                return []
+            return [m[1] for m in _MSG_ID.finditer(_text(_field_value(self.data, f))) if "@" in m[1]]
+        except Exception:
+            logging.getLogger(__name__).debug("message_ids fell back to none", exc_info=True)
+            return []
+
+
+_MSG_ID = re.compile(r"<\s*([^<>\s]+)\s*>")
+
+
+def parsed(message: Message) -> ParsedMessage:
+    """The message's ParsedMessage, made on first use and kept with it (Message.derived)."""
+    value = message.derived(_PARSED_KEY, ParsedMessage)
+    assert isinstance(value, ParsedMessage)
+    return value
+
+
+_PARSED_KEY = "imap-mime"
+
+
+# --------------------------------------------------------------------------------------------
+# Base subject (RFC 5256 2.1), for SORT SUBJECT and THREAD
+
+_SUBJ_BLOB = re.compile(r"\[[^\[\]]*\] *")
+_SUBJ_REFWD = re.compile(r"(?:re|fwd?) *(?:\[[^\[\]]*\] *)?:", re.IGNORECASE)
+
+
+def base_subject(subject: str) -> str:
+    """RFC 5256 2.1 steps 1-7 on an already decoded subject. Written as loops over anchored,
+    unambiguous patterns, so a long hostile subject costs linear time per step."""
+    return base_subject_and_reply(subject)[0]
+
+
+def base_subject_and_reply(subject: str) -> tuple[str, bool]:
+    """The base subject, and whether a "Re:"/"Fwd:" leader or "(fwd)" trailer or "[fwd: ...]"
+    wrapper was removed on the way (RFC 5256 THREAD=REFERENCES step 5 asks: is it a reply?)."""
+    text = " ".join(subject.split()) if subject.strip() else ""  # (1) white space runs: one SP
+    reply = False
+    while True:
+        trimmed = _strip_trailers(text)  # (2)
+        reply = reply or "(" in text[len(trimmed) :]
+        text = trimmed
+        while True:  # (5): repeat (3) and (4) until nothing changes
+            before = text
+            while (stripped := _strip_leader(text)) is not None:  # (3)
+                reply = reply or not text.startswith(" ")
+                text = stripped
+            blob = _SUBJ_BLOB.match(text)  # (4), only when something is left after it
+            if blob is not None and text[blob.end() :].strip():
+                text = text[blob.end() :]
+            if text == before:
+                break
+        # (6) "[fwd:" ... "]" around the whole subject: unwrap, and start again at (2).
+        if len(text) >= 6 and text[:5].lower() == "[fwd:" and text.endswith("]"):
+            text = text[5:-1]
+            reply = True
+            continue
+        return text, reply
+
+
+def _strip_trailers(text: str) -> str:
+    """(2) subj-trailer = "(fwd)" / WSP, removed from the end until none is left."""
+    while True:
+        trimmed = text.rstrip(" ")
+        if trimmed[-5:].lower() == "(fwd)":
+            trimmed = trimmed[:-5]
+        if trimmed == text:
+            return text
+        text = trimmed
+
+
+def _strip_leader(text: str) -> str | None:
+    """(3) subj-leader = (*subj-blob subj-refwd) / WSP; None when the text starts with neither.
+    Blobs are taken greedily: after fewer, "[" would follow, which no subj-refwd starts with."""
+    if text.startswith(" "):
+        return text[1:]
+    pos = 0
+    while (blob := _SUBJ_BLOB.match(text, pos)) is not None:
+        pos = blob.end()
+    refwd = _SUBJ_REFWD.match(text, pos)
+    return None if refwd is None else text[refwd.end() :]
+
+
+# --------------------------------------------------------------------------------------------
+# Quoted-printable (RFC 2045 6.7), for BINARY
+
+_QP_ESCAPE = re.compile(rb"=([0-9A-Fa-f]{2})")
+
+
+def decode_quoted_printable(body: bytes) -> bytes:
+    """RFC 2045 6.7 as Dovecot reads it: white space at the end of a line is dropped (rule 3),
+    "=" at the end of a line (white space after it allowed) is a soft line break (rule 5), and
+    "=XX" is an octet; a "=" that is neither stays as it is."""
+    out: list[bytes] = []
+    for line in body.splitlines(keepends=True):
+        content = line.rstrip(b"\r\n")
+        ending = line[len(content) :]
+        content = content.rstrip(b" \t")
+        if content.endswith(b"="):
+            content, ending = content[:-1], b""
+        out.append(_QP_ESCAPE.sub(lambda match: bytes((int(match[1], 16),)), content) + ending)
+    return b"".join(out)
+
+
+# --------------------------------------------------------------------------------------------
+# APPEND of binary content (RFC 3516 4.4)
+
+
+def binary_parts_as_base64(data: bytes) -> bytes:
+    """The message with every leaf part whose Content-Transfer-Encoding is "binary" re-encoded
+    as base64 (that field rewritten, everything else byte for byte): BODY[...] then never
+    carries raw binary, and BINARY[...] decodes it back to the octets appended."""
+    try:
+        leaves = [entity for entity in _leaves(_entity(data, 0, len(data), 0, _TEXT_PLAIN))
+                  if _encoding(entity).lower() == b"binary"]
+    except Exception:
+        logging.getLogger(__name__).debug("binary APPEND kept as sent", exc_info=True)
+        return data
+    eol = _eol(data)
+    out: list[bytes] = []
+    pos = 0
+    for leaf in leaves:
+        field = leaf.header.first("content-transfer-encoding")
+        assert field is not None
+        body = data[leaf.body_start : leaf.end]
+        encoded = binascii.b2a_base64(body, newline=False)
+        lines = eol.join(encoded[i : i + 76] for i in range(0, len(encoded), 76))
+        out += [data[pos : field.start], b"Content-Transfer-Encoding: base64", eol,
+                data[field.end : leaf.body_start], lines]
+        pos = leaf.end
+    out.append(data[pos:])
+    return b"".join(out)
+
+
+def _leaves(root: _Entity) -> Iterator[_Entity]:
+    """The parts that hold no other parts, in the order of their bytes."""
+    stack = [root]
+    while stack:
+        entity = stack.pop()
+        if entity.kind == "multipart":
+            stack.extend(reversed(entity.children()))
+        elif entity.kind == "message":
+            stack.append(entity.inner())
+        else:
+            yield entity

@@ -213,6 +213,7 @@ class SequenceSet:
     """sequence-set (RFC 3501 section 9): ranges of numbers, STAR for "*", either order."""
 
     ranges: tuple[tuple[int, int], ...]
+    saved: bool = False  # "$": the messages the last SEARCH RETURN (SAVE) kept (RFC 5182); no ranges
 
     def resolve(self, largest: int) -> Iterator[tuple[int, int]]:
         """Each range as (low, high) with "*" replaced by `largest` (RFC 3501 6.4.8)."""
@@ -222,6 +223,9 @@ class SequenceSet:
             yield (first, last) if first <= last else (last, first)
 
     def __str__(self) -> str:
+        if self.saved:
+            return "$"
+
         def number(value: int) -> str:
             return "*" if value == STAR else str(value)
 
@@ -271,6 +275,7 @@ class Authenticate:
 @dataclass(frozen=True)
 class MailboxArg:
     mailbox: str
+    condstore: bool = False  # SELECT/EXAMINE (CONDSTORE), RFC 7162 3.1.8
 
 
 @dataclass(frozen=True)
@@ -283,6 +288,13 @@ class Rename:
 class ListArgs:
     reference: str
     pattern: str
+    # LIST-EXTENDED (RFC 5258): more patterns, selection and return options; LIST-STATUS
+    # (RFC 5819): the STATUS items to return with each mailbox.
+    more_patterns: tuple[str, ...] = ()
+    selection: tuple[str, ...] = ()
+    returns: tuple[str, ...] = ()
+    status_items: tuple[str, ...] = ()
+    extended: bool = False
 
 
 @dataclass(frozen=True)
@@ -292,17 +304,26 @@ class StatusArgs:
 
 
 @dataclass(frozen=True)
-class AppendArgs:
-    mailbox: str
+class AppendMessage:
     flags: tuple[str, ...]
     internal_date: datetime | None
     message: bytes
+    binary: bool = False  # sent as literal8 (RFC 3516 4.4)
+    # CATENATE (RFC 4469): ("TEXT", octets) and ("URL", imap-url) parts, joined by the session.
+    catenate: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass(frozen=True)
+class AppendArgs:
+    mailbox: str
+    messages: tuple[AppendMessage, ...]  # more than one: MULTIAPPEND (RFC 3502)
 
 
 @dataclass(frozen=True)
 class FetchArgs:
     sequence: SequenceSet
     items: tuple[FetchItem, ...]
+    changedsince: int | None = None  # FETCH modifier (CHANGEDSINCE n), RFC 7162 3.1.4.1
 
 
 @dataclass(frozen=True)
@@ -311,6 +332,7 @@ class StoreArgs:
     mode: str  # "+", "-" or "" (replace)
     silent: bool
     flags: tuple[str, ...]
+    unchangedsince: int | None = None  # STORE modifier (UNCHANGEDSINCE n), RFC 7162 3.1.3
 
 
 @dataclass(frozen=True)
@@ -322,6 +344,35 @@ class CopyArgs:
 @dataclass(frozen=True)
 class SearchArgs:
     charset: str | None
+    key: SearchKey
+    returns: tuple[str, ...] | None = None  # RETURN (...) options (RFC 4731), None without RETURN
+    partial: tuple[int, int] | None = None  # RETURN (PARTIAL low:high), RFC 5267 4.4
+
+
+@dataclass(frozen=True)
+class SortCriterion:
+    key: str  # ARRIVAL, CC, DATE, FROM, SIZE, SUBJECT, TO (RFC 5256), DISPLAYFROM, DISPLAYTO (RFC 5957)
+    reverse: bool
+
+
+@dataclass(frozen=True)
+class SortArgs:
+    criteria: tuple[SortCriterion, ...]
+    charset: str
+    key: SearchKey
+    returns: tuple[str, ...] | None = None  # ESORT (RFC 5267): RETURN (...) as for SEARCH
+    partial: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class CancelUpdateArgs:
+    tags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ThreadArgs:
+    algorithm: str  # ORDEREDSUBJECT or REFERENCES (RFC 5256 4)
+    charset: str
     key: SearchKey
 
 
@@ -409,6 +460,11 @@ class SequenceKey:
 
 
 @dataclass(frozen=True)
+class ModSeqKey:
+    modseq: int  # RFC 7162 3.1.5: messages changed at or after this modification sequence
+
+
+@dataclass(frozen=True)
 class NotKey:
     key: SearchKey
 
@@ -426,7 +482,7 @@ class AndKey:
 
 SearchKey = (
     AllKey | FlagKey | RecentKey | NewKey | HeaderKey | TextKey | DateKey | SizeKey | SequenceKey | NotKey
-    | OrKey | AndKey
+    | OrKey | AndKey | ModSeqKey
 )
 
 # --- Lexical rules ---------------------------------------------------------------------------
@@ -441,7 +497,7 @@ _LIST_CHARS = re.compile(rb'[^(){ "\\\x00-\x1f\x7f]+')  # list-char adds "%" "*"
 _TAG = re.compile(rb'[^(){ %*"\\+\x00-\x1f\x7f]+')  # tag: ASTRING-CHAR except "+"
 _QUOTED = re.compile(rb'"((?:[^"\\\r\n]|\\["\\])*)"')
 _LITERAL = re.compile(rb"\{(\d{1,19})\+?\}\r?\n")
-_NUMBER = re.compile(rb"\d{1,10}")
+_NUMBER = re.compile(rb"\d+")
 _SEQUENCE = re.compile(rb"(?:\d+|\*)(?::(?:\d+|\*))?(?:,(?:\d+|\*)(?::(?:\d+|\*))?)*")
 _FETCH_ATT = re.compile(rb"[A-Za-z0-9.]+")
 _BASE64 = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
@@ -449,6 +505,8 @@ _MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT",
 _DATE_TEXT = re.compile(rb"(\d{1,2})-([A-Za-z]{3})-(\d{4})")
 _DATE_TIME = re.compile(rb'"([ \d]?\d)-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)"')
 _UINT32_MAX = 4294967295
+_UINT32_DIGITS = len(str(_UINT32_MAX))
+_MODSEQ_MAX = 2**63 - 1
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 _SYSTEM_FLAG_NAMES = {flag.upper(): flag for flag in SYSTEM_FLAGS}
@@ -518,10 +576,18 @@ class Reader:
         return self.atom().upper()
 
     def number(self) -> int:
-        value = int(self._match(_NUMBER, "a number")[0])
-        if value > _UINT32_MAX:
+        digits = self._match(_NUMBER, "a number")[0]
+        # Checked on the digits first: int() of thousands of digits is slow, then a ValueError.
+        if len(digits) > _UINT32_DIGITS or int(digits) > _UINT32_MAX:
             raise self.fail("Number out of range")
-        return value
+        return int(digits)
+
+    def modseq(self) -> int:
+        """mod-sequence-value (RFC 7162 7): 1*DIGIT, at most 2^63 - 1."""
+        digits = self._match(_NUMBER, "a mod-sequence")[0]
+        if len(digits) > 19 or int(digits) > _MODSEQ_MAX:
+            raise self.fail("Mod-sequence out of range")
+        return int(digits)
 
     def nz_number(self) -> int:
         value = self.number()
@@ -575,6 +641,9 @@ class Reader:
         return decode_name(self._match(_LIST_CHARS, "a mailbox pattern")[0])
 
     def sequence_set(self) -> SequenceSet:
+        if self.peek() == 0x24:  # "$" (RFC 5182: seq-last-command), only ever the whole set
+            self.pos += 1
+            return SequenceSet((), saved=True)
         text = self._match(_SEQUENCE, "a sequence set")[0]
         ranges: list[tuple[int, int]] = []
         for item in text.split(b","):
@@ -586,6 +655,8 @@ class Reader:
     def _seq_number(self, raw: bytes) -> int:
         if raw == b"*":
             return STAR
+        if len(raw) > _UINT32_DIGITS:
+            raise self.fail("Invalid sequence number")
         value = int(raw)
         if not 0 < value <= _UINT32_MAX:
             raise self.fail("Invalid sequence number")
@@ -674,6 +745,17 @@ def _mailbox(reader: Reader, uid: bool) -> MailboxArg:
     return MailboxArg(reader.mailbox())
 
 
+def _select(reader: Reader, uid: bool) -> MailboxArg:
+    # select = "SELECT" SP mailbox [select-params]; select-params = SP "(" ... ")" (RFC 4466)
+    reader.sp()
+    mailbox = reader.mailbox()
+    condstore = False
+    if reader.maybe_sp():
+        for name in _option_list(reader, ("CONDSTORE",), "SELECT parameter"):
+            condstore = condstore or name == "CONDSTORE"
+    return MailboxArg(mailbox, condstore)
+
+
 def _rename(reader: Reader, uid: bool) -> Rename:
     reader.sp()
     old = reader.mailbox()
@@ -681,20 +763,90 @@ def _rename(reader: Reader, uid: bool) -> Rename:
     return Rename(old, reader.mailbox())
 
 
+LIST_SELECTION = ("SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE")
+LIST_RETURN = ("SUBSCRIBED", "CHILDREN", "STATUS", "SPECIAL-USE")
+
+
 def _list(reader: Reader, uid: bool) -> ListArgs:
+    # list = "LIST" [SP list-select-opts] SP mailbox SP mbox-or-pat [SP list-return-opts]
+    # mbox-or-pat = list-mailbox / patterns; patterns = "(" list-mailbox *(SP list-mailbox) ")"
+    # (RFC 5258 6; STATUS in the return options: RFC 5819)
+    reader.sp()
+    selection: list[str] = []
+    extended = reader.peek() == 0x28
+    if extended:
+        selection = _option_list(reader, LIST_SELECTION, "LIST selection option")
+        reader.sp()
+        if "RECURSIVEMATCH" in selection and not set(selection) - {"RECURSIVEMATCH", "REMOTE"}:
+            raise reader.fail("RECURSIVEMATCH needs another selection option")
+    reference = decode_name(reader.astring())
+    reader.sp()
+    if reader.peek() == 0x28:
+        extended = True
+        reader.pos += 1
+        patterns = [reader.list_mailbox()]
+        while reader.maybe_sp():
+            patterns.append(reader.list_mailbox())
+        reader.char(b")")
+    else:
+        patterns = [reader.list_mailbox()]
+    returns: list[str] = []
+    status: tuple[str, ...] = ()
+    if reader.maybe_sp():
+        if reader.keyword() != "RETURN":
+            raise reader.fail("Expected RETURN")
+        reader.sp()
+        extended = True
+
+        def status_items(option: str) -> None:
+            nonlocal status
+            if option == "STATUS":
+                reader.sp()
+                status = _status_items(reader)
+
+        returns = _option_list(reader, LIST_RETURN, "LIST return option", status_items)
+    return ListArgs(reference, patterns[0], tuple(patterns[1:]), tuple(selection), tuple(returns), status, extended)
+
+
+def _option_list(
+    reader: Reader, allowed: tuple[str, ...], what: str, argument: Callable[[str], None] = lambda option: None
+) -> list[str]:
+    """A parenthesised list of option names from `allowed`; `argument` reads what an option
+    takes after its name (LIST's STATUS items, SEARCH's PARTIAL range)."""
+    reader.char(b"(")
+    options: list[str] = []
+    while reader.peek() != 0x29:
+        if options:
+            reader.sp()
+        option = reader.keyword()
+        if option not in allowed:
+            raise reader.fail(f"Unknown {what} {option}")
+        if option in options and option in ("PARTIAL", "UPDATE"):
+            raise reader.fail(f"{option} can be used only once")
+        options.append(option)
+        argument(option)
+    reader.char(b")")
+    return options
+
+
+def _lsub(reader: Reader, uid: bool) -> ListArgs:
     reader.sp()
     reference = decode_name(reader.astring())
     reader.sp()
     return ListArgs(reference, reader.list_mailbox())
 
 
-STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN")
+STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ")
 
 
 def _status(reader: Reader, uid: bool) -> StatusArgs:
     reader.sp()
     mailbox = reader.mailbox()
     reader.sp()
+    return StatusArgs(mailbox, _status_items(reader))
+
+
+def _status_items(reader: Reader) -> tuple[str, ...]:
     reader.char(b"(")
     items = [reader.keyword()]
     while reader.maybe_sp():
@@ -703,14 +855,47 @@ def _status(reader: Reader, uid: bool) -> StatusArgs:
     for item in items:
         if item not in STATUS_ITEMS:
             raise reader.fail(f"Unknown STATUS item {item}")
-    return StatusArgs(mailbox, tuple(items))
+    return tuple(items)
 
 
 def _append(reader: Reader, uid: bool) -> AppendArgs:
-    # append = "APPEND" SP mailbox [SP flag-list] [SP date-time] SP literal
+    # append = "APPEND" SP mailbox 1*append-message (RFC 3502 6)
+    # append-message = SP [flag-list SP] [date-time SP] literal
     reader.sp()
     mailbox = reader.mailbox()
+    messages = []
+    while reader.maybe_sp():
+        messages.append(_append_message(reader))
+    if not messages:
+        raise reader.fail("Missing argument")
+    return AppendArgs(mailbox, tuple(messages))
+
+
+def _cat_parts(reader: Reader, start: int) -> tuple[tuple[str, bytes], ...]:
+    # "CATENATE" SP "(" cat-part *(SP cat-part) ")"; cat-part = text-literal / url
+    # text-literal = "TEXT" SP literal; url = "URL" SP astring (RFC 4469 5)
+    reader.pos = start
     reader.sp()
+    reader.char(b"(")
+    parts: list[tuple[str, bytes]] = []
+    while True:
+        kind = reader.keyword()
+        reader.sp()
+        if kind == "TEXT":
+            if reader.peek() != 0x7B:
+                raise reader.fail("CATENATE TEXT needs a literal")
+            parts.append((kind, reader.literal()))
+        elif kind == "URL":
+            parts.append((kind, reader.astring()))
+        else:
+            raise reader.fail(f"Unknown CATENATE part {kind}")
+        if not reader.maybe_sp():
+            break
+    reader.char(b")")
+    return tuple(parts)
+
+
+def _append_message(reader: Reader) -> AppendMessage:
     flags: tuple[str, ...] = ()
     when = None
     if reader.peek() == 0x28:
@@ -719,9 +904,15 @@ def _append(reader: Reader, uid: bool) -> AppendArgs:
     if reader.peek() == 0x22:
         when = reader.date_time()
         reader.sp()
+    catenate = _ATOM.match(reader.data, reader.pos)
+    if catenate is not None and catenate[0].upper() == b"CATENATE":
+        return AppendMessage(flags, when, b"", catenate=_cat_parts(reader, catenate.end()))
+    binary = reader.peek() == 0x7E  # "~": literal8 (RFC 3516 4.4), which may hold NUL octets
+    if binary:
+        reader.pos += 1
     if reader.peek() != 0x7B:
         raise reader.fail("APPEND needs the message as a literal")
-    return AppendArgs(mailbox, flags, when, reader.literal())
+    return AppendMessage(flags, when, reader.literal(), binary)
 
 
 _FETCH_MACROS = {
@@ -732,7 +923,7 @@ _FETCH_MACROS = {
 }
 _SIMPLE_FETCH = {
     "ENVELOPE", "FLAGS", "INTERNALDATE", "RFC822", "RFC822.HEADER", "RFC822.SIZE", "RFC822.TEXT", "BODY",
-    "BODYSTRUCTURE", "UID",
+    "BODYSTRUCTURE", "UID", "MODSEQ",
 }
 
 
@@ -755,25 +946,57 @@ def _fetch(reader: Reader, uid: bool) -> FetchArgs:
         else:
             reader.pos = start
             items.append(_fetch_att(reader))
-    return FetchArgs(sequence, tuple(items))
+    changedsince = None
+    if reader.maybe_sp():
+        # fetch-modifiers = SP "(" fetch-modifier *(SP fetch-modifier) ")" (RFC 4466 2.4)
+        reader.char(b"(")
+        if reader.keyword() != "CHANGEDSINCE":
+            raise reader.fail("Unknown FETCH modifier")
+        reader.sp()
+        changedsince = reader.modseq()
+        reader.char(b")")
+    return FetchArgs(sequence, tuple(items), changedsince)
 
 
 def _fetch_att(reader: Reader) -> FetchItem:
     name = reader._match(_FETCH_ATT, "a FETCH item")[0].decode().upper()
+    if name in ("BINARY", "BINARY.PEEK", "BINARY.SIZE"):
+        return _binary_att(reader, name)
     if reader.peek() == 0x5B and name in ("BODY", "BODY.PEEK"):
         section = _section(reader)
-        partial = None
-        if reader.peek() == 0x3C:  # "<" number "." nz-number ">"
-            reader.pos += 1
-            origin = reader.number()
-            reader.char(b".")
-            count = reader.nz_number()
-            reader.char(b">")
-            partial = (origin, count)
+        partial = _partial(reader) if reader.peek() == 0x3C else None
         return FetchItem("BODY", section, name == "BODY.PEEK", partial)
     if name not in _SIMPLE_FETCH:
         raise reader.fail(f"Unknown FETCH item {name}")
     return FetchItem(name)
+
+
+def _binary_att(reader: Reader, name: str) -> FetchItem:
+    """RFC 3516: "BINARY" [".PEEK"] section-binary [partial] / "BINARY.SIZE" section-binary;
+    section-binary = "[" [section-part] "]". BINARY.SIZE never sets \\Seen (peek)."""
+    reader.char(b"[")
+    part: list[int] = []
+    if reader.peek() != 0x5D:
+        part.append(reader.nz_number())
+        while reader.peek() == 0x2E:
+            reader.pos += 1
+            part.append(reader.nz_number())
+    reader.char(b"]")
+    partial = None
+    if name != "BINARY.SIZE" and reader.peek() == 0x3C:
+        partial = _partial(reader)
+    size = name == "BINARY.SIZE"
+    return FetchItem("BINARY.SIZE" if size else "BINARY", Section(tuple(part)), size or name == "BINARY.PEEK", partial)
+
+
+def _partial(reader: Reader) -> tuple[int, int]:
+    # "<" number "." nz-number ">"
+    reader.char(b"<")
+    origin = reader.number()
+    reader.char(b".")
+    count = reader.nz_number()
+    reader.char(b">")
+    return origin, count
 
 
 def _section(reader: Reader) -> Section:
@@ -802,6 +1025,17 @@ def _section(reader: Reader) -> Section:
     return Section(tuple(part), kind, fields)
 
 
+def parse_section(text: bytes) -> Section | None:
+    """A section-spec as an IMAP URL's ";SECTION=" gives it (RFC 5092 iurl-section), or None."""
+    reader = Reader(b"[" + text + b"]")
+    try:
+        section = _section(reader)
+        reader.end()
+    except CommandError:
+        return None
+    return section
+
+
 def _header_list(reader: Reader) -> tuple[str, ...]:
     reader.char(b"(")
     names = [reader.text_astring()]
@@ -816,6 +1050,15 @@ def _store(reader: Reader, uid: bool) -> StoreArgs:
     reader.sp()
     sequence = reader.sequence_set()
     reader.sp()
+    unchangedsince = None
+    if reader.peek() == 0x28:  # store-modifiers (RFC 4466 2.5): only UNCHANGEDSINCE
+        reader.pos += 1
+        if reader.keyword() != "UNCHANGEDSINCE":
+            raise reader.fail("Unknown STORE modifier")
+        reader.sp()
+        unchangedsince = reader.modseq()
+        reader.char(b")")
+        reader.sp()
     mode = ""
     if reader.peek() in (0x2B, 0x2D):
         mode = chr(reader.peek())
@@ -831,7 +1074,7 @@ def _store(reader: Reader, uid: bool) -> StoreArgs:
         while reader.maybe_sp():
             collected.append(reader.flag())
         flags = tuple(collected)
-    return StoreArgs(sequence, mode, item.endswith(".SILENT"), flags)
+    return StoreArgs(sequence, mode, item.endswith(".SILENT"), flags, unchangedsince)
 
 
 def _copy(reader: Reader, uid: bool) -> CopyArgs:
@@ -876,22 +1119,129 @@ def _enable(reader: Reader, uid: bool) -> EnableArgs:
 
 
 def _search(reader: Reader, uid: bool) -> SearchArgs:
-    # search = "SEARCH" [SP "CHARSET" SP astring] 1*(SP search-key)
+    # search = "SEARCH" [search-return-opts] [SP "CHARSET" SP astring] 1*(SP search-key)
+    # search-return-opts = SP "RETURN" SP "(" [search-return-opt *(SP search-return-opt)] ")"
     reader.sp()
     charset = None
-    start = reader.pos
-    if reader._match(_ATOM, "a search key")[0].upper() == b"CHARSET":
+    returns: tuple[str, ...] | None = None
+    partial = None
+    # The first key may be a sequence set ("*", "1:3") or a parenthesised list, neither an atom.
+    first = _ATOM.match(reader.data, reader.pos)
+    if first is not None and first[0].upper() == b"RETURN" and reader.data.startswith(b" (", first.end()):
+        returns, partial = _return_options(reader, first.end() + 1, "SEARCH")
+        reader.sp()
+        first = _ATOM.match(reader.data, reader.pos)
+    if first is not None and first[0].upper() == b"CHARSET":
+        reader.pos = first.end()
         reader.sp()
         charset = reader.astring().decode("ascii", "replace").upper()
         reader.sp()
-    else:
-        reader.pos = start
-    keys = [_search_key(reader, charset)]
+    keys = [_search_key(reader, charset, 0)]
     while reader.maybe_sp():
-        keys.append(_search_key(reader, charset))
-    return SearchArgs(charset, keys[0] if len(keys) == 1 else AndKey(tuple(keys)))
+        keys.append(_search_key(reader, charset, 0))
+    return SearchArgs(charset, keys[0] if len(keys) == 1 else AndKey(tuple(keys)), returns, partial)
 
 
+# RFC 4731 (ESEARCH), RFC 5182 (SEARCHRES: SAVE), RFC 5267 (CONTEXT=SEARCH: UPDATE, CONTEXT,
+# PARTIAL).
+SEARCH_RETURN_OPTIONS = ("MIN", "MAX", "ALL", "COUNT", "SAVE", "UPDATE", "CONTEXT", "PARTIAL")
+
+
+def _return_options(reader: Reader, start: int, command: str) -> tuple[tuple[str, ...], tuple[int, int] | None]:
+    """The "(" ... ")" list of search-return-opts at `start`, without repeats, and the range
+    of PARTIAL (RFC 5267 4.4: partial-range = nz-number ":" nz-number, either order)."""
+    reader.pos = start
+    partial = None
+
+    def partial_range(option: str) -> None:
+        nonlocal partial
+        if option == "PARTIAL":
+            reader.sp()
+            low = reader.nz_number()
+            reader.char(b":")
+            high = reader.nz_number()
+            partial = (min(low, high), max(low, high))
+
+    options = _option_list(reader, SEARCH_RETURN_OPTIONS, f"{command} RETURN option", partial_range)
+    if partial is not None and "ALL" in options:
+        raise reader.fail("PARTIAL conflicts with ALL")
+    return tuple(dict.fromkeys(options)), partial
+
+
+SORT_KEYS = ("ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO")
+
+
+def _sort(reader: Reader, uid: bool) -> SortArgs:
+    # sort = ["UID" SP] "SORT" [SP "RETURN" SP "(" ...")"] SP sort-criteria SP search-criteria
+    # (RFC 5256 5, RFC 5267 3.2); search-criteria = charset 1*(SP search-key)
+    reader.sp()
+    returns = None
+    partial = None
+    first = _ATOM.match(reader.data, reader.pos)
+    if first is not None and first[0].upper() == b"RETURN":
+        reader.pos = first.end()
+        reader.sp()
+        returns, partial = _return_options(reader, reader.pos, "SORT")
+        if "UPDATE" in returns:
+            raise reader.fail("SORT RETURN (UPDATE) is not supported")
+        reader.sp()
+    reader.char(b"(")
+    criteria: list[SortCriterion] = []
+    while True:
+        name = reader.keyword()
+        reverse = name == "REVERSE"
+        if reverse:
+            reader.sp()
+            name = reader.keyword()
+        if name not in SORT_KEYS:
+            raise reader.fail(f"Unknown sort criterion {name}")
+        criteria.append(SortCriterion(name, reverse))
+        if not reader.maybe_sp():
+            break
+    reader.char(b")")
+    reader.sp()
+    charset, key = _charset_and_keys(reader, "SORT")
+    return SortArgs(tuple(criteria), charset, key, returns, partial)
+
+
+def _charset_and_keys(reader: Reader, command: str) -> tuple[str, SearchKey]:
+    """search-criteria = charset 1*(SP search-key), as SORT and THREAD take them (RFC 5256 5)."""
+    charset = reader.astring().decode("ascii", "replace").upper()
+    keys = []
+    while reader.maybe_sp():
+        keys.append(_search_key(reader, charset, 0))
+    if not keys:
+        raise reader.fail(f"{command} needs search keys")
+    return charset, keys[0] if len(keys) == 1 else AndKey(tuple(keys))
+
+
+def _cancelupdate(reader: Reader, uid: bool) -> CancelUpdateArgs:
+    # cancelupdate = "CANCELUPDATE" 1*(SP tag-string); tag-string = string (RFC 5267 4.2)
+    tags = []
+    while reader.maybe_sp():
+        tags.append(reader.string().decode("ascii", "replace"))
+    if not tags:
+        raise reader.fail("CANCELUPDATE needs a tag")
+    return CancelUpdateArgs(tuple(tags))
+
+
+THREAD_ALGORITHMS = ("ORDEREDSUBJECT", "REFERENCES")
+
+
+def _thread(reader: Reader, uid: bool) -> ThreadArgs:
+    # thread = ["UID" SP] "THREAD" SP thread-alg SP search-criteria (RFC 5256 5)
+    reader.sp()
+    algorithm = reader.keyword()
+    if algorithm not in THREAD_ALGORITHMS:
+        raise reader.fail(f"Unknown threading algorithm {algorithm}")
+    reader.sp()
+    charset, key = _charset_and_keys(reader, "THREAD")
+    return ThreadArgs(algorithm, charset, key)
+
+
+# NOT, OR and parentheses nest; parsing and matching recurse once per level, so the depth is
+# bounded well inside Python's recursion limit. Real clients nest a handful of levels.
+MAX_SEARCH_DEPTH = 100
 _FLAG_KEYS = {
     "ANSWERED": ("\\Answered", True), "DELETED": ("\\Deleted", True), "DRAFT": ("\\Draft", True),
     "FLAGGED": ("\\Flagged", True), "SEEN": ("\\Seen", True), "UNANSWERED": ("\\Answered", False),
@@ -905,16 +1255,19 @@ _DATE_KEYS = {
 }
 
 
-def _search_key(reader: Reader, charset: str | None) -> SearchKey:
+def _search_key(reader: Reader, charset: str | None, depth: int) -> SearchKey:
+    if depth > MAX_SEARCH_DEPTH:
+        raise reader.fail(f"Search keys nested too deeply (at most {MAX_SEARCH_DEPTH} levels)")
+    inner = depth + 1
     first = reader.peek()
     if first == 0x28:  # "(" search-key *(SP search-key) ")"
         reader.pos += 1
-        keys = [_search_key(reader, charset)]
+        keys = [_search_key(reader, charset, inner)]
         while reader.maybe_sp():
-            keys.append(_search_key(reader, charset))
+            keys.append(_search_key(reader, charset, inner))
         reader.char(b")")
         return keys[0] if len(keys) == 1 else AndKey(tuple(keys))
-    if 0x30 <= first <= 0x39 or first == 0x2A:
+    if 0x30 <= first <= 0x39 or first in (0x2A, 0x24):  # a digit, "*" or "$"
         return SequenceKey(reader.sequence_set(), uid=False)
     name = reader.keyword()
 
@@ -951,14 +1304,25 @@ def _search_key(reader: Reader, charset: str | None) -> SearchKey:
     if name == "UID":
         reader.sp()
         return SequenceKey(reader.sequence_set(), uid=True)
+    if name == "MODSEQ":
+        # "MODSEQ" [SP entry-name SP entry-type-req] SP mod-sequence-valzer (RFC 7162 3.1.5);
+        # the entry (a flag's metadata name) narrows nothing here: one modseq per message.
+        reader.sp()
+        if reader.peek() == 0x22:
+            reader.quoted()
+            reader.sp()
+            if reader.keyword() not in ("PRIV", "SHARED", "ALL"):
+                raise reader.fail("Expected priv, shared or all")
+            reader.sp()
+        return ModSeqKey(reader.modseq())
     if name == "NOT":
         reader.sp()
-        return NotKey(_search_key(reader, charset))
+        return NotKey(_search_key(reader, charset, inner))
     if name == "OR":
         reader.sp()
-        left = _search_key(reader, charset)
+        left = _search_key(reader, charset, inner)
         reader.sp()
-        return OrKey(left, _search_key(reader, charset))
+        return OrKey(left, _search_key(reader, charset, inner))
     raise reader.fail(f"Unknown search key {name}")
 
 
@@ -967,14 +1331,15 @@ ArgParser = Callable[[Reader, bool], Any]
 ARGUMENTS: dict[str, ArgParser] = {
     "CAPABILITY": _no_args, "NOOP": _no_args, "LOGOUT": _no_args, "STARTTLS": _no_args,
     "LOGIN": _login, "AUTHENTICATE": _authenticate,
-    "SELECT": _mailbox, "EXAMINE": _mailbox, "CREATE": _mailbox, "DELETE": _mailbox,
+    "SELECT": _select, "EXAMINE": _select, "CREATE": _mailbox, "DELETE": _mailbox,
     "SUBSCRIBE": _mailbox, "UNSUBSCRIBE": _mailbox, "RENAME": _rename,
-    "LIST": _list, "LSUB": _list, "STATUS": _status, "APPEND": _append,
+    "LIST": _list, "LSUB": _lsub, "STATUS": _status, "APPEND": _append,
     "CHECK": _no_args, "CLOSE": _no_args, "UNSELECT": _no_args, "EXPUNGE": _expunge, "SEARCH": _search, "FETCH": _fetch,
     "STORE": _store, "COPY": _copy, "MOVE": _copy,
-    "IDLE": _no_args, "NAMESPACE": _no_args, "ID": _id, "ENABLE": _enable,
+    "IDLE": _no_args, "NAMESPACE": _no_args, "ID": _id, "ENABLE": _enable, "SORT": _sort,
+    "THREAD": _thread, "CANCELUPDATE": _cancelupdate,
 }
-UID_COMMANDS = ("COPY", "MOVE", "FETCH", "SEARCH", "STORE", "EXPUNGE")
+UID_COMMANDS = ("COPY", "MOVE", "FETCH", "SEARCH", "STORE", "EXPUNGE", "SORT", "THREAD")
 
 
 def split_head(head: bytes) -> tuple[str | None, str]:

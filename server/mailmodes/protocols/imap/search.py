@@ -18,6 +18,7 @@ from mailmodes.protocols.imap.parser import (
     DateKey,
     FlagKey,
     HeaderKey,
+    ModSeqKey,
     NewKey,
     NotKey,
     OrKey,
@@ -37,6 +38,7 @@ class SearchContext:
     largest_sequence: int
     largest_uid: int
     recent: set[int] = field(default_factory=set)
+    saved: set[int] = field(default_factory=set)  # UIDs that "$" stands for (RFC 5182)
 
 
 def search(key: SearchKey, messages: Sequence[Message], context: SearchContext) -> list[int]:
@@ -56,19 +58,23 @@ def matches(key: SearchKey, number: int, message: Message, context: SearchContex
             # NEW is "RECENT UNSEEN" (RFC 3501 6.4.4).
             return message.uid in context.recent and "\\Seen" not in message.flags
         case HeaderKey(field=name, value=value):
-            return _header_contains(message.data, name, value)
+            return _header_contains(message, name, value)
         case TextKey(value=value, body_only=body_only):
-            return not value or mime.text_contains(message.data, value, body_only=body_only)
+            return not value or mime.parsed(message).text_contains(value, body_only=body_only)
         case DateKey(sent=sent, relation=relation, day=day):
-            when = mime.sent_date(message.data) if sent else message.internal_date.date()
+            when = mime.parsed(message).sent_date() if sent else message.internal_date.date()
             if when is None:
                 return False
             return when < day if relation == "BEFORE" else when == day if relation == "ON" else when >= day
         case SizeKey(larger=larger, size=size):
             return message.size > size if larger else message.size < size
         case SequenceKey(sequence=sequence, uid=uid):
+            if sequence.saved:
+                return message.uid in context.saved
             position, largest = (message.uid, context.largest_uid) if uid else (number, context.largest_sequence)
             return any(low <= position <= high for low, high in sequence.resolve(largest))
+        case ModSeqKey(modseq=modseq):
+            return message.modseq >= modseq
         case NotKey(key=inner):
             return not matches(inner, number, message, context)
         case OrKey(left=left, right=right):
@@ -89,8 +95,8 @@ def _has_flag(message: Message, flag: str) -> bool:
 _ADDRESS_FIELDS = frozenset({"from", "to", "cc", "bcc", "sender", "reply-to"})
 
 
-def _header_contains(data: bytes, name: str, value: str) -> bool:
-    values = mime.header_values(data, name)
+def _header_contains(message: Message, name: str, value: str) -> bool:
+    values = mime.parsed(message).header_values(name)
     if not value:
         # HEADER <field> "" matches every message that has the field (RFC 3501 6.4.4).
         return bool(values)

@@ -23,14 +23,17 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from urllib.parse import unquote_to_bytes
 
 from mailmodes import __version__
 from mailmodes.protocols.events import Close, Connection, NoTls, Output, StartTls
 from mailmodes.protocols.imap import message as mime
 from mailmodes.protocols.imap.parser import (
     SYSTEM_FLAGS,
+    AndKey,
     AppendArgs,
     Authenticate,
+    CancelUpdateArgs,
     Command,
     CommandBytes,
     CommandError,
@@ -46,16 +49,25 @@ from mailmodes.protocols.imap.parser import (
     LiteralRequest,
     Login,
     MailboxArg,
+    ModSeqKey,
+    NotKey,
+    OrKey,
     Rename,
     SearchArgs,
+    SearchKey,
     SequenceSet,
+    SortArgs,
     StatusArgs,
     StoreArgs,
+    ThreadArgs,
     parse_command,
+    parse_section,
     quote_astring,
     split_head,
 )
 from mailmodes.protocols.imap.search import SearchContext, search
+from mailmodes.protocols.imap.sort import sort
+from mailmodes.protocols.imap.thread import thread
 from mailmodes.scenarios.misbehaviour import StartTlsPlan
 from mailmodes.store import (
     HIERARCHY_DELIMITER,
@@ -70,7 +82,11 @@ from mailmodes.store import (
 log = logging.getLogger(__name__)
 
 # Advertised once authentication is possible (and after it), in this order.
-EXTENSIONS = ("LITERAL+", "SASL-IR", "IDLE", "UIDPLUS", "UNSELECT", "MOVE", "NAMESPACE", "ID", "ENABLE", "SPECIAL-USE")
+EXTENSIONS = (
+    "LITERAL+", "SASL-IR", "IDLE", "UIDPLUS", "UNSELECT", "MOVE", "NAMESPACE", "ID", "ENABLE", "SPECIAL-USE",
+    "ESEARCH", "SEARCHRES", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES",
+    "CONTEXT=SEARCH", "BINARY", "MULTIAPPEND", "CATENATE", "LIST-EXTENDED", "LIST-STATUS", "CONDSTORE",
+)
 PRIVACY_REQUIRED = "[PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure connections"
 AUTH_FAILED = "[AUTHENTICATIONFAILED] Authentication failed"  # RFC 5530
 STARTTLS_OK = "Begin TLS negotiation now"
@@ -80,9 +96,16 @@ _UNTAGGED_CONDITIONS = ("BYE", "PREAUTH")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _FLAG_ORDER = {flag: index for index, flag in enumerate(SYSTEM_FLAGS + ("\\Recent",))}
 _SYSTEM_FLAGS_TEXT = " ".join(SYSTEM_FLAGS)
-# RFC 3501 7.4.1: no EXPUNGE while answering FETCH, STORE or SEARCH (their UID forms may).
-_NO_EXPUNGE_DURING = ("FETCH", "STORE", "SEARCH")
+# RFC 3501 7.4.1: no EXPUNGE while answering FETCH, STORE or SEARCH (their UID forms may); SORT
+# and THREAD are SEARCHes (RFC 5256 3, 4).
+_NO_EXPUNGE_DURING = ("FETCH", "STORE", "SEARCH", "SORT", "THREAD")
 _SAFE_ASTRING = re.compile(r"[^\r\n\x00\x80-\U0010ffff]*")
+# A relative IMAP URL to a message or part of one (RFC 5092 4 and 6: iabsolute-path), keys in any case.
+_IMAP_URL = re.compile(
+    rb"/(?P<mailbox>[^;/]+(?:/[^;/]+)*)(?i:;UIDVALIDITY=(?P<uidvalidity>\d{1,10}))?"
+    rb"(?i:/;UID=(?P<uid>\d{1,10}))(?i:/;SECTION=(?P<section>[^/]+))?"
+    rb"(?i:/;PARTIAL=(?P<origin>\d{1,10})(?:\.(?P<length>\d{1,10}))?)?"
+)
 
 
 class State(enum.Enum):
@@ -93,6 +116,8 @@ class State(enum.Enum):
 
 
 Reply = tuple[str, str] | None  # (status, text) for the tagged response; None: sent already
+# RFC 5267 4.3 lets a server refuse more (NOUPDATE); Dovecot keeps 10 per session.
+MAX_SEARCH_UPDATES = 10
 
 
 @dataclass
@@ -108,9 +133,23 @@ class View:
     uid_high: int  # the highest UID ever announced
     unwatch: Callable[[], None] = lambda: None
     dirty: bool = False  # the store changed (or reports are held back) since the last sync
+    # "$" (RFC 5182): the UIDs the last SEARCH RETURN (SAVE) kept; an expunged one simply no
+    # longer resolves to a message.
+    saved: set[int] = field(default_factory=set)
+    updates: dict[str, _SearchUpdate] = field(default_factory=dict)  # by tag, CONTEXT=SEARCH
 
     def largest_uid(self) -> int:
         return self.messages[-1].uid if self.messages else 0
+
+
+@dataclass
+class _SearchUpdate:
+    """A SEARCH RETURN (UPDATE) kept running (RFC 5267 4.3), named by its command's tag."""
+
+    tag: str
+    key: SearchKey
+    uid: bool
+    uids: set[int]  # the result the client was last told, as UIDs
 
 
 @dataclass
@@ -148,6 +187,9 @@ class ImapSession:
         # (each command) checks one attribute: the chaos stages, empty.
         self.misbehaviour = connection.misbehaviour
         self._chaos_stages = self.misbehaviour.chaos_stages
+        # RFC 7162 3.1: CONDSTORE, once enabled (ENABLE, SELECT (CONDSTORE) or a command that
+        # uses a mod-sequence), stays on: HIGHESTMODSEQ on SELECT, MODSEQ in flag updates.
+        self.condstore = False
 
     # --- LineSession ----------------------------------------------------------------------
 
@@ -240,8 +282,11 @@ class ImapSession:
         """Answer a literal announcement before its bytes arrive (RFC 3501 7.5, RFC 7888)."""
         tag, name = split_head(request.head)
         limit = self.limits.max_literal_size
-        if name == "APPEND":
-            limit = min(limit, self.limits.max_message_size)
+        # APPEND: each literal is one message (MULTIAPPEND sends several), each within the
+        # message size limit; the command's literals together within the literal limit.
+        too_big = request.total > limit
+        if name == "APPEND" and request.size > self.limits.max_message_size:
+            limit, too_big = self.limits.max_message_size, True
         if tag is None:
             self.framer.reject_literal()
             self._bad(None, "Invalid tag")
@@ -249,7 +294,7 @@ class ImapSession:
             # No use reading a literal for a command that will be refused anyway.
             self.framer.reject_literal()
             self._bad(tag, "Unknown command")
-        elif request.total > limit:
+        elif too_big:
             self.framer.reject_literal()
             self._tagged(tag, "NO", f"[TOOBIG] Literal too big (at most {limit} octets)")
         elif name in ("LOGIN", "AUTHENTICATE") and not self.security.may_authenticate:
@@ -532,6 +577,10 @@ class ImapSession:
         self._permanent_flags(view)
         self._untagged(f"OK [UIDVALIDITY {mailbox.uidvalidity}] UIDs valid")
         self._untagged(f"OK [UIDNEXT {mailbox.uidnext}] Predicted next UID")
+        if args.condstore:
+            self.condstore = True
+        if self.condstore:
+            self._untagged(f"OK [HIGHESTMODSEQ {mailbox.highest_modseq}] Highest")
         return "OK", "[READ-ONLY] EXAMINE completed" if readonly else "[READ-WRITE] SELECT completed"
 
     def _flags_text(self, view: View) -> str:
@@ -566,15 +615,10 @@ class ImapSession:
             return "NO", "[ALREADYEXISTS] Mailbox already exists"
         if not _valid_new_name(name):
             return "NO", "[CANNOT] Invalid mailbox name"
-        before = set(account.mailboxes)
         try:
-            account.create(name)
+            account.create(name)  # not subscribed (RFC 3501 6.3.3 and 6.3.6 are separate steps)
         except MailboxError as error:
             return "NO", f"[CANNOT] {error}"
-        # CREATE does not subscribe (RFC 3501 6.3.3 and 6.3.6 are separate steps); the store's
-        # built-in mailboxes stay subscribed.
-        for created in set(account.mailboxes) - before:
-            account.mailboxes[created].subscribed = False
         return "OK", "CREATE completed"
 
     def _delete(self, command: Command) -> Reply:
@@ -611,45 +655,74 @@ class ImapSession:
     def _subscribe(self, command: Command) -> Reply:
         args = command.args
         assert isinstance(args, MailboxArg)
-        mailbox = self._account().mailbox(args.mailbox)
-        if mailbox is None:
+        account = self._account()
+        name = account.normalise(args.mailbox)
+        if command.name == "UNSUBSCRIBE":
+            # A subscription to a mailbox deleted since can still be dropped.
+            if name not in account.subscriptions and account.mailbox(name) is None:
+                return "NO", f"[NONEXISTENT] Mailbox doesn't exist: {args.mailbox}"
+            account.subscriptions.discard(name)
+            return "OK", "UNSUBSCRIBE completed"
+        if account.mailbox(name) is None:
             return "NO", f"[NONEXISTENT] Mailbox doesn't exist: {args.mailbox}"
-        mailbox.subscribed = command.name == "SUBSCRIBE"
-        return "OK", f"{command.name} completed"
+        account.subscriptions.add(name)
+        return "OK", "SUBSCRIBE completed"
 
     def _list(self, command: Command) -> Reply:
         args = command.args
         assert isinstance(args, ListArgs)
         lsub = command.name == "LSUB"
-        if not args.pattern:
+        if not args.pattern and not args.extended:
             # RFC 3501 6.3.8: an empty pattern asks for the delimiter and the reference's root.
             root = args.reference.split(HIERARCHY_DELIMITER, 1)[0]
             root += HIERARCHY_DELIMITER if HIERARCHY_DELIMITER in args.reference else ""
             if not lsub:
                 self._untagged(f'LIST (\\Noselect) "{HIERARCHY_DELIMITER}" {_astring(root)}')
             return "OK", f"{command.name} completed"
-        matcher = _pattern(args.reference + args.pattern)
-        inbox_matcher = re.compile(matcher.pattern, re.IGNORECASE | re.DOTALL)
+        patterns = [ListPattern(args.reference + pattern) for pattern in (args.pattern, *args.more_patterns)]
 
         def matches(name: str) -> bool:
-            return bool((inbox_matcher if name == INBOX else matcher).fullmatch(name))
+            return any(pattern.matches(name, fold_case=name == INBOX) for pattern in patterns)
 
-        mailboxes = self._account().mailboxes
-        names = sorted(mailboxes, key=lambda n: (n != INBOX, n))
+        account = self._account()
+        mailboxes = account.mailboxes
         if lsub:
-            for name, noselect in _lsub_entries(mailboxes, names, matches):
+            for name, noselect in _lsub_entries(mailboxes, account.subscriptions, matches):
                 self._untagged(f'LSUB ({noselect}) "{HIERARCHY_DELIMITER}" {_astring(name)}')
             return "OK", f"{command.name} completed"
-        for name in names:
-            if not matches(name):
-                continue
-            mailbox = mailboxes[name]
-            prefix = name + HIERARCHY_DELIMITER
-            children = any(other.startswith(prefix) for other in mailboxes)
-            attributes = ["\\HasChildren" if children else "\\HasNoChildren"]
-            if mailbox.special_use:
+        selection, returns = set(args.selection), set(args.returns)
+        childinfo: set[str] = set()
+        if "SUBSCRIBED" in selection:
+            # RFC 5258 3.1: the subscriptions that match, existing or not.
+            names = {name for name in account.subscriptions if matches(name)}
+            if "RECURSIVEMATCH" in selection:
+                # RFC 5258 3.5: a matching name above a subscription that is not itself listed
+                # is listed too, with CHILDINFO ("SUBSCRIBED").
+                for subscribed in account.subscriptions - names:
+                    parts = subscribed.split(HIERARCHY_DELIMITER)
+                    childinfo.update(
+                        parent for parent in (HIERARCHY_DELIMITER.join(parts[:depth]) for depth in range(1, len(parts)))
+                        if matches(parent)
+                    )
+                names |= childinfo
+        else:
+            names = {name for name in mailboxes if matches(name)}
+        show_subscribed = "SUBSCRIBED" in selection or "SUBSCRIBED" in returns
+        for name in sorted(names, key=lambda n: (n != INBOX, n)):
+            mailbox = mailboxes.get(name)
+            if mailbox is None:
+                attributes = ["\\NonExistent"]
+            else:
+                prefix = name + HIERARCHY_DELIMITER
+                attributes = ["\\HasChildren" if any(other.startswith(prefix) for other in mailboxes) else "\\HasNoChildren"]
+            if show_subscribed and name in account.subscriptions:
+                attributes.append("\\Subscribed")
+            if mailbox is not None and mailbox.special_use:
                 attributes.append(mailbox.special_use)
-            self._untagged(f'LIST ({" ".join(attributes)}) "{HIERARCHY_DELIMITER}" {_astring(name)}')
+            extra = ' (CHILDINFO ("SUBSCRIBED"))' if name in childinfo else ""
+            self._untagged(f'LIST ({" ".join(attributes)}) "{HIERARCHY_DELIMITER}" {_astring(name)}{extra}')
+            if args.status_items and mailbox is not None:
+                self._status_response(mailbox, args.status_items)  # LIST-STATUS (RFC 5819)
         return "OK", f"{command.name} completed"
 
     def _status(self, command: Command) -> Reply:
@@ -658,6 +731,12 @@ class ImapSession:
         mailbox = self._account().mailbox(args.mailbox)
         if mailbox is None:
             return "NO", f"[NONEXISTENT] Mailbox doesn't exist: {args.mailbox}"
+        if "HIGHESTMODSEQ" in args.items:
+            self._enable_condstore()
+        self._status_response(mailbox, args.items)
+        return "OK", "STATUS completed"
+
+    def _status_response(self, mailbox: Mailbox, wanted: tuple[str, ...]) -> None:
         view = self.view
         recent = len(view.recent) if view is not None and view.mailbox is mailbox else len(mailbox.recent_uids)
         values = {
@@ -666,10 +745,10 @@ class ImapSession:
             "UIDNEXT": mailbox.uidnext,
             "UIDVALIDITY": mailbox.uidvalidity,
             "UNSEEN": sum(1 for m in mailbox.messages if "\\Seen" not in m.flags),
+            "HIGHESTMODSEQ": mailbox.highest_modseq,
         }
-        items = " ".join(f"{item} {values[item]}" for item in args.items)
+        items = " ".join(f"{item} {values[item]}" for item in wanted)
         self._untagged(f"STATUS {_astring(mailbox.name)} ({items})")
-        return "OK", "STATUS completed"
 
     def _append(self, command: Command) -> Reply:
         args = command.args
@@ -678,13 +757,64 @@ class ImapSession:
         if mailbox is None:
             # RFC 3501 6.3.11: TRYCREATE tells the client that CREATE would help.
             return "NO", f"[TRYCREATE] Mailbox doesn't exist: {args.mailbox}"
-        if len(args.message) > self.limits.max_message_size:
+        contents: list[bytes] = []
+        for item in args.messages:
+            if item.catenate:
+                joined = self._catenated(item.catenate)
+                if isinstance(joined, str):
+                    return "NO", joined
+                contents.append(joined)
+            else:
+                contents.append(mime.binary_parts_as_base64(item.message) if item.binary else item.message)
+        if any(len(data) > self.limits.max_message_size for data in contents):
             return "NO", "[TOOBIG] Message too big"
-        flags = self._canonical_flags(args.flags)
-        if self.view is not None and self.view.mailbox is mailbox:
-            self._announce_keywords(self.view, flags)
-        message = mailbox.append(args.message, flags, args.internal_date)
-        return "OK", f"[APPENDUID {mailbox.uidvalidity} {message.uid}] APPEND completed"
+        # RFC 3502: all the messages or none; everything that can refuse one is checked above.
+        uids = []
+        for item, data in zip(args.messages, contents, strict=True):
+            flags = self._canonical_flags(item.flags)
+            if self.view is not None and self.view.mailbox is mailbox:
+                self._announce_keywords(self.view, flags)
+            uids.append(mailbox.append(data, flags, item.internal_date).uid)
+        # RFC 4315 3: one UID, or the uid-set of a MULTIAPPEND.
+        return "OK", f"[APPENDUID {mailbox.uidvalidity} {_uid_set(uids)}] APPEND completed"
+
+    def _catenated(self, parts: tuple[tuple[str, bytes], ...]) -> bytes | str:
+        """CATENATE (RFC 4469 5): the parts joined, or the NO text naming the first bad URL."""
+        out: list[bytes] = []
+        for kind, value in parts:
+            if kind == "TEXT":
+                out.append(value)
+                continue
+            content = self._url_content(value)
+            if content is None:
+                return f"[BADURL {value.decode('utf-8', 'replace')}] CATENATE URL cannot be used"
+            out.append(content)
+        return b"".join(out)
+
+    def _url_content(self, url: bytes) -> bytes | None:
+        """The octets a relative IMAP URL names (RFC 5092: "/" mailbox [";UIDVALIDITY=" n]
+        "/;UID=" n ["/;SECTION=" section] ["/;PARTIAL=" origin ["." length]]) in this user's
+        mailboxes; None when it names nothing."""
+        match = _IMAP_URL.fullmatch(url)
+        if match is None:
+            return None
+        mailbox = self._account().mailbox(unquote_to_bytes(match["mailbox"]).decode("utf-8", "surrogateescape"))
+        if mailbox is None or (match["uidvalidity"] and int(match["uidvalidity"]) != mailbox.uidvalidity):
+            return None
+        message = mailbox.by_uid(int(match["uid"]))
+        if message is None:
+            return None
+        content = message.data
+        if match["section"]:
+            section = parse_section(unquote_to_bytes(match["section"]))
+            if section is None:
+                return None
+            content = mime.parsed(message).section(section.part, section.kind, section.fields)
+        if match["origin"]:
+            origin = int(match["origin"])
+            end = origin + int(match["length"]) if match["length"] else len(content)
+            content = content[origin:end]
+        return content
 
     def _namespace(self, command: Command) -> Reply:
         self._untagged(f'NAMESPACE (("" "{HIERARCHY_DELIMITER}")) NIL NIL')
@@ -695,8 +825,20 @@ class ImapSession:
         if self.state is not State.AUTHENTICATED:
             # RFC 5161 3.1: only before a mailbox is selected.
             return "BAD", "ENABLE is only valid before a mailbox is selected"
-        self._untagged("ENABLED")  # none of our extensions needs enabling
+        # RFC 5161 3.2: ENABLED lists what this command enabled (CONDSTORE only needs it).
+        enabled = [] if self.condstore or "CONDSTORE" not in command.args.capabilities else ["CONDSTORE"]
+        self.condstore = self.condstore or bool(enabled)
+        self._untagged(" ".join(["ENABLED", *enabled]))
         return "OK", "ENABLE completed"
+
+    def _enable_condstore(self) -> None:
+        """A CONDSTORE-enabling command (RFC 7162 3.1): the first one, with a mailbox selected,
+        also tells its HIGHESTMODSEQ, which SELECT did not."""
+        if self.condstore:
+            return
+        self.condstore = True
+        if self.view is not None:
+            self._untagged(f"OK [HIGHESTMODSEQ {self.view.mailbox.highest_modseq}] Highest")
 
     def _idle(self, command: Command) -> Reply:
         # RFC 2177: report what is pending now, then as it happens until DONE.
@@ -726,7 +868,10 @@ class ImapSession:
 
     def _targets(self, sequence: SequenceSet, uid: bool) -> list[tuple[int, Message]] | None:
         """(sequence number, message) pairs, ascending; None if a sequence number is invalid."""
-        messages = self._selected().messages
+        view = self._selected()
+        messages = view.messages
+        if sequence.saved:
+            return [(index + 1, m) for index, m in enumerate(messages) if m.uid in view.saved]
         indexes: Iterable[int]
         if uid:
             if not messages:
@@ -776,7 +921,9 @@ class ImapSession:
         if view.readonly:
             return "NO", "[CANNOT] Mailbox is read-only"
         uids = [m.uid for m in view.messages if "\\Deleted" in m.flags]
-        if args.uids is not None:
+        if args.uids is not None and args.uids.saved:
+            uids = [uid for uid in uids if uid in view.saved]
+        elif args.uids is not None:
             ranges = list(args.uids.resolve(view.largest_uid()))
             uids = [uid for uid in uids if any(low <= uid <= high for low, high in ranges)]
         view.mailbox.expunge(uids)  # the EXPUNGE responses come from the sync after this
@@ -785,15 +932,103 @@ class ImapSession:
     def _search(self, command: Command) -> Reply:
         args = command.args
         assert isinstance(args, SearchArgs)
-        if args.charset not in (None, "UTF-8", "US-ASCII"):
-            return "NO", "[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset"
         view = self._selected()
-        context = SearchContext(len(view.messages), view.largest_uid(), view.recent)
-        numbers = search(args.key, view.messages, context)
-        if command.uid:
-            numbers = [view.messages[n - 1].uid for n in numbers]
-        self._send(b"* SEARCH" + b"".join(b" %d" % n for n in numbers) + b"\r\n")
+        returns = args.returns
+        if args.charset not in (None, "UTF-8", "US-ASCII"):
+            if returns is not None and "SAVE" in returns:
+                view.saved = set()  # RFC 5182 2.1: a failed SEARCH ... SAVE empties "$"
+            return "NO", "[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset"
+        if returns is not None and "UPDATE" in returns and command.tag in view.updates:
+            return "BAD", "Duplicate search update tag"
+        numbers = self._matching(view, args.key)
+        if _uses_modseq(args.key):
+            self._enable_condstore()
+            self._search_result(command, view, numbers, returns, args.partial, modseq=True)
+        else:
+            self._search_result(command, view, numbers, returns, args.partial)
+        if returns is not None and "UPDATE" in returns:
+            if len(view.updates) >= MAX_SEARCH_UPDATES:
+                self._untagged(f'NO [NOUPDATE "{command.tag}"] Too many search updates')
+            else:
+                uids = {view.messages[n - 1].uid for n in numbers}
+                view.updates[command.tag] = _SearchUpdate(command.tag, args.key, command.uid, uids)
         return "OK", "SEARCH completed"
+
+    def _cancelupdate(self, command: Command) -> Reply:
+        args = command.args
+        assert isinstance(args, CancelUpdateArgs)
+        view = self._selected()
+        unknown = [tag for tag in args.tags if tag not in view.updates]
+        if unknown:
+            return "BAD", f"Unknown search update tag {unknown[0]}"
+        for tag in args.tags:
+            del view.updates[tag]
+        return "OK", "CANCELUPDATE completed"
+
+    def _matching(self, view: View, key: SearchKey) -> list[int]:
+        context = SearchContext(len(view.messages), view.largest_uid(), view.recent, view.saved)
+        return search(key, view.messages, context)
+
+    def _search_result(self, command: Command, view: View, numbers: list[int], returns: tuple[str, ...] | None,
+                       partial: tuple[int, int] | None, name: str = "SEARCH", modseq: bool = False) -> None:
+        """* SEARCH / * SORT, or with RETURN an ESEARCH (RFC 4731, RFC 5267) and the SAVE of
+        RFC 5182. `numbers` are sequence numbers in the order to report (SORT's order)."""
+        def highest(chosen: list[int]) -> int:
+            return max(view.messages[n - 1].modseq for n in chosen)
+
+        if returns is None:
+            # RFC 7162 3.1.5: a SEARCH with MODSEQ ends "(MODSEQ <highest of those found>)".
+            tail = b" (MODSEQ %d)" % highest(numbers) if modseq and numbers else b""
+            if command.uid:
+                numbers = [view.messages[n - 1].uid for n in numbers]
+            self._send(b"* %b" % name.encode() + b"".join(b" %d" % n for n in numbers) + tail + b"\r\n")
+            return
+        options = set(returns) or {"ALL"}  # RFC 4731 3.1: RETURN () means RETURN (ALL)
+        options -= {"UPDATE", "CONTEXT"}  # CONTEXT is a hint; UPDATE is kept by the caller
+        if "SAVE" in options:
+            kept = numbers
+            if numbers and not options & {"ALL", "COUNT"} and options & {"MIN", "MAX"}:
+                # RFC 5182 2.4: with only MIN and/or MAX, only those messages are saved.
+                kept = ([numbers[0]] if "MIN" in options else []) + ([numbers[-1]] if "MAX" in options else [])
+            view.saved = {view.messages[n - 1].uid for n in kept}
+            options.discard("SAVE")
+            if not options and "UPDATE" not in returns:
+                return  # RFC 5182 2.1: SAVE alone sends no ESEARCH
+        values = [view.messages[n - 1].uid for n in numbers] if command.uid else numbers
+        line = _esearch(command.tag, command.uid, options, values, partial)
+        if modseq and numbers:
+            # RFC 7162 3.2.5 (as Dovecot): the highest MODSEQ of the messages returned; with
+            # only MIN and/or MAX, of those.
+            returned = numbers
+            if not options & {"ALL", "COUNT", "PARTIAL"}:
+                returned = ([numbers[0]] if "MIN" in options else []) + ([numbers[-1]] if "MAX" in options else [])
+            if returned:
+                line = line[:-2] + b" MODSEQ %d\r\n" % highest(returned)
+        self._send(line)
+
+    def _sort(self, command: Command) -> Reply:
+        args = command.args
+        assert isinstance(args, SortArgs)
+        view = self._selected()
+        if args.charset not in ("UTF-8", "US-ASCII"):
+            return "NO", "[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset"
+        matched = [(n, view.messages[n - 1]) for n in self._matching(view, args.key)]
+        ordered = [number for number, _ in sort(args.criteria, matched)]
+        self._search_result(command, view, ordered, args.returns, args.partial, "SORT")
+        return "OK", "SORT completed"
+
+    def _thread(self, command: Command) -> Reply:
+        args = command.args
+        assert isinstance(args, ThreadArgs)
+        view = self._selected()
+        if args.charset not in ("UTF-8", "US-ASCII"):
+            return "NO", "[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset"
+        matched = [(n, view.messages[n - 1]) for n in self._matching(view, args.key)]
+        if command.uid:
+            matched = [(message.uid, message) for _, message in matched]
+        threads = thread(args.algorithm, matched)
+        self._send(b"* THREAD " + threads + b"\r\n" if threads else b"* THREAD\r\n")
+        return "OK", "THREAD completed"
 
     def _fetch(self, command: Command) -> Reply:
         args = command.args
@@ -805,18 +1040,34 @@ class ImapSession:
         items = list(args.items)
         if command.uid and not any(item.name == "UID" for item in items):
             items.insert(0, FetchItem("UID"))  # RFC 3501 6.4.8
+        if args.changedsince is not None or any(item.name == "MODSEQ" for item in items):
+            self._enable_condstore()
+        if args.changedsince is not None:
+            # RFC 7162 3.1.4.1: only messages changed since, and with their MODSEQ.
+            targets = [(n, m) for n, m in targets if m.modseq > args.changedsince]
+            if not any(item.name == "MODSEQ" for item in items):
+                items.append(FetchItem("MODSEQ"))
         marks_seen = not view.readonly and any(_marks_seen(item) for item in items)
         reports_flags = any(item.name == "FLAGS" for item in items)
         ghosts = self._ghosts(view)
         # Responses go out as a flat list of pieces joined once: a message's bytes are copied a
         # single time, however big (the FETCH BODY[] throughput target).
         labels = {item: _fetch_label(item) for item in items}
+        binary_parts = [item.section.part for item in items if item.name.startswith("BINARY") and item.section]
+        if binary_parts and any(
+            mime.parsed(message).binary(part) is None for _, message in targets for part in binary_parts
+        ):
+            # RFC 3516 4.3: nothing is fetched when a part's encoding cannot be undone.
+            return "NO", "[UNKNOWN-CTE] Unknown Content-Transfer-Encoding"
         chunks = self._pending.chunks
         for number, message in targets:
             seen_now = marks_seen and "\\Seen" not in message.flags and message.uid not in ghosts
             if seen_now:
                 # RFC 3501 6.4.5: BODY[...] sets \Seen; the changed flags SHOULD be returned.
                 view.mailbox.set_flags(message, message.flags | {"\\Seen"})
+            if reports_flags or seen_now:
+                # A keyword another session set must be announced before this line shows it.
+                self._announce_keywords(view, message.flags)
             chunks.append(b"* %d FETCH (" % number)
             for index, item in enumerate(items):
                 if index:
@@ -832,15 +1083,27 @@ class ImapSession:
         section = item.section
         data = message.data
         if section is not None:
-            content = mime.section(data, section.part, section.kind, section.fields)
+            if item.name == "BODY":
+                content = mime.parsed(message).section(section.part, section.kind, section.fields)
+            else:
+                decoded = mime.parsed(message).binary(section.part)
+                assert decoded is not None  # _fetch checked for UNKNOWN-CTE first
+                if item.name == "BINARY.SIZE":
+                    out.append(b"%b %d" % (label, len(decoded)))
+                    return
+                content = decoded
             if item.partial is not None:
                 origin, count = item.partial
                 content = content[origin : origin + count]
-            out += (b"%b {%d}\r\n" % (label, len(content)), content)
+            # RFC 3516 4.2: literal8 when the octets include NUL.
+            marker = b"~" if item.name == "BINARY" and b"\0" in content else b""
+            out += (b"%b %b{%d}\r\n" % (label, marker, len(content)), content)
             return
         name = item.name
         if name == "UID":
             out.append(b"UID %d" % message.uid)
+        elif name == "MODSEQ":
+            out.append(b"MODSEQ (%d)" % message.modseq)
         elif name == "FLAGS":
             out.append(self._flags_item(view, message))
         elif name == "RFC822.SIZE":
@@ -848,16 +1111,16 @@ class ImapSession:
         elif name == "INTERNALDATE":
             out.append(b"INTERNALDATE " + _internal_date(message.internal_date).encode())
         elif name == "ENVELOPE":
-            out += (b"ENVELOPE ", mime.envelope(data))
+            out += (b"ENVELOPE ", mime.parsed(message).envelope())
         elif name in ("BODY", "BODYSTRUCTURE"):
-            out += (label, b" ", mime.bodystructure(data, name == "BODYSTRUCTURE"))
+            out += (label, b" ", mime.parsed(message).bodystructure(name == "BODYSTRUCTURE"))
         else:
             if name == "RFC822":
                 content = data
             elif name == "RFC822.HEADER":
-                content = mime.section(data, (), "HEADER")
+                content = mime.parsed(message).section((), "HEADER")
             else:  # RFC822.TEXT
-                content = mime.section(data, (), "TEXT")
+                content = mime.parsed(message).section((), "TEXT")
             out += (b"%b {%d}\r\n" % (label, len(content)), content)
 
     def _flags_item(self, view: View, message: Message) -> bytes:
@@ -875,11 +1138,18 @@ class ImapSession:
             return "NO", "[CANNOT] Mailbox is read-only"
         flags = set(self._canonical_flags(args.flags))
         self._announce_keywords(view, flags)
+        modified: list[int] = []
+        if args.unchangedsince is not None:
+            self._enable_condstore()
+        # RFC 2180 4.2.1, as Dovecot: a message another session expunged (EXPUNGE not yet sent
+        # here) is skipped and the rest updated; a "mark read" on a range must not fail for it.
         ghosts = self._ghosts(view)
-        missed = False
         for number, message in targets:
             if message.uid in ghosts:
-                missed = True
+                continue
+            if args.unchangedsince is not None and message.modseq > args.unchangedsince:
+                # RFC 7162 3.1.3: changed since the client looked: left alone, and named.
+                modified.append(message.uid if command.uid else number)
                 continue
             if args.mode == "+":
                 new = message.flags | flags
@@ -887,16 +1157,21 @@ class ImapSession:
                 new = message.flags - flags
             else:
                 new = frozenset(flags)
+            self._announce_keywords(view, new)  # the message may carry another session's keyword
             view.mailbox.set_flags(message, new)
             if args.silent:
                 view.flags[message.uid] = frozenset(message.flags)
                 continue
             # RFC 3501 6.4.6: the new flags come back as if fetched (with the UID for UID STORE).
             uid = b"UID %d " % message.uid if command.uid else b""
-            self._send(b"* %d FETCH (%b%b)\r\n" % (number, uid, self._flags_item(view, message)))
-        if missed:
-            return "NO", "[EXPUNGEISSUED] Some of the requested messages no longer exist"
+            self._send(b"* %d FETCH (%b%b%b)\r\n" % (number, uid, self._flags_item(view, message), self._modseq_item(message)))
+        if modified:
+            return "OK", f"[MODIFIED {_uid_set(modified)}] Conditional STORE failed"
         return "OK", "STORE completed"
+
+    def _modseq_item(self, message: Message) -> bytes:
+        """RFC 7162 3.1.4: with CONDSTORE on, flag updates carry the message's MODSEQ."""
+        return b" MODSEQ (%d)" % message.modseq if self.condstore else b""
 
     def _canonical_flags(self, flags: Iterable[str]) -> tuple[str, ...]:
         """Keywords take the spelling already used in the mailbox ($Junk and $junk are one)."""
@@ -905,9 +1180,14 @@ class ImapSession:
         return tuple(dict.fromkeys(flag if flag.startswith("\\") else known.get(flag.casefold(), flag) for flag in flags))
 
     def _announce_keywords(self, view: View, flags: Iterable[str]) -> None:
-        """RFC 3501 7.2.6: a new keyword means a new FLAGS (and PERMANENTFLAGS) response."""
+        """RFC 3501 7.2.6: a new keyword means a new FLAGS (and PERMANENTFLAGS) response, before
+        any FETCH shows it. Called per message on the FETCH path, so the usual case (nothing
+        new) is settled without folding case."""
+        new = [flag for flag in flags if not flag.startswith("\\") and flag not in view.keywords]
+        if not new:
+            return
         known = {keyword.casefold() for keyword in view.keywords}
-        new = [flag for flag in flags if not flag.startswith("\\") and flag.casefold() not in known]
+        new = [flag for flag in new if flag.casefold() not in known]
         if not new:
             return
         view.keywords.extend(dict.fromkeys(new))
@@ -956,12 +1236,42 @@ class ImapSession:
         unchanged = count == 0 or (len(current) >= count and current[count - 1] is view.messages[-1])
         if not unchanged:
             if allow_expunge:
-                self._report_expunges(view, {m.uid for m in current})
+                present = {m.uid for m in current}
+                if view.updates:
+                    self._report_update_removals(view, present)
+                self._report_expunges(view, present)
             else:
                 held_back = True
         self._report_new(view, current)
         self._report_flags(view)
+        if view.updates:
+            self._report_updates(view)
         view.dirty = held_back
+
+    def _report_update_removals(self, view: View, present: set[int]) -> None:
+        """RFC 5267 4.3: an expunged message leaves each result (REMOVEFROM) while its sequence
+        number still means it, before the EXPUNGE."""
+        numbers = {m.uid: n for n, m in enumerate(view.messages, 1)}
+        for update in view.updates.values():
+            gone = update.uids - present
+            if gone:
+                update.uids -= gone
+                self._send(_update_line(update, sorted(gone if update.uid else (numbers[u] for u in gone)), []))
+
+    def _report_updates(self, view: View) -> None:
+        """RFC 5267 4.3: ADDTO and REMOVEFROM for each SEARCH RETURN (UPDATE) whose result changed.
+        Position 0 throughout, as Dovecot: a SEARCH result has no order to place into."""
+        ghosts = self._ghosts(view)
+        numbers = {m.uid: n for n, m in enumerate(view.messages, 1)}
+        for update in view.updates.values():
+            now = {view.messages[n - 1].uid for n in self._matching(view, update.key)} - ghosts
+            removed, added = update.uids - now - ghosts, now - update.uids
+            update.uids = (update.uids & ghosts) | now
+            if removed or added:
+                def ids(uids: set[int]) -> list[int]:
+                    return sorted(uids if update.uid else (numbers[u] for u in uids))
+
+                self._send(_update_line(update, ids(removed), ids(added)))
 
     def _report_expunges(self, view: View, present: set[int]) -> None:
         kept: list[Message] = []
@@ -998,7 +1308,7 @@ class ImapSession:
         for number, message in enumerate(view.messages, 1):
             if view.flags.get(message.uid) != frozenset(message.flags):
                 self._announce_keywords(view, message.flags)
-                self._send(b"* %d FETCH (%b)\r\n" % (number, self._flags_item(view, message)))
+                self._send(b"* %d FETCH (%b%b)\r\n" % (number, self._flags_item(view, message), self._modseq_item(message)))
 
 
 def _chaos_line(reply: str, tag: str) -> bytes:
@@ -1014,22 +1324,20 @@ def _chaos_line(reply: str, tag: str) -> bytes:
 
 
 def _lsub_entries(
-    mailboxes: dict[str, Mailbox], names: list[str], matches: Callable[[str], bool]
+    mailboxes: dict[str, Mailbox], subscriptions: set[str], matches: Callable[[str], bool]
 ) -> list[tuple[str, str]]:
-    """LSUB results. RFC 3501 6.3.9: when "%" hides a subscribed name, its unsubscribed parent
-    that matches is listed with \\Noselect."""
+    """LSUB results: the matching subscriptions, also of mailboxes deleted since (RFC 3501
+    6.3.9). When "%" hides a subscribed name, its unsubscribed parent that matches is listed
+    with \\Noselect."""
     entries: dict[str, str] = {}
-    for name in names:
-        if not mailboxes[name].subscribed:
-            continue
+    for name in sorted(subscriptions):
         if matches(name):
             entries[name] = ""
             continue
         parts = name.split(HIERARCHY_DELIMITER)
         for depth in range(1, len(parts)):
             parent = HIERARCHY_DELIMITER.join(parts[:depth])
-            box = mailboxes.get(parent)
-            if parent not in entries and (box is None or not box.subscribed) and matches(parent):
+            if parent not in entries and parent not in subscriptions and matches(parent):
                 entries[parent] = "\\Noselect"
     return sorted(entries.items(), key=lambda item: (item[0] != INBOX, item[0]))
 
@@ -1060,7 +1368,7 @@ def _fetch_label(item: FetchItem) -> bytes:
     """The name a fetch-att has in the response: BODY.PEEK[...] answers as BODY[...]<origin>."""
     if item.section is None:
         return item.name.encode()
-    label = f"BODY[{item.section.label()}]"
+    label = f"{'BODY' if item.name == 'BODY' else item.name}[{item.section.label()}]"
     if item.partial is not None:
         label += f"<{item.partial[0]}>"
     return label.encode()
@@ -1090,8 +1398,59 @@ def _internal_date(when: datetime) -> str:
     )
 
 
+def _update_line(update: _SearchUpdate, removed: list[int], added: list[int]) -> bytes:
+    parts = [f'* ESEARCH (TAG "{update.tag}")'] + (["UID"] if update.uid else [])
+    if removed:
+        parts.append(f"REMOVEFROM (0 {_uid_set(removed)})")
+    if added:
+        parts.append(f"ADDTO (0 {_uid_set(added)})")
+    return (" ".join(parts) + "\r\n").encode()
+
+
+def _uses_modseq(key: SearchKey) -> bool:
+    """Whether a search program has a MODSEQ key anywhere (iteratively: nesting is bounded
+    by the parser, but a long AND of keys is not)."""
+    stack = [key]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, ModSeqKey):
+            return True
+        if isinstance(current, NotKey):
+            stack.append(current.key)
+        elif isinstance(current, OrKey):
+            stack += (current.left, current.right)
+        elif isinstance(current, AndKey):
+            stack.extend(current.keys)
+    return False
+
+
+def _esearch(tag: str, uid: bool, options: set[str], values: list[int], partial: tuple[int, int] | None) -> bytes:
+    """* ESEARCH (RFC 4731 3.1): the options asked for, in Dovecot's order; MIN, MAX and ALL
+    only when something matched, COUNT always. `values` are in SEARCH's ascending order or in
+    SORT's: then MIN and MAX are the first and last sorted (RFC 5267 3.2) and ALL keeps the order."""
+    parts = [f'* ESEARCH (TAG "{tag}")']
+    if uid:
+        parts.append("UID")
+    if values:
+        if "MIN" in options:
+            parts.append(f"MIN {values[0]}")
+        if "MAX" in options:
+            parts.append(f"MAX {values[-1]}")
+        if "ALL" in options:
+            parts.append(f"ALL {_uid_set(values)}")
+    if partial is not None:
+        # RFC 5267 4.4: the low:high-th results (1-based), NIL when none falls in the range.
+        low, high = partial
+        chosen = values[low - 1 : high]
+        parts.append(f"PARTIAL ({low}:{high} {_uid_set(chosen) if chosen else 'NIL'})")
+    if "COUNT" in options:
+        parts.append(f"COUNT {len(values)}")
+    return (" ".join(parts) + "\r\n").encode()
+
+
 def _uid_set(uids: list[int]) -> str:
-    """A compact uid-set: 1:3,5 (RFC 4315 section 4); `uids` ascending."""
+    """A compact uid-set: 1:3,5 (RFC 4315 section 4). The order of `uids` is kept, ascending
+    runs collapsed (ESORT's ALL is in sort order, RFC 5267 3.2)."""
     spans: list[list[int]] = []
     for uid in uids:
         if spans and uid == spans[-1][1] + 1:
@@ -1109,17 +1468,57 @@ def _astring(name: str) -> str:
     return f"{{{len(encoded)}}}\r\n" + encoded.decode("utf-8", "surrogateescape")
 
 
-def _pattern(pattern: str) -> re.Pattern[str]:
-    """LIST wildcards (RFC 3501 6.3.8): "*" matches anything, "%" stops at the delimiter."""
-    parts = []
-    for char in pattern:
-        if char == "*":
-            parts.append(".*")
-        elif char == "%":
-            parts.append(f"[^{re.escape(HIERARCHY_DELIMITER)}]*")
-        else:
-            parts.append(re.escape(char))
-    return re.compile("".join(parts), re.DOTALL)
+class ListPattern:
+    """LIST wildcards (RFC 3501 6.3.8): "*" matches anything, "%" anything but the delimiter.
+
+    Never by backtracking: a regex of many ".*" takes exponential time on a near-miss, and this
+    runs on the event loop. The pattern is an NFA whose set of live positions is one integer's
+    bits, advanced once per character of the name with a few shifts and masks: time linear in
+    the name, times the pattern's length in machine words.
+    """
+
+    def __init__(self, pattern: str) -> None:
+        tokens: list[str] = []
+        for char in pattern:
+            if char in "*%" and tokens and tokens[-1] in "*%":
+                # "%*" and "*%" are "*", "%%" is "%": then a wildcard is never followed by one,
+                # and one shift is the whole epsilon closure.
+                tokens[-1] = "*" if "*" in (char, tokens[-1]) else "%"
+            else:
+                tokens.append(char)
+        self.star = self.percent = 0
+        self.literals: dict[str, int] = {}
+        self.literals_folded: dict[str, int] = {}
+        for position, token in enumerate(tokens):
+            bit = 1 << position
+            if token == "*":
+                self.star |= bit
+            elif token == "%":
+                self.percent |= bit
+            else:
+                self.literals[token] = self.literals.get(token, 0) | bit
+                folded = token.upper()
+                self.literals_folded[folded] = self.literals_folded.get(folded, 0) | bit
+        self.accept = 1 << len(tokens)
+        self.wild = self.star | self.percent
+        self.minimum = len(tokens) - bin(self.wild).count("1")  # every literal takes a character
+
+    def matches(self, name: str, *, fold_case: bool = False) -> bool:
+        if len(name) < self.minimum:
+            return False
+        literals = self.literals_folded if fold_case else self.literals
+        if fold_case:
+            name = name.upper()
+        star, percent, wild = self.star, self.percent, self.wild
+        live = 1 | ((1 & wild) << 1)
+        for char in name:
+            live = ((live & literals.get(char, 0)) << 1) | (live & star) | (
+                0 if char == HIERARCHY_DELIMITER else live & percent
+            )
+            if not live:
+                return False
+            live |= (live & wild) << 1
+        return bool(live & self.accept)
 
 
 def _valid_new_name(name: str) -> bool:
@@ -1161,6 +1560,9 @@ COMMANDS: dict[str, tuple[Handler, frozenset[State]]] = {
     "UNSELECT": (ImapSession._unselect_command, SELECTED),
     "EXPUNGE": (ImapSession._expunge, SELECTED),
     "SEARCH": (ImapSession._search, SELECTED),
+    "SORT": (ImapSession._sort, SELECTED),
+    "THREAD": (ImapSession._thread, SELECTED),
+    "CANCELUPDATE": (ImapSession._cancelupdate, SELECTED),
     "FETCH": (ImapSession._fetch, SELECTED),
     "STORE": (ImapSession._store, SELECTED),
     "COPY": (ImapSession._copy, SELECTED),
