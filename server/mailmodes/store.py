@@ -73,6 +73,9 @@ class Mailbox:
         self.messages: list[Message] = []
         self.subscribed = True
         self.recent_uids: set[int] = set()
+        # Counts flag changes, so that a session can tell without looking at every message
+        # that none changed (a delivery wakes every IDLE session of the mailbox).
+        self.flag_changes = 0
         self._watchers: list[Watcher] = []
 
     def append(
@@ -111,6 +114,7 @@ class Mailbox:
         new = _stored_flags(flags)
         if new != message.flags:
             message.flags = new
+            self.flag_changes += 1
             self.changed()
 
     def claim_recent(self) -> set[int]:

@@ -108,6 +108,7 @@ class View:
     uid_high: int  # the highest UID ever announced
     unwatch: Callable[[], None] = lambda: None
     dirty: bool = False  # the store changed (or reports are held back) since the last sync
+    flags_version: int = -1  # the mailbox's flag_changes when this view last compared flags
 
     def largest_uid(self) -> int:
         return self.messages[-1].uid if self.messages else 0
@@ -519,7 +520,7 @@ class ImapSession:
         keywords = sorted({flag for m in messages for flag in m.flags if not flag.startswith("\\")})
         view = View(
             mailbox, readonly, messages, {m.uid: frozenset(m.flags) for m in messages}, recent, keywords,
-            uid_high=messages[-1].uid if messages else 0,
+            uid_high=messages[-1].uid if messages else 0, flags_version=mailbox.flag_changes,
         )
         view.unwatch = mailbox.watch(self._mailbox_changed)
         self.view, self.state = view, State.SELECTED
@@ -995,6 +996,9 @@ class ImapSession:
         self._untagged(f"{len(view.recent)} RECENT")
 
     def _report_flags(self, view: View) -> None:
+        if view.flags_version == view.mailbox.flag_changes:
+            return  # no flag changed anywhere: no need to compare every message's
+        view.flags_version = view.mailbox.flag_changes
         for number, message in enumerate(view.messages, 1):
             if view.flags.get(message.uid) != frozenset(message.flags):
                 self._announce_keywords(view, message.flags)
