@@ -95,6 +95,9 @@ class HttpConfig:
 
     port: int = 8025  # 0 picks a free port
     host: str = "127.0.0.1"
+    # Host names the API answers besides loopback and the configured hostname (DNS rebinding).
+    allowed_hosts: tuple[str, ...] = ()
+    max_event_clients: int = 100  # /api/events streams at once; each one polls
 
 
 @dataclass(frozen=True)
@@ -191,7 +194,14 @@ def _http(source: str, table: Mapping[str, Any] | None) -> HttpConfig | None:
     port = reader.get("port", int, HttpConfig.port)
     if not 0 <= port <= 65535:
         raise reader.fail("port", f"{port} is not a port number (0-65535; 0 picks a free one)")
-    http = HttpConfig(port=port, host=reader.get("host", str, HttpConfig.host))
+    allowed_hosts = reader.get("allowed_hosts", list, [])
+    if not all(isinstance(name, str) and name and "/" not in name for name in allowed_hosts):
+        raise reader.fail("allowed_hosts", 'must be a list of host names like "mailmodes" or "10.0.0.5"')
+    max_event_clients = reader.get("max_event_clients", int, HttpConfig.max_event_clients)
+    if max_event_clients <= 0:
+        raise reader.fail("max_event_clients", "must be greater than 0")
+    http = HttpConfig(port=port, host=reader.get("host", str, HttpConfig.host),
+                      allowed_hosts=tuple(name.lower() for name in allowed_hosts), max_event_clients=max_event_clients)
     reader.finish()
     return http
 
