@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from mailmodes.config import Config, HttpConfig, Listener
 from mailmodes.protocols.connection import LineServer
 from mailmodes.protocols.events import Connection, LineSession
+from mailmodes.protocols.guards import AuthFailures
 from mailmodes.protocols.imap.session import ImapSession
 from mailmodes.protocols.pop3 import Pop3Session
 from mailmodes.protocols.smtp import SmtpListener
@@ -59,6 +60,7 @@ class MailServer:
         self.journal = Journal(config.journal.max_sessions, config.journal.max_transcript_lines, config.journal.path,
                                enabled=config.journal.enabled)
         self.ports: dict[str, int] = {}
+        self.auth_failures = AuthFailures()  # one count per client host for every listener
         self.listeners: dict[str, Listener] = {}
         self.ca_file: Path | None = None
         self._servers: list[asyncio.Server] = []
@@ -91,7 +93,7 @@ class MailServer:
         try:
             if listener.protocol == "smtp":
                 factory = SmtpListener(listener, self.store, self.config.hostname, context, self.journal,
-                                       misbehaviour, tls)
+                                       misbehaviour, tls, self.auth_failures)
                 self._protocol_servers.append(factory)
                 return await loop.create_server(factory, host, listener.port)
             session_class, too_many = LINE_PROTOCOLS[listener.protocol]
@@ -99,7 +101,7 @@ class MailServer:
             store = self.store
             line_server = LineServer(
                 listener, lambda connection: session_class(connection, store, hostname), context, too_many,
-                self.journal, misbehaviour, tls,
+                self.journal, misbehaviour, tls, self.auth_failures,
             )
             self._protocol_servers.append(line_server)
             return await asyncio.start_server(line_server.handle, host, listener.port)

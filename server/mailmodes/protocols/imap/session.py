@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from mailmodes import __version__
-from mailmodes.protocols.events import Close, Connection, NoTls, Output, StartTls
+from mailmodes.protocols.events import Close, Connection, Delay, NoTls, Output, StartTls
 from mailmodes.protocols.imap import message as mime
 from mailmodes.protocols.imap.parser import (
     SYSTEM_FLAGS,
@@ -120,6 +120,7 @@ class _Pending:
 
     chunks: list[bytes] = field(default_factory=list)
     action: StartTls | Close | NoTls | None = None
+    delay: float = 0.0  # before any of it: a login answer to a client that failed too often
 
 
 class ImapSession:
@@ -135,7 +136,8 @@ class ImapSession:
         self.state = State.NOT_AUTHENTICATED
         self.account: Account | None = None
         self.view: View | None = None
-        self.bad_commands = 0  # consecutive BAD responses
+        self.bad_commands = 0  # BAD responses on this connection, like SMTP's and POP3's budgets
+        self.auth_failures = 0
         self.pipelined_after_starttls = 0
         # A command that reads raw lines after a continuation (IDLE, AUTHENTICATE), with its tag.
         self._continuation: Callable[[bytes], None] | None = None
@@ -201,6 +203,8 @@ class ImapSession:
             pending.chunks.append(b"* BYE [SERVERBUG] Internal server error, closing the connection\r\n")
             pending.action = Close()
         outputs: list[Output] = list(_batched(pending.chunks))
+        if pending.delay:
+            outputs.insert(0, Delay(pending.delay))
         if isinstance(pending.action, StartTls):
             # PROTOCOL.md: plaintext pipelined behind STARTTLS is dropped, and remembered (unless
             # the listener plays the vulnerable server: tls_started() runs it).
@@ -298,7 +302,6 @@ class ImapSession:
         if status == "BAD":
             self._bad(tag, text)
             return
-        self.bad_commands = 0
         self._pending.chunks.append(f"{tag} {status} {text}\r\n".encode("utf-8", "surrogateescape"))
 
     def _bad(self, tag: str | None, text: str) -> None:
@@ -445,11 +448,27 @@ class ImapSession:
         return self._logged_in(account)
 
     def _logged_in(self, account: Account | None) -> Reply:
+        self._login_answered(failed=account is None)
         if account is None:
             return "NO", AUTH_FAILED
         self.account = account
         self.state = State.AUTHENTICATED
         return "OK", f"[CAPABILITY {self.capabilities()}] Logged in"
+
+    def _login_answered(self, *, failed: bool) -> None:
+        """Pause the answer for a client host that failed too often lately; at the connection's
+        last allowed failure, BYE after it (guards.AuthFailures)."""
+        limits = self.limits
+        host = self.connection.peer[0]
+        failures = self.connection.auth_failures
+        self._pending.delay = failures.delay(host, limits.max_auth_failures_per_client, limits.auth_failure_delay)
+        if not failed:
+            return
+        failures.failed(host)
+        self.auth_failures += 1
+        if self.auth_failures >= limits.max_auth_failures:
+            self._send(b"* BYE Too many authentication failures\r\n")
+            self._pending.action = Close()
 
     def _authenticate(self, command: Command) -> Reply:
         args = command.args
