@@ -95,3 +95,32 @@ def test_a_client_that_sends_whole_lines_slowly_is_not_cut_off(serve: Callable[.
             time.sleep(0.6)  # longer than a window
         sock.sendall(b"QUIT\r\n")
         assert reader.readline().startswith(b"+OK")
+
+
+def test_a_client_waiting_for_a_slow_server_is_not_cut_off(serve: Callable[..., ThreadedMailServer]) -> None:
+    """chaos delays every reply longer than a window: the client is waiting for us, not slow."""
+    server = serve({"name": "slow", "protocol": "smtp", "tls": "plaintext", "role": "mta", "scenario": "chaos",
+                    "chaos": {"delay": 0.8}}, limits=SLOW)
+    with socket.create_connection((HOST, server.port("slow")), timeout=10) as sock:
+        reader = sock.makefile("rb")
+        assert reader.readline().startswith(b"220 ")
+        sock.sendall(b"NOOP\r\n")
+        assert reader.readline() == b"250 2.0.0 OK\r\n"
+
+
+@pytest.mark.parametrize("protocol", ["smtp", "imap"])
+def test_a_scenario_that_swallows_the_client_hello_keeps_swallowing(serve: Callable[..., ThreadedMailServer],
+                                                                    protocol: str) -> None:
+    """starttls-silence answers nothing after its success line, until the idle timeout: the rate
+    check does not end it early."""
+    server = serve({"name": "silent", "protocol": protocol, "tls": "starttls-optional", "scenario": "starttls-silence"},
+                   limits=SLOW)
+    with socket.create_connection((HOST, server.port("silent")), timeout=10) as sock:
+        reader = sock.makefile("rb")
+        reader.readline()
+        sock.sendall(b"STARTTLS\r\n" if protocol == "smtp" else b"a STARTTLS\r\n")
+        reader.readline()
+        sock.sendall(b"\x16\x03\x01 not really a ClientHello")
+        sock.settimeout(3 * SLOW["data_rate_window"])
+        with pytest.raises(TimeoutError):
+            sock.recv(1)  # neither an answer nor a close within three windows

@@ -195,7 +195,8 @@ class _ClientConnection:
                     if not data:
                         return
                     deadline = loop.time() + idle_timeout
-                    self.rate.received(loop.time(), len(data))
+                    if self.no_tls is None:  # a scenario that swallows the ClientHello waits on purpose
+                        self.rate.received(loop.time(), len(data))
                     self.recorder.client(data)
                     if self.no_tls is not None:
                         if self._answer_without_tls(self.no_tls):

@@ -197,9 +197,10 @@ class MailmodesSMTP(SMTP):
     def data_received(self, data: bytes) -> None:
         if self.recorder is not None:
             self.recorder.client(data)
-        self.rate.received(self.loop.time(), len(data))
-        if self._rate_timer is None:
-            self._check_rate_later()
+        if not self.silent:  # a scenario that swallows the ClientHello waits on purpose
+            self.rate.received(self.loop.time(), len(data))
+            if self._rate_timer is None:
+                self._check_rate_later()
         super().data_received(data)
 
     def _check_rate_later(self) -> None:
@@ -392,6 +393,7 @@ class MailmodesSMTP(SMTP):
         if self.resuming_data and status == GO_AHEAD:
             self.resuming_data = False
             return  # aiosmtpd's DATA repeating the 354 smtp_DATA already sent
+        self.rate.answered()  # before any pause of ours: the client is waiting for us now
         if self.misbehaviour.delay:
             await asyncio.sleep(self.misbehaviour.delay)
         if not self.greeted:
@@ -401,7 +403,6 @@ class MailmodesSMTP(SMTP):
         transport = self.transport
         if transport is None or transport.is_closing():
             return  # closed after a goodbye: commands still buffered get no answer
-        self.rate.answered()
         if isinstance(status, str):
             status = REPLY_WORDING.get(status, status)
             if "\r" in status:
