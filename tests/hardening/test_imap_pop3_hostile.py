@@ -111,29 +111,26 @@ def test_pop3_closes_at_the_last_error_of_its_budget(serve: Callable[..., Thread
 # --- defect 9: password guessing -----------------------------------------------------------------
 
 
-def test_imap_closes_after_too_many_failed_logins(serve: Callable[..., ThreadedMailServer]) -> None:
-    server = serve({"name": "imap", "protocol": "imap", "tls": "plaintext", "limits": {"max_auth_failures": 2}})
-    sock, reader = raw(server, "imap")
-    with sock:
-        sock.sendall(b"a LOGIN alice guess1\r\n")
-        assert reader.readline() == b"a NO [AUTHENTICATIONFAILED] Authentication failed\r\n"
-        sock.sendall(b"b LOGIN alice guess2\r\n")
-        assert reader.readline() == b"* BYE Too many authentication failures\r\n"
-        assert reader.readline() == b"b NO [AUTHENTICATIONFAILED] Authentication failed\r\n"
-        assert reader.readline() == b""
+# Per protocol: (what the client sends, the lines it gets back), for two wrong passwords.
+TWO_FAILED_LOGINS = {
+    "imap": [(b"a LOGIN alice guess1\r\n", [b"a NO [AUTHENTICATIONFAILED] Authentication failed\r\n"]),
+             (b"b LOGIN alice guess2\r\n", [b"* BYE Too many authentication failures\r\n",
+                                             b"b NO [AUTHENTICATIONFAILED] Authentication failed\r\n"])],
+    "pop3": [(b"USER alice\r\nPASS guess1\r\n", [b"+OK\r\n", b"-ERR [AUTH] Authentication failed\r\n"]),
+             (b"USER alice\r\nPASS guess2\r\n",
+              [b"+OK\r\n", b"-ERR [AUTH] Authentication failed; too many failures, closing\r\n"])],
+}
 
 
-def test_pop3_closes_after_too_many_failed_logins(serve: Callable[..., ThreadedMailServer]) -> None:
-    server = serve({"name": "pop3", "protocol": "pop3", "tls": "plaintext", "limits": {"max_auth_failures": 2}})
-    sock, reader = raw(server, "pop3")
+@pytest.mark.parametrize("protocol", ["imap", "pop3"])
+def test_too_many_failed_logins_close_the_connection(serve: Callable[..., ThreadedMailServer], protocol: str) -> None:
+    server = serve({"name": protocol, "protocol": protocol, "tls": "plaintext", "limits": {"max_auth_failures": 2}})
+    sock, reader = raw(server, protocol)
     with sock:
-        sock.sendall(b"USER alice\r\nPASS guess1\r\n")
-        assert reader.readline() == b"+OK\r\n"
-        assert reader.readline() == b"-ERR [AUTH] Authentication failed\r\n"
-        sock.sendall(b"USER alice\r\nPASS guess2\r\n")
-        assert reader.readline() == b"+OK\r\n"
-        assert reader.readline() == b"-ERR [AUTH] Authentication failed; too many failures, closing\r\n"
-        assert reader.readline() == b""
+        for sent, expected in TWO_FAILED_LOGINS[protocol]:
+            sock.sendall(sent)
+            assert [reader.readline() for _ in expected] == expected
+        assert reader.readline() == b""  # closed
 
 
 def test_many_failures_from_one_client_slow_every_login_answer(serve: Callable[..., ThreadedMailServer]) -> None:
