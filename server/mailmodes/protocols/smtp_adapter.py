@@ -65,7 +65,6 @@ TLS_ACTIVE = "503 5.5.1 TLS already active"
 TOO_MANY_ERRORS = "421 4.7.0 Too many errors, closing connection"
 TOO_MANY_AUTH_FAILURES = "421 4.7.0 Too many authentication failures, closing connection"
 TOO_MANY_CONNECTIONS = b"421 4.7.0 Too many connections, try again later\r\n"
-AUTH_INVALID = "535 5.7.8 Authentication credentials invalid"  # aiosmtpd's wording
 _BAD_COMMAND_CODES = ("500", "501", "502", "503", "504")
 _AUTH_ANSWER_CODES = ("235", "535")  # RFC 4954: the end of an authentication exchange
 GO_AHEAD = "354 End data with <CR><LF>.<CR><LF>"  # aiosmtpd's wording, kept
@@ -276,7 +275,7 @@ class MailmodesSMTP(SMTP):
         if len(args) == 1:
             response = await self.challenge_auth("")
             if response is MISSING:
-                return AuthResult(success=False)  # "*": aiosmtpd's challenge_auth answered it
+                return AuthResult(success=False)  # "*" or bad base64: challenge_auth answered it
         else:
             try:
                 response = binascii.a2b_base64(args[1].encode(), strict_mode=True)
