@@ -32,8 +32,10 @@ RUN useradd --uid 10025 --user-group --home-dir /var/lib/mailmodes --create-home
 
 # Listen on every interface of the container (the default config says 127.0.0.1); certificates in
 # the volume. `mailmodes check` reads the same variables, so the health check probes what serve bound.
+# The HTTP API answers the compose service name as well as loopback and the hostname.
 ENV MAILMODES_HOST=0.0.0.0 \
     MAILMODES_HTTP_HOST=0.0.0.0 \
+    MAILMODES_HTTP_ALLOWED_HOSTS=mailmodes \
     MAILMODES_CERTS_DIR=/certs \
     PYTHONUNBUFFERED=1
 VOLUME ["/certs"]

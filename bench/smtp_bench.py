@@ -326,8 +326,9 @@ def write_config(path: Path, certs: Path, journal: bool = True) -> Path:
     )
     path.write_text(
         f'hostname = "{HOSTNAME}"\nhost = "{HOST}"\n\n[certs]\ndir = "{certs}"\n\n'
-        # 1,000 idle connections on one listener; the default is 100 per listener.
-        "[limits]\nmax_connections = 2000\n\n"
+        # 1,000 idle connections on one listener, all from 127.0.0.1; the defaults are 100 per
+        # listener and 20 per client address.
+        "[limits]\nmax_connections = 2000\nmax_connections_per_client = 2000\n\n"
         + ("" if journal else "[journal]\nenabled = false\n\n")
         + '[[users]]\nname = "alice"\npassword = "alice-password"\naddresses = ["alice@example.test"]\n'
         + listeners

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from mailmodes.config import Config, HttpConfig, Listener, chaos_table, with_scenario
 from mailmodes.protocols.connection import LineServer
 from mailmodes.protocols.events import Connection, LineSession
+from mailmodes.protocols.guards import AuthFailures
 from mailmodes.protocols.imap.session import ImapSession
 from mailmodes.protocols.pop3 import Pop3Session
 from mailmodes.protocols.smtp import SmtpListener
@@ -62,6 +63,7 @@ class MailServer:
         self.journal = Journal(config.journal.max_sessions, config.journal.max_transcript_lines, config.journal.path,
                                enabled=config.journal.enabled, one_client=config.journal.one_client)
         self.ports: dict[str, int] = {}
+        self.auth_failures = AuthFailures()  # one count per client host for every listener
         self.listeners: dict[str, Listener] = {}
         self.ca_file: Path | None = None
         self._servers: list[asyncio.Server] = []
@@ -114,14 +116,15 @@ class MailServer:
         server: SmtpListener | LineServer
         if listener.protocol == "smtp":
             server = self._smtp[listener.name] = SmtpListener(listener, self.store, self.config.hostname, context,
-                                                              self.journal, misbehaviour, tls)
+                                                              self.journal, misbehaviour, tls,
+                                                              self.auth_failures)
         else:
             session_class, too_many = LINE_PROTOCOLS[listener.protocol]
             hostname = self.config.hostname
             store = self.store
             server = self._line[listener.name] = LineServer(
                 listener, lambda connection: session_class(connection, store, hostname), context, too_many,
-                self.journal, misbehaviour, tls,
+                self.journal, misbehaviour, tls, self.auth_failures,
             )
         current = {*self._smtp.values(), *self._line.values()}
         # A replaced server is kept only while it has connections for stop() to end.

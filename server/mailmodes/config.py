@@ -30,18 +30,33 @@ class Limits:
     idle_timeout: float | None = None
     max_connections: int | None = None
     max_bad_commands: int | None = None
+    max_connections_per_client: int | None = None
+    # A client in the middle of a command or a message must keep sending at least this many bytes
+    # a second, over each window: otherwise one byte every few seconds (slowloris) resets the
+    # idle timer forever.
+    min_data_rate: int | None = None
+    data_rate_window: float | None = None
+    max_auth_failures: int | None = None  # per connection: then the connection is closed
+    max_auth_failures_per_client: int | None = None  # per client host, in AUTH_FAILURE_WINDOW
+    auth_failure_delay: float | None = None  # seconds, before each answer to a login over that
 
 
 MIB = 1024 * 1024
+# The hostile-client bounds, the same for every protocol, far from what a client or a test suite
+# meets: 20 connections from one address, 100 bytes/s over 30 s while a request is under way,
+# 5 failed logins a connection, and past 50 failed logins from one address in 10 minutes a
+# 2-second pause before every login answer to it.
+COMMON_LIMITS = (20, 100, 30.0, 5, 50, 2.0)
 PROTOCOL_LIMITS = {
     # RFC 5321 4.5.3.1.6: 1000-octet text lines (+1 for the transparency dot); 4.5.3.2.7: 5 min.
-    "smtp": Limits(25 * MIB, 1001, 25 * MIB, 300.0, 100, 10),
+    "smtp": Limits(25 * MIB, 1001, 25 * MIB, 300.0, 100, 10, *COMMON_LIMITS),
     # RFC 7162 section 4 asks for at least 8192-octet command lines, but an RFC 2971 ID may be
     # 30 fields of 30 + 1024 octets (about 32 KiB): 64 KiB, as Dovecot. RFC 3501 5.4: 30 min.
-    "imap": Limits(25 * MIB, 64 * 1024, 25 * MIB, 1800.0, 100, 10),
+    "imap": Limits(25 * MIB, 64 * 1024, 25 * MIB, 1800.0, 100, 10, *COMMON_LIMITS),
     # RFC 2449 section 4: 255-octet command lines; RFC 1939 section 3: at least 10 minutes.
-    "pop3": Limits(25 * MIB, 255, 25 * MIB, 600.0, 100, 10),
+    "pop3": Limits(25 * MIB, 255, 25 * MIB, 600.0, 100, 10, *COMMON_LIMITS),
 }
+FLOAT_LIMITS = frozenset({"idle_timeout", "data_rate_window", "auth_failure_delay"})
 
 
 @dataclass(frozen=True)
@@ -52,6 +67,12 @@ class ResolvedLimits:
     idle_timeout: float
     max_connections: int
     max_bad_commands: int
+    max_connections_per_client: int
+    min_data_rate: int
+    data_rate_window: float
+    max_auth_failures: int
+    max_auth_failures_per_client: int
+    auth_failure_delay: float
 
 
 @dataclass(frozen=True)
@@ -100,6 +121,9 @@ class HttpConfig:
 
     port: int = 8025  # 0 picks a free port
     host: str = "127.0.0.1"
+    # Host names the API answers besides loopback and the configured hostname (DNS rebinding).
+    allowed_hosts: tuple[str, ...] = ()
+    max_event_clients: int = 100  # /api/events streams at once; each one polls
 
 
 @dataclass(frozen=True)
@@ -199,7 +223,7 @@ def _limits(source: str, table: Mapping[str, Any], where: str) -> Limits:
     reader = _Reader(source, table, where)
     values: dict[str, Any] = {}
     for limit in fields(Limits):
-        kind: type = float if limit.name == "idle_timeout" else int
+        kind: type = float if limit.name in FLOAT_LIMITS else int
         value = reader.get(limit.name, kind)
         if value is not None and value <= 0:
             raise reader.fail(limit.name, "must be greater than 0")
@@ -215,7 +239,14 @@ def _http(source: str, table: Mapping[str, Any] | None) -> HttpConfig | None:
     port = reader.get("port", int, HttpConfig.port)
     if not 0 <= port <= 65535:
         raise reader.fail("port", f"{port} is not a port number (0-65535; 0 picks a free one)")
-    http = HttpConfig(port=port, host=reader.get("host", str, HttpConfig.host))
+    allowed_hosts = reader.get("allowed_hosts", list, [])
+    if not all(isinstance(name, str) and name and "/" not in name for name in allowed_hosts):
+        raise reader.fail("allowed_hosts", 'must be a list of host names like "mailmodes" or "10.0.0.5"')
+    max_event_clients = reader.get("max_event_clients", int, HttpConfig.max_event_clients)
+    if max_event_clients <= 0:
+        raise reader.fail("max_event_clients", "must be greater than 0")
+    http = HttpConfig(port=port, host=reader.get("host", str, HttpConfig.host),
+                      allowed_hosts=tuple(name.lower() for name in allowed_hosts), max_event_clients=max_event_clients)
     reader.finish()
     return http
 

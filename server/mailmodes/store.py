@@ -73,6 +73,9 @@ class Mailbox:
         self.uidnext = 1
         self.messages: list[Message] = []
         self.recent_uids: set[int] = set()
+        # Counts flag changes, so that a session can tell without looking at every message
+        # that none changed (a delivery wakes every IDLE session of the mailbox).
+        self.flag_changes = 0
         self._watchers: list[Watcher] = []
         # RFC 7162 (CONDSTORE): bumped by every change, whoever makes it (IMAP, POP3's DELE at
         # QUIT, the HTTP API), since every change goes through append/set_flags/expunge here.
@@ -117,6 +120,7 @@ class Mailbox:
         if new != message.flags:
             message.flags = new
             message.modseq = self._next_modseq()
+            self.flag_changes += 1
             self.changed()
 
     def _next_modseq(self) -> int:

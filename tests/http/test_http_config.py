@@ -29,7 +29,10 @@ def test_no_table_no_http_and_port_0_stays_0() -> None:
     ({"port": 70000}, "t.toml: http.port: 70000 is not a port number (0-65535; 0 picks a free one)"),
     ({"port": "8025"}, "t.toml: http.port: must be a int, not str '8025'"),
     ({"host": 1}, "t.toml: http.host: must be a str, not int 1"),
-    ({"prot": 1}, "t.toml: http.prot: unknown key (allowed here: host, port)"),
+    ({"prot": 1}, "t.toml: http.prot: unknown key (allowed here: allowed_hosts, host, max_event_clients, port)"),
+    ({"allowed_hosts": ["mailmodes", 5]},
+     't.toml: http.allowed_hosts: must be a list of host names like "mailmodes" or "10.0.0.5"'),
+    ({"max_event_clients": 0}, "t.toml: http.max_event_clients: must be greater than 0"),
 ])
 def test_bad_http_table(table: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError) as caught:

@@ -15,12 +15,14 @@ from mailmodes.config import Listener
 from mailmodes.protocols.events import (
     Close,
     Connection,
+    Delay,
     LineSession,
     NoTls,
     Output,
     SessionFactory,
     StartTls,
 )
+from mailmodes.protocols.guards import AuthFailures, ClientSlots, RateGuard
 from mailmodes.record.journal import Journal
 from mailmodes.record.transcript import Recorder, recorder_for
 from mailmodes.scenarios.misbehaviour import Misbehaviour
@@ -43,6 +45,7 @@ class LineServer:
         journal: Journal,
         misbehaviour: Misbehaviour,
         tls: ListenerTls,
+        auth_failures: AuthFailures | None = None,
     ) -> None:
         self.listener = listener
         self.session_factory = session_factory
@@ -51,16 +54,46 @@ class LineServer:
         self.journal = journal
         self.misbehaviour = misbehaviour
         self.tls = tls
+        self.auth_failures = auth_failures or AuthFailures()
         self.active: set[asyncio.Task[None]] = set()
+        self.refusing: set[asyncio.Task[None]] = set()  # over a limit, being told so
+        self.clients = ClientSlots()
         self.stopping = False
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        if len(self.active) >= self.listener.limits.max_connections:
-            writer.write(self.too_many)
-            await _close(writer)
+        limits = self.listener.limits
+        host = _peer_host(writer)
+        full = len(self.active) >= limits.max_connections
+        if full or not self.clients.take(host, limits.max_connections_per_client):
+            self.refusing.add(task)
+            try:
+                await self._refuse(writer)
+            finally:
+                self.refusing.discard(task)
             return
+        try:
+            await self._serve(task, reader, writer)
+        finally:
+            self.clients.give_back(host)
+
+    async def _refuse(self, writer: asyncio.StreamWriter) -> None:
+        """Over a connection limit: say so and close. On an implicit-TLS port inside TLS, as SMTP
+        does, since a client there reads plaintext as a broken handshake ("wrong version number")."""
+        if self.tls.tls_first:
+            assert self.tls_context is not None
+            try:
+                await writer.start_tls(self.tls_context,
+                                       ssl_handshake_timeout=handshake_timeout(self.listener.limits.idle_timeout))
+            except (ssl.SSLError, ConnectionError, TimeoutError, OSError, asyncio.CancelledError):
+                writer.transport.abort()  # see handle(): wait_closed() would never return here
+                return
+        writer.write(self.too_many)
+        await _close(writer)
+
+    async def _serve(self, task: asyncio.Task[None], reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> None:
         self.active.add(task)
         record = self.journal.open(self.listener, writer.get_extra_info("peername") or ())
         connection = _ClientConnection(self, reader, writer, recorder_for(self.journal, record))
@@ -91,7 +124,7 @@ class LineServer:
     def abort_connections(self) -> None:
         """The server is stopping: end every connection's task (each closes its transport)."""
         self.stopping = True
-        for task in list(self.active):
+        for task in list(self.active | self.refusing):
             task.cancel()
 
 
@@ -109,6 +142,8 @@ class _ClientConnection:
         self.session: LineSession | None = None
         self.no_tls: NoTls | None = None  # after a STARTTLS success line that no TLS layer follows
         self.upgrade_unfinished = False  # a start_tls that failed or was cancelled: see LineServer.handle
+        limits = server.listener.limits
+        self.rate = RateGuard(limits.min_data_rate, limits.data_rate_window)
 
     async def handshake(self, *, via_starttls: bool) -> bool:
         assert self.server.tls_context is not None
@@ -131,7 +166,8 @@ class _ClientConnection:
         self.security = self.server.tls.security(encrypted=is_encrypted(self.writer.transport))
         peer = self.writer.get_extra_info("peername") or ("", 0)
         session = self.session = self.server.session_factory(
-            Connection(listener, self.security, peer[:2], self.woken.set, self.server.misbehaviour)
+            Connection(listener, self.security, peer[:2], self.woken.set, self.server.misbehaviour,
+                       self.server.auth_failures)
         )
         loop = asyncio.get_running_loop()
         idle_timeout = listener.limits.idle_timeout
@@ -145,8 +181,9 @@ class _ClientConnection:
                 # Both futures live until they complete: only a finished one is replaced.
                 read = read or asyncio.ensure_future(self.reader.read(READ_SIZE))
                 woken = woken or asyncio.ensure_future(self.woken.wait())
+                until = min(deadline, self.rate.check_at() or deadline)
                 done, _ = await asyncio.wait(
-                    (read, woken), timeout=max(0.0, deadline - loop.time()), return_when=asyncio.FIRST_COMPLETED
+                    (read, woken), timeout=max(0.0, until - loop.time()), return_when=asyncio.FIRST_COMPLETED
                 )
                 if woken in done:
                     woken = None
@@ -158,6 +195,8 @@ class _ClientConnection:
                     if not data:
                         return
                     deadline = loop.time() + idle_timeout
+                    if self.no_tls is None:  # a scenario that swallows the ClientHello waits on purpose
+                        self.rate.received(loop.time(), len(data))
                     self.recorder.client(data)
                     if self.no_tls is not None:
                         if self._answer_without_tls(self.no_tls):
@@ -165,6 +204,10 @@ class _ClientConnection:
                     elif await self.send(session.feed(data)):
                         return
                 elif not done:
+                    now = loop.time()
+                    if now < deadline and not self.rate.too_slow(now):
+                        continue  # a window of the rate check ended with enough data in it
+                    # Too slow counts as idle: one byte every few seconds is no activity.
                     self.recorder.record.idle_timeout = True
                     if self.no_tls is None:  # a client waiting for a TLS handshake gets no plaintext goodbye
                         await self.send(session.timed_out())
@@ -187,6 +230,10 @@ class _ClientConnection:
                     await asyncio.sleep(delay)
                 self.writer.write(item)
                 self.recorder.server(item)
+                self.rate.answered()
+            elif isinstance(item, Delay):
+                await self.writer.drain()
+                await asyncio.sleep(item.seconds)
             elif isinstance(item, Close):
                 await self.writer.drain()
                 return True
@@ -221,6 +268,11 @@ class _ClientConnection:
         if buffered:
             self.recorder.client(bytes(buffered))
             buffered.clear()
+
+
+def _peer_host(writer: asyncio.StreamWriter) -> str:
+    peer = writer.get_extra_info("peername")
+    return str(peer[0]) if peer else ""
 
 
 async def _close(writer: asyncio.StreamWriter) -> None:

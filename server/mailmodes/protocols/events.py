@@ -9,8 +9,10 @@ scenario's plan (misbehaviour.py) means one thing on every protocol.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
+
+from mailmodes.protocols.guards import AuthFailures
 
 if TYPE_CHECKING:
     from mailmodes.config import Listener
@@ -43,7 +45,15 @@ class NoTls:
     answer: bytes | None
 
 
-Output = bytes | StartTls | Close | NoTls
+@dataclass(frozen=True)
+class Delay:
+    """Wait this long before sending what follows: the answer to a login from a client that has
+    failed too often (guards.AuthFailures), so that guessing passwords is slow."""
+
+    seconds: float
+
+
+Output = bytes | StartTls | Close | NoTls | Delay
 
 
 @dataclass
@@ -57,6 +67,8 @@ class Connection:
     """Call when something outside the session happened that it wants to report (IDLE)."""
     misbehaviour: Misbehaviour
     """The listener's scenario, one for all its connections (known-good: the empty plan)."""
+    auth_failures: AuthFailures = field(default_factory=AuthFailures)
+    """The server's failed logins per client host (one for all its listeners)."""
 
 
 class LineSession(Protocol):

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from mailmodes import __version__
-from mailmodes.protocols.events import Close, Connection, NoTls, Output, StartTls
+from mailmodes.protocols.events import Close, Connection, Delay, NoTls, Output, StartTls
 from mailmodes.scenarios.misbehaviour import StartTlsPlan
 from mailmodes.store import Account, Mailbox, Message, Store
 
@@ -36,6 +36,7 @@ SASL_RESPONSE_LIMIT = 12288
 # Replies whose wording PROTOCOL.md fixes.
 PLAINTEXT_DISALLOWED = b"-ERR [AUTH] Plaintext authentication disallowed on non-secure connections\r\n"
 AUTH_FAILED = b"-ERR [AUTH] Authentication failed\r\n"
+TOO_MANY_AUTH_FAILURES = b"-ERR [AUTH] Authentication failed; too many failures, closing\r\n"
 BEGIN_TLS = b"+OK Begin TLS negotiation\r\n"
 TLS_ACTIVE = b"-ERR Command not permitted when TLS active\r\n"
 LINE_TOO_LONG = b"-ERR Line too long\r\n"
@@ -46,6 +47,7 @@ SYNTAX_ERROR = b"-ERR Syntax error\r\n"
 NO_SUCH_MESSAGE = b"-ERR No such message\r\n"
 IN_USE = b"-ERR [IN-USE] Maildrop is locked by another POP3 session\r\n"
 IDLE_TIMEOUT = b"-ERR [SYS/TEMP] Idle timeout, closing\r\n"
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 # The commands that carry a secret: what a chaos stage named "LOGIN" (IMAP's word) means in POP3.
 LOGIN_COMMANDS = frozenset({"PASS", "APOP", "AUTH"})
 
@@ -245,6 +247,7 @@ class Pop3Session:
         # Bytes the client sent after STLS, before the handshake: dropped, remembered for verdicts.
         self.pipelined_after_starttls = 0
         self.bad_commands = 0
+        self.auth_failures = 0
         self.closed = False
         self.maildrop: Maildrop | None = None
         self._lines = LineBuffer()
@@ -295,7 +298,10 @@ class Pop3Session:
                 self._user = None
                 outputs += self._bad(LINE_TOO_LONG)
                 continue
+            authorizing = self.state is State.AUTHORIZATION
             replies = self._sasl_response(line) if self._in_sasl else self._command(line)
+            if authorizing and (AUTH_FAILED in replies or self.state is State.TRANSACTION):
+                replies = self._login_answered(replies)
             outputs += replies
             if any(isinstance(reply, NoTls) for reply in replies):
                 break  # the session is over: no TLS follows the success line
@@ -355,6 +361,21 @@ class Pop3Session:
         if self.state not in states:
             return self._bad(WRONG_STATE)
         return handler(self, argument)
+
+    def _login_answered(self, replies: list[Output]) -> list[Output]:
+        """A login's answer: paused for a client host that failed too often lately, and at the
+        connection's last allowed failure a goodbye instead (guards.AuthFailures)."""
+        limits = self.limits
+        host = self.connection.peer[0]
+        failures = self.connection.auth_failures
+        delay = failures.delay(host, limits.max_auth_failures_per_client, limits.auth_failure_delay)
+        if AUTH_FAILED in replies:
+            failures.failed(host)
+            self.auth_failures += 1
+            if self.auth_failures >= limits.max_auth_failures:
+                self.closed = True
+                replies = [TOO_MANY_AUTH_FAILURES, Close()]
+        return [Delay(delay), *replies] if delay else replies
 
     def _bad(self, reply: bytes) -> list[Output]:
         """A protocol error: answer it, and close once the listener's budget is spent."""
@@ -453,7 +474,7 @@ class Pop3Session:
         if not self.security.may_authenticate:
             return [PLAINTEXT_DISALLOWED]
         name, _, digest = argument.partition(" ")
-        if not name or len(digest) != 32:
+        if not name or len(digest) != 32 or not _HEX_DIGITS.issuperset(digest):
             return self._bad(SYNTAX_ERROR)
         account = self._find_account(name)
         if account is None:

@@ -14,6 +14,7 @@ from typing import Any, cast
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from mailmodes.config import Listener
+from mailmodes.protocols.guards import AuthFailures, ClientSlots
 from mailmodes.protocols.smtp_adapter import MailmodesSMTP
 from mailmodes.record.journal import Journal
 from mailmodes.scenarios.misbehaviour import Misbehaviour
@@ -23,6 +24,7 @@ from mailmodes.tls.policy import ListenerTls
 
 RELAY_DENIED = "554 5.7.1 Relay access denied"
 USER_UNKNOWN = "550 5.1.1 User unknown"
+POSTMASTER = "postmaster"
 
 
 class DeliveryHandler:
@@ -39,13 +41,32 @@ class DeliveryHandler:
         once here and shared."""
         return {name.removeprefix("handle_"): getattr(self, name) for name in dir(self) if name.startswith("handle_")}
 
+    def local_recipient(self, address: str) -> Account | None:
+        """The account that receives mail for `address`. RFC 5321 section 4.5.1: every server
+        takes mail for "postmaster", bare or at any local domain; without such an address that is
+        the catch-all, else the first configured user."""
+        account = self.store.recipient(address)
+        if account is not None:
+            return account
+        local_part, _, domain = address.rpartition("@")
+        if address.lower() == POSTMASTER or (local_part.lower() == POSTMASTER and self.store.is_local_domain(domain)):
+            return self._postmaster()
+        return None
+
+    def _postmaster(self) -> Account | None:
+        accounts = self.store.accounts.values()
+        named = next((a for a in accounts if any(x.startswith(POSTMASTER + "@") for x in a.addresses)), None)
+        return named or self.store.accounts.get(self.store.catch_all or "") or next(iter(accounts), None)
+
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
     ) -> str:
         domain = address.rpartition("@")[2]
+        if self.local_recipient(address) is not None:
+            envelope.rcpt_tos.append(address)
+            return "250 2.1.5 OK"
         if self.store.is_local_domain(domain):
-            if self.store.recipient(address) is None:
-                return USER_UNKNOWN
+            return USER_UNKNOWN
         elif not session.authenticated:
             return RELAY_DENIED
         envelope.rcpt_tos.append(address)
@@ -63,7 +84,7 @@ class DeliveryHandler:
         local: list[Account] = []
         outbound: list[str] = []
         for address in envelope.rcpt_tos:
-            account = self.store.recipient(address)
+            account = self.local_recipient(address)
             if account is None:
                 outbound.append(address)
             else:
@@ -158,18 +179,22 @@ class SmtpListener:
     end every connection it made."""
 
     def __init__(self, listener: Listener, store: Store, hostname: str, tls_context: ssl.SSLContext | None,
-                 journal: Journal, misbehaviour: Misbehaviour, tls: ListenerTls) -> None:
+                 journal: Journal, misbehaviour: Misbehaviour, tls: ListenerTls,
+                 auth_failures: AuthFailures | None = None) -> None:
         self.listener, self.hostname, self.tls_context, self.journal = listener, hostname, tls_context, journal
         self.misbehaviour, self.tls = misbehaviour, tls
         self.connections: set[MailmodesSMTP] = set()
         self.handshakes: set[ImplicitTls] = set()
+        self.clients = ClientSlots()
+        self.auth_failures = auth_failures or AuthFailures()
         # Stateless, so one of each per listener: every idle connection is that much smaller.
         self.handler = ScenarioDeliveryHandler(store) if self.misbehaviour.active else DeliveryHandler(store)
         self.authenticator = Authenticator(store)
 
     def __call__(self) -> asyncio.Protocol:
         session = MailmodesSMTP(self.listener, self.handler, self.authenticator, self.hostname, self.tls_context,
-                                self.connections, self.journal, self.misbehaviour, self.tls)
+                                self.connections, self.journal, self.misbehaviour, self.tls, self.clients,
+                                self.auth_failures)
         if self.tls.tls_first:
             assert self.tls_context is not None
             return ImplicitTls(session, self.tls_context, self.handshakes)

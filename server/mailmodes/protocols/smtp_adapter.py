@@ -9,17 +9,21 @@ module globals: another aiosmtpd server in the same process behaves as stock aio
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import functools
+import re
 import ssl
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any, cast
 
 import aiosmtpd.smtp
-from aiosmtpd.smtp import MISSING, SMTP, Session, syntax
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword, Session, syntax
 
 from mailmodes import __version__
 from mailmodes.config import Listener
 from mailmodes.protocols.events import Close, NoTls, Output, StartTls
+from mailmodes.protocols.guards import AuthFailures, ClientSlots, RateGuard
 from mailmodes.protocols.smtp_hotpaths import (
     CRLF,
     lines_within,
@@ -58,6 +62,11 @@ REPLY_WORDING = {
 }
 
 TLS_ACTIVE = "503 5.5.1 TLS already active"
+TOO_MANY_ERRORS = "421 4.7.0 Too many errors, closing connection"
+TOO_MANY_AUTH_FAILURES = "421 4.7.0 Too many authentication failures, closing connection"
+TOO_MANY_CONNECTIONS = b"421 4.7.0 Too many connections, try again later\r\n"
+_BAD_COMMAND_CODES = ("500", "501", "502", "503", "504")
+_AUTH_ANSWER_CODES = ("235", "535")  # RFC 4954: the end of an authentication exchange
 GO_AHEAD = "354 End data with <CR><LF>.<CR><LF>"  # aiosmtpd's wording, kept
 READY = "220 2.0.0 Ready to start TLS"
 
@@ -83,7 +92,8 @@ class MailmodesSMTP(SMTP):
 
     def __init__(self, listener: Listener, handler: Any, authenticator: Any, hostname: str,
                  tls_context: ssl.SSLContext | None, connections: set[MailmodesSMTP], journal: Journal,
-                 misbehaviour: Misbehaviour, tls: ListenerTls) -> None:
+                 misbehaviour: Misbehaviour, tls: ListenerTls, clients: ClientSlots | None = None,
+                 auth_failures: AuthFailures | None = None) -> None:
         # aiosmtpd sizes its line reader from this attribute during __init__.
         self.line_length_limit = listener.limits.max_line_length
         self.listener = listener
@@ -91,6 +101,12 @@ class MailmodesSMTP(SMTP):
         self.journal = journal
         self.recorder: Recorder | None = None
         self.bad_replies = 0
+        self.auth_failures = 0
+        self.clients = clients or ClientSlots()
+        self.server_auth_failures = auth_failures or AuthFailures()
+        self.peer_host = ""  # set once the connection is counted against its client's slots
+        self.rate = RateGuard(listener.limits.min_data_rate, listener.limits.data_rate_window)
+        self._rate_timer: asyncio.TimerHandle | None = None
         self.greeted = False
         self.keep_pipelined = False
         self.injected = ""
@@ -129,8 +145,8 @@ class MailmodesSMTP(SMTP):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None
-        if first and len(self.connections) >= self.listener.limits.max_connections:
-            cast(asyncio.Transport, transport).write(b"421 4.7.0 Too many connections, try again later\r\n")
+        if first and not self._take_slot(transport):
+            cast(asyncio.Transport, transport).write(TOO_MANY_CONNECTIONS)
             transport.close()
             if self.recorder is not None:
                 self.journal.finish(self.recorder.record)  # opened by ImplicitTls at the accept
@@ -148,6 +164,16 @@ class MailmodesSMTP(SMTP):
         if pipelined and self.keep_pipelined:
             self._reader._buffer.extend(pipelined)  # type: ignore[attr-defined]  # ... unless vulnerable
 
+    def _take_slot(self, transport: asyncio.BaseTransport) -> bool:
+        limits = self.listener.limits
+        peer = transport.get_extra_info("peername")
+        host = str(peer[0]) if peer else ""
+        full = len(self.connections) >= limits.max_connections
+        if full or not self.clients.take(host, limits.max_connections_per_client):
+            return False
+        self.peer_host = host
+        return True
+
     def handshake_failed(self, error: BaseException, ssl_object: ssl.SSLObject | None) -> None:
         """The implicit-TLS handshake (ImplicitTls, which opened the record) failed: record it;
         aiosmtpd never saw this client."""
@@ -159,9 +185,22 @@ class MailmodesSMTP(SMTP):
         if self not in self.connections:
             return  # refused in connection_made: aiosmtpd never set up its session
         self.connections.discard(self)
+        self.clients.give_back(self.peer_host)
+        if self._rate_timer is not None:
+            self._rate_timer.cancel()
         if self.recorder is not None:
             self.journal.finish(self.recorder.record)
         super().connection_lost(error)
+        closed = self._closed  # type: ignore[attr-defined]
+        if closed.done() and not closed.cancelled():
+            # The error (a failed STARTTLS: TLSSetupException) is ours to drop: nothing awaits
+            # this future, and asyncio would report it as never retrieved when collected.
+            closed.exception()
+
+    def eof_received(self) -> bool | None:
+        if self.session is None:
+            return False  # the implicit-TLS handshake's connection ended before aiosmtpd took it
+        return super().eof_received()
 
     def data_received(self, data: bytes) -> None:
         if self.recorder is not None:
@@ -170,7 +209,24 @@ class MailmodesSMTP(SMTP):
                 # injected lines for that answer (issue 14: a desync the server can prove).
                 self.recorder.record.answered_early = data.split(b" ", 1)[0].strip().decode("ascii", "replace").upper()
             self.recorder.client(data)
+        if not self.silent:  # a scenario that swallows the ClientHello waits on purpose
+            self.rate.received(self.loop.time(), len(data))
+            if self._rate_timer is None:
+                self._check_rate_later()
         super().data_received(data)
+
+    def _check_rate_later(self) -> None:
+        end = self.rate.check_at()
+        self._rate_timer = None if end is None else self.loop.call_at(end, self._check_rate)
+
+    def _check_rate(self) -> None:
+        """A window of the rate check (guards.RateGuard) ended: a client sending slower than
+        min_data_rate in the middle of a command or message is idle, whatever bytes it trickles."""
+        self._rate_timer = None
+        if self.rate.too_slow(self.loop.time()):
+            self._timeout_cb()
+        else:
+            self._check_rate_later()
 
     async def handle_exception(self, error: Exception) -> str:
         if isinstance(error, aiosmtpd.smtp.TLSSetupException):
@@ -186,7 +242,11 @@ class MailmodesSMTP(SMTP):
     async def not_recognized(self, command: str, arg: str) -> None:
         """aiosmtpd's answer to an unknown command, without its fixed budget of five (which
         closes the connection): our own configurable budget counts instead (push)."""
-        await self.push(f'500 Error: command "{command}" not recognized')
+        await self.push(f'500 Error: command "{_printable(command)}" not recognized')
+
+    async def ignore(self, arg: str) -> None:
+        """What a command still buffered when the connection is closing does: nothing (a write
+        to a closed TLS transport raises inside asyncio)."""
 
     async def chaos_at(self, command: str, arg: str) -> None:
         step = self.misbehaviour.at_command(command)
@@ -194,8 +254,56 @@ class MailmodesSMTP(SMTP):
         await self._carry_out(step.line, step.actions)
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """The address of MAIL/RCPT (None: malformed, which aiosmtpd answers with 553)."""
         simple = None if self.local_part_limit else parse_simple_path(arg)
-        return simple if simple is not None else super()._getaddr(arg)
+        if simple is not None:
+            return simple
+        if arg.lstrip().startswith("<") and ">" not in arg:
+            return None, None  # RFC 5321 4.1.2: a Path ends in ">"; the header parser would add it
+        try:
+            return super()._getaddr(arg)
+        except Exception:  # noqa: BLE001  # the email header parser on hostile input (IndexError on "<a@")
+            return None, None
+
+    async def challenge_auth(self, challenge: str | bytes, encode_to_b64: bool = True,
+                             log_client_response: bool = False) -> Any:
+        """aiosmtpd's, except that a client cancelling with "*" (RFC 4954 section 4) is a reply
+        and no WARNING: what a client sends is not the server's problem to log."""
+        if isinstance(challenge, str):
+            challenge = challenge.encode()
+        await self.push(b"334 " + (base64.b64encode(challenge) if encode_to_b64 else challenge))
+        line = (await self._reader.readline()).strip()
+        if line == b"*":
+            await self.push("501 5.7.0 Auth aborted")
+            return MISSING
+        try:
+            return base64.b64decode(line, validate=True)
+        except binascii.Error:
+            await self.push("501 5.5.2 Can't decode base64")
+            return MISSING
+
+    async def auth_PLAIN(self, server: SMTP, args: list[str]) -> AuthResult:
+        """aiosmtpd's PLAIN (RFC 4616), which ignores the authorization identity: acting as another
+        user is not offered, so an authzid other than the login is refused, as IMAP and POP3 do."""
+        if len(args) == 1:
+            response = await self.challenge_auth("")
+            if response is MISSING:
+                return AuthResult(success=False)  # "*" or bad base64: challenge_auth answered it
+        else:
+            try:
+                response = binascii.a2b_base64(args[1].encode(), strict_mode=True)
+            except (binascii.Error, ValueError):
+                await self.push("501 5.5.2 Can't decode base64")
+                return AuthResult(success=False, handled=True)
+        assert isinstance(response, bytes)
+        parts = response.split(b"\0")
+        if len(parts) != 3:
+            await self.push("501 5.5.2 Can't split auth value")
+            return AuthResult(success=False, handled=True)
+        authzid, login, password = parts
+        if authzid not in (b"", login):
+            return AuthResult(success=False, handled=False)  # 535, the same answer as a wrong password
+        return self._authenticate("PLAIN", LoginPassword(login, password))
 
     @syntax("DATA")  # HELP lists a command, and explains it, only with its syntax line
     async def smtp_DATA(self, arg: str) -> None:
@@ -297,6 +405,7 @@ class MailmodesSMTP(SMTP):
         if self.resuming_data and status == GO_AHEAD:
             self.resuming_data = False
             return  # aiosmtpd's DATA repeating the 354 smtp_DATA already sent
+        self.rate.answered()  # before any pause of ours: the client is waiting for us now
         if self.misbehaviour.delay:
             await asyncio.sleep(self.misbehaviour.delay)
         if self.hold_next_reply:
@@ -305,18 +414,26 @@ class MailmodesSMTP(SMTP):
             self.greeted = True
             await self._greet(str(status))
             return
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return  # closed after a goodbye: commands still buffered get no answer
         if isinstance(status, str):
             status = REPLY_WORDING.get(status, status)
+            if "\r" in status:
+                status = _BARE_CR.sub(" ", status)  # client text echoed in a reply must not split it
             if status == READY and self.injected:
                 # The injection rule: the extra lines travel in the same write as the success line.
                 status, self.injected = status + "\r\n" + self.injected.removesuffix("\r\n"), ""
-            if status[:1] == "5" and status[:3] in ("500", "501", "502", "503", "504"):
+            code = status[:3]
+            if code in _AUTH_ANSWER_CODES:
+                await self._push_auth_answer(status)
+                return
+            if code in _BAD_COMMAND_CODES:
                 self.bad_replies += 1
-                if self.bad_replies > self.listener.limits.max_bad_commands:
-                    status = "421 4.7.0 Too many errors, closing connection"
+                if self.bad_replies >= self.listener.limits.max_bad_commands:
+                    # The budget's last error is answered, then the goodbye (as IMAP and POP3 do).
                     await self._push_recorded(status)
-                    assert self.transport is not None
-                    self.transport.close()
+                    await self._goodbye(TOO_MANY_ERRORS)
                     return
         await self._push_recorded(status)
 
@@ -328,6 +445,26 @@ class MailmodesSMTP(SMTP):
             await asyncio.sleep(seconds)
         finally:
             self.holding = False
+
+    async def _push_auth_answer(self, status: str) -> None:
+        """235 or 535: paused for a client host with too many recent failures, and the
+        connection's last allowed failure followed by the goodbye."""
+        limits = self.listener.limits
+        failures = self.server_auth_failures
+        delay = failures.delay(self.peer_host, limits.max_auth_failures_per_client, limits.auth_failure_delay)
+        if status.startswith("535"):
+            failures.failed(self.peer_host)
+            self.auth_failures += 1
+        if delay:
+            await asyncio.sleep(delay)
+        await self._push_recorded(status)
+        if self.auth_failures >= limits.max_auth_failures:
+            await self._goodbye(TOO_MANY_AUTH_FAILURES)
+
+    async def _goodbye(self, status: str) -> None:
+        await self._push_recorded(status)
+        if self.transport is not None:
+            self.transport.close()
 
     async def _greet(self, default: str) -> None:
         step = self.misbehaviour.greeting(default, self.hostname)
@@ -375,6 +512,9 @@ class _Commands(Mapping[str, Callable[[str], Awaitable[None]]]):
 
     def get(self, name: str, default: Any = None) -> Callable[[str], Awaitable[None]]:
         session = self.session
+        transport = session.transport
+        if transport is None or transport.is_closing():
+            return session.ignore
         if session.security.must_wait_for_tls and name not in ALLOWED_BEFORE_TLS:
             return session.refuse_before_tls
         if name in session.misbehaviour.chaos_stages:
@@ -392,6 +532,15 @@ class _Commands(Mapping[str, Callable[[str], Awaitable[None]]]):
 
     def __len__(self) -> int:
         return len(self.functions)
+
+
+_BARE_CR = re.compile(r"\r(?!\n)")
+
+
+def _printable(text: str, limit: int = 64) -> str:
+    """Client text fit to echo in a reply line: printable ASCII, and not too much of it."""
+    shown = "".join(char if " " <= char <= "~" else "?" for char in text[:limit])
+    return shown + ("..." if len(text) > limit else "")
 
 
 class _Session(Session):

@@ -23,6 +23,7 @@ from typing import Any, Protocol, cast
 from urllib.parse import quote
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from mailmodes import __version__
 from mailmodes.config import Config, HttpConfig
@@ -79,6 +80,8 @@ EVENT_KEEPALIVE_SECONDS = 15.0
 WARM_SECONDS = 0.5  # how often finished sessions are serialised ahead of the first listing
 WARM_BATCH = 50  # sessions serialised before the loop gets a turn (about 10 ms)
 LOOPBACK_NAMES = ("localhost", "localhost.")
+WILDCARD_ADDRESSES = ("0.0.0.0", "::", "")
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})  # RFC 9110 section 9.2.1
 EXPLAIN_CACHE_SECONDS = 30.0  # /api/explain answers from its last probe for this long (?refresh=1 re-probes)
 
 
@@ -113,6 +116,23 @@ def _host_name(host_header: str) -> str:
     if host_header.startswith("["):
         return host_header[1:].partition("]")[0]
     return host_header.rpartition(":")[0] if host_header.count(":") == 1 else host_header
+
+
+class _BadRequestsAtDebug(logging.Filter):
+    """aiohttp logs every malformed request (a bad request line or header) as an ERROR with a
+    traceback. That is the client's input, answered with 400, not our bug: log it at debug."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            log.debug("malformed HTTP request: %s", error)
+            return False
+        return True
+
+
+# The HTTP server's own logger, given to aiohttp instead of its module-wide "aiohttp.server".
+server_log = logging.getLogger("mailmodes.web.http")
+server_log.addFilter(_BadRequestsAtDebug())
 
 
 def _safe_filename(*parts: object) -> str:
@@ -150,6 +170,10 @@ class HttpServer:
         self._explain_lock = asyncio.Lock()  # one probe at a time; requests that wait share its result
         # Wait, seed, scenario and reset (control.py) need what app.MailServer has beyond MailState.
         self._control = ControlRoutes(cast(Controllable, server), self._closing, json_response, lambda: server.ports)
+        self._event_clients = 0
+        # Host names besides loopback that this server answers to (see _check_host).
+        self._hosts = frozenset({server.config.hostname.lower(), *config.allowed_hosts}
+                                | ({config.host.lower()} if config.host not in WILDCARD_ADDRESSES else set()))
         self._dashboard = {
             name: resources.files("mailmodes.web").joinpath("dashboard", name).read_bytes() for name in DASHBOARD_FILES
         }
@@ -162,7 +186,7 @@ class HttpServer:
         for method, path, handler in self.routes():
             app.router.add_route(method, path, handler)
         # A short shutdown: the only long requests are /api/events, ended by _closing first.
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0, logger=server_log)
         await runner.setup()
         try:
             await web.TCPSite(runner, self.config.host, self.config.port).start()
@@ -238,11 +262,14 @@ class HttpServer:
 
     @web.middleware
     async def _check_host(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """Bound to loopback, answer only requests that name a loopback host: a web page whose
-        name was re-pointed at 127.0.0.1 (DNS rebinding) still sends its own name in Host."""
-        if _is_loopback(self.config.host) and not _is_loopback(_host_name(request.host)):
-            return error_response(403, f"Host {request.host!r} is not allowed: this server answers "
-                                       "loopback names only (127.0.0.1, localhost, [::1])")
+        """Answer only requests that name this server: a loopback name or address, the configured
+        hostname, its bound address, or one of [http] allowed_hosts, wherever it is bound. A web
+        page whose name was re-pointed at this server (DNS rebinding) still sends its own name in
+        Host."""
+        name = _host_name(request.host).lower()
+        if not (_is_loopback(name) or name in self._hosts):
+            return error_response(403, f"Host {request.host!r} is not allowed: this server answers loopback "
+                                       "names (127.0.0.1, localhost, [::1]), its hostname, and [http] allowed_hosts")
         return await handler(request)
 
     @web.middleware
@@ -251,10 +278,10 @@ class HttpServer:
         them; and a page of another origin cannot send them either: a browser names the page's
         origin in Origin, and a plain form POST needs no CORS preflight, so refuse it here."""
         origin = request.headers.get("Origin")
-        if request.method not in ("GET", "HEAD", "OPTIONS") and origin is not None:
-            if origin.partition("://")[2] != request.host:  # "null" (a sandboxed page) included
-                return error_response(403, f"Origin {origin!r} may not {request.method} here: only this "
-                                           "server's own pages (or a client sending no Origin) may")
+        # "null" (a sandboxed page) and an https:// page of the same name are other origins too.
+        if request.method not in SAFE_METHODS and origin is not None and origin.lower() != f"http://{request.host}".lower():
+            return error_response(403, f"Origin {origin!r} may not {request.method} here: only this "
+                                       "server's own pages (or a client sending no Origin) may")
         return await handler(request)
 
     @web.middleware
@@ -408,7 +435,18 @@ class HttpServer:
 
     async def events(self, request: web.Request) -> web.StreamResponse:
         """Server-Sent Events (HTML Living Standard section 9.2): one "change" event whenever the
-        sessions or the messages change, so the dashboard refetches what changed."""
+        sessions or the messages change, so the dashboard refetches what changed. Each stream
+        polls, so at most [http] max_event_clients run at once."""
+        if self._event_clients >= self.config.max_event_clients:
+            return error_response(503, f"too many event streams (at most {self.config.max_event_clients} at once)",
+                                  {"Retry-After": "5"})
+        self._event_clients += 1
+        try:
+            return await self._event_stream(request)
+        finally:
+            self._event_clients -= 1
+
+    async def _event_stream(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"})
         await response.prepare(request)
         last: tuple[tuple[int, ...], tuple[int, ...]] | None = None
@@ -416,6 +454,8 @@ class HttpServer:
         try:
             await response.write(b"retry: 1000\n\n")
             while not self._closing.is_set():
+                if request.transport is None or request.transport.is_closing():
+                    break  # the browser went away: give the slot back now, not at the next write
                 current = (sessions_version(self.server.journal), messages_version(self.server.store))
                 if current != last:
                     changed = {"sessions": last is None or current[0] != last[0],

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from email import policy
 from email.message import EmailMessage
-from email.message import Message as CompatMessage
 from email.parser import BytesParser
 from typing import Any
 from urllib.parse import quote, unquote
@@ -209,9 +208,11 @@ def _parse(data: bytes, headers_only: bool) -> EmailMessage | None:
 def _header(message: EmailMessage, name: str) -> str | None:
     try:
         value = message.get(name)
-    # Malformed header that the folding/decoding code chokes on: show it raw.
+    # Malformed header that the folding/decoding code chokes on: show it raw, as sent (asking
+    # again through the message, under any policy, would run the same failing parser).
     except Exception:  # noqa: BLE001
-        raw = CompatMessage.get(message, name)
+        wanted = name.lower()
+        raw = next((value for key, value in message.raw_items() if key.lower() == wanted), None)
         return None if raw is None else str(raw)
     return None if value is None else str(value)
 

@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import unquote_to_bytes
 
 from mailmodes import __version__
-from mailmodes.protocols.events import Close, Connection, NoTls, Output, StartTls
+from mailmodes.protocols.events import Close, Connection, Delay, NoTls, Output, StartTls
 from mailmodes.protocols.imap import message as mime
 from mailmodes.protocols.imap.parser import (
     SYSTEM_FLAGS,
@@ -137,6 +137,7 @@ class View:
     # longer resolves to a message.
     saved: set[int] = field(default_factory=set)
     updates: dict[str, _SearchUpdate] = field(default_factory=dict)  # by tag, CONTEXT=SEARCH
+    flags_version: int = -1  # the mailbox's flag_changes when this view last compared flags
 
     def largest_uid(self) -> int:
         return self.messages[-1].uid if self.messages else 0
@@ -158,6 +159,7 @@ class _Pending:
 
     chunks: list[bytes] = field(default_factory=list)
     action: StartTls | Close | NoTls | None = None
+    delay: float = 0.0  # before any of it: a login answer to a client that failed too often
 
 
 class ImapSession:
@@ -173,7 +175,8 @@ class ImapSession:
         self.state = State.NOT_AUTHENTICATED
         self.account: Account | None = None
         self.view: View | None = None
-        self.bad_commands = 0  # consecutive BAD responses
+        self.bad_commands = 0  # BAD responses on this connection, like SMTP's and POP3's budgets
+        self.auth_failures = 0
         self.pipelined_after_starttls = 0
         # A command that reads raw lines after a continuation (IDLE, AUTHENTICATE), with its tag.
         self._continuation: Callable[[bytes], None] | None = None
@@ -242,6 +245,8 @@ class ImapSession:
             pending.chunks.append(b"* BYE [SERVERBUG] Internal server error, closing the connection\r\n")
             pending.action = Close()
         outputs: list[Output] = list(_batched(pending.chunks))
+        if pending.delay:
+            outputs.insert(0, Delay(pending.delay))
         if isinstance(pending.action, StartTls):
             # PROTOCOL.md: plaintext pipelined behind STARTTLS is dropped, and remembered (unless
             # the listener plays the vulnerable server: tls_started() runs it).
@@ -342,7 +347,6 @@ class ImapSession:
         if status == "BAD":
             self._bad(tag, text)
             return
-        self.bad_commands = 0
         self._pending.chunks.append(f"{tag} {status} {text}\r\n".encode("utf-8", "surrogateescape"))
 
     def _bad(self, tag: str | None, text: str) -> None:
@@ -489,11 +493,27 @@ class ImapSession:
         return self._logged_in(account)
 
     def _logged_in(self, account: Account | None) -> Reply:
+        self._login_answered(failed=account is None)
         if account is None:
             return "NO", AUTH_FAILED
         self.account = account
         self.state = State.AUTHENTICATED
         return "OK", f"[CAPABILITY {self.capabilities()}] Logged in"
+
+    def _login_answered(self, *, failed: bool) -> None:
+        """Pause the answer for a client host that failed too often lately; at the connection's
+        last allowed failure, BYE after it (guards.AuthFailures)."""
+        limits = self.limits
+        host = self.connection.peer[0]
+        failures = self.connection.auth_failures
+        self._pending.delay = failures.delay(host, limits.max_auth_failures_per_client, limits.auth_failure_delay)
+        if not failed:
+            return
+        failures.failed(host)
+        self.auth_failures += 1
+        if self.auth_failures >= limits.max_auth_failures:
+            self._send(b"* BYE Too many authentication failures\r\n")
+            self._pending.action = Close()
 
     def _authenticate(self, command: Command) -> Reply:
         args = command.args
@@ -564,7 +584,7 @@ class ImapSession:
         keywords = sorted({flag for m in messages for flag in m.flags if not flag.startswith("\\")})
         view = View(
             mailbox, readonly, messages, {m.uid: frozenset(m.flags) for m in messages}, recent, keywords,
-            uid_high=messages[-1].uid if messages else 0,
+            uid_high=messages[-1].uid if messages else 0, flags_version=mailbox.flag_changes,
         )
         view.unwatch = mailbox.watch(self._mailbox_changed)
         self.view, self.state = view, State.SELECTED
@@ -1305,6 +1325,9 @@ class ImapSession:
         self._untagged(f"{len(view.recent)} RECENT")
 
     def _report_flags(self, view: View) -> None:
+        if view.flags_version == view.mailbox.flag_changes:
+            return  # no flag changed anywhere: no need to compare every message's
+        view.flags_version = view.mailbox.flag_changes
         for number, message in enumerate(view.messages, 1):
             if view.flags.get(message.uid) != frozenset(message.flags):
                 self._announce_keywords(view, message.flags)
