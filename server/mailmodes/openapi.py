@@ -119,7 +119,13 @@ def _schemas() -> dict[str, Any]:
             "ended": {"type": ["string", "null"], "format": "date-time", "description": "null while open"},
             "tls_version": string_or_null, "cipher": string_or_null, "sni": string_or_null,
             "starttls": {"type": "boolean"}, "starttls_attempted": {"type": "boolean"}, "tls_alert": string_or_null,
-            "user": string_or_null,
+            "user": {"type": ["string", "null"], "description": "the account a login was accepted as; null if none was"},
+            "logins": {"type": "array", "description": "every login attempt the server decided (the first 32), in order; "
+                                                       "never the secret", "items": {"type": "object", "properties": {
+                "command": {"type": "string", "description": "what carried it: LOGIN, AUTHENTICATE PLAIN, AUTH PLAIN, "
+                                                            "AUTH LOGIN, PASS, APOP ..."},
+                "user": string_or_null, "tls": {"type": "boolean"},
+                "accepted": {"type": "boolean", "description": "false: a failed attempt (user: the name tried)"}}}},
             "verdicts": {"type": "array", "items": {"type": "string"}},
             "verdict_details": {"type": "array", "items": {"type": "object", "properties": {
                 "code": {"type": "string"}, "detail": {"type": "string"}}}},

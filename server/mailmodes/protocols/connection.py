@@ -12,7 +12,16 @@ import logging
 import ssl
 
 from mailmodes.config import Listener
-from mailmodes.protocols.events import Close, Connection, LineSession, NoTls, Output, SessionFactory, StartTls
+from mailmodes.protocols.events import (
+    Close,
+    Connection,
+    LineSession,
+    NoTls,
+    Output,
+    Pipelined,
+    SessionFactory,
+    StartTls,
+)
 from mailmodes.tls.handshake import HandshakeWatch, handshake_timeout, is_encrypted
 from mailmodes.record.journal import Journal
 from mailmodes.misbehaviour import Misbehaviour
@@ -123,7 +132,7 @@ class _ClientConnection:
         self.security = self.server.tls.security(encrypted=is_encrypted(self.writer.transport))
         peer = self.writer.get_extra_info("peername") or ("", 0)
         session = self.session = self.server.session_factory(
-            Connection(listener, self.security, peer[:2], self.woken.set, self.server.misbehaviour)
+            Connection(listener, self.security, peer[:2], self.woken.set, self.server.misbehaviour, self.recorder)
         )
         loop = asyncio.get_running_loop()
         idle_timeout = listener.limits.idle_timeout
@@ -210,7 +219,7 @@ class _ClientConnection:
         public way to do this (aiosmtpd clears the same private buffer after its STARTTLS)."""
         buffered: bytearray = self.reader._buffer  # type: ignore[attr-defined]
         if buffered:
-            self.recorder.client(bytes(buffered))
+            self.recorder.note(Pipelined(len(buffered)))
             buffered.clear()
 
 

@@ -18,7 +18,7 @@ from mailmodes.config import Listener
 from mailmodes.tls.handshake import HandshakeWatch, handshake_timeout
 from mailmodes.record.journal import Journal
 from mailmodes.misbehaviour import Misbehaviour
-from mailmodes.protocols.smtp_adapter import MailmodesSMTP
+from mailmodes.protocols.smtp_adapter import Accepted, MailmodesSMTP
 from mailmodes.store import Account, Store
 from mailmodes.tls.policy import ListenerTls
 
@@ -106,7 +106,7 @@ class Authenticator:
             except UnicodeDecodeError:
                 account = None
             if account is not None:
-                return AuthResult(success=True, auth_data=auth_data)
+                return AuthResult(success=True, auth_data=Accepted(auth_data.login, account.name))
         return AuthResult(success=False, handled=False)
 
 

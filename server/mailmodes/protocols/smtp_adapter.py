@@ -4,22 +4,42 @@ aiosmtpd tracks "encrypted" by a flag only STARTTLS sets (its issues 274 and 281
 decisions are taken from our own `Security` (tls/policy.py), which reads the transport; aiosmtpd is only
 given arguments under which its own checks agree with ours. Nothing here changes aiosmtpd's
 module globals: another aiosmtpd server in the same process behaves as stock aiosmtpd.
+
+For the journal the adapter is the SMTP session (events.py notes): aiosmtpd's reader tells it
+each line aiosmtpd takes, and the adapter knows what aiosmtpd is reading at that moment, a
+command, a SASL response or a message, because it is the one that started DATA or sent the
+challenge; and it sees every AUTH decided.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import functools
+import re
 import ssl
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Container, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, cast
 
 import aiosmtpd.smtp
-from aiosmtpd.smtp import MISSING, SMTP, Session, syntax
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Session, syntax
 
 from mailmodes import __version__
 from mailmodes.config import Listener
-from mailmodes.protocols.events import Close, NoTls, Output, StartTls
+from mailmodes.protocols.events import (
+    SECRET,
+    UNPARSED,
+    Close,
+    Heard,
+    LoginAttempt,
+    MessageRead,
+    NoTls,
+    Output,
+    Pipelined,
+    Skipped,
+    StartTls,
+)
 from mailmodes.record.journal import Journal
 from mailmodes.misbehaviour import Misbehaviour
 from mailmodes.protocols.smtp_hotpaths import CRLF, lines_within, parse_simple_path, scan_data, unstuff
@@ -54,6 +74,60 @@ REPLY_WORDING = {
 TLS_ACTIVE = "503 5.5.1 TLS already active"
 GO_AHEAD = "354 End data with <CR><LF>.<CR><LF>"  # aiosmtpd's wording, kept
 READY = "220 2.0.0 Ready to start TLS"
+DATA_END = len(b".\r\n")  # the line that ends a message after its last CRLF (RFC 5321 4.1.1.4)
+
+
+class Reading(enum.Enum):
+    """What the line aiosmtpd reads next is, as only the session knows it."""
+
+    COMMAND = "command"
+    NAME = "the name asked for in AUTH LOGIN"
+    SECRET = "a SASL response that carries the secret"
+    MESSAGE = "message content (DATA)"
+
+
+# After "AUTH": the mechanism, then (smtp_AUTH splits on any whitespace) the initial response.
+_INITIAL_RESPONSE = re.compile(rb"\s*\S+\s+(\S(?:.*\S)?)\s*$", re.DOTALL)
+
+
+def command_heard(line: bytes, known: Container[str]) -> Heard:
+    """A command line as aiosmtpd's _handle_client reads it: the verb is what comes before the
+    first space, upper-cased ASCII. A line that names no command is not shown (it may be anything,
+    a SASL response sent out of turn included); in AUTH, all after the mechanism is a credential."""
+    content = line.rstrip(b"\r\n")
+    verb_bytes, space, _ = content.partition(b" ")
+    verb = verb_bytes.upper().decode("ascii", "replace")
+    if verb not in known:
+        return Heard(line, "", ((0, len(content), UNPARSED),) if content else ())
+    response = _INITIAL_RESPONSE.match(content, len(verb_bytes) + 1) if verb == "AUTH" and space else None
+    return Heard(line, verb, ((response.start(1), response.end(1), SECRET),) if response else ())
+
+
+def response_heard(line: bytes) -> Heard:
+    """A line read as the answer to a 334 challenge: a credential, unless it cancels ("*")."""
+    content = line.rstrip(b"\r\n")
+    return Heard(line, None, ((0, len(content), SECRET),) if content.strip() not in (b"", b"*") else ())
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """What an accepted AUTH leaves in aiosmtpd's session.auth_data (smtp.Authenticator): the
+    login as the client gave it (aiosmtpd and the capture of outbound mail read `.login`) and
+    the account it logged in as; not the password."""
+
+    login: bytes
+    account: str
+
+
+@dataclass
+class _AuthAttempt:
+    """One AUTH command, while aiosmtpd runs it."""
+
+    command: str
+    secret_sent: bool
+    user: str | None = None
+    account: str | None = None
+
 
 def aiosmtpd_tls_arguments(tls: ListenerTls, tls_context: ssl.SSLContext | None) -> dict[str, Any]:
     """The one place where a listener's TLS decision becomes aiosmtpd arguments.
@@ -90,6 +164,11 @@ class MailmodesSMTP(SMTP):
         self.injected = ""
         self.silent = False  # starttls-silence: not even a goodbye at the idle timeout
         self.resuming_data = False  # aiosmtpd's DATA takes over after our 354 (smtp_DATA)
+        self.reading = Reading.COMMAND
+        self.received = 0  # bytes handed to aiosmtpd's reader: with its buffer, where it has read to
+        self.message_from = 0
+        self.overrun = 0  # an over-long line aiosmtpd is skipping, so far
+        self.auth: _AuthAttempt | None = None
         self.misbehaviour = misbehaviour
         self.tls = tls
         self.security = tls.security(encrypted=False)
@@ -114,6 +193,46 @@ class MailmodesSMTP(SMTP):
     def _create_session(self) -> Session:
         return _Session(self.loop)
 
+    def _cb_client_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        super()._cb_client_connected(reader, writer)
+        _HeardReader.adopt(reader, self)
+
+    # ---- what the client sent, for the journal (events.py) ---------------------------------
+    def note(self, event: Heard | Skipped | LoginAttempt | MessageRead | Pipelined) -> None:
+        if self.recorder is not None:
+            self.recorder.note(event)
+
+    def heard_line(self, line: bytes) -> None:
+        """aiosmtpd took this line from its reader (_HeardReader)."""
+        reading = self.reading
+        if reading is Reading.MESSAGE:
+            return  # counted whole at its end (_message_read)
+        if self.overrun:
+            self.note(Skipped(self.overrun + len(line), "line too long"))
+            self.overrun = 0
+        elif reading is Reading.COMMAND:
+            self.note(command_heard(line, self._smtp_methods.functions))  # type: ignore[attr-defined]
+        else:
+            heard = response_heard(line)
+            self.note(heard)
+            if reading is Reading.SECRET and heard.spans and self.auth is not None:
+                self.auth.secret_sent = True
+
+    def line_overrun(self, consumed: int) -> None:
+        """aiosmtpd's reader found no line end within its limit; aiosmtpd skips to it."""
+        if self.reading is not Reading.MESSAGE:
+            self.overrun += consumed
+
+    def _consumed(self) -> int:
+        return self.received - len(self._reader._buffer)  # type: ignore[attr-defined]
+
+    def _message_read(self, *, complete: bool) -> None:
+        """DATA is over: the bytes aiosmtpd took since the 354, without the final "." line."""
+        if self.reading is Reading.MESSAGE:
+            self.reading = Reading.COMMAND
+            size = self._consumed() - self.message_from - (DATA_END if complete else 0)
+            self.note(MessageRead(max(size, 0), complete))
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None
         if first and len(self.connections) >= self.listener.limits.max_connections:
@@ -125,9 +244,11 @@ class MailmodesSMTP(SMTP):
             self.recorder = recorder_for(self.journal, record)
             self.connections.add(self)
         self.security = self.tls.security(encrypted=is_encrypted(transport))
+        pipelined = bytes(self._reader._buffer) if not first else b""  # type: ignore[attr-defined]
+        if pipelined:
+            self.note(Pipelined(len(pipelined), executed=self.keep_pipelined))
         if self.security.encrypted and not self.tls.pretend_encrypted and self.recorder is not None:
             self.recorder.tls_started(transport.get_extra_info("ssl_object"), via_starttls=not first)
-        pipelined = bytes(self._reader._buffer) if not first else b""  # type: ignore[attr-defined]
         super().connection_made(transport)  # after STARTTLS this discards the pipelined plaintext ...
         if pipelined and self.keep_pipelined:
             self._reader._buffer.extend(pipelined)  # type: ignore[attr-defined]  # ... unless vulnerable
@@ -151,6 +272,7 @@ class MailmodesSMTP(SMTP):
     def data_received(self, data: bytes) -> None:
         if self.recorder is not None:
             self.recorder.client(data)
+        self.received += len(data)
         super().data_received(data)
 
     async def handle_exception(self, error: Exception) -> str:
@@ -166,8 +288,9 @@ class MailmodesSMTP(SMTP):
 
     async def not_recognized(self, command: str, arg: str) -> None:
         """aiosmtpd's answer to an unknown command, without its fixed budget of five (which
-        closes the connection): our own configurable budget counts instead (push)."""
-        await self.push(f'500 Error: command "{command}" not recognized')
+        closes the connection): our own configurable budget counts instead (push). The line is
+        not echoed: it may be a credential sent out of turn (the journal records this reply)."""
+        await self.push("500 5.5.1 Error: command not recognized")
 
     async def chaos_at(self, command: str, arg: str) -> None:
         step = self.misbehaviour.at_command(command)
@@ -178,8 +301,52 @@ class MailmodesSMTP(SMTP):
         simple = None if self.local_part_limit else parse_simple_path(arg)
         return simple if simple is not None else super()._getaddr(arg)
 
+    @syntax("AUTH <mechanism>")
+    async def smtp_AUTH(self, arg: str) -> None:
+        """aiosmtpd's AUTH, watched: each one with a mechanism is one login attempt for the
+        journal, decided (in _authenticate) or not. A bare AUTH names nothing and sends nothing."""
+        words = arg.split() if arg else []
+        if words:
+            mechanism = words[0].upper()
+            # AUTH LOGIN's initial response is the name; every other one carries the secret.
+            sent = len(words) > 1 and words[1] != "=" and mechanism != "LOGIN"
+            self.auth = _AuthAttempt(f"AUTH {mechanism}", sent)
+        try:
+            await super().smtp_AUTH(arg)
+        finally:
+            attempt, self.auth = self.auth, None
+            if attempt is not None:
+                self.note(LoginAttempt(attempt.command, attempt.account or attempt.user, attempt.secret_sent,
+                                       accepted=attempt.account is not None))
+
+    def _authenticate(self, mechanism: str, auth_data: Any) -> AuthResult:
+        result = super()._authenticate(mechanism, auth_data)
+        if self.auth is not None:
+            login = getattr(auth_data, "login", None)
+            self.auth.user = login.decode("utf-8", "replace") if isinstance(login, bytes) else None
+            if result.success and isinstance(result.auth_data, Accepted):
+                self.auth.account = result.auth_data.account
+        return result
+
+    async def challenge_auth(self, challenge: str | bytes, encode_to_b64: bool = True,
+                             log_client_response: bool = False) -> Any:
+        # AUTH LOGIN asks for the name first; the answer to any other challenge is the secret.
+        self.reading = Reading.NAME if challenge == self.AuthLoginUsernameChallenge else Reading.SECRET
+        try:
+            return await super().challenge_auth(challenge, encode_to_b64, log_client_response)
+        finally:
+            self.reading = Reading.COMMAND
+
     @syntax("DATA")  # HELP lists a command, and explains it, only with its syntax line
     async def smtp_DATA(self, arg: str) -> None:
+        try:
+            await self._data(arg)
+        except BaseException:
+            self._message_read(complete=False)
+            raise
+        self._message_read(complete=True)
+
+    async def _data(self, arg: str) -> None:
         """aiosmtpd's DATA, but taking every complete line already received at once instead of one
         readuntil() per line. A message with a line or a size over its limit is handed back to
         aiosmtpd's own reading (the lines taken so far put back first), which decides the reply."""
@@ -272,9 +439,14 @@ class MailmodesSMTP(SMTP):
             pass  # swallow everything until the client (or the idle timeout) gives up
 
     async def push(self, status: str | bytes) -> None:
-        if self.resuming_data and status == GO_AHEAD:
+        if status == GO_AHEAD and self.resuming_data:
             self.resuming_data = False
             return  # aiosmtpd's DATA repeating the 354 smtp_DATA already sent
+        if self.reading is Reading.MESSAGE:
+            self._message_read(complete=True)  # a reply in DATA comes only once the "." is read
+        if status == GO_AHEAD:
+            # The message begins after this line: what aiosmtpd reads now is content, not commands.
+            self.reading, self.message_from = Reading.MESSAGE, self._consumed()
         if self.misbehaviour.delay:
             await asyncio.sleep(self.misbehaviour.delay)
         if not self.greeted:
@@ -338,7 +510,7 @@ class _Commands(Mapping[str, Callable[[str], Awaitable[None]]]):
                                    for name in dir(cls) if name.startswith("smtp_")}
         self.functions = self._by_class[cls]
 
-    def get(self, name: str, default: Any = None) -> Callable[[str], Awaitable[None]]:  # type: ignore[override]
+    def get(self, name: str, default: Any = None) -> Callable[[str], Awaitable[None]]:
         session = self.session
         if session.security.must_wait_for_tls and name not in ALLOWED_BEFORE_TLS:
             return session.refuse_before_tls
@@ -357,6 +529,28 @@ class _Commands(Mapping[str, Callable[[str], Awaitable[None]]]):
 
     def __len__(self) -> int:
         return len(self.functions)
+
+
+class _HeardReader(asyncio.StreamReader):
+    """aiosmtpd's own reader, which tells its session each line aiosmtpd takes: by line it reads
+    only command lines, SASL responses and (ours in bulk) message content."""
+
+    owner: MailmodesSMTP
+
+    @classmethod
+    def adopt(cls, reader: asyncio.StreamReader, owner: MailmodesSMTP) -> None:
+        # The same object, so aiosmtpd and the protocol keep feeding and reading it as before.
+        reader.__class__ = cls
+        cast(_HeardReader, reader).owner = owner
+
+    async def readuntil(self, separator: Any = b"\n") -> bytes:  # typeshed's type for it is private
+        try:
+            line = await super().readuntil(separator)
+        except asyncio.LimitOverrunError as error:
+            self.owner.line_overrun(error.consumed)
+            raise
+        self.owner.heard_line(line)
+        return line
 
 
 class _Session(Session):

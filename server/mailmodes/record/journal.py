@@ -66,10 +66,12 @@ class SessionRecord:
     starttls_attempted: bool = False
     tls_alert: str | None = None
     tls_failure: str | None = None
-    user: str | None = None
+    user: str | None = None  # the account a login was accepted as (failed attempts: logins)
     # Facts noted while the session runs; verdicts are derived from them at the end.
     bad_certificate: bool = False
     credentials: list[tuple[bool, bool, str]] = field(default_factory=list)  # (encrypted, secret sent, command)
+    # Every decided login attempt (the first MAX_LOGINS_KEPT): (command, user tried, encrypted, accepted).
+    logins: list[tuple[str, str | None, bool, bool]] = field(default_factory=list)
     mail_commands_in_clear: list[str] = field(default_factory=list)
     commands_before_tls: int = 0
     commands_after_tls: int = 0
@@ -116,6 +118,8 @@ class SessionRecord:
             "starttls_attempted": self.starttls_attempted,
             "tls_alert": self.tls_alert,
             "user": self.user,
+            "logins": [{"command": command, "user": user, "tls": tls, "accepted": accepted}
+                       for command, user, tls, accepted in self.logins],
             "verdicts": [verdict.code for verdict in self.verdicts],
             "verdict_details": [asdict(verdict) for verdict in self.verdicts],
             "transcript": [{"at": round(at, 3), "sender": sender, "tls": tls, "text": text}
