@@ -9,7 +9,9 @@ import imaplib
 import json
 import poplib
 import smtplib
+import re
 import socket
+import ssl
 from collections.abc import Callable
 from pathlib import Path
 
@@ -240,3 +242,55 @@ def test_bare_pop3_auth_lists_mechanisms_and_is_no_attempt(serve: Serve, scenari
     record = one_session(server)
     assert "credentials-in-clear" not in verdict_codes(record)
     assert record.credentials == [] and logins(record) == []
+
+
+# --- item 7: a ClientHello on a plaintext port is recorded as one -------------------------------
+
+
+def client_hello() -> bytes:
+    """The ClientHello a stock TLS client sends first, as bytes (Python's ssl, memory BIOs)."""
+    outgoing = ssl.MemoryBIO()
+    tls = ssl.create_default_context().wrap_bio(ssl.MemoryBIO(), outgoing, server_hostname="localhost")
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+@pytest.mark.parametrize("protocol", ["smtp", "imap", "pop3"])
+def test_a_client_hello_on_a_starttls_port_is_recorded_as_such(serve: Serve, protocol: str) -> None:
+    server = serve(listener(protocol, "starttls-required"))
+    hello = client_hello()
+    with socket.create_connection((HOST, server.port(protocol)), timeout=10) as sock:
+        greeting = sock.recv(65536)
+        sock.sendall(hello)
+        sock.shutdown(socket.SHUT_WR)
+        assert sock.recv(65536) == b""  # nothing answers it, not even a BAD or a 500
+    record = one_session(server)
+    assert client_lines(record) == [f"[TLS ClientHello, {len(hello)} bytes]"]
+    assert [line.text for line in record.transcript if line.sender == "server"] == [greeting.decode().rstrip("\r\n")]
+    assert "tls-on-plaintext-port" in verdict_codes(record)
+
+
+@pytest.mark.parametrize(("protocol", "scheme"), [("smtp", "smtps"), ("imap", "imaps"), ("pop3", "pop3s")])
+def test_curl_set_for_implicit_tls_on_a_starttls_port(serve: Serve, ca_file: Path, protocol: str, scheme: str) -> None:
+    server = serve(listener(protocol, "starttls-optional"))
+    result = run_client(["curl", "-sS", "--max-time", "10", "--cacert", str(ca_file), "-u", f"alice:{SECRET}",
+                         f"{scheme}://{HOST}:{server.port(protocol)}/"])
+    assert result.returncode == 35, result.stderr  # wrong version number: our greeting is no TLS
+    record = one_session(server)
+    assert [re.sub(r"\d+", "N", line) for line in client_lines(record)] == ["[TLS ClientHello, N bytes]"]
+    assert {"tls-on-plaintext-port"} == verdict_codes(record)
+
+
+@pytest.mark.parametrize("protocol", ["smtp", "imap", "pop3"])
+def test_a_client_hello_after_a_starttls_that_no_tls_follows(serve: Serve, protocol: str) -> None:
+    server = serve(listener(protocol, "starttls-required", scenario="starttls-no-handshake"))
+    hello = client_hello()
+    with socket.create_connection((HOST, server.port(protocol)), timeout=10) as sock, sock.makefile("rb") as reader:
+        reader.readline()
+        sock.sendall({"smtp": b"STARTTLS\r\n", "imap": b"a STARTTLS\r\n", "pop3": b"STLS\r\n"}[protocol])
+        reader.readline()
+        sock.sendall(hello)
+        reader.read()  # the scenario's plaintext answer, then it closes
+    record = one_session(server)
+    assert client_lines(record)[-1] == f"[TLS ClientHello, {len(hello)} bytes]"

@@ -5,8 +5,10 @@ from __future__ import annotations
 import time
 
 from mailmodes.protocols.events import (
+    CLIENT_HELLO,
     LITERAL,
     SECRET,
+    TLS_BYTES,
     UNPARSED,
     Heard,
     LoginAttempt,
@@ -49,6 +51,12 @@ def test_only_the_new_part_of_a_command_is_shown() -> None:
 def test_what_the_session_could_not_make_out_shows_only_its_size() -> None:
     assert rendered(Heard(b" PASS hunter2\r\n", "", ((0, 13, UNPARSED),))) == ["[not understood: 13 bytes]"]
     assert rendered(Heard(b"e UID LOGIN alice pw", "UID", ((6, 20, UNPARSED),))) == ["e UID [not understood: 14 bytes]"]
+
+
+def test_tls_bytes_where_the_protocol_was_expected() -> None:
+    hello = b"\x16\x03\x01\x00\x04\x01\x00\x00\x00" + b"\x15\x03\x03"
+    assert rendered(Heard(hello, None, ((0, 9, CLIENT_HELLO), (9, 12, TLS_BYTES)))) == [
+        "[TLS ClientHello, 9 bytes][TLS: 3 bytes]"]
 
 
 # --- facts -----------------------------------------------------------------------------------

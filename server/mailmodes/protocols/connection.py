@@ -22,7 +22,7 @@ from mailmodes.protocols.events import (
     SessionFactory,
     StartTls,
 )
-from mailmodes.tls.handshake import HandshakeWatch, handshake_timeout, is_encrypted
+from mailmodes.tls.handshake import HandshakeWatch, handshake_timeout, is_encrypted, tls_heard, tls_record_size
 from mailmodes.record.journal import Journal
 from mailmodes.misbehaviour import Misbehaviour
 from mailmodes.tls.policy import ListenerTls
@@ -109,6 +109,8 @@ class _ClientConnection:
         self.security = server.tls.security(encrypted=False)
         self.session: LineSession | None = None
         self.no_tls: NoTls | None = None  # after a STARTTLS success line that no TLS layer follows
+        self.speaks_tls = False  # the client opened a plaintext-first connection with TLS
+        self.read_any = False
         self.upgrade_unfinished = False  # a start_tls that failed or was cancelled: see LineServer.handle
 
     async def handshake(self, *, via_starttls: bool) -> bool:
@@ -161,10 +163,14 @@ class _ClientConnection:
                     deadline = loop.time() + idle_timeout
                     self.recorder.client(data)
                     if self.no_tls is not None:
+                        self.recorder.note(tls_heard(data, first=True))
                         if self._answer_without_tls(self.no_tls):
                             return
+                    elif self._is_tls(data):
+                        self.recorder.note(tls_heard(data, first=not self.read_any))
                     elif await self.send(session.feed(data)):
                         return
+                    self.read_any = True
                 elif not done:
                     if self.no_tls is None:  # a client waiting for a TLS handshake gets no plaintext goodbye
                         await self.send(session.timed_out())
@@ -204,6 +210,13 @@ class _ClientConnection:
                 pending = self.session.tls_started() + pending
         await self.writer.drain()
         return False
+
+    def _is_tls(self, data: bytes) -> bool:
+        """A client that opens a plaintext-first connection with a TLS record is set for implicit
+        TLS: what it sends is no command, so the session never sees it (and answers no garbage)."""
+        if not self.read_any and not self.security.encrypted:
+            self.speaks_tls = tls_record_size(data) is not None
+        return self.speaks_tls
 
     def _answer_without_tls(self, plan: NoTls) -> bool:
         """The client's bytes after a STARTTLS success line that no TLS followed (its ClientHello):

@@ -52,10 +52,12 @@ Output = bytes | StartTls | Close | NoTls
 
 # --- What the session read, for the journal ------------------------------------------------
 
-SpanKind = Literal["literal", "secret", "unparsed"]
+SpanKind = Literal["literal", "secret", "unparsed", "client-hello", "tls"]
 LITERAL: SpanKind = "literal"  # shown as its size
 SECRET: SpanKind = "secret"  # a credential: shown as ****
 UNPARSED: SpanKind = "unparsed"  # the session could not make it out, so it may hold anything
+CLIENT_HELLO: SpanKind = "client-hello"  # a TLS ClientHello record where the protocol was expected
+TLS_BYTES: SpanKind = "tls"  # any other TLS record bytes there
 Span = tuple[int, int, SpanKind]
 
 

@@ -44,7 +44,7 @@ from mailmodes.record.journal import Journal
 from mailmodes.misbehaviour import Misbehaviour
 from mailmodes.protocols.smtp_hotpaths import CRLF, lines_within, parse_simple_path, scan_data, unstuff
 from mailmodes.tls.policy import ListenerTls, TlsMode
-from mailmodes.tls.handshake import is_encrypted
+from mailmodes.tls.handshake import is_encrypted, tls_heard, tls_record_size
 from mailmodes.record.transcript import Recorder, recorder_for
 
 # RFC 3207 section 4: what a STARTTLS-required server takes before TLS (aiosmtpd's set), and
@@ -169,6 +169,7 @@ class MailmodesSMTP(SMTP):
         self.message_from = 0
         self.overrun = 0  # an over-long line aiosmtpd is skipping, so far
         self.auth: _AuthAttempt | None = None
+        self.speaks_tls: bool | None = None  # the client began with TLS (None: no byte yet)
         self.misbehaviour = misbehaviour
         self.tls = tls
         self.security = tls.security(encrypted=False)
@@ -272,6 +273,14 @@ class MailmodesSMTP(SMTP):
     def data_received(self, data: bytes) -> None:
         if self.recorder is not None:
             self.recorder.client(data)
+        first = self.speaks_tls is None
+        if first:
+            self.speaks_tls = not self.security.encrypted and tls_record_size(data) is not None
+        if self.speaks_tls:
+            # A client set for implicit TLS on a plaintext-first port: no command, so aiosmtpd
+            # never sees it (and answers no garbage); it fails on our greeting and goes.
+            self.note(tls_heard(data, first=first))
+            return
         self.received += len(data)
         super().data_received(data)
 
@@ -432,11 +441,16 @@ class MailmodesSMTP(SMTP):
         plan's plaintext and the connection closes, or nothing, ever (no goodbye either)."""
         self.silent = plan.answer is None
         client_hello = await self._reader.read(65536)
+        if client_hello:
+            self.note(tls_heard(client_hello, first=True))
         if plan.answer is not None and client_hello and self.transport is not None:
             await self._push_recorded(plan.answer)
             self.transport.close()
-        while self.silent and await self._reader.read(65536):
-            pass  # swallow everything until the client (or the idle timeout) gives up
+        while self.silent:  # swallow everything until the client (or the idle timeout) gives up
+            more = await self._reader.read(65536)
+            if not more:
+                break
+            self.note(tls_heard(more, first=False))
 
     async def push(self, status: str | bytes) -> None:
         if status == GO_AHEAD and self.resuming_data:

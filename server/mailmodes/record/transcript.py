@@ -49,6 +49,8 @@ SHOWN: dict[SpanKind, str] = {
     "literal": "[literal: {} bytes]",
     "secret": MASK,
     "unparsed": "[not understood: {} bytes]",
+    "client-hello": "[TLS ClientHello, {} bytes]",
+    "tls": "[TLS: {} bytes]",
 }
 UNKNOWN_VERB = "(unknown)"
 

@@ -9,6 +9,8 @@ import ssl
 from contextvars import ContextVar
 from pathlib import Path
 
+from mailmodes.protocols.events import CLIENT_HELLO, TLS_BYTES, Heard, Span
+
 
 def is_encrypted(transport: asyncio.BaseTransport | None) -> bool:
     return transport is not None and transport.get_extra_info("ssl_object") is not None
@@ -67,3 +69,27 @@ def handshake_timeout(idle_timeout: float) -> float:
     """How long a client may take over its TLS handshake: a client that waits for a plaintext
     greeting on an implicit port is told nothing, so do not keep it for a whole idle timeout."""
     return min(idle_timeout, 30.0)
+
+
+def tls_record_size(data: bytes) -> int | None:
+    """The size of the TLS handshake record `data` begins with, or None if it begins otherwise.
+
+    RFC 8446 5.1: content type 22 (handshake), legacy version 3.x, a 16-bit length; no mail
+    command starts with these bytes."""
+    if len(data) >= 5 and data[0] == 0x16 and data[1] == 0x03 and data[2] <= 0x04:
+        return 5 + int.from_bytes(data[3:5], "big")
+    return None
+
+
+def tls_heard(data: bytes, *, first: bool) -> Heard:
+    """TLS bytes where the protocol was expected (a client set for implicit TLS on a plaintext
+    port, or one that answered a STARTTLS which no TLS followed), for the journal: its ClientHello
+    record (if `first` holds one: a handshake record whose message is type 1) and the rest, by size."""
+    spans: list[Span] = []
+    size = tls_record_size(data) if first else None
+    if size is not None and data[5:6] == b"\x01":
+        spans.append((0, min(size, len(data)), CLIENT_HELLO))
+    shown = spans[-1][1] if spans else 0
+    if shown < len(data):
+        spans.append((shown, len(data), TLS_BYTES))
+    return Heard(data, None, tuple(spans))
