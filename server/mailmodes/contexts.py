@@ -15,7 +15,7 @@ from typing import Any
 from mailmodes.certs import ensure_certificates
 from mailmodes.config import Listener
 from mailmodes.scenarios import SCENARIOS, scenario_for_sni, tls_context_for
-from mailmodes.tls.handshake import HandshakeWatch, server_context
+from mailmodes.tls.handshake import HandshakeWatch, server_context, watch_progress
 
 
 class ServerContexts:
@@ -45,6 +45,7 @@ class ServerContexts:
 
     def _with_sni(self, context: ssl.SSLContext) -> ssl.SSLContext:
         context.sni_callback = self._sni
+        watch_progress(context)
         return context
 
     def _sni(self, ssl_object: Any, server_name: str | None, context: ssl.SSLContext) -> None:

@@ -119,6 +119,10 @@ def _schemas() -> dict[str, Any]:
             "ended": {"type": ["string", "null"], "format": "date-time", "description": "null while open"},
             "tls_version": string_or_null, "cipher": string_or_null, "sni": string_or_null,
             "starttls": {"type": "boolean"}, "starttls_attempted": {"type": "boolean"}, "tls_alert": string_or_null,
+            "tls_handshake": {"type": ["string", "null"], "enum": ["client-hello", "server-flight", "alert", "finished", None],
+                              "description": "how far a TLS handshake got, from its messages: the client's "
+                                             "ClientHello, our flight (certificate) sent, the client's alert, "
+                                             "finished; null if none began"},
             "user": {"type": ["string", "null"], "description": "the account a login was accepted as; null if none was"},
             "logins": {"type": "array", "description": "every login attempt the server decided (the first 32), in order; "
                                                        "never the secret", "items": {"type": "object", "properties": {

@@ -66,6 +66,7 @@ class SessionRecord:
     starttls_attempted: bool = False
     tls_alert: str | None = None
     tls_failure: str | None = None
+    tls_handshake: str | None = None  # how far a handshake got (tls/handshake.py stages); None: none began
     user: str | None = None  # the account a login was accepted as (failed attempts: logins)
     # Facts noted while the session runs; verdicts are derived from them at the end.
     bad_certificate: bool = False
@@ -117,6 +118,7 @@ class SessionRecord:
             "starttls": self.starttls,
             "starttls_attempted": self.starttls_attempted,
             "tls_alert": self.tls_alert,
+            "tls_handshake": self.tls_handshake,
             "user": self.user,
             "logins": [{"command": command, "user": user, "tls": tls, "accepted": accepted}
                        for command, user, tls, accepted in self.logins],

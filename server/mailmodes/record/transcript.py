@@ -28,6 +28,7 @@ from mailmodes.protocols.events import (
     SpanKind,
 )
 from mailmodes.record.journal import Journal, SessionRecord
+from mailmodes.tls.handshake import CLIENT_HELLO_SEEN, FINISHED, SERVER_FLIGHT_SENT
 
 MASK = "****"
 CANARY_PREFIX = "X-MAILMODES-"
@@ -53,6 +54,8 @@ SHOWN: dict[SpanKind, str] = {
     "tls": "[TLS: {} bytes]",
 }
 UNKNOWN_VERB = "(unknown)"
+# A handshake that ended short, by how far it got.
+PROGRESS = {CLIENT_HELLO_SEEN: "after its ClientHello", SERVER_FLIGHT_SENT: "after the server's certificate"}
 
 
 def _text(line: bytes) -> str:
@@ -215,6 +218,7 @@ class Recorder:
             cipher = ssl_object.cipher()
             record.cipher = cipher[0] if cipher else None
             self._note_sni(ssl_object)
+            record.tls_handshake = FINISHED
         if via_starttls:
             record.starttls = True
         self._encrypted = record.tls_version is not None
@@ -244,6 +248,9 @@ class Recorder:
         self._pipelined = 0
         if ssl_object is not None:
             self._note_sni(ssl_object)
+        # How far it got, from the TLS messages themselves (tls/handshake.py): a client that sent
+        # its ClientHello and hung up on our certificate is no port probe.
+        progress = record.tls_handshake = getattr(ssl_object, "mailmodes_handshake", None)
         reason = getattr(error, "reason", None) or ""
         if isinstance(reason, str) and ("ALERT" in reason):
             record.tls_alert = reason.split("ALERT_", 1)[-1].lower()
@@ -251,11 +258,13 @@ class Recorder:
             record.tls_failure = "the client sent something that is not TLS"
             record.first_client_bytes = record.first_client_bytes or b"?"
         elif isinstance(error, (TimeoutError, ConnectionAbortedError)):  # asyncio's handshake timeout
-            record.tls_failure = "no TLS handshake: the client sent no ClientHello before the timeout"
+            record.tls_failure = (f"the handshake timed out {PROGRESS[progress]}" if progress in PROGRESS
+                                  else "no TLS handshake: the client sent no ClientHello before the timeout")
         elif error is None or isinstance(error, (ConnectionError, EOFError)) or \
                 reason in ("UNEXPECTED_EOF_WHILE_READING", ""):
-            record.tls_failure = "no TLS handshake: the client closed the connection first"
-            record.closed_before_handshake = not record.first_client_bytes
+            record.tls_failure = (f"the client closed the connection {PROGRESS[progress]}, without an alert"
+                                  if progress in PROGRESS else "no TLS handshake: the client closed the connection first")
+            record.closed_before_handshake = progress is None and not record.first_client_bytes
         else:
             record.tls_failure = reason or type(error).__name__
         detail = record.tls_alert and f"alert {record.tls_alert}" or record.tls_failure

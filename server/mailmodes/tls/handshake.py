@@ -65,6 +65,48 @@ class HandshakeWatch:
             watch.ssl_object = ssl_object
 
 
+# How far a server-side handshake got, noted on its SSL object (mailmodes_handshake) from the
+# messages as OpenSSL reads and writes them: each stage only ever follows the one before.
+CLIENT_HELLO_SEEN = "client-hello"  # the client's ClientHello arrived
+SERVER_FLIGHT_SENT = "server-flight"  # we answered it: our certificate and the rest of our flight
+CLIENT_ALERT = "alert"  # the client sent an alert instead of going on
+FINISHED = "finished"  # the client's Finished arrived: the handshake is done
+_STAGES = (None, CLIENT_HELLO_SEEN, SERVER_FLIGHT_SENT, CLIENT_ALERT, FINISHED)
+# RFC 8446 5.1 record types and 4 handshake types (RFC 5246 7.4 for TLS 1.2's ServerHelloDone).
+_ALERT_RECORD, _HANDSHAKE_RECORD = 21, 22
+_CLIENT_HELLO, _SERVER_HELLO_DONE, _FINISHED = 1, 14, 20
+
+
+def watch_progress(context: ssl.SSLContext) -> None:
+    """Note on each connection's SSL object how far its handshake got. The ssl module has no
+    public hook for it; `_msg_callback` (every TLS message, as OpenSSL parses it) is the one its
+    own test suite uses, present in each Python we support."""
+    if hasattr(context, "_msg_callback"):
+        setattr(context, "_msg_callback", _on_tls_message)
+
+
+def _on_tls_message(conn: object, direction: str, version: object, content_type: int, message_type: object,
+                    data: bytes) -> None:
+    # Called for every record header too, so it returns as soon as it can.
+    if content_type == _HANDSHAKE_RECORD and data:
+        kind = data[0]
+        if direction == "read":
+            if kind == _CLIENT_HELLO:
+                HandshakeWatch.saw(conn)  # type: ignore[arg-type]  # an SSLObject, as asyncio makes them
+                _advance(conn, CLIENT_HELLO_SEEN)
+            elif kind == _FINISHED:
+                _advance(conn, FINISHED)
+        elif kind in (_FINISHED, _SERVER_HELLO_DONE):  # the end of our flight (TLS 1.3, TLS 1.2)
+            _advance(conn, SERVER_FLIGHT_SENT)
+    elif content_type == _ALERT_RECORD and direction == "read":
+        _advance(conn, CLIENT_ALERT)
+
+
+def _advance(conn: object, stage: str) -> None:
+    if _STAGES.index(getattr(conn, "mailmodes_handshake", None)) < _STAGES.index(stage):
+        setattr(conn, "mailmodes_handshake", stage)
+
+
 def handshake_timeout(idle_timeout: float) -> float:
     """How long a client may take over its TLS handshake: a client that waits for a plaintext
     greeting on an implicit port is told nothing, so do not keep it for a whole idle timeout."""
