@@ -30,7 +30,8 @@ async def failed_upgrade(port: int, protocol: str, mode: str, attempt: str) -> N
         writer.write(b"a STARTTLS\r\n" if protocol == "imap" else b"STLS\r\n")
         await reader.readline()
     if attempt == "reject":
-        with pytest.raises(ssl.SSLError):
+        # On a busy machine the server's 0.3 s handshake timeout may end it first: a reset, then.
+        with pytest.raises((ssl.SSLError, ConnectionResetError)):
             await writer.start_tls(ssl.create_default_context(), server_hostname="localhost")  # no test CA
     elif attempt == "garbage":
         writer.write(b"this is not a ClientHello\r\n")
