@@ -29,17 +29,22 @@ class Limits:
     idle_timeout: float | None = None
     max_connections: int | None = None
     max_bad_commands: int | None = None
+    # After a failed STARTTLS handshake some clients go on in the clear, password and all
+    # (swaks --tls-optional): read that for this long, up to this much, answering nothing.
+    read_after_failed_tls: float | None = None
+    read_after_failed_tls_bytes: int | None = None
 
 
 MIB = 1024 * 1024
 PROTOCOL_LIMITS = {
     # RFC 5321 4.5.3.1.6: 1000-octet text lines (+1 for the transparency dot); 4.5.3.2.7: 5 min.
-    "smtp": Limits(25 * MIB, 1001, 25 * MIB, 300.0, 100, 10),
+    "smtp": Limits(25 * MIB, 1001, 25 * MIB, 300.0, 100, 10, 2.0, 16384),
     # RFC 7162 section 4 recommends accepting 8192-octet command lines; RFC 3501 5.4: 30 min.
-    "imap": Limits(25 * MIB, 8192, 25 * MIB, 1800.0, 100, 10),
+    "imap": Limits(25 * MIB, 8192, 25 * MIB, 1800.0, 100, 10, 2.0, 16384),
     # RFC 2449 section 4: 255-octet command lines; RFC 1939 section 3: at least 10 minutes.
-    "pop3": Limits(25 * MIB, 255, 25 * MIB, 600.0, 100, 10),
+    "pop3": Limits(25 * MIB, 255, 25 * MIB, 600.0, 100, 10, 2.0, 16384),
 }
+SECONDS = frozenset({"idle_timeout", "read_after_failed_tls"})
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,8 @@ class ResolvedLimits:
     idle_timeout: float
     max_connections: int
     max_bad_commands: int
+    read_after_failed_tls: float
+    read_after_failed_tls_bytes: int
 
 
 @dataclass(frozen=True)
@@ -174,7 +181,7 @@ def _limits(source: str, table: Mapping[str, Any], where: str) -> Limits:
     reader = _Reader(source, table, where)
     values: dict[str, Any] = {}
     for limit in fields(Limits):
-        kind: type = float if limit.name == "idle_timeout" else int
+        kind: type = float if limit.name in SECONDS else int
         value = reader.get(limit.name, kind)
         if value is not None and value <= 0:
             raise reader.fail(limit.name, "must be greater than 0")

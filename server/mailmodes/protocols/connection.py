@@ -22,7 +22,16 @@ from mailmodes.protocols.events import (
     SessionFactory,
     StartTls,
 )
-from mailmodes.tls.handshake import HandshakeWatch, handshake_timeout, is_encrypted, tls_heard, tls_record_size
+from mailmodes.tls.handshake import (
+    HandshakeWatch,
+    handshake_timeout,
+    is_encrypted,
+    read_after_failure,
+    read_after_failure_for,
+    spare_socket,
+    tls_heard,
+    tls_record_size,
+)
 from mailmodes.record.journal import Journal
 from mailmodes.misbehaviour import Misbehaviour
 from mailmodes.tls.policy import ListenerTls
@@ -116,15 +125,25 @@ class _ClientConnection:
     async def handshake(self, *, via_starttls: bool) -> bool:
         assert self.server.tls_context is not None
         self.upgrade_unfinished = True
+        limits = self.server.listener.limits
+        # Taken now: asyncio closes its own socket as soon as a handshake fails.
+        spare = spare_socket(self.writer.transport) if via_starttls else None
         try:
-            with HandshakeWatch() as watch:
+            with HandshakeWatch(self.writer.transport) as watch:
                 await self.writer.start_tls(
                     self.server.tls_context,
-                    ssl_handshake_timeout=handshake_timeout(self.server.listener.limits.idle_timeout),
+                    ssl_handshake_timeout=handshake_timeout(limits.idle_timeout),
                 )
         except (ssl.SSLError, ConnectionError, TimeoutError, OSError) as error:
             self.recorder.tls_failed(error, watch.ssl_object)
+            plaintext, spare = spare, None  # read_after_failure closes it
+            if plaintext is not None:
+                seconds, limit = read_after_failure_for(limits)
+                await read_after_failure(plaintext, self._overheard, seconds=seconds, limit=limit, unread=watch.unread())
             return False
+        finally:
+            if spare is not None:
+                spare.close()
         self.upgrade_unfinished = False
         self.recorder.tls_started(self.writer.get_extra_info("ssl_object"), via_starttls=via_starttls)
         return True
@@ -210,6 +229,10 @@ class _ClientConnection:
                 pending = self.session.tls_started() + pending
         await self.writer.drain()
         return False
+
+    def _overheard(self, data: bytes) -> None:
+        assert self.session is not None
+        self.session.overheard(data)
 
     def _is_tls(self, data: bytes) -> bool:
         """A client that opens a plaintext-first connection with a TLS record is set for implicit

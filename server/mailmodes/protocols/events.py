@@ -168,6 +168,11 @@ class LineSession(Protocol):
         """The client was idle for the listener's idle_timeout: say goodbye (then we close)."""
         ...
 
+    def overheard(self, data: bytes) -> None:
+        """Client bytes that arrived where no one answers (in the clear, after a STARTTLS whose
+        handshake failed): tell the journal what they are, as `feed` would, but run nothing."""
+        ...
+
     def connection_lost(self) -> None: ...
 
 

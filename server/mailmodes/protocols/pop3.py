@@ -272,6 +272,7 @@ class Pop3Session:
         self.maildrop: Maildrop | None = None
         self.notes = connection.notes
         self._lines = LineBuffer()
+        self._overheard: LineBuffer | None = None
         self._user: str | None = None  # accepted by USER, for the very next command
         self._previous_user: str | None = None
         self._in_sasl = False
@@ -364,6 +365,34 @@ class Pop3Session:
         self.closed = True
         self._unlock()
 
+    def overheard(self, data: bytes) -> None:
+        # A line buffer of its own: nothing of this is run, so the session's state stays as it was.
+        if self._overheard is None:
+            self._overheard = LineBuffer()
+        lines = self._overheard
+        lines.append(data)
+        while (line := lines.next_line(self.limits.max_line_length)) is not None:
+            if isinstance(line, LineTooLong):
+                continue
+            keyword = line.partition(b" ")[0].decode("ascii", "replace").upper()
+            self._note_command(line, keyword if keyword in COMMANDS else "")
+            self._unanswered(keyword, line)
+        skipped = lines.take_skipped()
+        if skipped:
+            self.notes.note(Skipped(skipped, "line too long"))
+
+    def _unanswered(self, keyword: str, line: bytes) -> None:
+        """Credentials that no handler decides (chaos answered instead, or nobody listens): a
+        failed attempt, and whether the secret went out; a USER only names someone."""
+        argument = line.partition(b" ")[2].decode("utf-8", "replace")
+        if keyword == "USER":
+            self.notes.note(LoginAttempt("USER", argument or None, secret_sent=False, accepted=None))
+        elif keyword == "AUTH":
+            if argument:  # a bare AUTH only asks for the list (see _auth)
+                self._attempt(f"AUTH {argument.split(' ')[0].upper()}", None, _secret_at(keyword, line) is not None)
+        elif keyword in LOGIN_COMMANDS:
+            self._attempt(keyword, None, _secret_at(keyword, line) is not None)
+
     # --- dispatch --------------------------------------------------------------------------------
 
     def _command(self, line: bytes) -> list[Output]:
@@ -378,8 +407,7 @@ class Pop3Session:
         if self._chaos_stages:
             chaotic = self._chaos_at(keyword)
             if chaotic is not None:
-                if keyword in LOGIN_COMMANDS:
-                    self._attempt(keyword, None, _secret_at(keyword, line) is not None)
+                self._unanswered(keyword, line)
                 return chaotic
         if entry is None:
             return self._bad(UNKNOWN_COMMAND)

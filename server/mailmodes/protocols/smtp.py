@@ -182,3 +182,5 @@ class SmtpListener:
         for session in list(self.connections):
             if session.transport is not None:
                 cast(asyncio.Transport, session.transport).abort()
+            if session.reading_after_failure is not None:
+                session.reading_after_failure.cancel()

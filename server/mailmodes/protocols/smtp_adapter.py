@@ -44,7 +44,15 @@ from mailmodes.record.journal import Journal
 from mailmodes.misbehaviour import Misbehaviour
 from mailmodes.protocols.smtp_hotpaths import CRLF, lines_within, parse_simple_path, scan_data, unstuff
 from mailmodes.tls.policy import ListenerTls, TlsMode
-from mailmodes.tls.handshake import is_encrypted, tls_heard, tls_record_size
+from mailmodes.tls.handshake import (
+    is_encrypted,
+    read_after_failure,
+    read_after_failure_for,
+    spare_socket,
+    tls_heard,
+    tls_record_size,
+    unread,
+)
 from mailmodes.record.transcript import Recorder, recorder_for
 
 # RFC 3207 section 4: what a STARTTLS-required server takes before TLS (aiosmtpd's set), and
@@ -128,6 +136,19 @@ class _AuthAttempt:
     user: str | None = None
     account: str | None = None
 
+    @classmethod
+    def of(cls, arg: str | None) -> _AuthAttempt | None:
+        """AUTH's argument split as smtp_AUTH splits it; None for a bare AUTH (it names nothing)."""
+        words = arg.split() if arg else []
+        if not words:
+            return None
+        mechanism = words[0].upper()
+        # AUTH LOGIN's initial response is the name; every other one carries the secret.
+        return cls(f"AUTH {mechanism}", len(words) > 1 and words[1] != "=" and mechanism != "LOGIN")
+
+    def note(self) -> LoginAttempt:
+        return LoginAttempt(self.command, self.account or self.user, self.secret_sent, accepted=self.account is not None)
+
 
 def aiosmtpd_tls_arguments(tls: ListenerTls, tls_context: ssl.SSLContext | None) -> dict[str, Any]:
     """The one place where a listener's TLS decision becomes aiosmtpd arguments.
@@ -169,6 +190,9 @@ class MailmodesSMTP(SMTP):
         self.message_from = 0
         self.overrun = 0  # an over-long line aiosmtpd is skipping, so far
         self.auth: _AuthAttempt | None = None
+        self.reading_after_failure: asyncio.Task[None] | None = None  # after a failed STARTTLS handshake
+        self.unanswered = b""  # what it read so far of a line
+        self.ended = False
         self.speaks_tls: bool | None = None  # the client began with TLS (None: no byte yet)
         self.misbehaviour = misbehaviour
         self.tls = tls
@@ -263,12 +287,20 @@ class MailmodesSMTP(SMTP):
         self.journal.finish(recorder.record)
 
     def connection_lost(self, error: Exception | None) -> None:
-        if self not in self.connections:
-            return  # refused in connection_made: aiosmtpd never set up its session
+        if self not in self.connections or self.ended:
+            return  # refused in connection_made (aiosmtpd never set up its session), or said already
+        self.ended = True
+        super().connection_lost(error)
+        reading = self.reading_after_failure
+        if reading is not None and not reading.done():
+            reading.add_done_callback(lambda task: self._forget())  # the record is not over yet
+        else:
+            self._forget()
+
+    def _forget(self) -> None:
         self.connections.discard(self)
         if self.recorder is not None:
             self.journal.finish(self.recorder.record)
-        super().connection_lost(error)
 
     def data_received(self, data: bytes) -> None:
         if self.recorder is not None:
@@ -313,20 +345,14 @@ class MailmodesSMTP(SMTP):
     @syntax("AUTH <mechanism>")
     async def smtp_AUTH(self, arg: str) -> None:
         """aiosmtpd's AUTH, watched: each one with a mechanism is one login attempt for the
-        journal, decided (in _authenticate) or not. A bare AUTH names nothing and sends nothing."""
-        words = arg.split() if arg else []
-        if words:
-            mechanism = words[0].upper()
-            # AUTH LOGIN's initial response is the name; every other one carries the secret.
-            sent = len(words) > 1 and words[1] != "=" and mechanism != "LOGIN"
-            self.auth = _AuthAttempt(f"AUTH {mechanism}", sent)
+        journal, decided (in _authenticate) or not."""
+        self.auth = _AuthAttempt.of(arg)
         try:
             await super().smtp_AUTH(arg)
         finally:
             attempt, self.auth = self.auth, None
             if attempt is not None:
-                self.note(LoginAttempt(attempt.command, attempt.account or attempt.user, attempt.secret_sent,
-                                       accepted=attempt.account is not None))
+                self.note(attempt.note())
 
     def _authenticate(self, mechanism: str, auth_data: Any) -> AuthResult:
         result = super()._authenticate(mechanism, auth_data)
@@ -415,15 +441,42 @@ class MailmodesSMTP(SMTP):
             return
         plan = self.misbehaviour.starttls(self.hostname)
         if plan is None or arg:
-            await super().smtp_STARTTLS(arg)
+            await self._start_tls(arg)
             return
         actions = plan.actions()
         if actions and isinstance(actions[0], StartTls):
             self.injected = plan.injected
             self.keep_pipelined = actions[0].keep_pipelined
-            await super().smtp_STARTTLS(arg)
+            await self._start_tls(arg)
         else:
             await self._carry_out(plan.reply or READY, actions)
+
+    async def _start_tls(self, arg: str) -> None:
+        """aiosmtpd's STARTTLS. Should the handshake fail, what the client sends next in the clear
+        is read, never answered, for the journal (aiosmtpd closes its side at once)."""
+        spare = spare_socket(self.transport) if self.transport is not None and not arg else None
+        try:
+            await super().smtp_STARTTLS(arg)
+        except aiosmtpd.smtp.TLSSetupException:
+            if spare is not None:
+                seconds, limit = read_after_failure_for(self.listener.limits)
+                self.reading_after_failure = asyncio.get_running_loop().create_task(read_after_failure(
+                    spare, self._overheard, seconds=seconds, limit=limit, unread=unread(self._tls_protocol)))
+                spare = None
+            raise
+        finally:
+            if spare is not None:
+                spare.close()
+
+    def _overheard(self, data: bytes) -> None:
+        """Plaintext after the failed handshake, judged as command lines are (aiosmtpd is gone)."""
+        *lines, self.unanswered = (self.unanswered + data).split(b"\n")
+        for line in lines:
+            heard = command_heard(line + b"\n", self._smtp_methods.functions)  # type: ignore[attr-defined]
+            self.note(heard)
+            attempt = _AuthAttempt.of(line.rstrip(b"\r").partition(b" ")[2].decode("ascii", "replace"))
+            if heard.verb == "AUTH" and attempt is not None:
+                self.note(attempt.note())
 
     async def _carry_out(self, line: str | None, actions: Iterable[Output]) -> None:
         """A scenario's step: its line, then its actions (events.py), as connection.py does them."""

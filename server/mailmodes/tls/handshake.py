@@ -5,10 +5,13 @@ and what a failed handshake leaves behind. The policy (what TLS a listener wants
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
+from collections.abc import Callable
 from contextvars import ContextVar
 from pathlib import Path
 
+from mailmodes.config import ResolvedLimits
 from mailmodes.protocols.events import CLIENT_HELLO, TLS_BYTES, Heard, Span
 
 
@@ -42,13 +45,18 @@ class HandshakeWatch:
 
         with HandshakeWatch() as watch:
             await loop.start_tls(...)      # on failure: watch.ssl_object
+
+    Given the transport being upgraded, it also keeps the TLS protocol that asyncio puts on it
+    (which asyncio hides), for what that read past a failed handshake (`unread`).
     """
 
-    __slots__ = ("ssl_object", "_token")
+    __slots__ = ("ssl_object", "transport", "ssl_protocol", "_token")
     _current: ContextVar[HandshakeWatch | None] = ContextVar("mailmodes_handshake_watch", default=None)
 
-    def __init__(self) -> None:
+    def __init__(self, transport: asyncio.BaseTransport | None = None) -> None:
         self.ssl_object: ssl.SSLObject | None = None
+        self.transport = transport
+        self.ssl_protocol: object = None
 
     def __enter__(self) -> HandshakeWatch:
         self._token = self._current.set(self)
@@ -63,6 +71,19 @@ class HandshakeWatch:
         watch = cls._current.get()
         if watch is not None:
             watch.ssl_object = ssl_object
+            if watch.transport is not None and watch.ssl_protocol is None:
+                watch.ssl_protocol = watch.transport.get_protocol()  # asyncio's, while it is on
+
+    def unread(self) -> bytes:
+        return unread(self.ssl_protocol)
+
+
+def unread(ssl_protocol: object) -> bytes:
+    """What the client sent behind the record that ended its handshake, if it came in the same
+    read (plaintext after a rejected certificate, say): asyncio's SSL protocol holds it unread in
+    its private `_incoming` memory BIO (b"" should that ever change)."""
+    incoming = getattr(ssl_protocol, "_incoming", None)
+    return incoming.read() if isinstance(incoming, ssl.MemoryBIO) else b""
 
 
 # How far a server-side handshake got, noted on its SSL object (mailmodes_handshake) from the
@@ -107,6 +128,12 @@ def _advance(conn: object, stage: str) -> None:
         setattr(conn, "mailmodes_handshake", stage)
 
 
+def read_after_failure_for(limits: ResolvedLimits) -> tuple[float, int]:
+    """How long and how much read_after_failure reads: the listener's limits, and never longer
+    than the client may be idle."""
+    return min(limits.read_after_failed_tls, limits.idle_timeout), limits.read_after_failed_tls_bytes
+
+
 def handshake_timeout(idle_timeout: float) -> float:
     """How long a client may take over its TLS handshake: a client that waits for a plaintext
     greeting on an implicit port is told nothing, so do not keep it for a whole idle timeout."""
@@ -135,3 +162,37 @@ def tls_heard(data: bytes, *, first: bool) -> Heard:
     if shown < len(data):
         spans.append((shown, len(data), TLS_BYTES))
     return Heard(data, None, tuple(spans))
+
+
+def spare_socket(transport: asyncio.BaseTransport) -> socket.socket | None:
+    """A second descriptor of the connection's socket, taken before a STARTTLS handshake: when
+    the handshake fails asyncio closes its own at once, and this one keeps the connection open to
+    read what the client sends next (read_after_failure). Close it when it is not needed."""
+    sock = transport.get_extra_info("socket")
+    return sock.dup() if sock is not None else None
+
+
+async def read_after_failure(sock: socket.socket, received: Callable[[bytes], None], *, seconds: float,
+                             limit: int, unread: bytes = b"") -> None:
+    """Hand `received` what the client sends in the clear after its handshake failed (swaks
+    --tls-optional sends its AUTH PLAIN, password and all), for `seconds` and up to `limit`
+    bytes (`unread` first: what came in with the handshake's last record), answering nothing;
+    then close `sock`, and with it the connection."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    try:
+        if unread:
+            received(unread[:limit])
+            limit -= len(unread)
+        sock.setblocking(False)
+        while limit > 0 and (remaining := deadline - loop.time()) > 0:
+            try:
+                data = await asyncio.wait_for(loop.sock_recv(sock, min(limit, 65536)), remaining)
+            except (TimeoutError, OSError):
+                return
+            if not data:
+                return
+            limit -= len(data)
+            received(data)
+    finally:
+        sock.close()

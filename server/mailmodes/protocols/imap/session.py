@@ -154,6 +154,7 @@ class ImapSession:
         self.pipelined_after_starttls = 0
         self.notes = connection.notes
         self._skipping = ""  # why the framer drops what it drops next (for the journal)
+        self._overheard: Framer | None = None
         # A command that reads raw lines after a continuation (IDLE, AUTHENTICATE), with its tag.
         self._continuation: Callable[[bytes], None] | None = None
         self._continuation_tag = ""
@@ -202,6 +203,30 @@ class ImapSession:
 
     def connection_lost(self) -> None:
         self._logout_state()
+
+    def overheard(self, data: bytes) -> None:
+        # A framer of its own: the session's state (and its buffer, dropped at STARTTLS) stays as
+        # it was, since nothing of this is run.
+        if self._overheard is None:
+            self._overheard = Framer(self.limits.max_line_length)
+        framer = self._overheard
+        framer.feed(data)
+        while (event := framer.next_command()) is not None:
+            if isinstance(event, LiteralRequest):
+                framer.accept_literal()  # no "+" goes out: a client waiting for one sends no more
+                self._note_piece(event, ended=False)
+            elif isinstance(event, CommandBytes):
+                try:
+                    command = parse_command(event.data)
+                except CommandError as error:
+                    self._note_command(event.data, event.start, event.literals, error)
+                    continue
+                self._note_command(event.data, event.start, event.literals, command)
+                if command.name in ("LOGIN", "AUTHENTICATE"):
+                    self._login_refused(command)
+        skipped = framer.take_skipped()
+        if skipped:
+            self.notes.note(Skipped(skipped, "line too long"))
 
     # --- Driving ----------------------------------------------------------------------------
 
