@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import imaplib
 import json
+import logging
 import poplib
 import smtplib
 import re
@@ -97,6 +98,18 @@ def test_command_forms_the_server_rejects_show_no_secret(serve: Serve, protocol:
     record = one_session(server)
     assert_masked(record)
     assert record.user is None
+
+
+def test_a_response_pipelined_behind_a_refused_auth_is_in_no_reply_and_no_log(
+        serve: Serve, caplog: pytest.LogCaptureFixture) -> None:
+    """aiosmtpd logs each command line as it came (mailmodes serve -v); this one is no command."""
+    caplog.set_level(logging.DEBUG)
+    server = serve(listener("smtp", "starttls-required"))
+    raw_session(server.port("smtp"), "smtp", b"EHLO x\r\nAUTH PLAIN\r\n" + PLAIN + b"\r\n")
+    record = one_session(server)
+    assert_masked(record)
+    assert PLAIN.decode() not in caplog.text and PLAIN.decode().upper() not in caplog.text
+    assert [line.text[:3] for line in record.transcript if line.sender == "server"][-3:] == ["538", "530", "221"]
 
 
 def test_a_response_pipelined_behind_a_refused_authenticate_is_not_echoed(serve: Serve) -> None:

@@ -89,7 +89,7 @@ def imap_string(rng: random.Random, script: Script, value: str) -> bytes:
 def smtp_script(rng: random.Random, script: Script, secret: str) -> None:
     mechanism = rng.choice(["PLAIN", "LOGIN"])
     initial = rng.random() < 0.5
-    pipelined = rng.random() < 0.5 and not script.refused_before_tls  # refused, the next line is a command
+    pipelined = rng.random() < 0.5  # refused before TLS, the response is a command line to the server
     script.command = f"AUTH {mechanism}"
     script.send(b"EHLO client.test\r\n")
     if mechanism == "PLAIN":
@@ -100,8 +100,8 @@ def smtp_script(rng: random.Random, script: Script, secret: str) -> None:
         first, rest = b"AUTH %s %s\r\n" % (mechanism.encode(), responses[0]), responses[1:]
     else:
         first, rest = b"AUTH %s\r\n" % mechanism.encode(), responses
-    if script.refused_before_tls:
-        script.send(first)  # 538: no challenge, so a client sends nothing more
+    if script.refused_before_tls and not pipelined:
+        script.send(first)  # 538: no challenge, so a client that waits for one sends nothing more
     elif pipelined:
         script.send(first + b"".join(response + b"\r\n" for response in rest))
     else:

@@ -83,6 +83,10 @@ TLS_ACTIVE = "503 5.5.1 TLS already active"
 GO_AHEAD = "354 End data with <CR><LF>.<CR><LF>"  # aiosmtpd's wording, kept
 READY = "220 2.0.0 Ready to start TLS"
 DATA_END = len(b".\r\n")  # the line that ends a message after its last CRLF (RFC 5321 4.1.1.4)
+# What aiosmtpd reads in place of a line that names no command: it logs every command line as it
+# came (its sanitising knows only AUTH lines), and such a line may be a credential sent out of
+# turn. It answers both alike (not_recognized), so the client cannot tell.
+NOT_A_COMMAND = b"NOT-A-COMMAND\r\n"
 
 
 class Reading(enum.Enum):
@@ -227,21 +231,25 @@ class MailmodesSMTP(SMTP):
         if self.recorder is not None:
             self.recorder.note(event)
 
-    def heard_line(self, line: bytes) -> None:
-        """aiosmtpd took this line from its reader (_HeardReader)."""
+    def heard_line(self, line: bytes) -> bytes:
+        """aiosmtpd took this line from its reader (_HeardReader); what it is to see instead."""
         reading = self.reading
         if reading is Reading.MESSAGE:
-            return  # counted whole at its end (_message_read)
+            return line  # counted whole at its end (_message_read)
         if self.overrun:
             self.note(Skipped(self.overrun + len(line), "line too long"))
             self.overrun = 0
         elif reading is Reading.COMMAND:
-            self.note(command_heard(line, self._smtp_methods.functions))  # type: ignore[attr-defined]
+            heard = command_heard(line, self._smtp_methods.functions)  # type: ignore[attr-defined]
+            self.note(heard)
+            if heard.verb == "" and heard.spans:
+                return NOT_A_COMMAND
         else:
             heard = response_heard(line)
             self.note(heard)
             if reading is Reading.SECRET and heard.spans and self.auth is not None:
                 self.auth.secret_sent = True
+        return line
 
     def line_overrun(self, consumed: int) -> None:
         """aiosmtpd's reader found no line end within its limit; aiosmtpd skips to it."""
@@ -616,8 +624,7 @@ class _HeardReader(asyncio.StreamReader):
         except asyncio.LimitOverrunError as error:
             self.owner.line_overrun(error.consumed)
             raise
-        self.owner.heard_line(line)
-        return line
+        return self.owner.heard_line(line)
 
 
 class _Session(Session):
