@@ -129,6 +129,13 @@ def logins(record: SessionRecord) -> list[tuple[str, str | None, bool]]:
     return [(login["command"], login["user"], login["accepted"]) for login in record.to_json()["logins"]]
 
 
+def assert_logged_in(record: SessionRecord, command: str) -> None:
+    """alice, and nothing else, logged in once with `command`; nothing of the secret shown."""
+    assert record.user == "alice"
+    assert logins(record) == [(command, "alice", True)]
+    assert_masked(record)
+
+
 def test_curl_smtp_auth_plain_as_a_continuation(serve: Serve, tmp_path: Path) -> None:
     server = serve(listener("smtp"))
     (tmp_path / "m.eml").write_bytes(b"Subject: x\r\n\r\nx\r\n")
@@ -139,9 +146,7 @@ def test_curl_smtp_auth_plain_as_a_continuation(serve: Serve, tmp_path: Path) ->
     sent = [line.strip() for line in result.stderr.splitlines() if line.startswith("> ")]
     assert sent[1:3] == ["> AUTH PLAIN", f"> {PLAIN.decode()}"]  # curl's own log: the response on its own line
     record = one_session(server)
-    assert record.user == "alice"
-    assert logins(record) == [("AUTH PLAIN", "alice", True)]
-    assert_masked(record)
+    assert_logged_in(record, "AUTH PLAIN")
 
 
 def test_curl_pop3_auth_plain_as_a_continuation(serve: Serve) -> None:
@@ -151,8 +156,7 @@ def test_curl_pop3_auth_plain_as_a_continuation(serve: Serve) -> None:
     assert result.returncode == 0, result.stderr
     assert f"> {PLAIN.decode()}" in result.stderr
     record = one_session(server)
-    assert record.user == "alice"
-    assert logins(record) == [("AUTH PLAIN", "alice", True)]
+    assert_logged_in(record, "AUTH PLAIN")
 
 
 def test_auth_login_from_smtplib_and_msmtp(serve: Serve, tmp_path: Path) -> None:
@@ -167,9 +171,7 @@ def test_auth_login_from_smtplib_and_msmtp(serve: Serve, tmp_path: Path) -> None
     assert result.returncode == 0, result.stdout + result.stderr
     assert "AUTH LOGIN" in result.stdout
     for record in server.journal.wait_for(2):
-        assert record.user == "alice"
-        assert logins(record) == [("AUTH LOGIN", "alice", True)]
-        assert_masked(record)
+        assert_logged_in(record, "AUTH LOGIN")
 
 
 def test_imap_authenticate_as_a_continuation(serve: Serve) -> None:
@@ -178,17 +180,14 @@ def test_imap_authenticate_as_a_continuation(serve: Serve) -> None:
     client.authenticate("PLAIN", lambda challenge: f"\0alice\0{SECRET}".encode())
     client.logout()
     record = one_session(server)
-    assert record.user == "alice"
-    assert logins(record) == [("AUTHENTICATE PLAIN", "alice", True)]
-    assert_masked(record)
+    assert_logged_in(record, "AUTHENTICATE PLAIN")
 
 
 def test_imap_literal_login(serve: Serve) -> None:
     server = serve(listener("imap"))
     raw_session(server.port("imap"), "imap", b"a LOGIN {5}\r\n", b"alice {14}\r\n", SECRET.encode() + b"\r\n")
     record = one_session(server)
-    assert record.user == "alice"
-    assert logins(record) == [("LOGIN", "alice", True)]
+    assert_logged_in(record, "LOGIN")
     assert client_lines(record) == ["a LOGIN {5}", "[literal: 5 bytes]", " {14}", "****", "z LOGOUT"]
 
 
@@ -220,8 +219,7 @@ def test_user_pass_and_apop_name_the_account(serve: Serve) -> None:
     pop.apop("alice@example.test", SECRET)  # by address: the account is alice
     pop.quit()
     record = one_session(server)
-    assert record.user == "alice"
-    assert logins(record) == [("APOP", "alice", True)]
+    assert_logged_in(record, "APOP")
 
 
 # --- item 3: SMTP DATA is the session's state, not a reply code ------------------------------

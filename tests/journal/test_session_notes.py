@@ -62,27 +62,33 @@ def assert_no_secret(record: SessionRecord) -> None:
         assert secret not in text
 
 
-# --- IMAP ------------------------------------------------------------------------------------
-
-IMAP_LOGINS = [
-    # (bytes of one write, the client's lines, the command the credentials came with)
-    (b"a LOGIN {5+}\r\nalice alice-password\r\n", ["a LOGIN {5+}", "[literal: 5 bytes]", " ****"], "LOGIN"),
-    (b'a LOGIN "alice" "alice-password"\r\n', ['a LOGIN "alice" ****'], "LOGIN"),
-    (b"a LOGIN alice {14+}\r\nalice-password\r\n", ["a LOGIN alice {14+}", "****"], "LOGIN"),
-    (b"a AUTHENTICATE PLAIN " + PLAIN + b"\r\n", ["a AUTHENTICATE PLAIN ****"], "AUTHENTICATE PLAIN"),
+LOGINS = [
+    # (protocol, bytes of one write, the client's lines, the command the credentials came with)
+    ("imap", b"a LOGIN {5+}\r\nalice alice-password\r\n", ["a LOGIN {5+}", "[literal: 5 bytes]", " ****"], "LOGIN"),
+    ("imap", b'a LOGIN "alice" "alice-password"\r\n', ['a LOGIN "alice" ****'], "LOGIN"),
+    ("imap", b"a LOGIN alice {14+}\r\nalice-password\r\n", ["a LOGIN alice {14+}", "****"], "LOGIN"),
+    ("imap", b"a AUTHENTICATE PLAIN " + PLAIN + b"\r\n", ["a AUTHENTICATE PLAIN ****"], "AUTHENTICATE PLAIN"),
     # The SASL response in the same write as its command (the server reads it as the response).
-    (b"a AUTHENTICATE PLAIN\r\n" + PLAIN + b"\r\n", ["a AUTHENTICATE PLAIN", "****"], "AUTHENTICATE PLAIN"),
+    ("imap", b"a AUTHENTICATE PLAIN\r\n" + PLAIN + b"\r\n", ["a AUTHENTICATE PLAIN", "****"], "AUTHENTICATE PLAIN"),
+    ("pop3", b"USER alice\r\nPASS alice-password\r\n", ["USER alice", "PASS ****"], "PASS"),
+    ("pop3", b"AUTH PLAIN " + PLAIN + b"\r\n", ["AUTH PLAIN ****"], "AUTH PLAIN"),
+    ("pop3", b"AUTH PLAIN\r\n" + PLAIN + b"\r\n", ["AUTH PLAIN", "****"], "AUTH PLAIN"),
 ]
+GOODBYE = {"imap": b"z LOGOUT\r\n", "pop3": b"QUIT\r\n"}
 
 
-@pytest.mark.parametrize(("data", "lines", "command"), IMAP_LOGINS)
-def test_imap_credentials_are_masked_wherever_the_reads_split(data: bytes, lines: list[str], command: str) -> None:
-    for chunks in splits(data + b"z LOGOUT\r\n"):
-        record = journal_of("imap", chunks)
-        assert client_lines(record) == [*lines, "z LOGOUT"], chunks
+@pytest.mark.parametrize(("protocol", "data", "lines", "command"), LOGINS)
+def test_credentials_are_masked_wherever_the_reads_split(protocol: str, data: bytes, lines: list[str],
+                                                         command: str) -> None:
+    for chunks in splits(data + GOODBYE[protocol]):
+        record = journal_of(protocol, chunks)
+        assert client_lines(record) == [*lines, GOODBYE[protocol].decode().strip()], chunks
         assert (record.user, record.to_json()["logins"]) == (
             "alice", [{"command": command, "user": "alice", "tls": False, "accepted": True}])
         assert_no_secret(record)
+
+
+# --- IMAP ------------------------------------------------------------------------------------
 
 
 def test_imap_synchronizing_literal_in_wire_order() -> None:
@@ -121,22 +127,6 @@ def test_imap_literal_refused_before_tls_is_skipped_unread() -> None:
 
 
 # --- POP3 ------------------------------------------------------------------------------------
-
-POP3_LOGINS = [
-    (b"USER alice\r\nPASS alice-password\r\n", ["USER alice", "PASS ****"], "PASS"),
-    (b"AUTH PLAIN " + PLAIN + b"\r\n", ["AUTH PLAIN ****"], "AUTH PLAIN"),
-    (b"AUTH PLAIN\r\n" + PLAIN + b"\r\n", ["AUTH PLAIN", "****"], "AUTH PLAIN"),
-]
-
-
-@pytest.mark.parametrize(("data", "lines", "command"), POP3_LOGINS)
-def test_pop3_credentials_are_masked_wherever_the_reads_split(data: bytes, lines: list[str], command: str) -> None:
-    for chunks in splits(data + b"QUIT\r\n"):
-        record = journal_of("pop3", chunks)
-        assert client_lines(record) == [*lines, "QUIT"], chunks
-        assert record.user == "alice"
-        assert record.to_json()["logins"] == [{"command": command, "user": "alice", "tls": False, "accepted": True}]
-        assert_no_secret(record)
 
 
 def test_pop3_apop_digest_is_masked() -> None:
