@@ -213,6 +213,22 @@ def test_failed_logins_are_failed_attempts(serve: Serve) -> None:
     assert logins(records["pop3"]) == [("PASS", "alice", False), ("APOP", "alice", False)]
 
 
+def test_a_login_refused_because_the_maildrop_is_in_use_is_no_login(serve: Serve) -> None:
+    server = serve(listener("pop3"))
+    first = poplib.POP3(HOST, server.port("pop3"), timeout=10)
+    first.user("alice")
+    first.pass_(SECRET)
+    second = poplib.POP3(HOST, server.port("pop3"), timeout=10)
+    second.user("alice")
+    with pytest.raises(poplib.error_proto, match="IN-USE"):
+        second.pass_(SECRET)
+    second.quit()
+    record = server.journal.wait_for(1)[0]
+    first.quit()
+    assert record.user is None
+    assert logins(record) == [("PASS", "alice", False)]
+
+
 def test_user_pass_and_apop_name_the_account(serve: Serve) -> None:
     server = serve(listener("pop3", apop=True))
     pop = poplib.POP3(HOST, server.port("pop3"), timeout=10)

@@ -530,25 +530,26 @@ class Pop3Session:
     def _apop(self, argument: str) -> list[Output]:
         """RFC 1939 section 7: APOP name digest, digest = MD5(timestamp + secret) in lower hex."""
         name, _, digest = argument.partition(" ")
+        timestamp = self._apop_timestamp
         refused: list[Output] | None = None
-        if self._apop_timestamp is None:
+        if timestamp is None:
             refused = [b"-ERR APOP not enabled\r\n"]
         elif not self.security.may_authenticate:
             refused = [PLAINTEXT_DISALLOWED]
         elif not name or len(digest) != 32:
             refused = self._bad(SYNTAX_ERROR)
-        account = self._find_account(name) if refused is None else None
-        if account is not None and self._apop_timestamp is not None:
-            secret = (self._apop_timestamp + account.password).encode("utf-8", "surrogateescape")
-            expected = hashlib.md5(secret, usedforsecurity=False).hexdigest()
-            if not hmac.compare_digest(expected, digest.lower()):
-                account = None
-        self._attempt("APOP", name or None, secret_sent=bool(digest), account=account)
         if refused is not None:
+            self._attempt("APOP", name or None, secret_sent=bool(digest))
             return refused
-        if account is None:
-            return [AUTH_FAILED]
-        return self._open_maildrop(account)
+        assert timestamp is not None
+        account = self._find_account(name)
+        if account is not None:
+            secret = (timestamp + account.password).encode("utf-8", "surrogateescape")
+            expected = hashlib.md5(secret, usedforsecurity=False).hexdigest()
+            if hmac.compare_digest(expected, digest.lower()):
+                return self._logged_in("APOP", account)
+        self._attempt("APOP", name, secret_sent=True)
+        return [AUTH_FAILED]
 
     def _auth(self, argument: str) -> list[Output]:
         """RFC 5034: AUTH mechanism [initial-response]; only PLAIN (RFC 4616) is offered."""
@@ -607,10 +608,17 @@ class Pop3Session:
 
     def _login(self, command: str, name: str, password: str) -> list[Output]:
         account = self.store.authenticate(name, password)
-        self._attempt(command, name, secret_sent=True, account=account)
         if account is None:
+            self._attempt(command, name, secret_sent=True)
             return [AUTH_FAILED]
-        return self._open_maildrop(account)
+        return self._logged_in(command, account)
+
+    def _logged_in(self, command: str, account: Account) -> list[Output]:
+        """The credentials were right; the login counts once the maildrop is open (not IN-USE)."""
+        replies = self._open_maildrop(account)
+        opened = self.state is State.TRANSACTION
+        self._attempt(command, account.name, secret_sent=True, account=account if opened else None)
+        return replies
 
     def _find_account(self, name: str) -> Account | None:
         account = self.store.accounts.get(name)
