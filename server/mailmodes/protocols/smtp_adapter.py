@@ -482,9 +482,10 @@ class MailmodesSMTP(SMTP):
         for line in lines:
             heard = command_heard(line + b"\n", self._smtp_methods.functions)  # type: ignore[attr-defined]
             self.note(heard)
-            attempt = _AuthAttempt.of(line.rstrip(b"\r").partition(b" ")[2].decode("ascii", "replace"))
-            if heard.verb == "AUTH" and attempt is not None:
-                self.note(attempt.note())
+            if heard.verb == "AUTH":
+                attempt = _AuthAttempt.of(line.rstrip(b"\r").partition(b" ")[2].decode("ascii", "replace"))
+                if attempt is not None:
+                    self.note(attempt.note())
 
     async def _carry_out(self, line: str | None, actions: Iterable[Output]) -> None:
         """A scenario's step: its line, then its actions (events.py), as connection.py does them."""
