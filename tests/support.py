@@ -14,7 +14,7 @@ from typing import Any, BinaryIO
 import pytest
 
 from mailmodes.config import Config, Limits, Listener, parse_config, resolve_limits
-from mailmodes.protocols.events import Connection
+from mailmodes.protocols.events import UNRECORDED, Connection, Notes
 from mailmodes.scenarios.misbehaviour import Misbehaviour
 from mailmodes.store import Store
 from mailmodes.tls.policy import TlsMode
@@ -150,11 +150,13 @@ def sans_io_connection(
     limits: dict[str, Any] | None = None,
     scenario: str | None = None,
     chaos: Any = None,
+    notes: Notes = UNRECORDED,
 ) -> Connection:
     """What a session of `protocol` needs to be driven by feeding it bytes: a listener named after
     the protocol (port 0, TLS `mode`, `limits` over the protocol's defaults) and its Security,
     encrypted from the first byte only for implicit TLS unless `encrypted` says otherwise.
-    The Security is `connection.security`: call its tls_started() when a StartTls is acted on."""
+    The Security is `connection.security`: call its tls_started() when a StartTls is acted on.
+    `notes` gets what the session says it read (a journal Recorder, to test what is recorded)."""
     tls = TlsMode(mode)
     misbehaviour = Misbehaviour(scenario, protocol, chaos)
     security = misbehaviour.tls(tls, tls_available=tls_available).security(
@@ -162,4 +164,4 @@ def sans_io_connection(
     )
     listener = Listener(protocol, protocol, 0, tls, scenario=scenario, chaos=chaos,
                         limits=resolve_limits(protocol, Limits(**(limits or {}))))
-    return Connection(listener, security, peer, wake, misbehaviour)
+    return Connection(listener, security, peer, wake, misbehaviour, notes)

@@ -337,6 +337,8 @@ def format_session(entry: dict[str, Any], *, transcript: bool) -> str:
              f"({entry.get('protocol')}, {entry.get('tls_mode')}{scenario}): {how}{sni}{user}"]
     details = entry.get("verdict_details") or [{"code": code, "detail": ""} for code in entry.get("verdicts", [])]
     lines += [f"    ! {d['code']}: {d['detail']}" for d in details] or ["    no verdicts"]
+    lines += [f"    x failed login: {login['command']}" + (f" as {login['user']}" if login.get("user") else "")
+              for login in entry.get("logins", []) if not login.get("accepted")]
     if transcript:
         for line in entry.get("transcript", []):
             arrow = "C:" if line["sender"] == "client" else "S:"

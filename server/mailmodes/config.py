@@ -39,6 +39,10 @@ class Limits:
     max_auth_failures: int | None = None  # per connection: then the connection is closed
     max_auth_failures_per_client: int | None = None  # per client host, in AUTH_FAILURE_WINDOW
     auth_failure_delay: float | None = None  # seconds, before each answer to a login over that
+    # After a failed STARTTLS handshake some clients go on in the clear, password and all
+    # (swaks --tls-optional): read that for this long, up to this much, answering nothing.
+    read_after_failed_tls: float | None = None
+    read_after_failed_tls_bytes: int | None = None
 
 
 MIB = 1024 * 1024
@@ -49,14 +53,14 @@ MIB = 1024 * 1024
 COMMON_LIMITS = (20, 100, 30.0, 5, 50, 2.0)
 PROTOCOL_LIMITS = {
     # RFC 5321 4.5.3.1.6: 1000-octet text lines (+1 for the transparency dot); 4.5.3.2.7: 5 min.
-    "smtp": Limits(25 * MIB, 1001, 25 * MIB, 300.0, 100, 10, *COMMON_LIMITS),
+    "smtp": Limits(25 * MIB, 1001, 25 * MIB, 300.0, 100, 10, *COMMON_LIMITS, 2.0, 16384),
     # RFC 7162 section 4 asks for at least 8192-octet command lines, but an RFC 2971 ID may be
     # 30 fields of 30 + 1024 octets (about 32 KiB): 64 KiB, as Dovecot. RFC 3501 5.4: 30 min.
-    "imap": Limits(25 * MIB, 64 * 1024, 25 * MIB, 1800.0, 100, 10, *COMMON_LIMITS),
+    "imap": Limits(25 * MIB, 64 * 1024, 25 * MIB, 1800.0, 100, 10, *COMMON_LIMITS, 2.0, 16384),
     # RFC 2449 section 4: 255-octet command lines; RFC 1939 section 3: at least 10 minutes.
-    "pop3": Limits(25 * MIB, 255, 25 * MIB, 600.0, 100, 10, *COMMON_LIMITS),
+    "pop3": Limits(25 * MIB, 255, 25 * MIB, 600.0, 100, 10, *COMMON_LIMITS, 2.0, 16384),
 }
-FLOAT_LIMITS = frozenset({"idle_timeout", "data_rate_window", "auth_failure_delay"})
+FLOAT_LIMITS = frozenset({"idle_timeout", "data_rate_window", "auth_failure_delay", "read_after_failed_tls"})
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,8 @@ class ResolvedLimits:
     max_auth_failures: int
     max_auth_failures_per_client: int
     auth_failure_delay: float
+    read_after_failed_tls: float
+    read_after_failed_tls_bytes: int
 
 
 @dataclass(frozen=True)

@@ -104,9 +104,10 @@ def _wait_for_ping(path: Path, service: subprocess.Popen[bytes]) -> None:
 def engine(docker_host: str) -> Iterator[str]:
     """testcontainers set up for the podman service, and the image there: its name."""
     pytest.importorskip("testcontainers", reason="pip install 'mailmodes[testcontainers]'")
-    import docker
     from testcontainers.core.config import ConnectionMode
     from testcontainers.core.config import testcontainers_config as config
+
+    import docker
 
     # No registry here, so no Ryuk reaper image: the fixture removes the container itself. Inside a
     # container ourselves, testcontainers would look for the host at the bridge gateway.

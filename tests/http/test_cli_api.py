@@ -21,22 +21,26 @@ HOST = "127.0.0.1"
 LISTENERS = ({"name": "plain", "protocol": "smtp", "tls": "plaintext"},)
 
 
-def send(server: ThreadedMailServer, message: bytes, to: str = "bob@example.test") -> None:
+def send(server: ThreadedMailServer, message: bytes, to: str = "bob@example.test", *, first_fail: bool = False) -> None:
     with smtplib.SMTP(HOST, server.port("plain"), timeout=10) as client:
+        if first_fail:
+            with pytest.raises(smtplib.SMTPAuthenticationError):
+                client.login("mallory", "alice-password")
         client.login("alice", "alice-password")
         client.sendmail("alice@example.test", [to], message)
 
 
 def test_sessions_from_the_api(api_server: Callable[..., ThreadedMailServer], capsys: pytest.CaptureFixture[str]) -> None:
     server = api_server(*LISTENERS)
-    send(server, b"Subject: hi\r\n\r\nhi\r\n")
+    send(server, b"Subject: hi\r\n\r\nhi\r\n", first_fail=True)
     [record] = server.journal.wait_for(1)
     url = f"http://{HOST}:{server.http_port}"
 
     assert main(["sessions", "--api", url]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith(f"#{record.id} ") and out[0].endswith("-> plain (smtp, plaintext): no TLS user=alice")
-    assert out[1:] == ["    ! credentials-in-clear: AUTH PLAIN: the secret itself was sent unencrypted"]
+    assert out[1:] == ["    ! credentials-in-clear: AUTH PLAIN: the secret itself was sent unencrypted",
+                       "    x failed login: AUTH PLAIN as mallory", "    x failed login: AUTH LOGIN as mallory"]
 
     assert main(["sessions", "--api", url, "--verdict", "mail-in-clear"]) == 0
     assert capsys.readouterr().out == ""

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pytest
+
 from mailmodes.app import ThreadedMailServer
 from mailmodes.protocols import PROTOCOLS
 from mailmodes.tls.policy import TlsMode
@@ -103,8 +105,11 @@ def test_dashboard_shows_listeners_live_sessions_tls_boundary_and_hostile_mail_a
         "/api/messages/bob/INBOX/1/raw"
     assert browser.evaluate("document.querySelector('#ca-link').getAttribute('href')") == "/ca.pem"
 
-    # Live: a new plaintext login shows up without reloading, with its verdict lines highlighted.
+    # Live: a new plaintext login shows up without reloading, with its verdict lines highlighted
+    # (after two failed attempts, which the session facts name).
     with smtplib.SMTP(HOST, server.port("plain"), timeout=10) as client:
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            client.login("alice", "wrong")  # AUTH PLAIN, then AUTH LOGIN
         client.login("alice", "alice-password")
     [_, plain_session] = server.journal.wait_for(2)
     browser.wait_for(f"[...document.querySelectorAll('#sessions tbody tr')]"
@@ -114,7 +119,10 @@ def test_dashboard_shows_listeners_live_sessions_tls_boundary_and_hostile_mail_a
     verdict = browser.wait_for("document.querySelector('#transcript .verdict-line')?.textContent")
     assert verdict.startswith("!credentials-in-clear: AUTH PLAIN")
     flagged = browser.evaluate("[...document.querySelectorAll('#transcript .flagged .text')].map(e => e.textContent)")
-    assert flagged and all(text.startswith("AUTH") for text in flagged)
+    assert flagged and all(text.startswith("AUTH") or text == "****" for text in flagged)
+    facts = browser.evaluate("[...document.querySelectorAll('#session-facts dt, #session-facts dd')].map(e => e.textContent)")
+    assert facts[facts.index("user") + 1] == "alice"
+    assert facts[facts.index("failed logins") + 1] == "AUTH PLAIN as alice, AUTH LOGIN as alice"
     assert browser.evaluate("document.querySelector('#transcript .tls-boundary')") is None
     assert browser.evaluate("document.querySelector('#live').dataset.state") == "live"
 

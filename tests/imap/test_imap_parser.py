@@ -69,7 +69,7 @@ def test_a_command_split_across_reads_frames_the_same() -> None:
             framer.feed(piece)
             events += frame_all(framer)
         assert [e for e in events if isinstance(e, CommandBytes)] == [
-            CommandBytes(b'a LOGIN {5}\r\nalice "pw"'),
+            CommandBytes(b'a LOGIN {5}\r\nalice "pw"', start=13, literals=((13, 18),)),
             CommandBytes(b"b NOOP"),
         ], cut
 
@@ -80,28 +80,33 @@ def test_byte_at_a_time() -> None:
     for byte in b"x SELECT {5+}\r\nINBOX\r\n":
         framer.feed(bytes([byte]))
         events += frame_all(framer)
-    assert events == [LiteralRequest(b"x SELECT {5+}", 5, False, 5), CommandBytes(b"x SELECT {5+}\r\nINBOX")]
+    assert events == [LiteralRequest(b"x SELECT {5+}", 5, False, 5, b"x SELECT {5+}\r\n"),
+                      CommandBytes(b"x SELECT {5+}\r\nINBOX", start=15, literals=((15, 20),))]
 
 
 def test_synchronizing_literal_is_announced_once_before_its_bytes() -> None:
     framer = Framer(8192)
     framer.feed(b"a LOGIN {5}\r\n")
-    assert framer.next_command() == LiteralRequest(b"a LOGIN {5}", 5, True, 5)
+    assert framer.next_command() == LiteralRequest(b"a LOGIN {5}", 5, True, 5, b"a LOGIN {5}\r\n")
     framer.accept_literal()
     assert framer.next_command() is None
     framer.feed(b"ali")
     assert framer.next_command() is None
     framer.feed(b"ce {3}\r\n")
-    assert framer.next_command() == LiteralRequest(b"a LOGIN {5}\r\nalice {3}", 3, True, 8)
+    # Each event carries the command so far and where its new part starts: the journal shows
+    # every byte once, in wire order.
+    assert framer.next_command() == LiteralRequest(b"a LOGIN {5}\r\nalice {3}", 3, True, 8,
+                                                   b"a LOGIN {5}\r\nalice {3}\r\n", 13, ((13, 18),))
     framer.accept_literal()
     framer.feed(b"pw!\r\n")
-    assert framer.next_command() == CommandBytes(b"a LOGIN {5}\r\nalice {3}\r\npw!")
+    assert framer.next_command() == CommandBytes(b"a LOGIN {5}\r\nalice {3}\r\npw!", 24, ((13, 18), (24, 27)))
 
 
 def test_literal_may_contain_line_breaks_and_braces() -> None:
     framer = Framer(8192)
     framer.feed(b"a APPEND INBOX {12}\r\nx\r\n{3}\r\nyz\r\n\r\nb NOOP\r\n")
-    assert frame_all(framer)[1:] == [CommandBytes(b"a APPEND INBOX {12}\r\nx\r\n{3}\r\nyz\r\n"), CommandBytes(b"b NOOP")]
+    assert frame_all(framer)[1:] == [CommandBytes(b"a APPEND INBOX {12}\r\nx\r\n{3}\r\nyz\r\n", 21, ((21, 33),)),
+                                     CommandBytes(b"b NOOP")]
 
 
 def test_refused_synchronizing_literal_is_not_read() -> None:
@@ -121,6 +126,9 @@ def test_refused_non_synchronizing_literal_is_swallowed() -> None:
     assert framer.next_command() is None
     framer.feed(b"789 more {4+}\r\nNOOP\r\nb NOOP\r\n")
     assert framer.next_command() == CommandBytes(b"b NOOP")
+    # The literal and the rest of its line, dropped unread: counted for the journal, once.
+    assert framer.take_skipped() == len(b"0123456789 more {4+}\r\nNOOP\r\n")
+    assert framer.take_skipped() == 0
 
 
 def test_line_too_long_resyncs_at_the_next_line() -> None:
@@ -129,13 +137,14 @@ def test_line_too_long_resyncs_at_the_next_line() -> None:
     assert framer.next_command() == LineTooLong(b"a SEARCH SUBJECT " + b"x" * 30)
     framer.feed(b"yyyy\r\nb NOOP\r\n")
     assert framer.next_command() == CommandBytes(b"b NOOP")
+    assert framer.take_skipped() == len(b"a SEARCH SUBJECT " + b"x" * 30 + b"yyyy\r\n")
 
 
 def test_line_length_counts_all_text_of_a_command_but_not_literals() -> None:
     framer = Framer(30)
     framer.feed(b"a LOGIN {40}\r\n" + b"u" * 40 + b" pass\r\n")
     events = frame_all(framer)
-    assert events[-1] == CommandBytes(b"a LOGIN {40}\r\n" + b"u" * 40 + b" pass")
+    assert events[-1] == CommandBytes(b"a LOGIN {40}\r\n" + b"u" * 40 + b" pass", 14, ((14, 54),))
     framer.feed(b"b LOGIN {1}\r\nu " + b"p" * 30 + b"\r\n")
     assert isinstance(frame_all(framer)[-1], LineTooLong)
 

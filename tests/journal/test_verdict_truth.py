@@ -182,7 +182,7 @@ def finished_record(journal: Any, listener: Any, **facts: Any) -> Any:
 
 def test_a_client_hello_then_a_close_without_an_alert_is_a_rejection_once_the_facts_say_so() -> None:
     """nodemailer, imapflow and aiosmtplib close without an alert once they have the certificate.
-    The rule reads handshake_progress, which the transcript's handshake facts are to fill in."""
+    The rule reads tls_handshake, which the transcript reads from the handshake's messages."""
     from mailmodes.config import parse_config
     from mailmodes.record.journal import Journal
 
@@ -190,7 +190,7 @@ def test_a_client_hello_then_a_close_without_an_alert_is_a_rejection_once_the_fa
         {"name": "l", "protocol": "smtp", "port": 0, "tls": "implicit", "scenario": "cert-expired"}]}).listeners[0]
     closed = "no TLS handshake: the client closed the connection first"
     journal = Journal()
-    seen = finished_record(journal, listener, tls_failure=closed, handshake_progress="server-flight")
+    seen = finished_record(journal, listener, tls_failure=closed, tls_handshake="server-flight")
     assert verdict_codes(seen) == {"rejected-certificate"}
     unknown = finished_record(journal, listener, tls_failure=closed)
     assert "rejected-certificate" not in verdict_codes(unknown)

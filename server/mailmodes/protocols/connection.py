@@ -19,6 +19,7 @@ from mailmodes.protocols.events import (
     LineSession,
     NoTls,
     Output,
+    Pipelined,
     SessionFactory,
     StartTls,
 )
@@ -26,7 +27,16 @@ from mailmodes.protocols.guards import AuthFailures, ClientSlots, RateGuard
 from mailmodes.record.journal import Journal
 from mailmodes.record.transcript import Recorder, recorder_for
 from mailmodes.scenarios.misbehaviour import Misbehaviour
-from mailmodes.tls.handshake import HandshakeWatch, handshake_timeout, is_encrypted
+from mailmodes.tls.handshake import (
+    HandshakeWatch,
+    handshake_timeout,
+    is_encrypted,
+    read_after_failure,
+    read_after_failure_for,
+    spare_socket,
+    tls_heard,
+    tls_record_size,
+)
 from mailmodes.tls.policy import ListenerTls
 
 log = logging.getLogger(__name__)
@@ -141,6 +151,8 @@ class _ClientConnection:
         self.security = server.tls.security(encrypted=False)
         self.session: LineSession | None = None
         self.no_tls: NoTls | None = None  # after a STARTTLS success line that no TLS layer follows
+        self.speaks_tls = False  # the client opened a plaintext-first connection with TLS
+        self.read_any = False
         self.upgrade_unfinished = False  # a start_tls that failed or was cancelled: see LineServer.handle
         limits = server.listener.limits
         self.rate = RateGuard(limits.min_data_rate, limits.data_rate_window)
@@ -148,15 +160,25 @@ class _ClientConnection:
     async def handshake(self, *, via_starttls: bool) -> bool:
         assert self.server.tls_context is not None
         self.upgrade_unfinished = True
+        limits = self.server.listener.limits
+        # Taken now: asyncio closes its own socket as soon as a handshake fails.
+        spare = spare_socket(self.writer.transport) if via_starttls else None
         try:
-            with HandshakeWatch() as watch:
+            with HandshakeWatch(self.writer.transport) as watch:
                 await self.writer.start_tls(
                     self.server.tls_context,
-                    ssl_handshake_timeout=handshake_timeout(self.server.listener.limits.idle_timeout),
+                    ssl_handshake_timeout=handshake_timeout(limits.idle_timeout),
                 )
         except (ssl.SSLError, ConnectionError, TimeoutError, OSError) as error:
             self.recorder.tls_failed(error, watch.ssl_object)
+            plaintext, spare = spare, None  # read_after_failure closes it
+            if plaintext is not None:
+                seconds, limit = read_after_failure_for(limits)
+                await read_after_failure(plaintext, self._overheard, seconds=seconds, limit=limit, unread=watch.unread())
             return False
+        finally:
+            if spare is not None:
+                spare.close()
         self.upgrade_unfinished = False
         self.recorder.tls_started(self.writer.get_extra_info("ssl_object"), via_starttls=via_starttls)
         return True
@@ -167,7 +189,7 @@ class _ClientConnection:
         peer = self.writer.get_extra_info("peername") or ("", 0)
         session = self.session = self.server.session_factory(
             Connection(listener, self.security, peer[:2], self.woken.set, self.server.misbehaviour,
-                       self.server.auth_failures)
+                       self.server.auth_failures, self.recorder)
         )
         loop = asyncio.get_running_loop()
         idle_timeout = listener.limits.idle_timeout
@@ -199,10 +221,14 @@ class _ClientConnection:
                         self.rate.received(loop.time(), len(data))
                     self.recorder.client(data)
                     if self.no_tls is not None:
+                        self.recorder.note(tls_heard(data, first=True))
                         if self._answer_without_tls(self.no_tls):
                             return
+                    elif self._is_tls(data):
+                        self.recorder.note(tls_heard(data, first=not self.read_any))
                     elif await self.send(session.feed(data)):
                         return
+                    self.read_any = True
                 elif not done:
                     now = loop.time()
                     if now < deadline and not self.rate.too_slow(now):
@@ -252,6 +278,17 @@ class _ClientConnection:
         await self.writer.drain()
         return False
 
+    def _overheard(self, data: bytes) -> None:
+        assert self.session is not None
+        self.session.overheard(data)
+
+    def _is_tls(self, data: bytes) -> bool:
+        """A client that opens a plaintext-first connection with a TLS record is set for implicit
+        TLS: what it sends is no command, so the session never sees it (and answers no garbage)."""
+        if not self.read_any and not self.security.encrypted:
+            self.speaks_tls = tls_record_size(data) is not None
+        return self.speaks_tls
+
     def _answer_without_tls(self, plan: NoTls) -> bool:
         """The client's bytes after a STARTTLS success line that no TLS followed (its ClientHello):
         answered with the plan's plaintext and closed, or swallowed; True to close now."""
@@ -266,7 +303,7 @@ class _ClientConnection:
         public way to do this (aiosmtpd clears the same private buffer after its STARTTLS)."""
         buffered: bytearray = self.reader._buffer  # type: ignore[attr-defined]
         if buffered:
-            self.recorder.client(bytes(buffered))
+            self.recorder.note(Pipelined(len(buffered)))
             buffered.clear()
 
 

@@ -4,13 +4,18 @@ A protocol session (imap/session.py, pop3.py) does no I/O. Its connection (conne
 client's bytes and gets back `Output`: bytes to send, and instructions the connection carries
 out. The SMTP adapter (smtp_adapter.py) carries out the same instructions on aiosmtpd, so a
 scenario's plan (misbehaviour.py) means one thing on every protocol.
+
+The other way, a session tells the journal what it made of the client's bytes (`Note`, through
+`Connection.notes`): only the session knows which bytes were a command, a literal or a
+credential, so only it can say what may be shown; the recorder (record/transcript.py) renders
+the notes and parses nothing itself.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from mailmodes.protocols.guards import AuthFailures
 
@@ -56,6 +61,92 @@ class Delay:
 Output = bytes | StartTls | Close | NoTls | Delay
 
 
+# --- What the session read, for the journal ------------------------------------------------
+
+SpanKind = Literal["literal", "secret", "unparsed", "client-hello", "tls"]
+LITERAL: SpanKind = "literal"  # shown as its size
+SECRET: SpanKind = "secret"  # a credential: shown as ****
+UNPARSED: SpanKind = "unparsed"  # the session could not make it out, so it may hold anything
+CLIENT_HELLO: SpanKind = "client-hello"  # a TLS ClientHello record where the protocol was expected
+TLS_BYTES: SpanKind = "tls"  # any other TLS record bytes there
+Span = tuple[int, int, SpanKind]
+
+
+@dataclass(frozen=True, slots=True)
+class Heard:
+    """The session read `data[start:]` as one piece of client input, in wire order: a command
+    (`verb`, upper case; "" when it names no command the session knows) or something that is no
+    command (verb None: a SASL response, the first lines of a command still waiting for its
+    literal). Everything in `data[start:]` is shown as text except the `spans` (start, end, kind),
+    offsets into `data`, sorted and not overlapping."""
+
+    data: bytes
+    verb: str | None
+    spans: tuple[Span, ...] = ()
+    start: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """`size` client bytes the session dropped unread (the rest of an over-long line, a refused
+    literal): not shown, since nothing says what they were."""
+
+    size: int
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class LoginAttempt:
+    """The client offered credentials with `command` ("LOGIN", "AUTH PLAIN", "PASS", ...).
+    `user` is the name it tried (for an accepted login: the account the server logged it in
+    as); `secret_sent`: the secret itself was on the wire, not just the name; `accepted` is
+    None when this command decides nothing yet (USER before its PASS)."""
+
+    command: str
+    user: str | None
+    secret_sent: bool
+    accepted: bool | None
+
+
+@dataclass(frozen=True, slots=True)
+class Pipelined:
+    """`size` plaintext bytes the client sent behind a STARTTLS that succeeded: dropped, or run
+    inside TLS by the deliberately vulnerable scenario (`executed`)."""
+
+    size: int
+    executed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRead:
+    """SMTP DATA: the session read a message of `size` bytes (without the final ".");
+    `complete` is False when the connection ended before its end."""
+
+    size: int
+    complete: bool = True
+
+
+Note = Heard | Skipped | LoginAttempt | Pipelined | MessageRead
+
+
+class Notes(Protocol):
+    """Where a session's notes go: the journal's recorder, or nowhere."""
+
+    def note(self, event: Note) -> None: ...
+
+
+class Unrecorded:
+    """Notes for nobody (a session driven without a journal)."""
+
+    __slots__ = ()
+
+    def note(self, event: Note) -> None:
+        pass
+
+
+UNRECORDED = Unrecorded()
+
+
 @dataclass
 class Connection:
     """What a session may know about its connection."""
@@ -69,6 +160,8 @@ class Connection:
     """The listener's scenario, one for all its connections (known-good: the empty plan)."""
     auth_failures: AuthFailures = field(default_factory=AuthFailures)
     """The server's failed logins per client host (one for all its listeners)."""
+    notes: Notes = UNRECORDED
+    """Where the session says what it read (Heard, LoginAttempt ...): the journal."""
 
 
 class LineSession(Protocol):
@@ -86,6 +179,11 @@ class LineSession(Protocol):
 
     def timed_out(self) -> list[Output]:
         """The client was idle for the listener's idle_timeout: say goodbye (then we close)."""
+        ...
+
+    def overheard(self, data: bytes) -> None:
+        """Client bytes that arrived where no one answers (in the clear, after a STARTTLS whose
+        handshake failed): tell the journal what they are, as `feed` would, but run nothing."""
         ...
 
     def connection_lost(self) -> None: ...

@@ -23,7 +23,21 @@ from dataclasses import dataclass
 from typing import cast
 
 from mailmodes import __version__
-from mailmodes.protocols.events import Close, Connection, Delay, NoTls, Output, StartTls
+from mailmodes.protocols.events import (
+    SECRET,
+    UNPARSED,
+    Close,
+    Connection,
+    Delay,
+    Heard,
+    LoginAttempt,
+    NoTls,
+    Output,
+    Pipelined,
+    Skipped,
+    Span,
+    StartTls,
+)
 from mailmodes.scenarios.misbehaviour import StartTlsPlan
 from mailmodes.store import Account, Mailbox, Message, Store
 
@@ -78,6 +92,7 @@ class LineBuffer:
     def __init__(self) -> None:
         self._buffer = bytearray()
         self._discarding = False
+        self._skipped = 0  # octets dropped unread since take_skipped()
 
     def append(self, data: bytes) -> None:
         self._buffer += data
@@ -90,14 +105,17 @@ class LineBuffer:
             if self._discarding:
                 # Resynchronise: drop the rest of the over-long line, which was answered already.
                 if end < 0:
+                    self._skipped += len(buffer)
                     buffer.clear()
                     return None
+                self._skipped += end + 1
                 del buffer[: end + 1]
                 self._discarding = False
                 continue
             if end < 0:
                 if len(buffer) >= limit:
                     # Answer now rather than buffer without bound; the remainder is skipped.
+                    self._skipped += len(buffer)
                     buffer.clear()
                     self._discarding = True
                     return TOO_LONG
@@ -107,8 +125,14 @@ class LineBuffer:
             if line.endswith(b"\r"):
                 line = line[:-1]
             if len(line) + 2 > limit:
+                self._skipped += end + 1
                 return TOO_LONG
             return line
+
+    def take_skipped(self) -> int:
+        """Octets of over-long lines dropped since the last call."""
+        skipped, self._skipped = self._skipped, 0
+        return skipped
 
     def pending(self) -> int:
         """How many bytes are buffered (not yet a complete line or not yet taken)."""
@@ -250,7 +274,9 @@ class Pop3Session:
         self.auth_failures = 0
         self.closed = False
         self.maildrop: Maildrop | None = None
+        self.notes = connection.notes
         self._lines = LineBuffer()
+        self._overheard: LineBuffer | None = None
         self._user: str | None = None  # accepted by USER, for the very next command
         self._previous_user: str | None = None
         self._in_sasl = False
@@ -291,6 +317,9 @@ class Pop3Session:
             if self._in_sasl:
                 limit = max(limit, SASL_RESPONSE_LIMIT)
             line = self._lines.next_line(limit)
+            skipped = self._lines.take_skipped()
+            if skipped:
+                self.notes.note(Skipped(skipped, "line too long"))
             if line is None:
                 break
             if isinstance(line, LineTooLong):
@@ -310,10 +339,12 @@ class Pop3Session:
                     # command-injection-vulnerable: deliberately the CVE-2011-0411 bug; the
                     # plaintext behind STLS stays buffered and tls_started() runs it inside TLS.
                     self.pipelined_after_starttls = self._lines.pending()
-                    break
-                # RFC 2595 section 4 / CVE-2011-0411: nothing sent in plaintext after STLS may be
-                # taken as sent over TLS.
-                self.pipelined_after_starttls = self._lines.drop()
+                else:
+                    # RFC 2595 section 4 / CVE-2011-0411: nothing sent in plaintext after STLS may
+                    # be taken as sent over TLS.
+                    self.pipelined_after_starttls = self._lines.drop()
+                if self.pipelined_after_starttls:
+                    self.notes.note(Pipelined(self.pipelined_after_starttls, executed=self._keep_pipelined))
                 break
         return _merged(outputs)
 
@@ -341,6 +372,34 @@ class Pop3Session:
         self.closed = True
         self._unlock()
 
+    def overheard(self, data: bytes) -> None:
+        # A line buffer of its own: nothing of this is run, so the session's state stays as it was.
+        if self._overheard is None:
+            self._overheard = LineBuffer()
+        lines = self._overheard
+        lines.append(data)
+        while (line := lines.next_line(self.limits.max_line_length)) is not None:
+            if isinstance(line, LineTooLong):
+                continue
+            keyword = line.partition(b" ")[0].decode("ascii", "replace").upper()
+            self._note_command(line, keyword if keyword in COMMANDS else "")
+            self._unanswered(keyword, line)
+        skipped = lines.take_skipped()
+        if skipped:
+            self.notes.note(Skipped(skipped, "line too long"))
+
+    def _unanswered(self, keyword: str, line: bytes) -> None:
+        """Credentials that no handler decides (chaos answered instead, or nobody listens): a
+        failed attempt, and whether the secret went out; a USER only names someone."""
+        argument = line.partition(b" ")[2].decode("utf-8", "replace")
+        if keyword == "USER":
+            self.notes.note(LoginAttempt("USER", argument or None, secret_sent=False, accepted=None))
+        elif keyword == "AUTH":
+            if argument:  # a bare AUTH only asks for the list (see _auth)
+                self._attempt(f"AUTH {argument.split(' ')[0].upper()}", None, _secret_at(keyword, line) is not None)
+        elif keyword in LOGIN_COMMANDS:
+            self._attempt(keyword, None, _secret_at(keyword, line) is not None)
+
     # --- dispatch --------------------------------------------------------------------------------
 
     def _command(self, line: bytes) -> list[Output]:
@@ -348,12 +407,14 @@ class Pop3Session:
         keyword, _, argument = text.partition(" ")
         keyword = keyword.upper()
         entry = COMMANDS.get(keyword) if keyword.isascii() else None
+        self._note_command(line, keyword if entry is not None else "")
         # RFC 1939 PASS: valid only immediately after a successful USER, so any other command
         # forgets the name.
         self._previous_user, self._user = self._user, None
         if self._chaos_stages:
             chaotic = self._chaos_at(keyword)
             if chaotic is not None:
+                self._unanswered(keyword, line)
                 return chaotic
         if entry is None:
             return self._bad(UNKNOWN_COMMAND)
@@ -376,6 +437,21 @@ class Pop3Session:
                 self.closed = True
                 replies = [TOO_MANY_AUTH_FAILURES, Close()]
         return [Delay(delay), *replies] if delay else replies
+
+    def _note_command(self, line: bytes, verb: str) -> None:
+        """A command line for the journal: shown but for its credential; a line that names no
+        command is not shown at all (it may be anything, a password sent out of turn included)."""
+        if not verb:
+            spans: tuple[Span, ...] = ((0, len(line), UNPARSED),) if line else ()
+        else:
+            secret = _secret_at(verb, line)
+            spans = ((secret, len(line), SECRET),) if secret is not None else ()
+        self.notes.note(Heard(line, verb, spans))
+
+    def _attempt(self, command: str, user: str | None, secret_sent: bool, account: Account | None = None) -> None:
+        """Credentials offered with `command` and decided: logged in as `account`, or refused."""
+        name = account.name if account is not None else user
+        self.notes.note(LoginAttempt(command, name, secret_sent, accepted=account is not None))
 
     def _bad(self, reply: bytes) -> list[Output]:
         """A protocol error: answer it, and close once the listener's budget is spent."""
@@ -451,52 +527,69 @@ class Pop3Session:
     def _user_command(self, argument: str) -> list[Output]:
         # Refused at USER, so a well-behaved client never sends the password (PROTOCOL.md).
         if not self.security.may_authenticate:
+            self._attempt("USER", argument or None, secret_sent=False)
             return [PLAINTEXT_DISALLOWED]
         if not argument:
             return self._bad(SYNTAX_ERROR)
+        # A name, no decision yet: the PASS that follows decides.
+        self.notes.note(LoginAttempt("USER", argument, secret_sent=False, accepted=None))
         self._user = argument
         # The same reply whether or not the user exists, so USER cannot be used to probe accounts.
         return [b"+OK\r\n"]
 
     def _pass(self, argument: str) -> list[Output]:
-        if not self.security.may_authenticate:
-            return [PLAINTEXT_DISALLOWED]
         user = self._previous_user
+        if not self.security.may_authenticate:
+            self._attempt("PASS", user, secret_sent=bool(argument))
+            return [PLAINTEXT_DISALLOWED]
         if user is None:
+            self._attempt("PASS", None, secret_sent=bool(argument))
             return self._bad(b"-ERR No username given\r\n")
         # RFC 1939 PASS: the argument is the rest of the line, spaces included.
-        return self._login(user, argument)
+        return self._login("PASS", user, argument)
 
     def _apop(self, argument: str) -> list[Output]:
         """RFC 1939 section 7: APOP name digest, digest = MD5(timestamp + secret) in lower hex."""
-        if self._apop_timestamp is None:
-            return [b"-ERR APOP not enabled\r\n"]
-        if not self.security.may_authenticate:
-            return [PLAINTEXT_DISALLOWED]
         name, _, digest = argument.partition(" ")
-        if not name or len(digest) != 32 or not _HEX_DIGITS.issuperset(digest):
-            return self._bad(SYNTAX_ERROR)
+        timestamp = self._apop_timestamp
+        refused: list[Output] | None = None
+        if timestamp is None:
+            refused = [b"-ERR APOP not enabled\r\n"]
+        elif not self.security.may_authenticate:
+            refused = [PLAINTEXT_DISALLOWED]
+        elif not name or len(digest) != 32 or not _HEX_DIGITS.issuperset(digest):
+            refused = self._bad(SYNTAX_ERROR)
+        if refused is not None:
+            self._attempt("APOP", name or None, secret_sent=bool(digest))
+            return refused
+        assert timestamp is not None
         account = self._find_account(name)
-        if account is None:
-            return [AUTH_FAILED]
-        secret = (self._apop_timestamp + account.password).encode("utf-8", "surrogateescape")
-        expected = hashlib.md5(secret, usedforsecurity=False).hexdigest()
-        if not hmac.compare_digest(expected, digest.lower()):
-            return [AUTH_FAILED]
-        return self._open_maildrop(account)
+        if account is not None:
+            secret = (timestamp + account.password).encode("utf-8", "surrogateescape")
+            expected = hashlib.md5(secret, usedforsecurity=False).hexdigest()
+            if hmac.compare_digest(expected, digest.lower()):
+                return self._logged_in("APOP", account)
+        self._attempt("APOP", name, secret_sent=True)
+        return [AUTH_FAILED]
 
     def _auth(self, argument: str) -> list[Output]:
         """RFC 5034: AUTH mechanism [initial-response]; only PLAIN (RFC 4616) is offered."""
-        if not self.security.may_authenticate:
-            return [PLAINTEXT_DISALLOWED]
         words = argument.split(" ") if argument else []
         if not words:
-            # No mechanism: list them (the RFC 1734-era form that some clients still send).
-            return [b"+OK\r\nPLAIN\r\n.\r\n"]
-        if words[0].upper() != "PLAIN":
-            return [b"-ERR Unsupported authentication mechanism\r\n"]
-        if len(words) > 2:
-            return self._bad(SYNTAX_ERROR)
+            # No mechanism: list them (the RFC 1734-era form that mutt sends after CAPA fails).
+            # No name and no secret went out, so this is no login attempt.
+            return [PLAINTEXT_DISALLOWED] if not self.security.may_authenticate else [b"+OK\r\nPLAIN\r\n.\r\n"]
+        command = f"AUTH {words[0].upper()}"
+        refused: list[Output] | None = None
+        if not self.security.may_authenticate:
+            refused = [PLAINTEXT_DISALLOWED]
+        elif words[0].upper() != "PLAIN":
+            refused = [b"-ERR Unsupported authentication mechanism\r\n"]
+        elif len(words) > 2:
+            refused = self._bad(SYNTAX_ERROR)
+        if refused is not None:
+            self._attempt(command, None, secret_sent=len(words) > 1 and words[1] not in ("", "="))
+            return refused
         if len(words) == 2:
             return self._plain(words[1])
         # RFC 5034 section 4: an empty challenge is "+" SP and nothing else.
@@ -506,34 +599,47 @@ class Pop3Session:
     def _sasl_response(self, line: bytes) -> list[Output]:
         self._in_sasl = False
         if line == b"*":
+            self.notes.note(Heard(line, None))
+            self._attempt("AUTH PLAIN", None, secret_sent=False)
             # RFC 5034 section 4: the client cancels; the AUTH command fails with -ERR.
             return [b"-ERR Authentication cancelled\r\n"]
+        self.notes.note(Heard(line, None, ((0, len(line), SECRET),)))
         return self._plain(line.decode("ascii", "replace"))
 
     def _plain(self, response: str) -> list[Output]:
+        secret_sent = response not in ("", "=")
         # RFC 5034 section 4: "=" is a zero-length response.
         try:
             raw = b"" if response == "=" else binascii.a2b_base64(response.encode(), strict_mode=True)
         except (binascii.Error, ValueError):
+            self._attempt("AUTH PLAIN", None, secret_sent)
             return [b"-ERR Invalid base64 data\r\n"]
         # RFC 4616 section 2: [authzid] NUL authcid NUL passwd, in UTF-8.
         parts = raw.split(b"\0")
-        if len(parts) != 3:
-            return [AUTH_FAILED]
         try:
             authzid, authcid, password = (part.decode("utf-8") for part in parts)
-        except UnicodeDecodeError:
+        except ValueError:  # not three parts, or not UTF-8
+            self._attempt("AUTH PLAIN", None, secret_sent)
             return [AUTH_FAILED]
         if authzid and authzid != authcid:
             # Acting as another user is not supported.
+            self._attempt("AUTH PLAIN", authcid, secret_sent)
             return [AUTH_FAILED]
-        return self._login(authcid, password)
+        return self._login("AUTH PLAIN", authcid, password)
 
-    def _login(self, name: str, password: str) -> list[Output]:
+    def _login(self, command: str, name: str, password: str) -> list[Output]:
         account = self.store.authenticate(name, password)
         if account is None:
+            self._attempt(command, name, secret_sent=True)
             return [AUTH_FAILED]
-        return self._open_maildrop(account)
+        return self._logged_in(command, account)
+
+    def _logged_in(self, command: str, account: Account) -> list[Output]:
+        """The credentials were right; the login counts once the maildrop is open (not IN-USE)."""
+        replies = self._open_maildrop(account)
+        opened = self.state is State.TRANSACTION
+        self._attempt(command, account.name, secret_sent=True, account=account if opened else None)
+        return replies
 
     def _find_account(self, name: str) -> Account | None:
         account = self.store.accounts.get(name)
@@ -676,6 +782,20 @@ COMMANDS: dict[str, tuple[frozenset[State], Handler]] = {
     "NOOP": (TRANSACTION, Pop3Session._noop),
     "RSET": (TRANSACTION, Pop3Session._rset),
 }
+
+
+def _secret_at(keyword: str, line: bytes) -> int | None:
+    """Where the credential in a PASS, APOP or AUTH command line begins, split as the handlers
+    split it (it runs to the end of the line): PASS's whole argument (RFC 1939), APOP's digest,
+    AUTH's initial response (RFC 5034)."""
+    _, space, argument = line.partition(b" ")
+    if not space or keyword not in LOGIN_COMMANDS:
+        return None
+    start = len(line) - len(argument)
+    if keyword != "PASS":
+        first, space, _ = argument.partition(b" ")
+        start += len(first) + 1 if space else len(argument)
+    return start if start < len(line) else None
 
 
 def _one_sasl_line(capabilities: list[str]) -> list[str]:

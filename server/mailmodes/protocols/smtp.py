@@ -15,7 +15,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from mailmodes.config import Listener
 from mailmodes.protocols.guards import AuthFailures, ClientSlots
-from mailmodes.protocols.smtp_adapter import MailmodesSMTP
+from mailmodes.protocols.smtp_adapter import Accepted, MailmodesSMTP
 from mailmodes.record.journal import Journal
 from mailmodes.scenarios.misbehaviour import Misbehaviour
 from mailmodes.store import Account, Store
@@ -126,7 +126,7 @@ class Authenticator:
             except UnicodeDecodeError:
                 account = None
             if account is not None:
-                return AuthResult(success=True, auth_data=auth_data)
+                return AuthResult(success=True, auth_data=Accepted(auth_data.login, account.name))
         return AuthResult(success=False, handled=False)
 
 
@@ -208,3 +208,5 @@ class SmtpListener:
         for session in list(self.connections):
             if session.transport is not None:
                 cast(asyncio.Transport, session.transport).abort()
+            if session.reading_after_failure is not None:
+                session.reading_after_failure.cancel()

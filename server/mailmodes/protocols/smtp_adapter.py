@@ -4,6 +4,11 @@ aiosmtpd tracks "encrypted" by a flag only STARTTLS sets (its issues 274 and 281
 decisions are taken from our own `Security` (tls/policy.py), which reads the transport; aiosmtpd is only
 given arguments under which its own checks agree with ours. Nothing here changes aiosmtpd's
 module globals: another aiosmtpd server in the same process behaves as stock aiosmtpd.
+
+For the journal the adapter is the SMTP session (events.py notes): aiosmtpd's reader tells it
+each line aiosmtpd takes, and the adapter knows what aiosmtpd is reading at that moment, a
+command, a SASL response or a message, because it is the one that started DATA or sent the
+challenge; and it sees every AUTH decided.
 """
 
 from __future__ import annotations
@@ -11,10 +16,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import enum
 import functools
 import re
 import ssl
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Container, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, cast
 
 import aiosmtpd.smtp
@@ -22,19 +29,33 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword, Session, syn
 
 from mailmodes import __version__
 from mailmodes.config import Listener
-from mailmodes.protocols.events import Close, NoTls, Output, StartTls
-from mailmodes.protocols.guards import AuthFailures, ClientSlots, RateGuard
-from mailmodes.protocols.smtp_hotpaths import (
-    CRLF,
-    lines_within,
-    parse_simple_path,
-    scan_data,
-    unstuff,
+from mailmodes.protocols.events import (
+    SECRET,
+    UNPARSED,
+    Close,
+    Heard,
+    LoginAttempt,
+    MessageRead,
+    NoTls,
+    Output,
+    Pipelined,
+    Skipped,
+    StartTls,
 )
+from mailmodes.protocols.guards import AuthFailures, ClientSlots, RateGuard
+from mailmodes.protocols.smtp_hotpaths import CRLF, lines_within, parse_simple_path, scan_data, unstuff
 from mailmodes.record.journal import Journal
 from mailmodes.record.transcript import Recorder, recorder_for
 from mailmodes.scenarios.misbehaviour import Misbehaviour
-from mailmodes.tls.handshake import is_encrypted
+from mailmodes.tls.handshake import (
+    is_encrypted,
+    read_after_failure,
+    read_after_failure_for,
+    spare_socket,
+    tls_heard,
+    tls_record_size,
+    unread,
+)
 from mailmodes.tls.policy import ListenerTls, TlsMode
 
 # RFC 3207 section 4: what a STARTTLS-required server takes before TLS (aiosmtpd's set), and
@@ -69,6 +90,77 @@ _BAD_COMMAND_CODES = ("500", "501", "502", "503", "504")
 _AUTH_ANSWER_CODES = ("235", "535")  # RFC 4954: the end of an authentication exchange
 GO_AHEAD = "354 End data with <CR><LF>.<CR><LF>"  # aiosmtpd's wording, kept
 READY = "220 2.0.0 Ready to start TLS"
+DATA_END = len(b".\r\n")  # the line that ends a message after its last CRLF (RFC 5321 4.1.1.4)
+# What aiosmtpd reads in place of a line that names no command: it logs every command line as it
+# came (its sanitising knows only AUTH lines), and such a line may be a credential sent out of
+# turn. It answers both alike (not_recognized), so the client cannot tell.
+NOT_A_COMMAND = b"NOT-A-COMMAND\r\n"
+
+
+class Reading(enum.Enum):
+    """What the line aiosmtpd reads next is, as only the session knows it."""
+
+    COMMAND = "command"
+    NAME = "the name asked for in AUTH LOGIN"
+    SECRET = "a SASL response that carries the secret"
+    MESSAGE = "message content (DATA)"
+
+
+# After "AUTH": the mechanism, then (smtp_AUTH splits on any whitespace) the initial response.
+_INITIAL_RESPONSE = re.compile(rb"\s*\S+\s+(\S(?:.*\S)?)\s*$", re.DOTALL)
+
+
+def command_heard(line: bytes, known: Container[str]) -> Heard:
+    """A command line as aiosmtpd's _handle_client reads it: the verb is what comes before the
+    first space, upper-cased ASCII. A line that names no command is not shown (it may be anything,
+    a SASL response sent out of turn included); in AUTH, all after the mechanism is a credential."""
+    content = line.rstrip(b"\r\n")
+    verb_bytes, space, _ = content.partition(b" ")
+    verb = verb_bytes.upper().decode("ascii", "replace")
+    if verb not in known:
+        return Heard(line, "", ((0, len(content), UNPARSED),) if content else ())
+    response = _INITIAL_RESPONSE.match(content, len(verb_bytes) + 1) if verb == "AUTH" and space else None
+    return Heard(line, verb, ((response.start(1), response.end(1), SECRET),) if response else ())
+
+
+def response_heard(line: bytes) -> Heard:
+    """A line read as the answer to a 334 challenge: a credential, unless it cancels ("*")."""
+    content = line.rstrip(b"\r\n")
+    return Heard(line, None, ((0, len(content), SECRET),) if content.strip() not in (b"", b"*") else ())
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """What an accepted AUTH leaves in aiosmtpd's session.auth_data (smtp.Authenticator): the
+    login as the client gave it (aiosmtpd and the capture of outbound mail read `.login`) and
+    the account it logged in as; not the password."""
+
+    login: bytes
+    account: str
+
+
+@dataclass
+class _AuthAttempt:
+    """One AUTH command, while aiosmtpd runs it."""
+
+    command: str
+    secret_sent: bool
+    user: str | None = None
+    account: str | None = None
+
+    @classmethod
+    def of(cls, arg: str | None) -> _AuthAttempt | None:
+        """AUTH's argument split as smtp_AUTH splits it; None for a bare AUTH (it names nothing)."""
+        words = arg.split() if arg else []
+        if not words:
+            return None
+        mechanism = words[0].upper()
+        # AUTH LOGIN's initial response is the name; every other one carries the secret.
+        return cls(f"AUTH {mechanism}", len(words) > 1 and words[1] != "=" and mechanism != "LOGIN")
+
+    def note(self) -> LoginAttempt:
+        return LoginAttempt(self.command, self.account or self.user, self.secret_sent, accepted=self.account is not None)
+
 
 def aiosmtpd_tls_arguments(tls: ListenerTls, tls_context: ssl.SSLContext | None) -> dict[str, Any]:
     """The one place where a listener's TLS decision becomes aiosmtpd arguments.
@@ -114,6 +206,15 @@ class MailmodesSMTP(SMTP):
         self.hold_next_reply = 0.0  # response-injection, inside TLS: see push
         self.holding = False
         self.resuming_data = False  # aiosmtpd's DATA takes over after our 354 (smtp_DATA)
+        self.reading = Reading.COMMAND
+        self.received = 0  # bytes handed to aiosmtpd's reader: with its buffer, where it has read to
+        self.message_from = 0
+        self.overrun = 0  # an over-long line aiosmtpd is skipping, so far
+        self.auth: _AuthAttempt | None = None
+        self.reading_after_failure: asyncio.Task[None] | None = None  # after a failed STARTTLS handshake
+        self.unanswered = b""  # what it read so far of a line
+        self.ended = False
+        self.speaks_tls: bool | None = None  # the client began with TLS (None: no byte yet)
         self.misbehaviour = misbehaviour
         self.tls = tls
         self.security = tls.security(encrypted=False)
@@ -138,6 +239,50 @@ class MailmodesSMTP(SMTP):
     def _create_session(self) -> Session:
         return _Session(self.loop)
 
+    def _cb_client_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        super()._cb_client_connected(reader, writer)
+        _HeardReader.adopt(reader, self)
+
+    # ---- what the client sent, for the journal (events.py) ---------------------------------
+    def note(self, event: Heard | Skipped | LoginAttempt | MessageRead | Pipelined) -> None:
+        if self.recorder is not None:
+            self.recorder.note(event)
+
+    def heard_line(self, line: bytes) -> bytes:
+        """aiosmtpd took this line from its reader (_HeardReader); what it is to see instead."""
+        reading = self.reading
+        if reading is Reading.MESSAGE:
+            return line  # counted whole at its end (_message_read)
+        if self.overrun:
+            self.note(Skipped(self.overrun + len(line), "line too long"))
+            self.overrun = 0
+        elif reading is Reading.COMMAND:
+            heard = command_heard(line, self._smtp_methods.functions)  # type: ignore[attr-defined]
+            self.note(heard)
+            if heard.verb == "" and heard.spans:
+                return NOT_A_COMMAND
+        else:
+            heard = response_heard(line)
+            self.note(heard)
+            if reading is Reading.SECRET and heard.spans and self.auth is not None:
+                self.auth.secret_sent = True
+        return line
+
+    def line_overrun(self, consumed: int) -> None:
+        """aiosmtpd's reader found no line end within its limit; aiosmtpd skips to it."""
+        if self.reading is not Reading.MESSAGE:
+            self.overrun += consumed
+
+    def _consumed(self) -> int:
+        return self.received - len(self._reader._buffer)  # type: ignore[attr-defined]
+
+    def _message_read(self, *, complete: bool) -> None:
+        """DATA is over: the bytes aiosmtpd took since the 354, without the final "." line."""
+        if self.reading is Reading.MESSAGE:
+            self.reading = Reading.COMMAND
+            size = self._consumed() - self.message_from - (DATA_END if complete else 0)
+            self.note(MessageRead(max(size, 0), complete))
+
     def open_record(self, transport: asyncio.BaseTransport) -> None:
         if self.recorder is None:
             record = self.journal.open(self.listener, transport.get_extra_info("peername") or ())
@@ -157,9 +302,11 @@ class MailmodesSMTP(SMTP):
         self.security = self.tls.security(encrypted=is_encrypted(transport))
         if not first and self.security.encrypted:
             self.hold_next_reply = self.misbehaviour.desync_hold
+        pipelined = bytes(self._reader._buffer) if not first else b""  # type: ignore[attr-defined]
+        if pipelined:
+            self.note(Pipelined(len(pipelined), executed=self.keep_pipelined))
         if self.security.encrypted and not self.tls.pretend_encrypted and self.recorder is not None:
             self.recorder.tls_started(transport.get_extra_info("ssl_object"), via_starttls=not first)
-        pipelined = bytes(self._reader._buffer) if not first else b""  # type: ignore[attr-defined]
         super().connection_made(transport)  # after STARTTLS this discards the pipelined plaintext ...
         if pipelined and self.keep_pipelined:
             self._reader._buffer.extend(pipelined)  # type: ignore[attr-defined]  # ... unless vulnerable
@@ -182,21 +329,28 @@ class MailmodesSMTP(SMTP):
         self.journal.finish(self.recorder.record)
 
     def connection_lost(self, error: Exception | None) -> None:
-        if self not in self.connections:
-            return  # refused in connection_made: aiosmtpd never set up its session
-        self.connections.discard(self)
-        self.clients.give_back(self.peer_host)
-        if self._rate_timer is not None:
-            self._rate_timer.cancel()
-        if self.recorder is not None:
-            self.journal.finish(self.recorder.record)
+        if self not in self.connections or self.ended:
+            return  # refused in connection_made (aiosmtpd never set up its session), or said already
+        self.ended = True
         super().connection_lost(error)
         closed = self._closed  # type: ignore[attr-defined]
         if closed.done() and not closed.cancelled():
             # The error (a failed STARTTLS: TLSSetupException) is ours to drop: nothing awaits
             # this future, and asyncio would report it as never retrieved when collected.
             closed.exception()
+        reading = self.reading_after_failure
+        if reading is not None and not reading.done():
+            reading.add_done_callback(lambda task: self._forget())  # the record is not over yet
+        else:
+            self._forget()
 
+    def _forget(self) -> None:
+        self.connections.discard(self)
+        self.clients.give_back(self.peer_host)
+        if self._rate_timer is not None:
+            self._rate_timer.cancel()
+        if self.recorder is not None:
+            self.journal.finish(self.recorder.record)
     def eof_received(self) -> bool | None:
         if self.session is None:
             return False  # the implicit-TLS handshake's connection ended before aiosmtpd took it
@@ -209,6 +363,15 @@ class MailmodesSMTP(SMTP):
                 # injected lines for that answer (issue 14: a desync the server can prove).
                 self.recorder.record.answered_early = data.split(b" ", 1)[0].strip().decode("ascii", "replace").upper()
             self.recorder.client(data)
+        first = self.speaks_tls is None
+        if first:
+            self.speaks_tls = not self.security.encrypted and tls_record_size(data) is not None
+        if self.speaks_tls:
+            # A client set for implicit TLS on a plaintext-first port: no command, so aiosmtpd
+            # never sees it (and answers no garbage); it fails on our greeting and goes.
+            self.note(tls_heard(data, first=first))
+            return
+        self.received += len(data)
         if not self.silent:  # a scenario that swallows the ClientHello waits on purpose
             self.rate.received(self.loop.time(), len(data))
             if self._rate_timer is None:
@@ -241,8 +404,9 @@ class MailmodesSMTP(SMTP):
 
     async def not_recognized(self, command: str, arg: str) -> None:
         """aiosmtpd's answer to an unknown command, without its fixed budget of five (which
-        closes the connection): our own configurable budget counts instead (push)."""
-        await self.push(f'500 Error: command "{_printable(command)}" not recognized')
+        closes the connection): our own configurable budget counts instead (push). The line is
+        not echoed: it may be a credential sent out of turn (the journal records this reply)."""
+        await self.push("500 5.5.1 Error: command not recognized")
 
     async def ignore(self, arg: str) -> None:
         """What a command still buffered when the connection is closing does: nothing (a write
@@ -268,7 +432,16 @@ class MailmodesSMTP(SMTP):
     async def challenge_auth(self, challenge: str | bytes, encode_to_b64: bool = True,
                              log_client_response: bool = False) -> Any:
         """aiosmtpd's, except that a client cancelling with "*" (RFC 4954 section 4) is a reply
-        and no WARNING: what a client sends is not the server's problem to log."""
+        and no WARNING: what a client sends is not the server's problem to log. The line read is
+        the journal's to mask: AUTH LOGIN asks for the name first; the answer to any other
+        challenge is the secret."""
+        self.reading = Reading.NAME if challenge == self.AuthLoginUsernameChallenge else Reading.SECRET
+        try:
+            return await self._challenge(challenge, encode_to_b64)
+        finally:
+            self.reading = Reading.COMMAND
+
+    async def _challenge(self, challenge: str | bytes, encode_to_b64: bool) -> Any:
         if isinstance(challenge, str):
             challenge = challenge.encode()
         await self.push(b"334 " + (base64.b64encode(challenge) if encode_to_b64 else challenge))
@@ -305,8 +478,37 @@ class MailmodesSMTP(SMTP):
             return AuthResult(success=False, handled=False)  # 535, the same answer as a wrong password
         return self._authenticate("PLAIN", LoginPassword(login, password))
 
+    @syntax("AUTH <mechanism>")
+    async def smtp_AUTH(self, arg: str) -> None:
+        """aiosmtpd's AUTH, watched: each one with a mechanism is one login attempt for the
+        journal, decided (in _authenticate) or not."""
+        self.auth = _AuthAttempt.of(arg)
+        try:
+            await super().smtp_AUTH(arg)
+        finally:
+            attempt, self.auth = self.auth, None
+            if attempt is not None:
+                self.note(attempt.note())
+
+    def _authenticate(self, mechanism: str, auth_data: Any) -> AuthResult:
+        result = super()._authenticate(mechanism, auth_data)
+        if self.auth is not None:
+            login = getattr(auth_data, "login", None)
+            self.auth.user = login.decode("utf-8", "replace") if isinstance(login, bytes) else None
+            if result.success and isinstance(result.auth_data, Accepted):
+                self.auth.account = result.auth_data.account
+        return result
+
     @syntax("DATA")  # HELP lists a command, and explains it, only with its syntax line
     async def smtp_DATA(self, arg: str) -> None:
+        try:
+            await self._data(arg)
+        except BaseException:
+            self._message_read(complete=False)
+            raise
+        self._message_read(complete=True)
+
+    async def _data(self, arg: str) -> None:
         """aiosmtpd's DATA, but taking every complete line already received at once instead of one
         readuntil() per line. A message with a line or a size over its limit is handed back to
         aiosmtpd's own reading (the lines taken so far put back first), which decides the reply."""
@@ -366,15 +568,43 @@ class MailmodesSMTP(SMTP):
             return
         plan = self.misbehaviour.starttls(self.hostname)
         if plan is None or arg:
-            await super().smtp_STARTTLS(arg)
+            await self._start_tls(arg)
             return
         handshake = next((action for action in plan.actions if isinstance(action, StartTls)), None)
         if handshake is not None:
             self.injected = plan.injected
             self.keep_pipelined = handshake.keep_pipelined
-            await super().smtp_STARTTLS(arg)
+            await self._start_tls(arg)
         else:
             await self._carry_out(plan.reply or READY, plan.actions)
+
+    async def _start_tls(self, arg: str) -> None:
+        """aiosmtpd's STARTTLS. Should the handshake fail, what the client sends next in the clear
+        is read, never answered, for the journal (aiosmtpd closes its side at once)."""
+        spare = spare_socket(self.transport) if self.transport is not None and not arg else None
+        try:
+            await super().smtp_STARTTLS(arg)
+        except aiosmtpd.smtp.TLSSetupException:
+            if spare is not None:
+                seconds, limit = read_after_failure_for(self.listener.limits)
+                self.reading_after_failure = asyncio.get_running_loop().create_task(read_after_failure(
+                    spare, self._overheard, seconds=seconds, limit=limit, unread=unread(self._tls_protocol)))
+                spare = None
+            raise
+        finally:
+            if spare is not None:
+                spare.close()
+
+    def _overheard(self, data: bytes) -> None:
+        """Plaintext after the failed handshake, judged as command lines are (aiosmtpd is gone)."""
+        *lines, self.unanswered = (self.unanswered + data).split(b"\n")
+        for line in lines:
+            heard = command_heard(line + b"\n", self._smtp_methods.functions)  # type: ignore[attr-defined]
+            self.note(heard)
+            if heard.verb == "AUTH":
+                attempt = _AuthAttempt.of(line.rstrip(b"\r").partition(b" ")[2].decode("ascii", "replace"))
+                if attempt is not None:
+                    self.note(attempt.note())
 
     async def _carry_out(self, line: str | None, actions: Iterable[Output]) -> None:
         """A scenario's step: its line, then its actions (events.py), as connection.py does them."""
@@ -392,20 +622,30 @@ class MailmodesSMTP(SMTP):
         plan's plaintext and the connection closes, or nothing, ever (no goodbye either)."""
         self.silent = plan.answer is None
         client_hello = await self._reader.read(65536)
+        if client_hello:
+            self.note(tls_heard(client_hello, first=True))
         if plan.answer is not None and client_hello and self.transport is not None:
             # The plan's bytes exactly, as connection.py writes them (push would add a CRLF).
             if self.recorder is not None:
                 self.recorder.server(plan.answer)
             cast(asyncio.Transport, self.transport).write(plan.answer)
             self.transport.close()
-        while self.silent and await self._reader.read(65536):
-            pass  # swallow everything until the client (or the idle timeout) gives up
+        while self.silent:  # swallow everything until the client (or the idle timeout) gives up
+            more = await self._reader.read(65536)
+            if not more:
+                break
+            self.note(tls_heard(more, first=False))
 
     async def push(self, status: str | bytes) -> None:
-        if self.resuming_data and status == GO_AHEAD:
+        if status == GO_AHEAD and self.resuming_data:
             self.resuming_data = False
             return  # aiosmtpd's DATA repeating the 354 smtp_DATA already sent
         self.rate.answered()  # before any pause of ours: the client is waiting for us now
+        if self.reading is Reading.MESSAGE:
+            self._message_read(complete=True)  # a reply in DATA comes only once the "." is read
+        if status == GO_AHEAD:
+            # The message begins after this line: what aiosmtpd reads now is content, not commands.
+            self.reading, self.message_from = Reading.MESSAGE, self._consumed()
         if self.misbehaviour.delay:
             await asyncio.sleep(self.misbehaviour.delay)
         if self.hold_next_reply:
@@ -537,10 +777,25 @@ class _Commands(Mapping[str, Callable[[str], Awaitable[None]]]):
 _BARE_CR = re.compile(r"\r(?!\n)")
 
 
-def _printable(text: str, limit: int = 64) -> str:
-    """Client text fit to echo in a reply line: printable ASCII, and not too much of it."""
-    shown = "".join(char if " " <= char <= "~" else "?" for char in text[:limit])
-    return shown + ("..." if len(text) > limit else "")
+class _HeardReader(asyncio.StreamReader):
+    """aiosmtpd's own reader, which tells its session each line aiosmtpd takes: by line it reads
+    only command lines, SASL responses and (ours in bulk) message content."""
+
+    owner: MailmodesSMTP
+
+    @classmethod
+    def adopt(cls, reader: asyncio.StreamReader, owner: MailmodesSMTP) -> None:
+        # The same object, so aiosmtpd and the protocol keep feeding and reading it as before.
+        reader.__class__ = cls
+        cast(_HeardReader, reader).owner = owner
+
+    async def readuntil(self, separator: Any = b"\n") -> bytes:  # typeshed's type for it is private
+        try:
+            line = await super().readuntil(separator)
+        except asyncio.LimitOverrunError as error:
+            self.owner.line_overrun(error.consumed)
+            raise
+        return self.owner.heard_line(line)
 
 
 class _Session(Session):

@@ -63,10 +63,13 @@ class SessionRecord:
     starttls_attempted: bool = False
     tls_alert: str | None = None
     tls_failure: str | None = None
-    user: str | None = None
+    tls_handshake: str | None = None  # how far a handshake got (tls/handshake.py stages); None: none began
+    user: str | None = None  # the account a login was accepted as (failed attempts: logins)
     # Facts noted while the session runs; verdicts are derived from them at the end.
     bad_certificate: bool = False
     credentials: list[tuple[bool, bool, str]] = field(default_factory=list)  # (encrypted, secret sent, command)
+    # Every decided login attempt (the first MAX_LOGINS_KEPT): (command, user tried, encrypted, accepted).
+    logins: list[tuple[str, str | None, bool, bool]] = field(default_factory=list)
     mail_commands_in_clear: list[str] = field(default_factory=list)
     commands_before_tls: int = 0
     commands_after_tls: int = 0
@@ -79,7 +82,6 @@ class SessionRecord:
     closed_before_handshake: bool = False  # the client hung up on a handshake it never began
     # How far a handshake got: "client-hello" (seen), "server-flight" (sent), "alert", "finished";
     # None when unknown. To be filled in by the transcript's handshake facts (not wired yet).
-    handshake_progress: str | None = None
     idle_timeout: bool = False  # the server closed the connection because the client went quiet
     answered_early: str | None = None  # the command a client sent before its first reply inside TLS was written
     # The client scope the session belongs to ("server": every session of a one-client server);
@@ -121,9 +123,12 @@ class SessionRecord:
             "starttls": self.starttls,
             "starttls_attempted": self.starttls_attempted,
             "tls_alert": self.tls_alert,
+            "tls_handshake": self.tls_handshake,
             "user": self.user,
             "probe": self.probe,
             "scope": self.scope,
+            "logins": [{"command": command, "user": user, "tls": tls, "accepted": accepted}
+                       for command, user, tls, accepted in self.logins],
             "verdicts": [verdict.code for verdict in self.verdicts],
             "verdict_details": [asdict(verdict) for verdict in self.verdicts],
             "transcript": [{"at": round(at, 3), "sender": sender, "tls": tls, "text": text}

@@ -1,31 +1,39 @@
-"""From the bytes on the wire to a masked transcript and the facts the verdicts need.
+"""From what the protocol sessions say they read to a masked transcript and the facts the verdicts need.
 
-No I/O: the I/O layers (connection.py for IMAP and POP3, smtp.py for SMTP) hand every chunk they read
-or write to a `Recorder`. A small per-protocol dialect knows which lines carry secrets (AUTH
-payloads, PASS, LOGIN passwords: never stored), which commands touch mail, and where message
-content runs (summarised as a byte count, not kept).
+No I/O, and no parser of the client's input: the sessions (imap/session.py, pop3.py, and the SMTP
+adapter for aiosmtpd) are the only ones that know which client bytes are a command, a literal, a
+credential or a message, and they say so with notes (protocols/events.py: Heard, LoginAttempt,
+MessageRead ...) that the I/O layers hand to a `Recorder`. It shows each piece as it was told:
+credentials as ****, literals and messages as their size, and what a session could not make out
+only as its size. The server's output is cut into lines here (it holds no secret; IMAP literals
+and POP3 message bodies are summarised).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 import time
 from collections.abc import Callable
 from typing import Any
 
-from mailmodes.record.journal import Journal, SessionRecord
-from mailmodes.scenarios.misbehaviour import (
-    CANARY_EXISTS,
-    CANARY_INJECTED,
-    CANARY_MAILBOX,
-    CANARY_PRETLS,
+from mailmodes.protocols.events import (
+    LITERAL,
+    Heard,
+    LoginAttempt,
+    MessageRead,
+    Note,
+    Pipelined,
+    Skipped,
+    SpanKind,
 )
+from mailmodes.record.journal import Journal, SessionRecord
+from mailmodes.scenarios.misbehaviour import CANARY_EXISTS, CANARY_INJECTED, CANARY_MAILBOX, CANARY_PRETLS
+from mailmodes.tls.handshake import CLIENT_HELLO_SEEN, FINISHED, SERVER_FLIGHT_SENT
 
 MASK = "****"
 CANARY_PREFIX = "X-MAILMODES-"
 MAX_LINE_SHOWN = 500
+MAX_LOGINS_KEPT = 32  # a client trying passwords in a loop must not grow its record without bound
 _LITERAL = re.compile(rb"\{(\d+)\+?\}\r?\n?$")
 
 # What a client did that touches mail, per protocol (KNOWN-BAD.md: mail-in-clear).
@@ -37,6 +45,17 @@ MAIL_COMMANDS = {
 STARTTLS_COMMAND = {"smtp": "STARTTLS", "imap": "STARTTLS", "pop3": "STLS"}
 NON_TLS_REASONS = {"WRONG_VERSION_NUMBER", "HTTP_REQUEST", "HTTPS_PROXY_REQUEST", "UNKNOWN_PROTOCOL",
                    "PACKET_LENGTH_TOO_LONG", "RECORD_LAYER_FAILURE"}
+# How each kind of span shows in place of its bytes (LITERAL also ends the line before it).
+SHOWN: dict[SpanKind, str] = {
+    "literal": "[literal: {} bytes]",
+    "secret": MASK,
+    "unparsed": "[not understood: {} bytes]",
+    "client-hello": "[TLS ClientHello, {} bytes]",
+    "tls": "[TLS: {} bytes]",
+}
+UNKNOWN_VERB = "(unknown)"
+# A handshake that ended short, by how far it got.
+PROGRESS = {CLIENT_HELLO_SEEN: "after its ClientHello", SERVER_FLIGHT_SENT: "after the server's certificate"}
 
 
 def _text(line: bytes) -> str:
@@ -44,21 +63,54 @@ def _text(line: bytes) -> str:
     return shown if len(shown) <= MAX_LINE_SHOWN else shown[:MAX_LINE_SHOWN] + f"... [{len(shown)} chars]"
 
 
-def _plain_user(payload: str) -> str | None:
-    """The authentication identity in a SASL PLAIN initial response (RFC 4616), if decodable."""
-    try:
-        parts = base64.b64decode(payload, validate=True).split(b"\0")
-    except (binascii.Error, ValueError):
-        return None
-    return parts[1].decode("utf-8", "replace") if len(parts) == 3 else None
+def rendered(heard: Heard) -> list[str]:
+    """The transcript lines of one piece the session read: its text cut at line ends, each span
+    in place as SHOWN says. An empty line right after a literal is the end of the command line
+    that closed with it, not a line of its own."""
+    lines: list[str] = []
+    current: list[str] = []
+    after_literal = False
+
+    def text(chunk: bytes) -> None:
+        nonlocal after_literal
+        *complete, rest = chunk.split(b"\n")
+        for part in complete:
+            shown = "".join(current) + _text(part)
+            if shown or not after_literal:
+                lines.append(shown)
+            current.clear()
+            after_literal = False
+        if rest:
+            current.append(_text(rest))
+            after_literal = False
+
+    position = heard.start
+    for begin, end, kind in heard.spans:
+        if end <= position:
+            continue
+        text(heard.data[position:max(begin, position)])
+        if kind == LITERAL:
+            if current:
+                lines.append("".join(current))
+                current.clear()
+            lines.append(SHOWN[kind].format(end - begin))
+            after_literal = True
+        else:
+            current.append(SHOWN[kind].format(end - max(begin, position)))
+            after_literal = False
+        position = end
+    text(heard.data[position:])
+    if current:
+        lines.append("".join(current))
+    return lines
 
 
 class _Stream:
-    """One direction's bytes cut into lines, IMAP literals and dot-terminated message bodies
-    (SMTP DATA, POP3 RETR/TOP) in a single pass by offset: cost stays linear in the bytes."""
+    """The server's bytes cut into lines, IMAP literals and dot-terminated message bodies (POP3
+    RETR/TOP) in a single pass by offset: cost stays linear in the bytes."""
 
-    # RFC 5321 4.1.1.4: the end of the data is CRLF "." CRLF (a bare LF before the dot does not end
-    # it: aiosmtpd reads on, and so must the transcript). The data starts at a line start.
+    # RFC 1939 3: a multi-line response ends with CRLF "." CRLF (a bare LF before the dot does not
+    # end it). The body starts at a line start.
     TERMINATOR = b"\r\n.\r\n"
     LINE_START = b"\r\n"
     __slots__ = ("buffer", "literal", "literal_size", "in_message", "message_bytes", "tail")
@@ -130,13 +182,12 @@ class _Stream:
 
 
 class Recorder:
-    """Feeds one SessionRecord. Call `client`/`server` with raw bytes, `tls_started` after a
-    handshake, `tls_failed` when one failed."""
+    """Feeds one SessionRecord. The I/O layers call `client` with every chunk read (before the
+    session sees it), `note` with what the session made of it, `server` / `server_reply` with
+    what was sent, `tls_started` after a handshake and `tls_failed` when one failed."""
 
-    __slots__ = ("record", "max_lines", "protocol", "_lines", "_encrypted", "_client", "_command",
-                 "_after_literal", "_server", "_secret_next", "_secret_command", "_last_command",
-                 "_literal_command", "_starttls_tag", "_pending_pipelined", "_starttls_accepted",
-                 "_saw_client_bytes")
+    __slots__ = ("record", "max_lines", "protocol", "_lines", "_encrypted", "_server", "_last_verb",
+                 "_pipelined", "_pipelined_executed", "_saw_client_bytes")
 
     def __init__(self, record: SessionRecord, max_lines: int) -> None:
         self.record = record
@@ -144,17 +195,10 @@ class Recorder:
         self.protocol = record.protocol
         self._lines = record.lines
         self._encrypted = False
-        self._client = _Stream()
-        self._command: Callable[[str], str] = getattr(self, f"_{record.protocol}_command")
-        self._after_literal = False
         self._server = _Stream()
-        self._secret_next = False  # the next client line answers an AUTH challenge
-        self._secret_command = ""
-        self._last_command = ""
-        self._literal_command = ""
-        self._starttls_tag: str | None = None  # set while a STARTTLS awaits its reply
-        self._pending_pipelined = b""
-        self._starttls_accepted = False
+        self._last_verb = ""
+        self._pipelined = 0  # plaintext behind a STARTTLS, until we know whether TLS starts
+        self._pipelined_executed = False
         self._saw_client_bytes = False
 
     # ---- transcript -------------------------------------------------------------------------
@@ -174,22 +218,18 @@ class Recorder:
             cipher = ssl_object.cipher()
             record.cipher = cipher[0] if cipher else None
             self._note_sni(ssl_object)
+            record.tls_handshake = FINISHED
         if via_starttls:
             record.starttls = True
         self._encrypted = record.tls_version is not None
         self._add("server", f"[TLS established: {record.tls_version} {record.cipher}"
                             + (f", SNI {record.sni}" if record.sni else "") + "]")
-        pending, self._pending_pipelined = self._pending_pipelined, b""
-        self._starttls_tag = None
-        self._client.buffer = b""
+        pending, executed, self._pipelined = self._pipelined, self._pipelined_executed, 0
         if via_starttls and pending:
-            record.pipelined_bytes += len(pending)
-            executed = record.scenario == "command-injection-vulnerable"
-            self._add("client", f"[{len(pending)} plaintext bytes pipelined after {STARTTLS_COMMAND[self.protocol]}: "
+            record.pipelined_bytes += pending
+            self._add("client", f"[{pending} plaintext bytes pipelined after {STARTTLS_COMMAND[self.protocol]}: "
                                 + ("EXECUTED inside TLS by this vulnerable server]" if executed
                                    else "discarded, never executed]"))
-            if executed:
-                self.client(pending)
 
     def _note_sni(self, ssl_object: Any) -> None:
         """What the SNI callback (contexts.py) noted on the SSL object: the name, and the scenario
@@ -205,8 +245,12 @@ class Recorder:
         """A handshake did not complete: note the client's alert, or what it sent instead, and the
         SNI name it asked for (`ssl_object`: see tls.HandshakeWatch)."""
         record = self.record
+        self._pipelined = 0
         if ssl_object is not None:
             self._note_sni(ssl_object)
+        # How far it got, from the TLS messages themselves (tls/handshake.py): a client that sent
+        # its ClientHello and hung up on our certificate is no port probe.
+        progress = record.tls_handshake = getattr(ssl_object, "mailmodes_handshake", None)
         reason = getattr(error, "reason", None) or ""
         if isinstance(reason, str) and ("ALERT" in reason):
             record.tls_alert = reason.split("ALERT_", 1)[-1].lower()
@@ -214,11 +258,13 @@ class Recorder:
             record.tls_failure = "the client sent something that is not TLS"
             record.first_client_bytes = record.first_client_bytes or b"?"
         elif isinstance(error, (TimeoutError, ConnectionAbortedError)):  # asyncio's handshake timeout
-            record.tls_failure = "no TLS handshake: the client sent no ClientHello before the timeout"
+            record.tls_failure = (f"the handshake timed out {PROGRESS[progress]}" if progress in PROGRESS
+                                  else "no TLS handshake: the client sent no ClientHello before the timeout")
         elif error is None or isinstance(error, (ConnectionError, EOFError)) or \
                 reason in ("UNEXPECTED_EOF_WHILE_READING", ""):
-            record.tls_failure = "no TLS handshake: the client closed the connection first"
-            record.closed_before_handshake = not record.first_client_bytes
+            record.tls_failure = (f"the client closed the connection {PROGRESS[progress]}, without an alert"
+                                  if progress in PROGRESS else "no TLS handshake: the client closed the connection first")
+            record.closed_before_handshake = progress is None and not record.first_client_bytes
         else:
             record.tls_failure = reason or type(error).__name__
         detail = record.tls_alert and f"alert {record.tls_alert}" or record.tls_failure
@@ -226,62 +272,61 @@ class Recorder:
 
     # ---- client side ------------------------------------------------------------------------
     def client(self, data: bytes) -> None:
+        """Raw bytes as read, before the session sees them: only how the client began is kept
+        (the verdicts about the port's TLS); what they mean comes in notes."""
         if not self._saw_client_bytes and data:
             self._saw_client_bytes = True
             if not self._encrypted:
                 self.record.first_client_bytes = data[:32]
-        if self._starttls_tag is not None and not self._encrypted:
-            # Bytes behind a STARTTLS, before its reply: kept aside until we know whether TLS starts.
-            self._pending_pipelined += data
+
+    def note(self, event: Note) -> None:
+        """What the session made of the client's bytes (protocols/events.py)."""
+        if isinstance(event, Heard):
+            self._heard(event)
+        elif isinstance(event, LoginAttempt):
+            self._login(event)
+        elif isinstance(event, MessageRead):
+            self._add("client", f"[message: {event.size} bytes]" if event.complete
+                      else f"[message: {event.size} bytes, unfinished: the connection ended]")
+            if event.complete:
+                self._add("client", ".")
+        elif isinstance(event, Pipelined):
+            self._pipelined += event.size
+            self._pipelined_executed = event.executed
+        elif isinstance(event, Skipped):
+            self._add("client", f"[{event.size} bytes not read: {event.why}]")
+
+    def _heard(self, heard: Heard) -> None:
+        lines = rendered(heard)
+        for text in lines:
+            self._add("client", text)
+            if CANARY_PREFIX in text:
+                self._canaries(text)
+        verb = heard.verb
+        if verb is None:
             return
-        rest = self._client.feed(data, self._client_line, self._client_literal_done, self._client_message_done)
-        if rest:
-            self._pending_pipelined = rest
-        if len(self._client.buffer) > 65536:  # no endless buffering of a line-less flood
-            self._add("client", f"[{len(self._client.buffer)} bytes without a line end]")
-            self._client.buffer = b""
+        self._count(verb or UNKNOWN_VERB)
+        if verb == STARTTLS_COMMAND[self.protocol] and not self._encrypted:
+            self.record.starttls_attempted = True
+        elif self.protocol == "imap" and lines:
+            self._injected_state(verb, lines[0])
 
-    def _client_message_done(self, size: int) -> None:
-        self._add("client", f"[message: {size} bytes]")
-        self._add("client", ".")
+    def _canaries(self, text: str) -> None:
+        for canary in (CANARY_INJECTED, CANARY_PRETLS):
+            if canary in text and (canary, self._encrypted) not in self.record.canaries:
+                self.record.canaries.append((canary, self._encrypted))
 
-    def _client_literal_done(self, size: int) -> None:
-        self._after_literal = True
-        if self._literal_command in ("LOGIN", "AUTHENTICATE"):
-            self._credential(self._literal_command, secret=True)
-            self._add("client", f"[literal: {MASK}]")
-        else:
-            self._add("client", f"[literal: {size} bytes]")
-
-    def _client_line(self, line: bytes) -> bool:
-        """Record one client line; True when the rest of the read is held back (STARTTLS)."""
-        text = _text(line)
-        if not text and self._after_literal:
-            self._after_literal = False
-            return False  # the end of a command line that closed with a literal
-        self._after_literal = False
-        if self._secret_next:
-            self._secret_next = False
-            if text.strip() == "*":
-                self._add("client", "*")
-                return False
-            self._credential(self._secret_command, secret=True)
-            self._add("client", MASK)
-            return False
-        if CANARY_PREFIX in text:
-            for canary in (CANARY_INJECTED, CANARY_PRETLS):
-                if canary in text and (canary, self._encrypted) not in self.record.canaries:
-                    self.record.canaries.append((canary, self._encrypted))
-        shown = self._command(text)
-        literal = _LITERAL.search(line) if self.protocol == "imap" else None
-        if literal:
-            self._client.expect_literal(int(literal.group(1)))
-            self._literal_command = self._last_command
-        self._add("client", shown)
-        return self._starttls_tag is not None
+    def _injected_state(self, verb: str, text: str) -> None:
+        """pretls-state-injection: the client selected the canary mailbox or fetched the canary
+        message number (the command's shown text, as the session parsed it)."""
+        words = text.split(" ")
+        if CANARY_MAILBOX in text or (verb in ("FETCH", "STORE", "COPY", "MOVE") and len(words) > 2
+                                      and str(CANARY_EXISTS) in words[2]):
+            if len(self.record.used_injected_state) < 8:
+                self.record.used_injected_state.append(f"{verb} {' '.join(words[2:])[:60]}")
 
     def _count(self, command: str) -> None:
-        self._last_command = command
+        self._last_verb = command
         record = self.record
         if self._encrypted:
             if not record.commands_after_tls:
@@ -295,86 +340,17 @@ class Recorder:
             if command in MAIL_COMMANDS[self.protocol] and command not in in_clear:
                 in_clear.append(command)  # each verb once: a long session must not grow this
 
-    def _starttls_requested(self, tag: str) -> None:
-        if not self._encrypted:
-            self._starttls_tag = tag
-            self._starttls_accepted = False
-            self.record.starttls_attempted = True
-
-    def _credential(self, command: str, *, secret: bool) -> None:
-        fact = (self._encrypted, secret, command)
-        if fact not in self.record.credentials:  # each kind once: repeated logins must not grow this
-            self.record.credentials.append(fact)
-
-    def _sasl(self, verb: str, words: list[str], shown_prefix: str) -> str:
-        """AUTH / AUTHENTICATE <mechanism> [initial-response]."""
-        mechanism = words[0].upper() if words else ""
-        self._secret_command = f"{verb} {mechanism}".strip()
-        if len(words) > 1:
-            if mechanism == "PLAIN" and words[1] != "=":
-                self.record.user = _plain_user(words[1]) or self.record.user
-            self._credential(self._secret_command, secret=words[1] not in ("=", ""))
-            return f"{shown_prefix}{verb} {words[0]} {MASK}"
-        self._credential(self._secret_command, secret=False)
-        return f"{shown_prefix}{verb} {' '.join(words)}".rstrip()
-
-    def _smtp_command(self, text: str) -> str:
-        verb, _, rest = text.partition(" ")
-        verb = verb.upper()
-        self._count(verb)
-        if verb == "AUTH":
-            return self._sasl("AUTH", rest.split(), "")
-        if verb == "STARTTLS":
-            self._starttls_requested("")
-        return text
-
-    def _imap_command(self, text: str) -> str:
-        words = text.split(" ")
-        if len(words) < 2:
-            self._count(text.upper())
-            return text
-        tag, verb, args = words[0], words[1].upper(), words[2:]
-        if verb == "UID" and args:
-            verb = f"UID {args[0].upper()}"
-        self._count(verb)
-        if verb == "LOGIN":
-            if args:
-                self.record.user = args[0].strip('"')
-            if len(args) >= 2 and not _LITERAL.search(args[-1].encode()):
-                self._credential("LOGIN", secret=True)
-                return f"{tag} LOGIN {args[0]} {MASK}"
-            self._credential("LOGIN", secret=False)
-            return text
-        if verb == "AUTHENTICATE":
-            return self._sasl("AUTHENTICATE", args, f"{tag} ")
-        if verb == "STARTTLS":
-            self._starttls_requested(tag)
-        elif CANARY_MAILBOX in text or (verb in ("FETCH", "STORE", "COPY", "MOVE") and args
-                                        and str(CANARY_EXISTS) in args[0]):
-            if len(self.record.used_injected_state) < 8:
-                self.record.used_injected_state.append(f"{verb} {' '.join(args)[:60]}")
-        return text
-
-    def _pop3_command(self, text: str) -> str:
-        verb, _, rest = text.partition(" ")
-        verb = verb.upper()
-        self._count(verb)
-        if verb == "USER":
-            self.record.user = rest.strip() or self.record.user
-            self._credential("USER", secret=False)
-        elif verb == "PASS":
-            self._credential("PASS", secret=True)
-            return f"PASS {MASK}"
-        elif verb == "APOP":
-            name = rest.split(" ")[0]
-            self.record.user = name or self.record.user
-            self._credential("APOP", secret=True)
-            return f"APOP {name} {MASK}"
-        elif verb == "AUTH":
-            return self._sasl("AUTH", rest.split(), "")
-        elif verb == "STLS":
-            self._starttls_requested("")
-        return text
+    def _login(self, attempt: LoginAttempt) -> None:
+        record = self.record
+        fact = (self._encrypted, attempt.secret_sent, attempt.command)
+        if fact not in record.credentials:  # each kind once: repeated logins must not grow this
+            record.credentials.append(fact)
+        if attempt.accepted is None:
+            return
+        if attempt.accepted:
+            record.user = attempt.user
+        if len(record.logins) < MAX_LOGINS_KEPT:
+            record.logins.append((attempt.command, attempt.user, self._encrypted, attempt.accepted))
 
     # ---- server side ------------------------------------------------------------------------
     def server(self, data: bytes) -> None:
@@ -398,39 +374,8 @@ class Recorder:
     def server_reply(self, text: str) -> None:
         """One reply line, already text (SMTP's push hands them over one by one)."""
         self._add("server", text)
-        if self._starttls_tag is not None:
-            self._starttls_reply(text)
-        if self.protocol == "smtp":
-            if text.startswith("334 "):
-                self._secret_next = True
-            elif text.startswith("354"):
-                self._client.expect_message()
-        elif self.protocol == "imap":
-            if text.startswith("+") and self._last_command == "AUTHENTICATE":
-                self._secret_next = True
-        elif text.startswith("+ ") and self._last_command == "AUTH" or text == "+":
-            self._secret_next = True
-        elif text.startswith("+OK") and self._last_command in ("RETR", "TOP"):
+        if self.protocol == "pop3" and text.startswith("+OK") and self._last_verb in ("RETR", "TOP"):
             self._server.expect_message()
-
-    def _starttls_reply(self, text: str) -> None:
-        """The reply to STARTTLS: on success the handshake follows; otherwise bytes held back
-        behind the STARTTLS were ordinary pipelining and are replayed into the transcript."""
-        if self._starttls_accepted:
-            return  # lines after the success line (injected ones, in some scenarios) change nothing
-        tag = self._starttls_tag or ""
-        if self.protocol == "imap" and not text.startswith((f"{tag} ", "+")):
-            return  # an untagged response before the tagged one (a "+" is an answer, if a wrong one)
-        succeeded = (text.startswith("220") if self.protocol == "smtp"
-                     else text.startswith("+OK") if self.protocol == "pop3"
-                     else text.split(" ")[1:2] == ["OK"])
-        if succeeded:
-            self._starttls_accepted = True
-            return  # tls_started() or tls_failed() follows
-        pending, self._pending_pipelined, self._starttls_tag = self._pending_pipelined, b"", None
-        if pending:
-            self.client(pending)
-
 
 
 class _NullRecorder(Recorder):
@@ -439,6 +384,9 @@ class _NullRecorder(Recorder):
     __slots__ = ()
 
     def client(self, data: bytes) -> None:
+        pass
+
+    def note(self, event: Note) -> None:
         pass
 
     def server(self, data: bytes) -> None:

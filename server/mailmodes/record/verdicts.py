@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from mailmodes.scenarios.misbehaviour import CANARY_INJECTED, CANARY_PRETLS
+from mailmodes.tls.handshake import CLIENT_HELLO_SEEN, SERVER_FLIGHT_SENT
 from mailmodes.tls.policy import TlsMode
 
 if TYPE_CHECKING:
@@ -48,9 +49,9 @@ GOES_ON_SCENARIOS = frozenset({"pretls-state-injection", "pretls-alert"})
 # A client silent this long after a step has no timeout of its own, or one no user would wait
 # out; a shorter silence ended by a short server timeout says nothing about the client.
 STALL_SECONDS = 15.0
-# handshake_progress values (filled in by the transcript's handshake facts): how far a failed
-# handshake got. After "server-flight" the client had the certificate in hand.
-CLIENT_HELLO, SERVER_FLIGHT, ALERT, FINISHED = "client-hello", "server-flight", "alert", "finished"
+# record.tls_handshake (the transcript reads it from the handshake's messages): how far a failed
+# handshake got. After the server's flight the client had the certificate in hand.
+CLIENT_HELLO, SERVER_FLIGHT = CLIENT_HELLO_SEEN, SERVER_FLIGHT_SENT
 # The transcript's words for handshakes that failed (record.tls_failure).
 NO_CLIENT_HELLO = "no TLS handshake: the client sent no ClientHello before the timeout"
 CLOSED_FIRST = "no TLS handshake: the client closed the connection first"
@@ -169,7 +170,7 @@ def failed_tls_attempt(record: SessionRecord) -> bool:
     if record.tls_failure in NEVER_TRIED:
         return False  # plaintext, or nothing, on a TLS-first port: this client never tried TLS
     if record.tls_failure == CLOSED_FIRST:
-        return record.starttls_attempted or record.handshake_progress is not None
+        return record.starttls_attempted or record.tls_handshake is not None
     if record.tls_failure:
         return True
     return record.scenario in NO_TLS_AFTER_SUCCESS and starttls_accepted(record)
@@ -230,7 +231,7 @@ def _rejected_certificate(record: SessionRecord, history: History) -> str | None
         return None
     if record.tls_alert and is_certificate_alert(record.tls_alert):
         return f"the client aborted the handshake with alert {record.tls_alert}"
-    if record.tls_alert is None and record.handshake_progress in (CLIENT_HELLO, SERVER_FLIGHT) \
+    if record.tls_alert is None and record.tls_handshake in (CLIENT_HELLO, SERVER_FLIGHT) \
             and not record.encrypted:
         return "the client closed the connection during the handshake, without an alert, once it had the certificate"
     if record.encrypted and not acted_after_tls(record) and not record.idle_timeout:
@@ -269,7 +270,7 @@ def _plaintext_on_tls_port(record: SessionRecord, history: History) -> str | Non
     if first and first[:1] != b"\x16":
         return (f"the client sent {first[:20]!r} instead of a TLS ClientHello: this port speaks TLS from the first "
                 "byte (implicit TLS, 'SSL/TLS'); the client is set up for STARTTLS or no encryption")
-    if not first and not is_port_check(record) and record.handshake_progress is None:
+    if not first and not is_port_check(record) and record.tls_handshake is None:
         return ("the client sent nothing and waited: it expected a plaintext greeting, but this port speaks TLS "
                 "from the first byte (implicit TLS, 'SSL/TLS'); set the client to SSL/TLS, or use the STARTTLS port")
     return None

@@ -23,7 +23,7 @@ from mailmodes.scenarios.catalogue import (
     scenario_for_sni,
 )
 from mailmodes.tls.certs import ensure_certificates
-from mailmodes.tls.handshake import HandshakeWatch, server_context
+from mailmodes.tls.handshake import HandshakeWatch, server_context, watch_progress
 
 
 class ServerContexts:
@@ -53,6 +53,7 @@ class ServerContexts:
 
     def _with_sni(self, context: ssl.SSLContext) -> ssl.SSLContext:
         context.sni_callback = self._sni
+        watch_progress(context)
         return context
 
     def _sni(self, ssl_object: Any, server_name: str | None, context: ssl.SSLContext) -> None:

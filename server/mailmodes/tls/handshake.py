@@ -8,10 +8,15 @@ import asyncio
 import ctypes
 import importlib
 import logging
+import socket
 import ssl
 import sys
+from collections.abc import Callable
 from contextvars import ContextVar
 from pathlib import Path
+
+from mailmodes.config import ResolvedLimits
+from mailmodes.protocols.events import CLIENT_HELLO, TLS_BYTES, Heard, Span
 
 log = logging.getLogger(__name__)
 
@@ -90,13 +95,18 @@ class HandshakeWatch:
 
         with HandshakeWatch() as watch:
             await loop.start_tls(...)      # on failure: watch.ssl_object
+
+    Given the transport being upgraded, it also keeps the TLS protocol that asyncio puts on it
+    (which asyncio hides), for what that read past a failed handshake (`unread`).
     """
 
-    __slots__ = ("ssl_object", "_token")
+    __slots__ = ("ssl_object", "transport", "ssl_protocol", "_token")
     _current: ContextVar[HandshakeWatch | None] = ContextVar("mailmodes_handshake_watch", default=None)
 
-    def __init__(self) -> None:
+    def __init__(self, transport: asyncio.BaseTransport | None = None) -> None:
         self.ssl_object: ssl.SSLObject | None = None
+        self.transport = transport
+        self.ssl_protocol: object = None
 
     def __enter__(self) -> HandshakeWatch:
         self._token = self._current.set(self)
@@ -111,9 +121,128 @@ class HandshakeWatch:
         watch = cls._current.get()
         if watch is not None:
             watch.ssl_object = ssl_object
+            if watch.transport is not None and watch.ssl_protocol is None:
+                watch.ssl_protocol = watch.transport.get_protocol()  # asyncio's, while it is on
+
+    def unread(self) -> bytes:
+        return unread(self.ssl_protocol)
+
+
+def unread(ssl_protocol: object) -> bytes:
+    """What the client sent behind the record that ended its handshake, if it came in the same
+    read (plaintext after a rejected certificate, say): asyncio's SSL protocol holds it unread in
+    its private `_incoming` memory BIO (b"" should that ever change)."""
+    incoming = getattr(ssl_protocol, "_incoming", None)
+    return incoming.read() if isinstance(incoming, ssl.MemoryBIO) else b""
+
+
+# How far a server-side handshake got, noted on its SSL object (mailmodes_handshake) from the
+# messages as OpenSSL reads and writes them: each stage only ever follows the one before.
+CLIENT_HELLO_SEEN = "client-hello"  # the client's ClientHello arrived
+SERVER_FLIGHT_SENT = "server-flight"  # we answered it: our certificate and the rest of our flight
+CLIENT_ALERT = "alert"  # the client sent an alert instead of going on
+FINISHED = "finished"  # the client's Finished arrived: the handshake is done
+_STAGES = (None, CLIENT_HELLO_SEEN, SERVER_FLIGHT_SENT, CLIENT_ALERT, FINISHED)
+# RFC 8446 5.1 record types and 4 handshake types (RFC 5246 7.4 for TLS 1.2's ServerHelloDone).
+_ALERT_RECORD, _HANDSHAKE_RECORD = 21, 22
+_CLIENT_HELLO, _SERVER_HELLO_DONE, _FINISHED = 1, 14, 20
+
+
+def watch_progress(context: ssl.SSLContext) -> None:
+    """Note on each connection's SSL object how far its handshake got. The ssl module has no
+    public hook for it; `_msg_callback` (every TLS message, as OpenSSL parses it) is the one its
+    own test suite uses, present in each Python we support."""
+    if hasattr(context, "_msg_callback"):
+        setattr(context, "_msg_callback", _on_tls_message)
+
+
+def _on_tls_message(conn: object, direction: str, version: object, content_type: int, message_type: object,
+                    data: bytes) -> None:
+    # Called for every record header too, so it returns as soon as it can.
+    if content_type == _HANDSHAKE_RECORD and data:
+        kind = data[0]
+        if direction == "read":
+            if kind == _CLIENT_HELLO:
+                HandshakeWatch.saw(conn)  # type: ignore[arg-type]  # an SSLObject, as asyncio makes them
+                _advance(conn, CLIENT_HELLO_SEEN)
+            elif kind == _FINISHED:
+                _advance(conn, FINISHED)
+        elif kind in (_FINISHED, _SERVER_HELLO_DONE):  # the end of our flight (TLS 1.3, TLS 1.2)
+            _advance(conn, SERVER_FLIGHT_SENT)
+    elif content_type == _ALERT_RECORD and direction == "read":
+        _advance(conn, CLIENT_ALERT)
+
+
+def _advance(conn: object, stage: str) -> None:
+    if _STAGES.index(getattr(conn, "mailmodes_handshake", None)) < _STAGES.index(stage):
+        setattr(conn, "mailmodes_handshake", stage)
+
+
+def read_after_failure_for(limits: ResolvedLimits) -> tuple[float, int]:
+    """How long and how much read_after_failure reads: the listener's limits, and never longer
+    than the client may be idle."""
+    return min(limits.read_after_failed_tls, limits.idle_timeout), limits.read_after_failed_tls_bytes
 
 
 def handshake_timeout(idle_timeout: float) -> float:
     """How long a client may take over its TLS handshake: a client that waits for a plaintext
     greeting on an implicit port is told nothing, so do not keep it for a whole idle timeout."""
     return min(idle_timeout, 30.0)
+
+
+def tls_record_size(data: bytes) -> int | None:
+    """The size of the TLS handshake record `data` begins with, or None if it begins otherwise.
+
+    RFC 8446 5.1: content type 22 (handshake), legacy version 3.x, a 16-bit length; no mail
+    command starts with these bytes."""
+    if len(data) >= 5 and data[0] == 0x16 and data[1] == 0x03 and data[2] <= 0x04:
+        return 5 + int.from_bytes(data[3:5], "big")
+    return None
+
+
+def tls_heard(data: bytes, *, first: bool) -> Heard:
+    """TLS bytes where the protocol was expected (a client set for implicit TLS on a plaintext
+    port, or one that answered a STARTTLS which no TLS followed), for the journal: its ClientHello
+    record (if `first` holds one: a handshake record whose message is type 1) and the rest, by size."""
+    spans: list[Span] = []
+    size = tls_record_size(data) if first else None
+    if size is not None and data[5:6] == b"\x01":
+        spans.append((0, min(size, len(data)), CLIENT_HELLO))
+    shown = spans[-1][1] if spans else 0
+    if shown < len(data):
+        spans.append((shown, len(data), TLS_BYTES))
+    return Heard(data, None, tuple(spans))
+
+
+def spare_socket(transport: asyncio.BaseTransport) -> socket.socket | None:
+    """A second descriptor of the connection's socket, taken before a STARTTLS handshake: when
+    the handshake fails asyncio closes its own at once, and this one keeps the connection open to
+    read what the client sends next (read_after_failure). Close it when it is not needed."""
+    sock = transport.get_extra_info("socket")
+    return sock.dup() if sock is not None else None
+
+
+async def read_after_failure(sock: socket.socket, received: Callable[[bytes], None], *, seconds: float,
+                             limit: int, unread: bytes = b"") -> None:
+    """Hand `received` what the client sends in the clear after its handshake failed (swaks
+    --tls-optional sends its AUTH PLAIN, password and all), for `seconds` and up to `limit`
+    bytes (`unread` first: what came in with the handshake's last record), answering nothing;
+    then close `sock`, and with it the connection."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    try:
+        if unread:
+            received(unread[:limit])
+            limit -= len(unread)
+        sock.setblocking(False)
+        while limit > 0 and (remaining := deadline - loop.time()) > 0:
+            try:
+                data = await asyncio.wait_for(loop.sock_recv(sock, min(limit, 65536)), remaining)
+            except (TimeoutError, OSError):
+                return
+            if not data:
+                return
+            limit -= len(data)
+            received(data)
+    finally:
+        sock.close()

@@ -127,10 +127,20 @@ def _schemas() -> dict[str, Any]:
             "ended": {"type": ["string", "null"], "format": "date-time", "description": "null while open"},
             "tls_version": string_or_null, "cipher": string_or_null, "sni": string_or_null,
             "starttls": {"type": "boolean"}, "starttls_attempted": {"type": "boolean"}, "tls_alert": string_or_null,
-            "user": string_or_null,
+            "tls_handshake": {"type": ["string", "null"], "enum": ["client-hello", "server-flight", "alert", "finished", None],
+                              "description": "how far a TLS handshake got, from its messages: the client's "
+                                             "ClientHello, our flight (certificate) sent, the client's alert, "
+                                             "finished; null if none began"},
+            "user": {"type": ["string", "null"], "description": "the account a login was accepted as; null if none was"},
             "probe": {"type": "boolean", "description": "a session of our own probes, marked in-band (README)"},
             "scope": {"type": ["string", "null"],
                       "description": "the client scope (\"server\": a one-client server); null: none"},
+            "logins": {"type": "array", "description": "every login attempt the server decided (the first 32), in order; "
+                                                       "never the secret", "items": {"type": "object", "properties": {
+                "command": {"type": "string", "description": "what carried it: LOGIN, AUTHENTICATE PLAIN, AUTH PLAIN, "
+                                                            "AUTH LOGIN, PASS, APOP ..."},
+                "user": string_or_null, "tls": {"type": "boolean"},
+                "accepted": {"type": "boolean", "description": "false: a failed attempt (user: the name tried)"}}}},
             "verdicts": {"type": "array", "items": {"type": "string", "enum": list(CODES)}},
             "verdict_details": {"type": "array", "items": {"type": "object", "properties": {
                 "code": {"type": "string", "enum": list(CODES)}, "detail": {"type": "string"}}}},

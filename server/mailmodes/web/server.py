@@ -33,7 +33,7 @@ from mailmodes.record.journal import Journal
 from mailmodes.record.verdicts import REGISTRY, SEVERITIES
 from mailmodes.store import Store
 from mailmodes.tls.policy import TlsMode
-from mailmodes.web.control import ControlRoutes, Controllable
+from mailmodes.web.control import Controllable, ControlRoutes
 from mailmodes.web.openapi import openapi_document
 from mailmodes.web.views import (
     BadQuery,

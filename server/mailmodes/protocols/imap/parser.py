@@ -10,7 +10,9 @@ Two layers, both fed plain bytes:
   `CommandError` (which the session answers with BAD).
 
 A command split across reads, or several pipelined in one read, goes through the same path:
-the framer only ever looks at its own buffer.
+the framer only ever looks at its own buffer. For the journal it also says exactly which bytes
+each event covers (`start`, `literals`) and how many it dropped unread (`take_skipped`), and the
+grammar says which bytes of a command are credentials (`Command.secrets`).
 """
 
 from __future__ import annotations
@@ -29,21 +31,33 @@ _LITERAL_AT_END = re.compile(rb"\{(\d{1,19})(\+?)\}$")
 _MARKER_TAIL = 32
 
 
+Spans = tuple[tuple[int, int], ...]
+
+
 @dataclass(frozen=True)
 class CommandBytes:
-    """One complete command: its lines and literals exactly as received, without the final CRLF."""
+    """One complete command: its lines and literals exactly as received, without the final CRLF.
+    `data[:start]` went out already in LiteralRequests; `literals` are the accepted literals'
+    octets, as offsets into `data`."""
 
     data: bytes
+    start: int = 0
+    literals: Spans = ()
 
 
 @dataclass(frozen=True)
 class LiteralRequest:
-    """The command announced a literal; the session must call accept_literal or reject_literal."""
+    """The command announced a literal; the session must call accept_literal or reject_literal.
+    `data` is the command so far, up to and with the line that announces the literal, of which
+    `data[start:]` is new since the last event; `literals` as in CommandBytes."""
 
     head: bytes  # the start of the command, to learn its tag and name
     size: int
     synchronizing: bool
     total: int  # literal octets in this command, this one included
+    data: bytes = b""
+    start: int = 0
+    literals: Spans = ()
 
 
 @dataclass(frozen=True)
@@ -69,6 +83,9 @@ class Framer:
         self._pending: tuple[int, int, bool] | None = None  # (end of line, size, synchronizing)
         self._discard_bytes = 0  # a refused non-synchronizing literal still to swallow
         self._discard_line = False  # drop up to the next LF (after a refusal or an over-long line)
+        self._literals: list[tuple[int, int]] = []  # the current command's accepted literals
+        self._evented = 0  # how much of the current command went out in LiteralRequests
+        self._skipped = 0  # octets dropped without being part of any event, since take_skipped()
 
     @property
     def buffered(self) -> int:
@@ -87,8 +104,14 @@ class Framer:
         return dropped
 
     def _reset_command(self) -> None:
-        self._scan = self._literal_end = self._literal_total = self._text_length = 0
+        self._scan = self._literal_end = self._literal_total = self._text_length = self._evented = 0
         self._pending = None
+        self._literals = []
+
+    def take_skipped(self) -> int:
+        """Octets dropped unread since the last call (an over-long line, a refused literal)."""
+        skipped, self._skipped = self._skipped, 0
+        return skipped
 
     def next_command(self) -> FramerEvent | None:
         """The next complete command or literal announcement, or None until more bytes arrive."""
@@ -119,14 +142,17 @@ class Framer:
                 continue
             marker = _LITERAL_AT_END.search(buf, self._scan, end) if end and buf[end - 1] == 0x7D else None
             if marker is None:
-                data = bytes(buf[:end])
+                command = CommandBytes(bytes(buf[:end]), self._evented, tuple(self._literals))
                 del buf[: eol + 1]
                 self._reset_command()
-                return CommandBytes(data)
+                return command
             self._text_length += end - self._scan
             size, synchronizing = int(marker[1]), not marker[2]
             self._pending = (eol, size, synchronizing)
-            return LiteralRequest(bytes(buf[: min(end, 256)]), size, synchronizing, self._literal_total + size)
+            request = LiteralRequest(bytes(buf[: min(end, 256)]), size, synchronizing, self._literal_total + size,
+                                     bytes(buf[: eol + 1]), self._evented, tuple(self._literals))
+            self._evented = eol + 1
+            return request
 
     def accept_literal(self) -> None:
         assert self._pending is not None
@@ -134,6 +160,7 @@ class Framer:
         self._pending = None
         self._literal_total += size
         self._literal_end = eol + 1 + size
+        self._literals.append((eol + 1, eol + 1 + size))
         if size == 0:
             self._scan, self._literal_end = eol + 1, 0
 
@@ -149,6 +176,8 @@ class Framer:
 
     def _too_long(self) -> LineTooLong:
         head = bytes(self._buf[: min(len(self._buf), 256)])
+        # The command's earlier lines went out in LiteralRequests; its last literal did not.
+        self._skipped += max(0, self._scan - self._evented)
         del self._buf[: self._scan]
         self._reset_command()
         self._discard_line = True
@@ -160,12 +189,14 @@ class Framer:
         if self._discard_bytes:
             count = min(self._discard_bytes, len(buf))
             del buf[:count]
+            self._skipped += count
             self._discard_bytes -= count
             if self._discard_bytes:
                 return False
         eol = buf.find(b"\n")
         if eol < 0:
             if len(buf) > _MARKER_TAIL:
+                self._skipped += len(buf) - _MARKER_TAIL
                 del buf[: len(buf) - _MARKER_TAIL]
             return False
         end = eol - 1 if eol and buf[eol - 1] == 0x0D else eol
@@ -173,6 +204,7 @@ class Framer:
         # Read the match before the buffer changes under it (groups are sliced lazily).
         continued = marker is not None and bool(marker[2])
         more = int(marker[1]) if marker is not None else 0
+        self._skipped += eol + 1
         del buf[: eol + 1]
         if continued:
             self._discard_bytes = more  # the line went on with another {n+} literal
@@ -203,6 +235,10 @@ class CommandError(Exception):
         super().__init__(message)
         self.message = message
         self.tag = tag
+
+
+class Incomplete(CommandError):
+    """parse_command(partial=True): the data ran out, and everything up to there was valid."""
 
 
 STAR = 0  # "*" in a sequence set: nz-number never is 0, so 0 can stand for it.
@@ -402,6 +438,7 @@ class Command:
     name: str  # upper case; "FETCH" also for UID FETCH (then uid is True)
     uid: bool
     args: Any
+    secrets: Spans = ()  # the credentials in the command's bytes (LOGIN's password, a SASL response)
 
 
 # --- SEARCH keys (RFC 3501 6.4.4) ----------------------------------------------------------
@@ -528,12 +565,23 @@ def decode_name(raw: bytes) -> str:
 class Reader:
     """A cursor over one complete command. Every method either consumes its token or raises."""
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, *, partial: bool = False) -> None:
         self.data = data
         self.pos = 0
+        self.partial = partial  # `data` is only the start of a command (see parse_command)
+        self.secrets: list[tuple[int, int]] = []
 
     def fail(self, message: str) -> CommandError:
+        if self.partial and self.at_end():
+            return Incomplete(message)
         return CommandError(message)
+
+    def secret(self, read: Callable[[], bytes]) -> bytes:
+        """Read a token with `read`, noting its octets as a credential."""
+        start = self.pos
+        value = read()
+        self.secrets.append((start, self.pos))
+        return value
 
     def at_end(self) -> bool:
         return self.pos >= len(self.data)
@@ -604,6 +652,8 @@ class Reader:
         size = int(match[1])
         value = self.data[self.pos : self.pos + size]
         if len(value) != size:
+            if self.partial:
+                raise Incomplete("Literal not yet sent")
             raise self.fail("Literal shorter than announced")
         self.pos += size
         return value
@@ -728,7 +778,7 @@ def _login(reader: Reader, uid: bool) -> Login:
     reader.sp()
     user = reader.astring()
     reader.sp()
-    return Login(user, reader.astring())
+    return Login(user, reader.secret(reader.astring))
 
 
 def _authenticate(reader: Reader, uid: bool) -> Authenticate:
@@ -736,7 +786,7 @@ def _authenticate(reader: Reader, uid: bool) -> Authenticate:
     mechanism = reader.keyword()
     initial = None
     if reader.maybe_sp():
-        initial = reader._match(_BASE64, "a base64 initial response")[0]
+        initial = reader.secret(lambda: reader._match(_BASE64, "a base64 initial response")[0])
     return Authenticate(mechanism, initial)
 
 
@@ -1352,14 +1402,23 @@ def split_head(head: bytes) -> tuple[str | None, str]:
     return match[0].decode("ascii", "replace"), name
 
 
-def parse_command(data: bytes) -> Command:
-    """One complete command (from `Framer`) into a `Command`; CommandError names the tag if known."""
-    reader = Reader(data)
+def parse_command(data: bytes, *, partial: bool = False) -> Command:
+    """One complete command (from `Framer`) into a `Command`; CommandError names the tag if known.
+
+    partial=True: `data` is only the start of a command (up to a literal still to come); it
+    raises Incomplete where the complete command would go on, CommandError where it is already
+    wrong, and returns a Command if `data` happens to be a whole one."""
+    reader = Reader(data, partial=partial)
     match = _TAG.match(data)
     if match is None:
         raise CommandError("Invalid tag")
     tag = match[0].decode("ascii", "replace")
     reader.pos = match.end()
+    if b" " not in data and not partial:
+        # RFC 3501 9: command = tag SP ... A line without a space is no command, and what looks
+        # like its tag may be anything (a SASL response sent out of turn): so the BAD is the
+        # untagged one (RFC 3501 7.1.3), which does not echo it back.
+        raise CommandError("Not a command")
     try:
         reader.sp()
         name = reader.keyword()
@@ -1377,4 +1436,4 @@ def parse_command(data: bytes) -> Command:
     except CommandError as error:
         error.tag = tag
         raise
-    return Command(tag, name, uid, args)
+    return Command(tag, name, uid, args, tuple(reader.secrets))

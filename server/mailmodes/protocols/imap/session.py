@@ -26,7 +26,22 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import unquote_to_bytes
 
 from mailmodes import __version__
-from mailmodes.protocols.events import Close, Connection, Delay, NoTls, Output, StartTls
+from mailmodes.protocols.events import (
+    LITERAL,
+    SECRET,
+    UNPARSED,
+    Close,
+    Connection,
+    Delay,
+    Heard,
+    LoginAttempt,
+    NoTls,
+    Output,
+    Pipelined,
+    Skipped,
+    Span,
+    StartTls,
+)
 from mailmodes.protocols.imap import message as mime
 from mailmodes.protocols.imap.parser import (
     SYSTEM_FLAGS,
@@ -44,6 +59,7 @@ from mailmodes.protocols.imap.parser import (
     FetchItem,
     Framer,
     IdArgs,
+    Incomplete,
     LineTooLong,
     ListArgs,
     LiteralRequest,
@@ -57,6 +73,7 @@ from mailmodes.protocols.imap.parser import (
     SearchKey,
     SequenceSet,
     SortArgs,
+    Spans,
     StatusArgs,
     StoreArgs,
     ThreadArgs,
@@ -178,6 +195,9 @@ class ImapSession:
         self.bad_commands = 0  # BAD responses on this connection, like SMTP's and POP3's budgets
         self.auth_failures = 0
         self.pipelined_after_starttls = 0
+        self.notes = connection.notes
+        self._skipping = ""  # why the framer drops what it drops next (for the journal)
+        self._overheard: Framer | None = None
         # A command that reads raw lines after a continuation (IDLE, AUTHENTICATE), with its tag.
         self._continuation: Callable[[bytes], None] | None = None
         self._continuation_tag = ""
@@ -230,6 +250,30 @@ class ImapSession:
     def connection_lost(self) -> None:
         self._logout_state()
 
+    def overheard(self, data: bytes) -> None:
+        # A framer of its own: the session's state (and its buffer, dropped at STARTTLS) stays as
+        # it was, since nothing of this is run.
+        if self._overheard is None:
+            self._overheard = Framer(self.limits.max_line_length)
+        framer = self._overheard
+        framer.feed(data)
+        while (event := framer.next_command()) is not None:
+            if isinstance(event, LiteralRequest):
+                framer.accept_literal()  # no "+" goes out: a client waiting for one sends no more
+                self._note_piece(event, ended=False)
+            elif isinstance(event, CommandBytes):
+                try:
+                    command = parse_command(event.data)
+                except CommandError as error:
+                    self._note_command(event.data, event.start, event.literals, error)
+                    continue
+                self._note_command(event.data, event.start, event.literals, command)
+                if command.name in ("LOGIN", "AUTHENTICATE"):
+                    self._login_refused(command)
+        skipped = framer.take_skipped()
+        if skipped:
+            self.notes.note(Skipped(skipped, "line too long"))
+
     # --- Driving ----------------------------------------------------------------------------
 
     def _guarded(self, work: Callable[[], None]) -> list[Output]:
@@ -252,6 +296,9 @@ class ImapSession:
             # the listener plays the vulnerable server: tls_started() runs it).
             if not pending.action.keep_pipelined:
                 self.pipelined_after_starttls = self.framer.drop()
+            if self.pipelined_after_starttls or self.framer.buffered:
+                self.notes.note(Pipelined(self.pipelined_after_starttls or self.framer.buffered,
+                                          executed=pending.action.keep_pipelined))
             outputs.append(pending.action)
         elif isinstance(pending.action, (Close, NoTls)):
             self._logout_state()
@@ -262,26 +309,36 @@ class ImapSession:
         while self._pending.action is None:
             if self._continuation is not None:
                 line = self.framer.next_line()
+                self._note_skipped()
                 if line is None:
                     return
                 if isinstance(line, LineTooLong):
                     self._continuation = None
                     self._idling = False
+                    self._skipping = "line too long"
                     self._bad(self._continuation_tag, "Line too long")
                 else:
                     self._command_start = len(self._pending.chunks)
                     self._continuation(line)
                 continue
             event = self.framer.next_command()
+            self._note_skipped()
             if event is None:
                 return
             if isinstance(event, CommandBytes):
-                self._execute(event.data)
+                self._execute(event)
             elif isinstance(event, LiteralRequest):
                 self._literal(event)
             else:
                 tag, _ = split_head(event.head)
+                self._skipping = "line too long"
+                self._note_skipped()  # what the framer dropped of the command's earlier lines
                 self._bad(tag, "Command line too long")
+
+    def _note_skipped(self) -> None:
+        skipped = self.framer.take_skipped()
+        if skipped:
+            self.notes.note(Skipped(skipped, self._skipping or "not read"))
 
     def _literal(self, request: LiteralRequest) -> None:
         """Answer a literal announcement before its bytes arrive (RFC 3501 7.5, RFC 7888)."""
@@ -292,33 +349,42 @@ class ImapSession:
         too_big = request.total > limit
         if name == "APPEND" and request.size > self.limits.max_message_size:
             limit, too_big = self.limits.max_message_size, True
+        refusal: tuple[str, str] | None = None  # (status, text)
         if tag is None:
-            self.framer.reject_literal()
-            self._bad(None, "Invalid tag")
+            refusal = ("BAD", "Invalid tag")
         elif name not in COMMANDS and name != "UID":
             # No use reading a literal for a command that will be refused anyway.
-            self.framer.reject_literal()
-            self._bad(tag, "Unknown command")
+            refusal = ("BAD", "Unknown command")
         elif too_big:
-            self.framer.reject_literal()
-            self._tagged(tag, "NO", f"[TOOBIG] Literal too big (at most {limit} octets)")
+            refusal = ("NO", f"[TOOBIG] Literal too big (at most {limit} octets)")
         elif name in ("LOGIN", "AUTHENTICATE") and not self.security.may_authenticate:
             # Refuse before the password is sent in the clear.
-            self.framer.reject_literal()
-            self._tagged(tag, "NO", PRIVACY_REQUIRED)
-        else:
+            refusal = ("NO", PRIVACY_REQUIRED)
+        # The command so far; if refused, that is all of it (a {n+} literal still comes, dropped).
+        self._note_piece(request, ended=refusal is not None)
+        if refusal is None:
             self.framer.accept_literal()
             if request.synchronizing:
                 self._send(b"+ Ready for literal data\r\n")
+            return
+        self.framer.reject_literal()
+        self._skipping = "the server refused the literal"
+        if name in ("LOGIN", "AUTHENTICATE"):
+            self.notes.note(LoginAttempt(name, None, secret_sent=not request.synchronizing, accepted=False))
+        self._tagged(tag or "*", *refusal)  # a BAD is counted by _tagged too
 
-    def _execute(self, data: bytes) -> None:
+    def _execute(self, event: CommandBytes) -> None:
         self._command_start = len(self._pending.chunks)
         try:
-            command = parse_command(data)
+            command = parse_command(event.data)
         except CommandError as error:
+            self._note_command(event.data, event.start, event.literals, error)
             self._bad(error.tag, error.message)
             return
+        self._note_command(event.data, event.start, event.literals, command)
         if command.name in self._chaos_stages:
+            if command.name in ("LOGIN", "AUTHENTICATE"):
+                self._login_refused(command)
             self._chaos_reply(command.name, command.tag)
             return
         handler, states = COMMANDS[command.name]
@@ -486,10 +552,14 @@ class ImapSession:
         args = command.args
         assert isinstance(args, Login)
         if not self.security.may_authenticate:
+            self._login_refused(command)
             return "NO", PRIVACY_REQUIRED
         if self._referred(command.tag):
+            self._login_refused(command)
             return None
-        account = self.store.authenticate(args.user.decode("utf-8", "replace"), args.password.decode("utf-8", "replace"))
+        user = args.user.decode("utf-8", "replace")
+        account = self.store.authenticate(user, args.password.decode("utf-8", "replace"))
+        self._login_decided("LOGIN", user, account)
         return self._logged_in(account)
 
     def _logged_in(self, account: Account | None) -> Reply:
@@ -519,10 +589,13 @@ class ImapSession:
         args = command.args
         assert isinstance(args, Authenticate)
         if not self.security.may_authenticate:
+            self._login_refused(command)
             return "NO", PRIVACY_REQUIRED
         if self._referred(command.tag):
+            self._login_refused(command)
             return None
         if args.mechanism != "PLAIN":
+            self._login_refused(command)
             return "NO", "[CANNOT] Unsupported authentication mechanism"
         if args.initial is not None:
             # RFC 4959: "=" is an empty initial response.
@@ -535,9 +608,12 @@ class ImapSession:
     def _authenticate_response(self, line: bytes) -> None:
         self._continuation = None
         if line == b"*":
+            self.notes.note(Heard(line, None))
+            self.notes.note(LoginAttempt("AUTHENTICATE PLAIN", None, secret_sent=False, accepted=False))
             # RFC 3501 6.2.2: a "*" line cancels, answered with BAD.
             self._bad(self._continuation_tag, "Authentication aborted")
             return
+        self.notes.note(Heard(line, None, ((0, len(line), SECRET),)))
         reply = self._sasl_plain(line)
         assert reply is not None
         self._tagged(self._continuation_tag, *reply)
@@ -546,16 +622,67 @@ class ImapSession:
         try:
             decoded = base64.b64decode(response, validate=True)
         except (binascii.Error, ValueError):
+            self.notes.note(LoginAttempt("AUTHENTICATE PLAIN", None, secret_sent=bool(response), accepted=False))
             return "BAD", "Invalid base64 data"
         parts = decoded.split(b"\0")
         if len(parts) != 3:
+            self.notes.note(LoginAttempt("AUTHENTICATE PLAIN", None, secret_sent=bool(response), accepted=False))
             return "NO", AUTH_FAILED
         authzid, authcid, password = (part.decode("utf-8", "replace") for part in parts)
         account = self.store.authenticate(authcid, password)
         if account is not None and authzid not in ("", authcid, account.name):
             # RFC 4616: acting as another user is not offered.
+            self._login_decided("AUTHENTICATE PLAIN", authcid, None)
             return "NO", "[AUTHORIZATIONFAILED] Authorization failed"
+        self._login_decided("AUTHENTICATE PLAIN", authcid, account)
         return self._logged_in(account)
+
+    # --- What the journal is told (events.py) -------------------------------------------------
+
+    def _login_decided(self, command: str, tried: str, account: Account | None) -> None:
+        """The store answered: logged in as `account` (its own name), or refused `tried`."""
+        user = tried if account is None else account.name
+        self.notes.note(LoginAttempt(command, user, secret_sent=True, accepted=account is not None))
+
+    def _login_refused(self, command: Command) -> None:
+        """LOGIN / AUTHENTICATE refused before the store was asked (no TLS, a referral, chaos)."""
+        args = command.args
+        if isinstance(args, Login):
+            attempt = LoginAttempt("LOGIN", args.user.decode("utf-8", "replace"), bool(args.password), False)
+        else:
+            assert isinstance(args, Authenticate)
+            attempt = LoginAttempt(f"AUTHENTICATE {args.mechanism}", None,
+                                   args.initial not in (None, b"", b"="), False)
+        self.notes.note(attempt)
+
+    def _note_piece(self, request: LiteralRequest, *, ended: bool) -> None:
+        """The lines of a command up to a literal still to come, in wire order (before the "+"
+        that answers them): shown as far as the grammar accepts them as the start of a command."""
+        try:
+            command = parse_command(request.data, partial=True)
+        except CommandError as error:
+            self._note_command(request.data, request.start, request.literals, error, ended=ended)
+            return
+        self._note_command(request.data, request.start, request.literals, command, ended=ended)
+
+    def _note_command(self, data: bytes, start: int, literals: Spans, parsed: Command | CommandError,
+                      *, ended: bool = True) -> None:
+        """What the client sent of a command, for the journal: literals as their size, the
+        credentials the grammar found masked, and everything past the point where the grammar
+        rejected it (past the command name, or the whole line for an unknown one) unshown."""
+        tag, name = split_head(data)
+        spans: list[Span] = [(begin, end, LITERAL) for begin, end in literals]
+        if isinstance(parsed, Command):
+            spans += [(begin, end, SECRET) for begin, end in parsed.secrets]
+            verb = f"UID {parsed.name}" if parsed.uid else parsed.name
+        elif isinstance(parsed, Incomplete):
+            verb = name
+        else:
+            known = tag is not None and (name in COMMANDS or name == "UID")
+            cut = min(len(data), len(tag) + len(name) + 2) if tag is not None and known else 0
+            spans = [span for span in spans if span[1] <= cut] + [(cut, len(data), UNPARSED)]
+            verb = name if known else ""
+        self.notes.note(Heard(data, verb if ended else None, tuple(sorted(spans)), start))
 
     # --- Authenticated ----------------------------------------------------------------------
 
@@ -873,7 +1000,9 @@ class ImapSession:
     def _idle_line(self, line: bytes) -> None:
         self._continuation = None
         self._idling = False
-        if line.upper() != b"DONE":
+        done = line.upper() == b"DONE"
+        self.notes.note(Heard(line, None, () if done else ((0, len(line), UNPARSED),)))
+        if not done:
             self._bad(self._continuation_tag, "Expected DONE to end IDLE")
             return
         if self.view is not None:

@@ -229,7 +229,10 @@ async function showSession(id) {
     ["protocol", `${session.protocol}, ${session.tls_mode}` + (session.scenario ? `, scenario ${session.scenario}` : "")],
     ["TLS", session.tls_version ? `${session.starttls ? "via STARTTLS, " : "implicit, "}${session.tls_version} ${session.cipher}` : "none"],
     ["SNI", session.sni || "-"],
+    ["TLS handshake", session.tls_handshake || "-"],
     ["user", session.user || "-"],
+    ["failed logins", (session.logins || []).filter((login) => !login.accepted)
+      .map((login) => `${login.command}${login.user ? ` as ${login.user}` : ""}`).join(", ") || "-"],
     ["started", session.started],
     ["ended", session.ended || "still connected"],
   ];

@@ -1,0 +1,86 @@
+"""How far a TLS handshake got, as the journal records it from the TLS messages themselves
+(issue 13, item 6): the ClientHello seen, the server's flight sent, the client's alert, finished."""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from mailmodes.app import ThreadedMailServer
+from support import one_session, run_client, verdict_codes
+
+HOST = "127.0.0.1"
+Serve = Callable[..., ThreadedMailServer]
+GREETING_WORD = {"smtp": b"EHLO x\r\n", "imap": b"a CAPABILITY\r\n", "pop3": b"CAPA\r\n"}
+STARTTLS = {"smtp": b"EHLO x\r\nSTARTTLS\r\n", "imap": b"a STARTTLS\r\n", "pop3": b"STLS\r\n"}
+
+
+async def hello_then_hang_up(port: int, protocol: str | None = None) -> tuple[int, int]:
+    """What nodemailer and imapflow do on a certificate they dislike, and asyncio clients when
+    their task is cancelled: send the ClientHello, take the server's flight, close with no alert.
+    (With `protocol`, STARTTLS first.) Returns the sizes sent and received."""
+    reader, writer = await asyncio.open_connection(HOST, port)
+    if protocol is not None:
+        await reader.readline()
+        writer.write(STARTTLS[protocol])
+        while not (await reader.readline()).startswith((b"220 ", b"a OK", b"+OK")):
+            pass
+    outgoing = ssl.MemoryBIO()
+    tls = ssl.create_default_context().wrap_bio(ssl.MemoryBIO(), outgoing, server_hostname="localhost")
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    hello = outgoing.read()
+    writer.write(hello)
+    flight = await reader.read(65536)
+    writer.close()
+    await writer.wait_closed()
+    return len(hello), len(flight)
+
+
+@pytest.mark.parametrize("protocol", ["smtp", "imap", "pop3"])
+def test_a_client_that_hangs_up_on_the_certificate_is_no_port_probe(serve: Serve, protocol: str) -> None:
+    server = serve({"name": "tls", "protocol": protocol, "tls": "implicit"},
+                   {"name": "plain", "protocol": protocol, "tls": "starttls-optional"})
+    sent, received = asyncio.run(hello_then_hang_up(server.port("tls")))
+    assert sent > 200 and received > 500  # its ClientHello went out, our certificate came back
+    record = one_session(server)
+    assert record.tls_failure == "the client closed the connection after the server's certificate, without an alert"
+    assert record.sni == "localhost"
+    assert any(line.text.startswith("[TLS handshake failed: the client closed the connection after the server's")
+               for line in record.transcript)
+    # A failed TLS attempt, not a probe: the plaintext session that follows is a fallback.
+    client = {"smtp": lambda: smtplib.SMTP(HOST, server.port("plain"), timeout=10)}.get(protocol)
+    if client is not None:
+        with client() as smtp:
+            smtp.login("alice", "alice-password")
+    else:
+        run_client(["curl", "-sS", "--max-time", "10", "-u", "alice:alice-password",
+                    f"{protocol}://{HOST}:{server.port('plain')}/"])
+    assert "fallback" in verdict_codes(server.journal.wait_for(2)[-1])
+    assert record.tls_handshake == "server-flight"
+
+
+@pytest.mark.parametrize("protocol", ["smtp", "imap", "pop3"])
+def test_the_same_after_starttls(serve: Serve, protocol: str) -> None:
+    server = serve({"name": "l", "protocol": protocol, "tls": "starttls-required"})
+    asyncio.run(hello_then_hang_up(server.port("l"), protocol))
+    record = one_session(server)
+    assert record.tls_failure == "the client closed the connection after the server's certificate, without an alert"
+    assert (record.tls_handshake, record.starttls_attempted) == ("server-flight", True)
+
+
+def test_an_alert_and_a_finished_handshake(serve: Serve, ca_file: Path) -> None:
+    server = serve({"name": "l", "protocol": "imap", "tls": "implicit"})
+    url = f"imaps://{HOST}:{server.port('l')}/"
+    assert run_client(["curl", "-sS", "--max-time", "10", "-u", "alice:alice-password", url]).returncode == 60
+    assert run_client(["curl", "-sS", "--max-time", "10", "--cacert", str(ca_file), "-u", "alice:alice-password",
+                       url]).returncode == 0
+    rejected, accepted = server.journal.wait_for(2)
+    assert (rejected.tls_handshake, rejected.tls_alert) == ("alert", "unknown_ca")
+    assert accepted.tls_handshake == "finished"
+    assert accepted.to_json()["tls_handshake"] == "finished"
