@@ -164,4 +164,4 @@ def sans_io_connection(
     )
     listener = Listener(protocol, protocol, 0, tls, scenario=scenario, chaos=chaos,
                         limits=resolve_limits(protocol, Limits(**(limits or {}))))
-    return Connection(listener, security, peer, wake, misbehaviour, notes)
+    return Connection(listener, security, peer, wake, misbehaviour, notes=notes)

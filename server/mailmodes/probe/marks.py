@@ -21,9 +21,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from mailmodes.protocols import POP3_PROBE_MARK
+
 PROBE_NAME = "probe.mailmodes.invalid"
 IMAP_TAG_PREFIX = "mmprobe"
-POP3_MARK = "X-MAILMODES-PROBE"
+POP3_MARK = POP3_PROBE_MARK
 # A ClientHello read as plaintext can come out as a few garbage lines before the mark.
 LINES_LOOKED_AT = 8
 

@@ -11,3 +11,7 @@ dashboard) can take the list without depending on anything else. The TLS modes a
 from __future__ import annotations
 
 PROTOCOLS: tuple[str, ...] = ("smtp", "imap", "pop3")
+# The line our own probes open a POP3 session with (probe/marks.py): no command, so it is answered
+# -ERR like any unknown one, but the POP3 session shows it in the transcript, where the journal
+# finds it (an unknown line is otherwise never shown: it may be a password sent out of turn).
+POP3_PROBE_MARK = "X-MAILMODES-PROBE"

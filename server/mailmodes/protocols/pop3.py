@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from mailmodes import __version__
+from mailmodes.protocols import POP3_PROBE_MARK
 from mailmodes.protocols.events import (
     SECRET,
     UNPARSED,
@@ -407,7 +408,7 @@ class Pop3Session:
         keyword, _, argument = text.partition(" ")
         keyword = keyword.upper()
         entry = COMMANDS.get(keyword) if keyword.isascii() else None
-        self._note_command(line, keyword if entry is not None else "")
+        self._note_command(line, keyword if entry is not None or text.strip().upper() == POP3_PROBE_MARK else "")
         # RFC 1939 PASS: valid only immediately after a successful USER, so any other command
         # forgets the name.
         self._previous_user, self._user = self._user, None

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mailmodes.protocols.events import (
+    CLIENT_HELLO,
     LITERAL,
     Heard,
     LoginAttempt,
@@ -28,7 +29,7 @@ from mailmodes.protocols.events import (
 )
 from mailmodes.record.journal import Journal, SessionRecord
 from mailmodes.scenarios.misbehaviour import CANARY_EXISTS, CANARY_INJECTED, CANARY_MAILBOX, CANARY_PRETLS
-from mailmodes.tls.handshake import CLIENT_HELLO_SEEN, FINISHED, SERVER_FLIGHT_SENT
+from mailmodes.tls.handshake import CLIENT_HELLO_SEEN, FINISHED, SERVER_FLIGHT_SENT, client_hello_sni
 
 MASK = "****"
 CANARY_PREFIX = "X-MAILMODES-"
@@ -297,6 +298,10 @@ class Recorder:
             self._add("client", f"[{event.size} bytes not read: {event.why}]")
 
     def _heard(self, heard: Heard) -> None:
+        for start, end, kind in heard.spans:
+            if kind == CLIENT_HELLO and self.record.sni is None:
+                # A ClientHello where no TLS layer is still names whom the client wanted.
+                self.record.sni = client_hello_sni(heard.data[start:end])
         lines = rendered(heard)
         for text in lines:
             self._add("client", text)

@@ -192,9 +192,11 @@ def last_step(record: SessionRecord) -> str:
     """The scenario step a client stopped at, in words: its last command and the server's last line."""
     command, answer = "", ""
     for _, sender, _, text in record.lines:
+        if text.startswith("["):
+            continue  # the journal's own notes ([TLS ClientHello, N bytes] ...), no step
         if sender == "client":
             command, answer = text, ""
-        elif not text.startswith("["):
+        else:
             answer = text
     said = f"the server's {answer[:80]!r}" if answer else "the server's greeting"
     return f"after {command[:60]!r}, at {said}" if command else f"at {said}"

@@ -214,6 +214,31 @@ def tls_heard(data: bytes, *, first: bool) -> Heard:
     return Heard(data, None, tuple(spans))
 
 
+def client_hello_sni(data: bytes) -> str | None:
+    """The server name a ClientHello record asks for (RFC 8446 4.1.2, RFC 6066 section 3), or None
+    when the bytes are no whole ClientHello or name none. Read where no TLS layer is, for the
+    journal: a client set for implicit TLS on a plaintext-first port still says whom it wanted."""
+    if tls_record_size(data) is None or data[5:6] != b"\x01":
+        return None
+    at = 9 + 2 + 32  # record header, handshake header, legacy_version, random
+    try:
+        at += 1 + data[at]  # legacy_session_id
+        at += 2 + int.from_bytes(data[at:at + 2], "big")  # cipher_suites
+        at += 1 + data[at]  # legacy_compression_methods
+        end = at + 2 + int.from_bytes(data[at:at + 2], "big")
+        at += 2
+        while at + 4 <= min(end, len(data)):
+            kind, size = int.from_bytes(data[at:at + 2], "big"), int.from_bytes(data[at + 2:at + 4], "big")
+            at += 4
+            if kind == 0 and data[at + 2:at + 3] == b"\x00":  # server_name, its first entry a host_name
+                length = int.from_bytes(data[at + 3:at + 5], "big")
+                return data[at + 5:at + 5 + length].decode("ascii", "replace") or None
+            at += size
+    except IndexError:
+        return None
+    return None
+
+
 def spare_socket(transport: asyncio.BaseTransport) -> socket.socket | None:
     """A second descriptor of the connection's socket, taken before a STARTTLS handshake: when
     the handshake fails asyncio closes its own at once, and this one keeps the connection open to
