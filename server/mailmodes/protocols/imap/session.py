@@ -551,12 +551,9 @@ class ImapSession:
     def _login(self, command: Command) -> Reply:
         args = command.args
         assert isinstance(args, Login)
-        if not self.security.may_authenticate:
-            self._login_refused(command)
-            return "NO", PRIVACY_REQUIRED
-        if self._referred(command.tag):
-            self._login_refused(command)
-            return None
+        refused = self._refused_before_credentials(command)
+        if refused is not None:
+            return refused[0]
         user = args.user.decode("utf-8", "replace")
         account = self.store.authenticate(user, args.password.decode("utf-8", "replace"))
         self._login_decided("LOGIN", user, account)
@@ -585,15 +582,23 @@ class ImapSession:
             self._send(b"* BYE Too many authentication failures\r\n")
             self._pending.action = Close()
 
+    def _refused_before_credentials(self, command: Command) -> tuple[Reply] | None:
+        """LOGIN's and AUTHENTICATE's refusal before any credential is looked at: no TLS yet, or
+        login-referral (already answered: its reply is None); None when neither applies."""
+        if not self.security.may_authenticate:
+            self._login_refused(command)
+            return ("NO", PRIVACY_REQUIRED),
+        if self._referred(command.tag):
+            self._login_refused(command)
+            return (None,)
+        return None
+
     def _authenticate(self, command: Command) -> Reply:
         args = command.args
         assert isinstance(args, Authenticate)
-        if not self.security.may_authenticate:
-            self._login_refused(command)
-            return "NO", PRIVACY_REQUIRED
-        if self._referred(command.tag):
-            self._login_refused(command)
-            return None
+        refused = self._refused_before_credentials(command)
+        if refused is not None:
+            return refused[0]
         if args.mechanism != "PLAIN":
             self._login_refused(command)
             return "NO", "[CANNOT] Unsupported authentication mechanism"
