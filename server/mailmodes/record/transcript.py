@@ -40,7 +40,8 @@ _LITERAL = re.compile(rb"\{(\d+)\+?\}\r?\n?$")
 # What a client did that touches mail, per protocol (KNOWN-BAD.md: mail-in-clear).
 MAIL_COMMANDS = {
     "smtp": {"MAIL", "RCPT", "DATA", "BDAT"},
-    "imap": {"SELECT", "EXAMINE", "FETCH", "UID FETCH", "APPEND", "UID SEARCH", "SEARCH"},
+    "imap": {"SELECT", "EXAMINE", "FETCH", "UID FETCH", "APPEND", "UID SEARCH", "SEARCH",
+             "SORT", "UID SORT", "THREAD", "UID THREAD"},
     "pop3": {"RETR", "TOP"},
 }
 STARTTLS_COMMAND = {"smtp": "STARTTLS", "imap": "STARTTLS", "pop3": "STLS"}
