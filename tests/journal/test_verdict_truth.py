@@ -259,8 +259,6 @@ def test_mbsync_vanishing_at_an_untagged_list_before_the_starttls_reply(
 # --- defect 4: acted-on-injection proved by a desync ---------------------------------------------
 
 
-@pytest.mark.xfail(strict=False, reason="flaky since the transcript rewrite (issue 13) met the desync hold (issue 14): "
-                   "answered_early is set in some runs and not in others; open in issue 14")
 def test_swaks_answering_the_injected_ehlo_reply_is_caught_by_the_held_back_real_one(
         serve: Callable[..., ThreadedMailServer], client_context: ssl.SSLContext) -> None:
     """swaks 20201014 takes the injected "250 AUTH X-MAILMODES-INJECTED" for its EHLO reply inside

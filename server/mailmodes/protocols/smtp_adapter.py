@@ -358,10 +358,8 @@ class MailmodesSMTP(SMTP):
 
     def data_received(self, data: bytes) -> None:
         if self.recorder is not None:
-            if self.holding and self.recorder.record.answered_early is None:
-                # A command before the answer to the previous one was written: the client took the
-                # injected lines for that answer (issue 14: a desync the server can prove).
-                self.recorder.record.answered_early = data.split(b" ", 1)[0].strip().decode("ascii", "replace").upper()
+            if self.holding:
+                self._answered_early(data)
             self.recorder.client(data)
         first = self.speaks_tls is None
         if first:
@@ -681,10 +679,19 @@ class MailmodesSMTP(SMTP):
         """Hold back the reply to the client's first command inside TLS (response-injection): a
         client that sends its next command meanwhile answered injected lines (data_received)."""
         self.hold_next_reply, self.holding = 0.0, True
+        # The next command may already be here: TLS records that arrive together are decrypted
+        # into one read, so it reached aiosmtpd's buffer with the first one, before the hold.
+        self._answered_early(bytes(self._reader._buffer))  # type: ignore[attr-defined]
         try:
             await asyncio.sleep(seconds)
         finally:
             self.holding = False
+
+    def _answered_early(self, data: bytes) -> None:
+        """A command before the answer to the previous one was written: the client took the
+        injected lines for that answer (issue 14: a desync the server can prove)."""
+        if data and self.recorder is not None and self.recorder.record.answered_early is None:
+            self.recorder.record.answered_early = data.split(b" ", 1)[0].strip().decode("ascii", "replace").upper()
 
     async def _push_auth_answer(self, status: str) -> None:
         """235 or 535: paused for a client host with too many recent failures, and the
