@@ -52,6 +52,8 @@ def test_implicit_offers_auth_and_never_starttls(serve: Callable[..., ThreadedMa
     with connect(server, client_context, "implicit") as client:
         features = ehlo_keywords(client)
         assert "AUTH" in features and "STARTTLS" not in features
+        # exactly the mechanisms we implement: aiosmtpd takes every auth_* attribute for one
+        assert client.esmtp_features["auth"].split() == ["LOGIN", "PLAIN"]
         assert client.docmd("STARTTLS") == (503, b"5.5.1 TLS already active")
         client.login("alice", "alice-password")
         client.sendmail("alice@example.test", ["bob@example.test"], MESSAGE)

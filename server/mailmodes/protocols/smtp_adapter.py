@@ -193,7 +193,7 @@ class MailmodesSMTP(SMTP):
         self.journal = journal
         self.recorder: Recorder | None = None
         self.bad_replies = 0
-        self.auth_failures = 0
+        self.failed_logins = 0
         self.clients = clients or ClientSlots()
         self.server_auth_failures = auth_failures or AuthFailures()
         self.peer_host = ""  # set once the connection is counted against its client's slots
@@ -701,11 +701,11 @@ class MailmodesSMTP(SMTP):
         delay = failures.delay(self.peer_host, limits.max_auth_failures_per_client, limits.auth_failure_delay)
         if status.startswith("535"):
             failures.failed(self.peer_host)
-            self.auth_failures += 1
+            self.failed_logins += 1
         if delay:
             await asyncio.sleep(delay)
         await self._push_recorded(status)
-        if self.auth_failures >= limits.max_auth_failures:
+        if self.failed_logins >= limits.max_auth_failures:
             await self._goodbye(TOO_MANY_AUTH_FAILURES)
 
     async def _goodbye(self, status: str) -> None:
