@@ -60,10 +60,11 @@ def require_tool(name: str) -> str:
     return path
 
 
-def run_client(args: Sequence[str], stdin: bytes = b"", timeout: float = CLIENT_TIMEOUT) -> subprocess.CompletedProcess[str]:
+def run_client(args: Sequence[str], stdin: bytes = b"", timeout: float = CLIENT_TIMEOUT,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run a client to completion; its own --timeout options should end it well before ours."""
     require_tool(args[0])
-    result = subprocess.run(list(args), input=stdin, capture_output=True, timeout=timeout)
+    result = subprocess.run(list(args), input=stdin, capture_output=True, timeout=timeout, env=env)
     return subprocess.CompletedProcess(
         result.args, result.returncode, result.stdout.decode(errors="replace"), result.stderr.decode(errors="replace")
     )

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from mailmodes.scenarios.misbehaviour import CANARY_INJECTED, CANARY_PRETLS
+from mailmodes.scenarios.misbehaviour import CANARY_INJECTED, CANARY_PRETLS, STRIPS_STARTTLS
 from mailmodes.tls.handshake import CLIENT_HELLO_SEEN, SERVER_FLIGHT_SENT
 from mailmodes.tls.policy import TlsMode
 
@@ -217,7 +217,10 @@ def _credentials_in_clear(record: SessionRecord, history: History) -> str | None
 def _mail_in_clear(record: SessionRecord, history: History) -> str | None:
     if not (record.mail_commands_in_clear and TlsMode(record.tls_mode).uses_starttls):
         return None
-    return "before TLS although STARTTLS was on offer: " + ", ".join(dict.fromkeys(record.mail_commands_in_clear))
+    commands = ", ".join(dict.fromkeys(record.mail_commands_in_clear))
+    if record.scenario in STRIPS_STARTTLS:
+        return f"before TLS, on a STARTTLS port whose STARTTLS this scenario ({record.scenario}) hid: {commands}"
+    return f"before TLS although STARTTLS was on offer: {commands}"
 
 
 def _pipelined(record: SessionRecord, history: History) -> str | None:
@@ -377,7 +380,8 @@ REGISTRY: tuple[VerdictKind, ...] = (
                 "AUTH / LOGIN / USER+PASS / APOP on an unencrypted connection (says whether the secret itself was "
                 "sent or only attempted)"),
     VerdictKind("mail-in-clear", "mail handled in the clear", "client-fault", _mail_in_clear,
-                "MAIL/RCPT/DATA, SELECT/FETCH/APPEND, RETR/TOP before TLS although STARTTLS was on offer"),
+                "MAIL/RCPT/DATA, SELECT/FETCH/APPEND, RETR/TOP before TLS on a STARTTLS port (STARTTLS on offer, or "
+                "hidden by a stripping scenario)"),
     VerdictKind("pipelined-after-starttls", "plaintext pipelined behind STARTTLS", "client-fault", _pipelined,
                 "the client sent plaintext behind its STARTTLS before the handshake"),
     VerdictKind("rejected-certificate", "rejected the bad certificate", "client-correct", _rejected_certificate,

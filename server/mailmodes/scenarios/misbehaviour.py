@@ -148,6 +148,10 @@ _CAPABILITY_ERRORS = {
 }
 
 
+# The scenarios under which a STARTTLS listener offers no STARTTLS (the verdicts word it so).
+STRIPS_STARTTLS = frozenset({"starttls-stripped", "protocol-downgrade"})
+
+
 class Misbehaviour:
     """The hooks a session asks; each returns None (or its input unchanged) for known-good."""
 
@@ -173,7 +177,7 @@ class Misbehaviour:
     def strips_starttls(self) -> bool:
         """starttls-stripped / protocol-downgrade: the listener behaves as if plaintext, so STARTTLS
         is not offered and plaintext login is (the policy in tls/policy.py does the rest)."""
-        return self.scenario in ("starttls-stripped", "protocol-downgrade")
+        return self.scenario in STRIPS_STARTTLS
 
     @property
     def speaks_plaintext_on_implicit(self) -> bool:
