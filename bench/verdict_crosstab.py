@@ -80,8 +80,8 @@ class Client:
 # --- the clients, and what their output says ------------------------------------------------------
 
 
-def _run(args: list[str], stdin: bytes = b"") -> tuple[int, str]:
-    result = subprocess.run(args, input=stdin, capture_output=True, timeout=30)
+def _run(args: list[str], stdin: bytes = b"", env: dict[str, str] | None = None) -> tuple[int, str]:
+    result = subprocess.run(args, input=stdin, capture_output=True, timeout=30, env=env)
     return result.returncode, (result.stdout + result.stderr).decode(errors="replace")
 
 
@@ -158,6 +158,81 @@ def _openssl(setting: str) -> Callable[[Listener, int, Path, Path], Seen]:
         if starttls:  # what s_client says for -starttls, which it does not print
             first = {"smtp": "EHLO", "imap": ". CAPABILITY", "pop3": "CAPA"}[listener.protocol]
             seen.commands = [(False, first), (False, "STARTTLS")]
+        return seen
+    return run
+
+
+NODE_CLIENT = Path(__file__).parents[1] / "tests" / "clients" / "node" / "client.js"
+CERTIFICATE_ERRORS = ("certificate has expired", "self-signed certificate", "does not match certificate's altnames",
+                      "unable to verify", "unable to get local issuer", "not yet valid")
+
+
+def _node(client: str, setting: str) -> Callable[[Listener, int, Path, Path], Seen]:
+    """nodemailer and imapflow (tests/clients/node): their settings as an application sets them."""
+    starttls = {"nodemailer": {"required": {"requireTLS": True}, "none": {"ignoreTLS": True}},
+                "imapflow": {"required": {"doSTARTTLS": True}, "none": {"doSTARTTLS": False}}}[client]
+    options: dict[str, Any] = {"implicit": {"secure": True}, "careless": {"secure": True, "rejectUnauthorized": False},
+                               **starttls}.get(setting, {})
+
+    def run(listener: Listener, port: int, ca: Path, tmp: Path) -> Seen:
+        settings = {"client": client, "host": HOST, "port": port, "user": USER, "pass": SECRET, "ca": str(ca),
+                    **options}
+        status, out = _run(["node", str(NODE_CLIENT), json.dumps(settings)])
+        seen = Seen(opened_with_tls="secure" in options, tls_up="secure" in options)
+        for line in out.splitlines():
+            if "Connection upgraded with STARTTLS" in line or '"msg":"Established TLS session"' in line:
+                seen.tls_up = True
+            elif (command := _node_command(client, line)) is not None:
+                seen.commands.append((seen.tls_up, command))
+        seen.refused_certificate = any(error in out for error in CERTIFICATE_ERRORS)
+        if seen.refused_certificate:  # nothing of it reached the server inside TLS
+            seen.tls_up = False
+        seen.waited = not seen.opened_with_tls and not seen.commands and listener.mode == "implicit"
+        return seen
+    return run
+
+
+def _node_command(client: str, line: str) -> str | None:
+    if client == "nodemailer":  # "[time] DEBUG [id] C: EHLO [127.0.0.1]"; DATA's lines have no "C: "
+        match = re.search(r"\] C: (.*)", line)
+        return match.group(1) if match else None
+    if line.startswith("DEBUG {"):  # imapflow: {"src":"c","msg":"2 LOGIN ..."}
+        entry = json.loads(line[6:])
+        return entry["msg"] if entry.get("src") == "c" and "comment" not in entry else None
+    return None
+
+
+def _mutt(setting: str) -> Callable[[Listener, int, Path, Path], Seen]:
+    """mutt in batch mode sending over SMTP; its level-5 debug log shows each line ("4> EHLO vm")."""
+    settings = {"implicit": ["set ssl_force_tls=yes"], "required": ["set ssl_force_tls=yes"],
+                "opportunistic": ["unset ssl_force_tls", "set ssl_starttls=yes"],
+                "none": ["unset ssl_force_tls", "unset ssl_starttls"]}[setting]
+
+    def run(listener: Listener, port: int, ca: Path, tmp: Path) -> Seen:
+        home = Path(tempfile.mkdtemp(dir=tmp))
+        scheme = "smtps" if setting == "implicit" else "smtp"
+        (home / "muttrc").write_text("\n".join([
+            f'set smtp_url="{scheme}://{USER}@{HOST}:{port}/"', f'set smtp_pass="{SECRET}"',
+            'set from="alice@example.test"', f'set ssl_ca_certificates_file="{ca}"',
+            f'set certificate_file="{home / "certificates"}"', f"set socket_timeout={CLIENT_TIMEOUT}", *settings, ""]))
+        status, out = _run(["timeout", str(CLIENT_TIMEOUT * 3), "mutt", "-n", "-F", str(home / "muttrc"), "-d", "5",
+                            "-s", "crosstab", "bob@example.test"], b"body\n", env={"HOME": str(home), "PATH": "/usr/bin:/bin"})
+        debug = (home / ".muttdebug0").read_text(errors="replace") if (home / ".muttdebug0").exists() else ""
+        seen = Seen(opened_with_tls=setting == "implicit", tls_up=setting == "implicit")
+        seen.refused_certificate = "unable to prompt for certificate" in debug
+        last = ""
+        for line in debug.splitlines():
+            said = re.search(r"\] \d+([<>]) (.*)", line)
+            if not said:
+                continue
+            if said.group(1) == ">":
+                last = said.group(2).strip()
+                seen.commands.append((seen.tls_up and not seen.refused_certificate, last))
+                if last == "DATA":
+                    break  # what follows is the message
+            elif last == "STARTTLS" and said.group(2).startswith("220"):
+                seen.tls_up = True
+        seen.waited = setting != "implicit" and not seen.commands and listener.mode == "implicit"
         return seen
     return run
 
@@ -240,6 +315,9 @@ CLIENTS = (
     *(Client(f"msmtp {s}", ("smtp",), _msmtp(s)) for s in ("implicit", "required", "none")),
     *(Client(f"openssl {s}", ALL, _openssl(s)) for s in ("implicit", "required")),
     *(Client(f"python {s}", ALL, _stdlib(s)) for s in ("implicit", "careless", "required", "none")),
+    *(Client(f"{c} {s}", (p,), _node(c, s)) for c, p in (("nodemailer", "smtp"), ("imapflow", "imap"))
+      for s in ("implicit", "careless", "required", "opportunistic", "none")),
+    *(Client(f"mutt {s}", ("smtp",), _mutt(s)) for s in ("implicit", "required", "opportunistic", "none")),
 )
 
 
