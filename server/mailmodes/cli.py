@@ -191,6 +191,21 @@ def check(args: argparse.Namespace) -> int:
     return status
 
 
+def _explain_with_client(args: argparse.Namespace, model: Any, targets: Any, options: Any) -> int:
+    """explain --client NAME: the same table from what a real client on this machine did."""
+    from mailmodes.probe import real_clients
+
+    if (problem := real_clients.missing_client(args.client)) is not None:
+        print(f"mailmodes: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    real = real_clients.explain_with(args.client, targets, options, timeout=args.client_timeout)
+    if args.format == "json":
+        print(json.dumps(real_clients.comparison(model, real, args.client), indent=2))
+    else:
+        print(real_clients.format_side_by_side(model, real, args.client))
+    return 0
+
+
 def explain(args: argparse.Namespace) -> int:
     """The teaching table: every client setting against every listener of a running server."""
     from mailmodes.probe import explain as teaching
@@ -202,7 +217,10 @@ def explain(args: argparse.Namespace) -> int:
         print(f"mailmodes: {options.ca_file}: no CA certificate there; give the server's ca.pem with --ca",
               file=sys.stderr)
         return EXIT_CONFIG
-    table = teaching.explain(teaching.targets_from_config(config, host=args.connect), options)
+    targets = teaching.targets_from_config(config, host=args.connect)
+    table = teaching.explain(targets, options)
+    if args.client:
+        return _explain_with_client(args, table, targets, options)
     if args.format == "json":
         print(json.dumps(table.as_dict(), indent=2))
     else:
@@ -390,7 +408,13 @@ def build_parser() -> argparse.ArgumentParser:
     check_parser.set_defaults(run=check)
     explain_parser.add_argument("--timeout", type=float, default=1.5, metavar="S",
                                 help="how long to wait for a greeting before calling it a hang (default 1.5)")
-    explain_parser.add_argument("--format", choices=("text", "markdown", "json"), default="text")
+    explain_parser.add_argument("--format", choices=("text", "markdown", "json"), default="text",
+                                help="markdown: the model's table only")
+    explain_parser.add_argument("--client", metavar="NAME",
+                                help="also drive this real client in each of its settings and show what it did "
+                                     "beside the model: curl, python, swaks, msmtp or openssl")
+    explain_parser.add_argument("--client-timeout", type=float, default=3.0, metavar="S",
+                                help="the real client's own timeout (default 3)")
     explain_parser.set_defaults(run=explain)
 
     scenarios_parser = commands.add_parser("scenarios", help="list every known-bad scenario and its ports")

@@ -230,3 +230,83 @@ def running_config_toml(server: ThreadedMailServer) -> str:
         lines.append(f'[[listeners]]\nname = "{listener.name}"\nprotocol = "{listener.protocol}"\n'
                      f'port = {server.port(listener.name)}\ntls = "{listener.tls}"\nrole = "{listener.role}"')
     return "\n".join(lines) + "\n"
+
+
+# --- explain --client: the same table from what a real client did (issue 21) ----------------------
+
+OUTCOME_OF_TEXT = {WORKS: Outcome.WORKS, CLEAR: Outcome.CLEARTEXT, REFUSED: Outcome.REFUSED, HANGS: Outcome.HANGS,
+                   WRONG_VERSION: Outcome.TLS_ERROR, NO_STARTTLS: Outcome.NO_STARTTLS}
+MODEL_OUTCOMES = {name: tuple(OUTCOME_OF_TEXT[text] for text in row) for name, row in EXPECTED.items()}
+# What each client really does where it differs from the model (checked against its own output by
+# the module, and against the journal below): imaplib sends LOGIN although the server advertises
+# LOGINDISABLED (RFC 3501 section 6.2.3 says it must not); the server refuses, the password has
+# crossed the wire. curl does what the model does in every cell.
+REAL_OUTCOMES = {
+    "curl": MODEL_OUTCOMES,
+    "python": {**MODEL_OUTCOMES, "imap-starttls-required": (Outcome.TLS_ERROR, Outcome.WORKS, Outcome.WORKS,
+                                                            Outcome.REFUSED_AFTER_PASSWORD)},
+}
+SECRET_CROSSED = (Outcome.CLEARTEXT, Outcome.REFUSED_AFTER_PASSWORD)
+
+
+@pytest.mark.parametrize("client", ["curl", "python"])
+def test_explain_with_a_real_client_matches_what_it_did_cell_by_cell(matrix: ThreadedMailServer, tmp_path: Path,
+                                                                      client: str) -> None:
+    if client == "curl":
+        from support import require_tool
+        require_tool("curl")
+    config = tmp_path / "running.toml"
+    config.write_text(running_config_toml(matrix))
+    before = {target.name: len(matrix.journal.sessions(listener=target.name)) for target in
+              targets_from_config(matrix.config, matrix.ports)}
+    result = subprocess.run(
+        [sys.executable, "-m", "mailmodes", "explain", "--config", str(config), "--client", client,
+         "--client-timeout", "2", "--format", "json"],
+        check=False, capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    comparison = json.loads(result.stdout)
+    found = {row["listener"]: tuple(Outcome(cell["client"]["outcome"]) for cell in row["cells"])
+             for row in comparison["rows"]}
+    assert found == REAL_OUTCOMES[client]
+    for row in comparison["rows"]:
+        name = row["listener"]
+        assert [cell["differs"] for cell in row["cells"]] == [
+            real is not model for real, model in zip(REAL_OUTCOMES[client][name], MODEL_OUTCOMES[name])]
+        # The server's own record agrees: as many of the row's sessions sent a secret in the clear as
+        # the row has cells where the client's output says it did (the model's probes are not in it).
+        matrix.journal.settle(10)
+        sessions = [s for s in matrix.journal.sessions(listener=name)[before[name]:] if not s.probe]
+        in_clear = [s for s in sessions if any(not encrypted and secret for encrypted, secret, _ in s.credentials)]
+        assert len(in_clear) == sum(o in SECRET_CROSSED for o in found[name]), (name, found[name])
+        reasons = [cell["client"]["reason"] for cell in row["cells"]]
+        assert all("alice-password" not in reason for reason in reasons)
+
+
+def test_explain_with_a_real_client_side_by_side_text(matrix: ThreadedMailServer) -> None:
+    from mailmodes.probe.real_clients import explain_with, format_side_by_side
+
+    options = options_from_config(matrix.config, matrix.ca_file, greeting_timeout=GREETING_TIMEOUT)
+    targets = [t for t in targets_from_config(matrix.config, matrix.ports)
+               if t.name in ("imap-starttls-required", "smtp-plaintext")]
+    model = explain(targets, options)
+    text = format_side_by_side(model, explain_with("python", targets, options, timeout=2), "python").splitlines()
+    at = text.index(f"imap-starttls-required: imap on 127.0.0.1:{matrix.port('imap-starttls-required')} "
+                    "(configured starttls-required)")
+    assert text[at + 10:at + 13] == [
+        f"  no TLS                 model: {REFUSED}",
+        "                         python: refused, but the password had already gone in the clear  ≠ differs "
+        "from the model",
+        "                           imaplib.IMAP4(host, port): imaplib.IMAP4.error: b'[PRIVACYREQUIRED] Plaintext "
+        "authentication disallowed on non-secure connections' (last sent: a LOGIN)",
+    ]
+
+
+def test_explain_with_a_client_that_is_not_there(tmp_path: Path) -> None:
+    config = tmp_path / "nothing.toml"
+    config.write_text('[[listeners]]\nname = "gone"\nprotocol = "smtp"\nport = 1\ntls = "plaintext"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "mailmodes", "explain", "--config", str(config), "--ca", str(config),
+         "--client", "thunderbird"], check=False, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == "mailmodes: unknown client 'thunderbird': choose one of curl, python, swaks, msmtp, openssl\n"

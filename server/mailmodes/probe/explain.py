@@ -66,6 +66,9 @@ class Outcome(enum.StrEnum):
     WORKS = "works"                      # logged in over TLS
     CLEARTEXT = "works-cleartext"        # logged in, password sent without TLS
     REFUSED = "refused"                  # the server refused before any password was sent
+    # Only real clients (probe/real_clients.py) end these two ways; the model client never does.
+    REFUSED_AFTER_PASSWORD = "refused-after-password"  # refused, but the client had sent the password
+    CLIENT_REFUSED = "client-refused"    # the client itself would not send the password unencrypted
     HANGS = "hangs"                      # nothing came back before the timeout
     TLS_ERROR = "tls-error"              # the handshake failed
     NO_STARTTLS = "no-starttls"          # the client wanted STARTTLS and the server has none
