@@ -310,3 +310,13 @@ def test_explain_with_a_client_that_is_not_there(tmp_path: Path) -> None:
          "--client", "thunderbird"], check=False, capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr == "mailmodes: unknown client 'thunderbird': choose one of curl, python, swaks, msmtp, openssl\n"
+
+
+def test_reasons_have_no_source_locations_and_no_words_cut_in_half(table_and_time: tuple[Table, float]) -> None:
+    from mailmodes.probe.explain import clip
+
+    table, _ = table_and_time
+    assert not [cell.reason for cell in table.cells if "_ssl.c" in cell.reason]
+    assert clip("* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] mail.example.test ready", 40) == \
+        "* OK [CAPABILITY IMAP4rev1 STARTTLS …"
+    assert clip("short", 40) == "short"

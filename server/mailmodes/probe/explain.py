@@ -16,6 +16,7 @@ import abc
 import base64
 import enum
 import ipaddress
+import re
 import socket
 import ssl
 import threading
@@ -447,6 +448,19 @@ def _quoted(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def clip(text: str, limit: int) -> str:
+    """At most `limit` characters, cut at a word boundary with an ellipsis (never mid-word)."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit].rsplit(" ", 1)[0]
+    return (cut if cut else text[:limit]) + " …"
+
+
+def _ssl_text(error: ssl.SSLError) -> str:
+    """The error as OpenSSL words it, without the location in CPython's source ("(_ssl.c:1006)")."""
+    return re.sub(r"\s*\(_ssl\.c:\d+\)", "", str(error))
+
+
 def _tls_words(version: str | None) -> str:
     return (version or "TLS").replace("TLSv", "TLS ")
 
@@ -484,7 +498,7 @@ class _Cell:
             said = f" after {closed.args[0]!r}" if closed.args and closed.args[0] else ""
             return self.result(Outcome.UNREACHABLE, "the server closed the connection", f"closed{said}")
         except ssl.SSLError as error:
-            return self.result(Outcome.TLS_ERROR, f"TLS error: {_ssl_reason(error)}", str(error))
+            return self.result(Outcome.TLS_ERROR, f"TLS error: {_ssl_reason(error)}", _ssl_text(error))
         except TimeoutError:
             return self.result(Outcome.HANGS, f"no answer: timed out after {options.timeout:g}s",
                                "the server stopped answering in the middle of the session")
@@ -509,8 +523,8 @@ class _Cell:
                 return self.result(Outcome.TLS_ERROR,
                                    "TLS error: wrong version number (the port speaks plaintext first)",
                                    f"the client sent a TLS ClientHello and got the server's plaintext greeting, "
-                                   f"which is no TLS record ({error})")
-            return self.result(Outcome.TLS_ERROR, f"TLS error: {reason}", str(error))
+                                   f"which is no TLS record ({_ssl_text(error)})")
+            return self.result(Outcome.TLS_ERROR, f"TLS error: {reason}", _ssl_text(error))
         except TimeoutError:
             return self.result(Outcome.HANGS, f"hangs in the TLS handshake — timed out after "
                                f"{self.options.timeout:g}s", "no ServerHello came back")
@@ -540,7 +554,7 @@ class _Cell:
             return self.result(Outcome.HANGS, f"hangs waiting for a greeting (the port speaks TLS first) — "
                                f"timed out after {options.greeting_timeout:g}s",
                                "the server waits for a TLS ClientHello, the client for a greeting")
-        steps = [f"greeting {greeting[:60]}"]
+        steps = [f"greeting {clip(greeting, 60)}"]
         capabilities = driver.capabilities(wire, options.timeout)
         if self.setting in (ClientSetting.STARTTLS_REQUIRED, ClientSetting.STARTTLS_IF_AVAILABLE):
             if driver.offers_starttls(capabilities):
@@ -555,7 +569,7 @@ class _Cell:
             elif self.setting is ClientSetting.STARTTLS_REQUIRED:
                 driver.logout(wire, options.timeout)
                 return self.result(Outcome.NO_STARTTLS, "STARTTLS not offered: client refuses to continue",
-                                   f"greeting {greeting[:60]}; the capabilities list no "
+                                   f"greeting {clip(greeting, 60)}; the capabilities list no "
                                    f"{'STLS' if driver.name == 'pop3' else 'STARTTLS'}, so the client quits "
                                    "before sending a password")
             else:
@@ -580,7 +594,7 @@ class _Cell:
             return self.result(Outcome.CLEARTEXT, "works, but the password went in the clear", reason)
         if login.refused_for_tls and not wire.tls_version:
             return self.result(Outcome.REFUSED, "refused before login: server requires STARTTLS", reason)
-        return self.result(Outcome.LOGIN_FAILED, f"login failed: {login.reply[:80]}", reason)
+        return self.result(Outcome.LOGIN_FAILED, f"login failed: {clip(login.reply, 80)}", reason)
 
 
 def probe(target: Target, setting: ClientSetting, options: ProbeOptions) -> Cell:
