@@ -129,6 +129,7 @@ def test_the_table_as_data_for_the_dashboard(table_and_time: tuple[Table, float]
         "implicit", "starttls-required", "starttls-if-available", "none"]
     assert data["settings"][2] == {"setting": "starttls-if-available", "title": "STARTTLS if available",
                                    "thunderbird": "STARTTLS, if available (older versions)", "outlook": "Auto",
+                                   "apple_mail": "Automatically manage connection settings", "k9": "(none)",
                                    "curl": "--ssl"}
     row = data["rows"][2]
     assert (row["listener"], row["protocol"], row["mode"]) == ("smtp-starttls-optional", "smtp", "starttls-optional")
@@ -139,16 +140,19 @@ def test_the_table_as_data_for_the_dashboard(table_and_time: tuple[Table, float]
 def test_text_and_markdown_views(table_and_time: tuple[Table, float]) -> None:
     table, _ = table_and_time
     text = format_text(table).splitlines()
-    assert text[1].split() == ["implicit", "TLS", "Thunderbird", '"SSL/TLS",', "Outlook", '"SSL/TLS",', "curl",
-                               "smtps://", "imaps://", "pop3s://"]
+    assert text[1] == ('  implicit TLS           Thunderbird "SSL/TLS", Outlook "SSL/TLS", Apple Mail "Use TLS/SSL '
+                       '(port 465/993/995)", K-9 "SSL/TLS", curl smtps:// imaps:// pop3s://')
+    imap_required = text.index(next(line for line in text if line.startswith("imap-starttls-required:")))
+    assert text[imap_required + 9].startswith("                           real clients: imaplib (checked in CI)")
     markdown = format_markdown(table).splitlines()
     assert markdown[:7] == [
-        "| client setting | Thunderbird | Outlook | curl |",
-        "|---|---|---|---|",
-        "| implicit TLS | SSL/TLS | SSL/TLS | smtps:// imaps:// pop3s:// |",
-        "| STARTTLS required | STARTTLS | STARTTLS | --ssl-reqd |",
-        "| STARTTLS if available | STARTTLS, if available (older versions) | Auto | --ssl |",
-        "| no TLS | None | None | smtp:// imap:// pop3:// without --ssl |",
+        "| client setting | Thunderbird | Outlook | Apple Mail | K-9 Mail | curl |",
+        "|---|---|---|---|---|---|",
+        "| implicit TLS | SSL/TLS | SSL/TLS | Use TLS/SSL (port 465/993/995) | SSL/TLS | smtps:// imaps:// pop3s:// |",
+        "| STARTTLS required | STARTTLS | STARTTLS | Use TLS/SSL (port 587/143/110) | STARTTLS | --ssl-reqd |",
+        "| STARTTLS if available | STARTTLS, if available (older versions) | Auto | Automatically manage connection "
+        "settings | (none) | --ssl |",
+        "| no TLS | None | None | Use TLS/SSL off | None | smtp:// imap:// pop3:// without --ssl |",
         "",
     ]
     assert markdown[7] == ("| port | listener (configured mode) | implicit TLS | STARTTLS required | "
@@ -320,3 +324,26 @@ def test_reasons_have_no_source_locations_and_no_words_cut_in_half(table_and_tim
     assert clip("* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] mail.example.test ready", 40) == \
         "* OK [CAPABILITY IMAP4rev1 STARTTLS …"
     assert clip("short", 40) == "short"
+
+
+def test_what_the_cells_say_of_msmtp_and_openssl_is_what_they_do(matrix: ThreadedMailServer) -> None:
+    """The "(checked in CI)" facts of probe/known_clients.py for msmtp and openssl s_client."""
+    from mailmodes.probe.known_clients import KNOWN
+    from mailmodes.probe.real_clients import explain_with
+    from support import require_tool
+
+    require_tool("msmtp")
+    require_tool("openssl")
+    options = options_from_config(matrix.config, matrix.ca_file, greeting_timeout=GREETING_TIMEOUT)
+    targets = {t.name: t for t in targets_from_config(matrix.config, matrix.ports)}
+    msmtp = explain_with("msmtp", [targets["smtp-starttls-optional"], targets["smtp-plaintext"]], options, timeout=2)
+    for name in ("smtp-starttls-optional", "smtp-plaintext"):
+        cell = msmtp.cell(name, ClientSetting.NONE)
+        assert cell.outcome is Outcome.CLIENT_REFUSED and "cannot use a secure authentication method" in cell.reason
+    assert "msmtp refuses" in KNOWN[("smtp", "plaintext", "none")] and "msmtp refuses" in KNOWN[
+        ("*", "starttls-optional", "none")]
+    plaintext = [targets[f"{protocol}-plaintext"] for protocol in ("smtp", "imap", "pop3")]
+    openssl = explain_with("openssl", plaintext, options, timeout=2)
+    for target in plaintext:  # it sent STARTTLS (STLS) although not offered, then tried TLS on the refusal
+        assert openssl.cell(target.name, ClientSetting.STARTTLS_REQUIRED).outcome is Outcome.TLS_ERROR
+        assert "openssl s_client -starttls" in KNOWN[(target.protocol, "plaintext", "starttls-required")]

@@ -161,6 +161,10 @@ def test_the_teaching_panel_runs_explain_on_a_click_and_colours_each_outcome(
         "TLS error: wrong version number (the port speaks plaintext first)", "works (TLS 1.3)", "works (TLS 1.3)",
         "refused before login: server requires STARTTLS"]
     assert all(cell[2] and cell[2] == cell[3] for row in rows for cell in row["cells"])  # reason: tooltip and text
+    notes = browser.evaluate("[...document.querySelectorAll('#explain tr[data-listener=submission] td')]"
+                             ".map(td => td.querySelector('.real-clients')?.textContent || '')")
+    assert notes[:3] == ["", "", ""] and notes[3].startswith("real clients: curl tries MAIL anyway and gets 530")
+    assert "Apple Mail “Use TLS/SSL (port 465/993/995)”, K-9 “SSL/TLS”" in headers[1]
     colours = browser.evaluate("['works', 'hangs', 'tls-error', 'refused'].map(kind => "
                                "getComputedStyle(document.querySelector('#explain td.' + kind)).backgroundColor)")
     assert len(set(colours)) == 4, colours

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from mailmodes.config import Config
+from mailmodes.probe.known_clients import real_clients_here
 from mailmodes.probe.marks import IMAP_TAG_PREFIX, POP3_MARK, PROBE_NAME, mark_line
 
 MAX_LINE = 8192
@@ -47,19 +48,27 @@ class SettingInfo:
     title: str
     thunderbird: str
     outlook: str
+    apple_mail: str
+    k9: str
     curl: str
 
     def as_dict(self) -> dict[str, str]:
         return {"setting": str(self.setting), "title": self.title, "thunderbird": self.thunderbird,
-                "outlook": self.outlook, "curl": self.curl}
+                "outlook": self.outlook, "apple_mail": self.apple_mail, "k9": self.k9, "curl": self.curl}
 
 
+# Apple Mail has one "Use TLS/SSL" box and decides by the port: implicit TLS on 465/993/995,
+# STARTTLS on 587/143/110. K-9 Mail (Thunderbird for Android) has no "if available" setting.
 SETTINGS: tuple[SettingInfo, ...] = (
-    SettingInfo(ClientSetting.IMPLICIT, "implicit TLS", "SSL/TLS", "SSL/TLS", "smtps:// imaps:// pop3s://"),
-    SettingInfo(ClientSetting.STARTTLS_REQUIRED, "STARTTLS required", "STARTTLS", "STARTTLS", "--ssl-reqd"),
+    SettingInfo(ClientSetting.IMPLICIT, "implicit TLS", "SSL/TLS", "SSL/TLS", "Use TLS/SSL (port 465/993/995)",
+                "SSL/TLS", "smtps:// imaps:// pop3s://"),
+    SettingInfo(ClientSetting.STARTTLS_REQUIRED, "STARTTLS required", "STARTTLS", "STARTTLS",
+                "Use TLS/SSL (port 587/143/110)", "STARTTLS", "--ssl-reqd"),
     SettingInfo(ClientSetting.STARTTLS_IF_AVAILABLE, "STARTTLS if available",
-                "STARTTLS, if available (older versions)", "Auto", "--ssl"),
-    SettingInfo(ClientSetting.NONE, "no TLS", "None", "None", "smtp:// imap:// pop3:// without --ssl"),
+                "STARTTLS, if available (older versions)", "Auto", "Automatically manage connection settings",
+                "(none)", "--ssl"),
+    SettingInfo(ClientSetting.NONE, "no TLS", "None", "None", "Use TLS/SSL off", "None",
+                "smtp:// imap:// pop3:// without --ssl"),
 )
 
 
@@ -87,6 +96,7 @@ class Target:
     host: str
     port: int
     mode: str = ""
+    scenario: str | None = None  # what real clients are known to do there depends on it
 
 
 @dataclass(frozen=True)
@@ -122,7 +132,8 @@ class Table:
         """One dict per listener, its cells in the order of `settings`: what the dashboard renders."""
         return [
             {"listener": t.name, "protocol": t.protocol, "address": f"{t.host}:{t.port}", "port": t.port,
-             "mode": t.mode, "cells": [self.cell(t.name, s.setting).as_dict() for s in self.settings]}
+             "mode": t.mode, "cells": [{**self.cell(t.name, s.setting).as_dict(),
+                                        "real_clients": real_clients_here(t, s.setting)} for s in self.settings]}
             for t in self.targets
         ]
 
@@ -624,7 +635,7 @@ def targets_from_config(config: Config, ports: Mapping[str, int] | None = None, 
     ports = ports or {}
     return [
         Target(listener.name, listener.protocol, host or connect_host(listener.host or config.host),
-               ports.get(listener.name, listener.port), str(listener.tls))
+               ports.get(listener.name, listener.port), str(listener.tls), listener.scenario)
         for listener in config.listeners
     ]
 
@@ -643,11 +654,11 @@ def options_from_config(config: Config, ca_file: Path | None = None, greeting_ti
 
 def format_text(table: Table) -> str:
     """The terminal view: the client settings with the names clients use, then each listener."""
-    lines = ["Client settings (what Thunderbird, Outlook and curl call them):"]
+    lines = ["Client settings (what Thunderbird, Outlook, Apple Mail, K-9 Mail and curl call them):"]
     width = max(len(s.title) for s in table.settings)
     for info in table.settings:
         lines.append(f"  {info.title:<{width}}  Thunderbird \"{info.thunderbird}\", Outlook \"{info.outlook}\", "
-                     f"curl {info.curl}")
+                     f"Apple Mail \"{info.apple_mail}\", K-9 \"{info.k9}\", curl {info.curl}")
     for target in table.targets:
         lines += ["", f"{target.name}: {target.protocol} on {target.host}:{target.port}"
                   + (f" (configured {target.mode})" if target.mode else "")]
@@ -655,13 +666,16 @@ def format_text(table: Table) -> str:
             cell = table.cell(target.name, info.setting)
             lines.append(f"  {info.title:<{width}}  {cell.text}")
             lines.append(f"  {'':<{width}}    {cell.reason}")
+            if known := real_clients_here(target, info.setting):
+                lines.append(f"  {'':<{width}}    real clients: {known}")
     return "\n".join(lines)
 
 
 def format_markdown(table: Table) -> str:
     """The README view: what clients call each setting, then listeners down and settings across."""
-    lines = ["| client setting | Thunderbird | Outlook | curl |", "|---|---|---|---|"]
-    lines += [f"| {s.title} | {s.thunderbird} | {s.outlook} | {s.curl} |" for s in table.settings]
+    lines = ["| client setting | Thunderbird | Outlook | Apple Mail | K-9 Mail | curl |", "|---|---|---|---|---|---|"]
+    lines += [f"| {s.title} | {s.thunderbird} | {s.outlook} | {s.apple_mail} | {s.k9} | {s.curl} |"
+              for s in table.settings]
     header = ["port", "listener (configured mode)"] + [s.title for s in table.settings]
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for target in table.targets:

@@ -163,8 +163,9 @@ def _schemas() -> dict[str, Any]:
     }
     setting = {
         "type": "object",
-        "description": "a client setting, with the names Thunderbird, Outlook and curl give it",
-        "properties": {key: {"type": "string"} for key in ("setting", "title", "thunderbird", "outlook", "curl")},
+        "description": "a client setting, with the names Thunderbird, Outlook, Apple Mail, K-9 Mail and curl give it",
+        "properties": {key: {"type": "string"} for key in ("setting", "title", "thunderbird", "outlook", "apple_mail",
+                                                             "k9", "curl")},
     }
     explain_cell = {
         "type": "object",
@@ -174,6 +175,8 @@ def _schemas() -> dict[str, Any]:
             "text": {"type": "string", "description": "what happened, e.g. \"works (TLS 1.3)\""},
             "reason": {"type": "string", "description": "what the client saw: the reply line, the TLS error ..."},
             "seconds": {"type": "number"},
+            "real_clients": {"type": "string", "description": "what real clients are known to do in this cell "
+                                                               "where some differ from the model (\"\" if none)"},
         },
     }
     explain_table = {

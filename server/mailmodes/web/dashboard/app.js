@@ -133,14 +133,15 @@ function renderExplain(table) {
   const box = $("explain");
   const head = el("tr", {}, el("th", {}, "listener"),
     ...table.settings.map((s) => el("th", { setting: s.setting }, s.title,
-      el("span", { class: "names muted" }, `Thunderbird “${s.thunderbird}”, Outlook “${s.outlook}”, curl ${s.curl}`))));
+      el("span", { class: "names muted" }, `Thunderbird “${s.thunderbird}”, Outlook “${s.outlook}”, Apple Mail “${s.apple_mail}”, K-9 “${s.k9}”, curl ${s.curl}`))));
   box.tHead.replaceChildren(head);
   replaceRows(box.tBodies[0], table.rows.map((row) => el("tr", { listener: row.listener },
     el("th", { class: "listener" }, el("span", { class: "port" }, `:${row.port}`), " ", row.listener,
       el("span", { class: "tag" }, `${row.protocol} ${row.mode}`)),
     ...row.cells.map((cell) => el("td", {
       class: `outcome ${OUTCOME_KINDS[cell.outcome] || "other"}`, title: cell.reason, setting: cell.setting, outcome: cell.outcome,
-    }, el("span", { class: "text" }, cell.text), el("small", { class: "reason" }, cell.reason))))));
+    }, el("span", { class: "text" }, cell.text), el("small", { class: "reason" }, cell.reason),
+      cell.real_clients ? el("small", { class: "real-clients muted" }, `real clients: ${cell.real_clients}`) : null)))));
   box.hidden = false;
   $("explain-legend").hidden = false;
 }
