@@ -165,6 +165,13 @@ def test_the_teaching_panel_runs_explain_on_a_click_and_colours_each_outcome(
                              ".map(td => td.querySelector('.real-clients')?.textContent || '')")
     assert notes[:3] == ["", "", ""] and notes[3].startswith("real clients: curl tries MAIL anyway and gets 530")
     assert "Apple Mail “Use TLS/SSL (port 465/993/995)”, K-9 “SSL/TLS”" in headers[1]
+    # each cell links to the probe session it produced, whose transcript opens on a click
+    links = browser.evaluate("[...document.querySelectorAll('#explain td a.session-link')].map(a => a.hash)")
+    assert len(links) == 8 and len(set(links)) == 8, links
+    probe_ids = {record.id for record in server.journal.sessions(probes=True)}
+    assert {int(link.removeprefix("#session=")) for link in links} <= probe_ids
+    browser.evaluate("document.querySelector('#explain tr[data-listener=submission] td a.session-link').click()")
+    browser.wait_for("document.querySelector('#transcript-title').textContent.includes('on submission')")
     colours = browser.evaluate("['works', 'hangs', 'tls-error', 'refused'].map(kind => "
                                "getComputedStyle(document.querySelector('#explain td.' + kind)).backgroundColor)")
     assert len(set(colours)) == 4, colours

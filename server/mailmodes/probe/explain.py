@@ -113,10 +113,11 @@ class Cell:
     text: str          # "works (TLS 1.3)", in the words a student reads
     reason: str        # what the client saw: the reply line, the TLS error ...
     seconds: float
+    client_port: int = 0  # the probe's own port: the journal's session of this cell is the one from it
 
     def as_dict(self) -> dict[str, Any]:
         return {"setting": str(self.setting), "outcome": str(self.outcome), "text": self.text,
-                "reason": self.reason, "seconds": round(self.seconds, 3)}
+                "reason": self.reason, "seconds": round(self.seconds, 3), "client_port": self.client_port}
 
 
 @dataclass(frozen=True)
@@ -491,9 +492,11 @@ class _Cell:
         self.target, self.setting, self.options = target, setting, options
         self.driver = DRIVERS[target.protocol]()
         self.started = time.monotonic()
+        self.client_port = 0
 
     def result(self, outcome: Outcome, text: str, reason: str) -> Cell:
-        return Cell(self.target, self.setting, outcome, text, reason, time.monotonic() - self.started)
+        return Cell(self.target, self.setting, outcome, text, reason, time.monotonic() - self.started,
+                    self.client_port)
 
     def run(self) -> Cell:
         options = self.options
@@ -502,6 +505,7 @@ class _Cell:
         except OSError as error:
             return self.result(Outcome.UNREACHABLE, "cannot connect", f"{self.target.host}:{self.target.port}: "
                                f"{error.strerror or error}")
+        self.client_port = sock.getsockname()[1]
         wire = Wire(sock)
         try:
             return self._session(wire)

@@ -175,6 +175,9 @@ def _schemas() -> dict[str, Any]:
             "text": {"type": "string", "description": "what happened, e.g. \"works (TLS 1.3)\""},
             "reason": {"type": "string", "description": "what the client saw: the reply line, the TLS error ..."},
             "seconds": {"type": "number"},
+            "client_port": {"type": "integer", "description": "the probe's own port for this cell (0: it never connected)"},
+            "session": {"type": ["integer", "null"], "description": "POST /api/explain: the id of the probe session "
+                                                                   "this cell produced (GET /api/sessions/{id})"},
             "real_clients": {"type": "string", "description": "what real clients are known to do in this cell "
                                                                "where some differ from the model (\"\" if none)"},
         },

@@ -388,10 +388,12 @@ class HttpServer:
         targets = [target for target in targets_from_config(server.config, ports) if target.name in ports]
         options = options_from_config(server.config, server.ca_file)
         started = time.time()
-        table = await asyncio.get_running_loop().run_in_executor(None, lambda: explain(targets, options))
+        loop = asyncio.get_running_loop()
+        table = await loop.run_in_executor(None, lambda: explain(targets, options))
         finished = time.time()
+        await loop.run_in_executor(None, lambda: server.journal.settle(options.timeout))
         return time.monotonic(), {
-            **table.as_dict(),
+            **self._with_sessions(table.as_dict()),
             # The probe's own sessions are in the journal, marked as a probe's ("probe": true, kept
             # out of verdict queries); these bound them (GET /api/sessions?probe=true&since=...&until=...).
             "started": _iso_ms(started, math.floor),
@@ -400,6 +402,16 @@ class HttpServer:
             "user": options.credentials.user if options.credentials else None,
             "cache_seconds": EXPLAIN_CACHE_SECONDS,
         }
+
+    def _with_sessions(self, table: dict[str, Any]) -> dict[str, Any]:
+        """Each cell with the id of the probe session it produced (found by the probe's own port), so
+        the dashboard can link the cell to its transcript."""
+        produced = {(record.listener, int(record.client.rsplit(":", 1)[1])): record.id
+                    for record in self.server.journal.sessions(probes=True)}
+        for row in table["rows"]:
+            for cell in row["cells"]:
+                cell["session"] = produced.get((row["listener"], cell["client_port"]))
+        return table
 
     @staticmethod
     def _explain_response(explained: tuple[float, dict[str, Any]], *, cached: bool) -> web.Response:

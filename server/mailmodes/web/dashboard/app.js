@@ -141,7 +141,8 @@ function renderExplain(table) {
     ...row.cells.map((cell) => el("td", {
       class: `outcome ${OUTCOME_KINDS[cell.outcome] || "other"}`, title: cell.reason, setting: cell.setting, outcome: cell.outcome,
     }, el("span", { class: "text" }, cell.text), el("small", { class: "reason" }, cell.reason),
-      cell.real_clients ? el("small", { class: "real-clients muted" }, `real clients: ${cell.real_clients}`) : null)))));
+      cell.real_clients ? el("small", { class: "real-clients muted" }, `real clients: ${cell.real_clients}`) : null,
+      cell.session != null ? el("a", { class: "session-link", href: `#session=${cell.session}` }, `session #${cell.session}`) : null)))));
   box.hidden = false;
   $("explain-legend").hidden = false;
 }
