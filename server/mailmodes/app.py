@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mailmodes.config import Config, HttpConfig, Listener, chaos_table, with_scenario
-from mailmodes.protocols.connection import LineServer
+from mailmodes.protocols.connection import LineServer, serve_lines
 from mailmodes.protocols.events import Connection, LineSession
 from mailmodes.protocols.guards import AuthFailures
 from mailmodes.protocols.imap.session import ImapSession
@@ -103,8 +103,8 @@ class MailServer:
         try:
             if listener.protocol == "smtp":
                 return await loop.create_server(lambda: self._smtp[name](), host, listener.port)
-            return await asyncio.start_server(lambda reader, writer: self._line[name].handle(reader, writer),
-                                              host, listener.port)
+            return await serve_lines(lambda reader, writer: self._line[name].handle(reader, writer),
+                                     host, listener.port)
         except OSError as error:
             raise ListenerError(_explain_bind_error(listener, host, error)) from None
 

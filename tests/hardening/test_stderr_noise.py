@@ -50,6 +50,16 @@ protocol = "imap"
 port = 0
 tls = "implicit"
 scenario = "cert-wrong-host"
+[[listeners]]
+name = "imap"
+protocol = "imap"
+port = 0
+tls = "starttls-required"
+[[listeners]]
+name = "pop3"
+protocol = "pop3"
+port = 0
+tls = "starttls-required"
 """
 LISTENING = re.compile(r"^listening (\S+) +\S+ +127\.0\.0\.1:(\d+)")
 DASHBOARD = re.compile(r"^dashboard http://127\.0\.0\.1:(\d+)/")
@@ -66,6 +76,8 @@ def test_hostile_clients_leave_stderr_empty(tmp_path: Path) -> None:
         _rejected_starttls(ports["smtp-expired"], context)
         for name in ("smtps-wrong-host", "imaps-wrong-host"):
             _rejected_implicit_tls(ports[name], context)
+        for protocol in ("imap", "pop3"):
+            _starttls_and_nothing_to_say(ports[protocol], protocol)
         _malformed_http(http_port)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0
@@ -109,6 +121,15 @@ def _rejected_starttls(port: int, context: ssl.SSLContext) -> None:
             pass
         else:
             raise AssertionError("an expired certificate was accepted")
+
+
+def _starttls_and_nothing_to_say(port: int, protocol: str) -> None:
+    """openssl s_client -starttls with no input: its end of file can arrive with the handshake's
+    last message (asyncio then warned "returning true from eof_received() has no effect")."""
+    require_tool("openssl")
+    for _ in range(3):
+        subprocess.run(["openssl", "s_client", "-connect", f"{HOST}:{port}", "-starttls", protocol],
+                       input=b"", capture_output=True, timeout=20)
 
 
 def _rejected_implicit_tls(port: int, context: ssl.SSLContext) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Awaitable, Callable
 
 from mailmodes.config import Listener
 from mailmodes.protocols.events import (
@@ -40,6 +41,33 @@ from mailmodes.tls.handshake import (
 from mailmodes.tls.policy import ListenerTls
 
 log = logging.getLogger(__name__)
+
+
+class LineStreamProtocol(asyncio.StreamReaderProtocol):
+    """asyncio.start_server's protocol, told when its connection turns to TLS. asyncio learns that
+    only once start_tls returns; an end of file in the same read as the handshake's last message
+    (openssl s_client -starttls with nothing to say does this) reaches eof_received before, which
+    then asks to keep a half-open TLS connection, and asyncio logs a warning for every such client."""
+
+    tls_requested = False
+
+    def eof_received(self) -> bool:
+        keep_open = bool(super().eof_received())
+        return keep_open and not self.tls_requested
+
+
+async def serve_lines(handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+                      host: str | None, port: int) -> asyncio.Server:
+    """asyncio.start_server, with LineStreamProtocol for each connection."""
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(lambda: LineStreamProtocol(asyncio.StreamReader(), handle), host, port)
+
+
+async def start_tls(writer: asyncio.StreamWriter, context: ssl.SSLContext, timeout: float) -> None:
+    protocol = writer.transport.get_protocol()
+    if isinstance(protocol, LineStreamProtocol):
+        protocol.tls_requested = True
+    await writer.start_tls(context, ssl_handshake_timeout=timeout)
 READ_SIZE = 65536
 
 
@@ -94,8 +122,7 @@ class LineServer:
         if self.tls.tls_first:
             assert self.tls_context is not None
             try:
-                await writer.start_tls(self.tls_context,
-                                       ssl_handshake_timeout=handshake_timeout(self.listener.limits.idle_timeout))
+                await start_tls(writer, self.tls_context, handshake_timeout(self.listener.limits.idle_timeout))
             except (ssl.SSLError, ConnectionError, TimeoutError, OSError, asyncio.CancelledError):
                 writer.transport.abort()  # see handle(): wait_closed() would never return here
                 return
@@ -165,10 +192,7 @@ class _ClientConnection:
         spare = spare_socket(self.writer.transport) if via_starttls else None
         try:
             with HandshakeWatch(self.writer.transport) as watch:
-                await self.writer.start_tls(
-                    self.server.tls_context,
-                    ssl_handshake_timeout=handshake_timeout(limits.idle_timeout),
-                )
+                await start_tls(self.writer, self.server.tls_context, handshake_timeout(limits.idle_timeout))
         except (ssl.SSLError, ConnectionError, TimeoutError, OSError) as error:
             self.recorder.tls_failed(error, watch.ssl_object)
             plaintext, spare = spare, None  # read_after_failure closes it
