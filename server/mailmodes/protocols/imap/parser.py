@@ -1232,8 +1232,6 @@ def _sort(reader: Reader, uid: bool) -> SortArgs:
         reader.pos = first.end()
         reader.sp()
         returns, partial = _return_options(reader, reader.pos, "SORT")
-        if "UPDATE" in returns:
-            raise reader.fail("SORT RETURN (UPDATE) is not supported")
         reader.sp()
     reader.char(b"(")
     criteria: list[SortCriterion] = []

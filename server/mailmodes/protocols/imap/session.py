@@ -73,6 +73,7 @@ from mailmodes.protocols.imap.parser import (
     SearchKey,
     SequenceSet,
     SortArgs,
+    SortCriterion,
     Spans,
     StatusArgs,
     StoreArgs,
@@ -102,7 +103,7 @@ log = logging.getLogger(__name__)
 EXTENSIONS = (
     "LITERAL+", "SASL-IR", "IDLE", "UIDPLUS", "UNSELECT", "MOVE", "NAMESPACE", "ID", "ENABLE", "SPECIAL-USE",
     "ESEARCH", "SEARCHRES", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES",
-    "CONTEXT=SEARCH", "BINARY", "MULTIAPPEND", "CATENATE", "LIST-EXTENDED", "LIST-STATUS", "CONDSTORE",
+    "CONTEXT=SEARCH", "CONTEXT=SORT", "BINARY", "MULTIAPPEND", "CATENATE", "LIST-EXTENDED", "LIST-STATUS", "CONDSTORE",
 )
 PRIVACY_REQUIRED = "[PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure connections"
 AUTH_FAILED = "[AUTHENTICATIONFAILED] Authentication failed"  # RFC 5530
@@ -168,6 +169,10 @@ class _SearchUpdate:
     key: SearchKey
     uid: bool
     uids: set[int]  # the result the client was last told, as UIDs
+    # CONTEXT=SORT: a SORT RETURN (UPDATE)'s criteria and that result in sort order (as UIDs);
+    # updates then carry positions in it. None for a SEARCH (position 0).
+    criteria: tuple[SortCriterion, ...] | None = None
+    order: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -1101,12 +1106,16 @@ class ImapSession:
         else:
             self._search_result(command, view, numbers, returns, args.partial)
         if returns is not None and "UPDATE" in returns:
-            if len(view.updates) >= MAX_SEARCH_UPDATES:
-                self._untagged(f'NO [NOUPDATE "{command.tag}"] Too many search updates')
-            else:
-                uids = {view.messages[n - 1].uid for n in numbers}
-                view.updates[command.tag] = _SearchUpdate(command.tag, args.key, command.uid, uids)
+            uids = {view.messages[n - 1].uid for n in numbers}
+            self._keep_update(view, _SearchUpdate(command.tag, args.key, command.uid, uids))
         return "OK", "SEARCH completed"
+
+    def _keep_update(self, view: View, update: _SearchUpdate) -> None:
+        """RFC 5267 4.3.1: past the limit the result was still sent, but no updates follow."""
+        if len(view.updates) >= MAX_SEARCH_UPDATES:
+            self._untagged(f'NO [NOUPDATE "{update.tag}"] Too many search updates')
+        else:
+            view.updates[update.tag] = update
 
     def _cancelupdate(self, command: Command) -> Reply:
         args = command.args
@@ -1166,9 +1175,16 @@ class ImapSession:
         view = self._selected()
         if args.charset not in ("UTF-8", "US-ASCII"):
             return "NO", "[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset"
+        returns = args.returns
+        if returns is not None and "UPDATE" in returns and command.tag in view.updates:
+            return "BAD", "Duplicate search update tag"
         matched = [(n, view.messages[n - 1]) for n in self._matching(view, args.key)]
         ordered = [number for number, _ in sort(args.criteria, matched)]
-        self._search_result(command, view, ordered, args.returns, args.partial, "SORT")
+        self._search_result(command, view, ordered, returns, args.partial, "SORT")
+        if returns is not None and "UPDATE" in returns:
+            # CONTEXT=SORT (RFC 5267 4.3): kept like a SEARCH's, with its order.
+            order = [view.messages[n - 1].uid for n in ordered]
+            self._keep_update(view, _SearchUpdate(command.tag, args.key, command.uid, set(order), args.criteria, order))
         return "OK", "SORT completed"
 
     def _thread(self, command: Command) -> Reply:
@@ -1408,8 +1424,13 @@ class ImapSession:
         numbers = {m.uid: n for n, m in enumerate(view.messages, 1)}
         for update in view.updates.values():
             gone = update.uids - present
-            if gone:
-                update.uids -= gone
+            if not gone:
+                continue
+            update.uids -= gone
+            if update.criteria is not None:
+                removed = _sort_removals(update, update.uids, numbers)
+                self._send(_sort_update_line(update, removed, []))
+            else:
                 self._send(_update_line(update, sorted(gone if update.uid else (numbers[u] for u in gone)), []))
 
     def _report_updates(self, view: View) -> None:
@@ -1421,11 +1442,28 @@ class ImapSession:
             now = {view.messages[n - 1].uid for n in self._matching(view, update.key)} - ghosts
             removed, added = update.uids - now - ghosts, now - update.uids
             update.uids = (update.uids & ghosts) | now
+            if update.criteria is not None:
+                if removed or added:
+                    self._report_sort_update(view, update, numbers)
+                continue
             if removed or added:
                 def ids(uids: set[int]) -> list[int]:
                     return sorted(uids if update.uid else (numbers[u] for u in uids))
 
                 self._send(_update_line(update, ids(removed), ids(added)))
+
+    def _report_sort_update(self, view: View, update: _SearchUpdate, numbers: dict[int, int]) -> None:
+        """CONTEXT=SORT: a SORT's criteria read only what never changes in a message, so what
+        stays in the result keeps its order; removals are counted on the result as it shrinks,
+        additions placed at their final positions, in ascending order (RFC 5267 4.3.3, 4.3.4)."""
+        assert update.criteria is not None
+        removed = _sort_removals(update, update.uids, numbers)
+        members = [(numbers[uid], view.messages[numbers[uid] - 1]) for uid in sorted(update.uids)]
+        known = set(update.order)
+        update.order = [message.uid for _, message in sort(update.criteria, members)]
+        added = [(position, _update_id(update, uid, numbers))
+                 for position, uid in enumerate(update.order, 1) if uid not in known]
+        self._send(_sort_update_line(update, removed, added))
 
     def _report_expunges(self, view: View, present: set[int]) -> None:
         kept: list[Message] = []
@@ -1561,6 +1599,49 @@ def _update_line(update: _SearchUpdate, removed: list[int], added: list[int]) ->
         parts.append(f"REMOVEFROM (0 {_uid_set(removed)})")
     if added:
         parts.append(f"ADDTO (0 {_uid_set(added)})")
+    return (" ".join(parts) + "\r\n").encode()
+
+
+def _update_id(update: _SearchUpdate, uid: int, numbers: dict[int, int]) -> int:
+    return uid if update.uid else numbers[uid]
+
+
+def _sort_removals(update: _SearchUpdate, kept: set[int], numbers: dict[int, int]) -> list[tuple[int, int]]:
+    """(position, id) for each message of a SORT update's order not in `kept`, counted on the
+    result as it shrinks (RFC 5267 4.3.4); the order keeps the rest."""
+    removed: list[tuple[int, int]] = []
+    order: list[int] = []
+    for uid in update.order:
+        if uid in kept:
+            order.append(uid)
+        else:
+            removed.append((len(order) + 1, _update_id(update, uid, numbers)))
+    update.order = order
+    return removed
+
+
+def _position_pairs(updates: list[tuple[int, int]], removal: bool) -> str:
+    """context-position SP sequence-set pairs (RFC 5267 4.3.2). A set stands for its members in
+    ascending order at consecutive positions from its own, so a run joins a set only while its
+    ids ascend and its positions continue (for a removal: stay, as the result shrinks)."""
+    groups: list[tuple[int, list[int]]] = []
+    for position, value in updates:
+        if groups:
+            start, values = groups[-1]
+            expected = start if removal else start + len(values)
+            if position == expected and value > values[-1]:
+                values.append(value)
+                continue
+        groups.append((position, [value]))
+    return " ".join(f"{position} {_uid_set(values)}" for position, values in groups)
+
+
+def _sort_update_line(update: _SearchUpdate, removed: list[tuple[int, int]], added: list[tuple[int, int]]) -> bytes:
+    parts = [f'* ESEARCH (TAG "{update.tag}")'] + (["UID"] if update.uid else [])
+    if removed:
+        parts.append(f"REMOVEFROM ({_position_pairs(removed, True)})")
+    if added:
+        parts.append(f"ADDTO ({_position_pairs(added, False)})")
     return (" ".join(parts) + "\r\n").encode()
 
 
