@@ -312,6 +312,19 @@ class Authenticate:
 class MailboxArg:
     mailbox: str
     condstore: bool = False  # SELECT/EXAMINE (CONDSTORE), RFC 7162 3.1.8
+    qresync: QResync | None = None  # SELECT/EXAMINE (QRESYNC (...)), RFC 7162 3.2.5
+
+
+@dataclass(frozen=True)
+class QResync:
+    """qresync-param (RFC 7162 7): what the client knew of the mailbox when it last had it."""
+
+    uidvalidity: int
+    modseq: int
+    known_uids: SequenceSet | None = None  # "*" not allowed: UIDs only
+    # seq-match-data: (known-sequence-set known-uid-set). Checked, then unused: the store keeps
+    # every expunged UID, so nothing has to be inferred from sequence numbers.
+    seq_match: tuple[SequenceSet, SequenceSet] | None = None
 
 
 @dataclass(frozen=True)
@@ -360,6 +373,7 @@ class FetchArgs:
     sequence: SequenceSet
     items: tuple[FetchItem, ...]
     changedsince: int | None = None  # FETCH modifier (CHANGEDSINCE n), RFC 7162 3.1.4.1
+    vanished: bool = False  # UID FETCH modifier VANISHED (with CHANGEDSINCE), RFC 7162 3.2.6
 
 
 @dataclass(frozen=True)
@@ -800,10 +814,54 @@ def _select(reader: Reader, uid: bool) -> MailboxArg:
     reader.sp()
     mailbox = reader.mailbox()
     condstore = False
+    qresync = None
+
+    def qresync_param(option: str) -> None:
+        # "QRESYNC" SP "(" uidvalidity SP mod-sequence-value [SP known-uids]
+        #     [SP seq-match-data] ")"; seq-match-data = "(" known-sequence-set SP known-uid-set ")"
+        nonlocal qresync
+        if option != "QRESYNC":
+            return
+        if qresync is not None:
+            raise reader.fail("QRESYNC can be used only once")
+        reader.sp()
+        reader.char(b"(")
+        uidvalidity = reader.nz_number()
+        reader.sp()
+        modseq = reader.modseq()
+        known = None
+        seq_match = None
+        if reader.maybe_sp() and reader.peek() != 0x28:
+            known = _uid_only_set(reader)
+            reader.maybe_sp()
+        if reader.peek() == 0x28:
+            reader.pos += 1
+            sequences = _uid_only_set(reader)
+            reader.sp()
+            uids = _uid_only_set(reader)
+            reader.char(b")")
+            if _set_size(sequences) != _set_size(uids):
+                raise reader.fail("QRESYNC sequence match sets differ in size")
+            seq_match = (sequences, uids)
+        reader.char(b")")
+        qresync = QResync(uidvalidity, modseq, known, seq_match)
+
     if reader.maybe_sp():
-        for name in _option_list(reader, ("CONDSTORE",), "SELECT parameter"):
+        for name in _option_list(reader, ("CONDSTORE", "QRESYNC"), "SELECT parameter", qresync_param):
             condstore = condstore or name == "CONDSTORE"
-    return MailboxArg(mailbox, condstore)
+    return MailboxArg(mailbox, condstore, qresync)
+
+
+def _uid_only_set(reader: Reader) -> SequenceSet:
+    """A sequence-set without "*" (known-uids, known-sequence-set: RFC 7162 7)."""
+    sequence = reader.sequence_set()
+    if sequence.saved or any(STAR in pair for pair in sequence.ranges):
+        raise reader.fail("Expected a set of numbers without '*'")
+    return sequence
+
+
+def _set_size(sequence: SequenceSet) -> int:
+    return sum(abs(high - low) + 1 for low, high in sequence.ranges)
 
 
 def _rename(reader: Reader, uid: bool) -> Rename:
@@ -997,15 +1055,28 @@ def _fetch(reader: Reader, uid: bool) -> FetchArgs:
             reader.pos = start
             items.append(_fetch_att(reader))
     changedsince = None
+    vanished = False
+
+    def modifier_argument(option: str) -> None:
+        nonlocal changedsince
+        if option == "CHANGEDSINCE":
+            if changedsince is not None:
+                raise reader.fail("CHANGEDSINCE can be used only once")
+            reader.sp()
+            changedsince = reader.modseq()
+
     if reader.maybe_sp():
-        # fetch-modifiers = SP "(" fetch-modifier *(SP fetch-modifier) ")" (RFC 4466 2.4)
-        reader.char(b"(")
-        if reader.keyword() != "CHANGEDSINCE":
-            raise reader.fail("Unknown FETCH modifier")
-        reader.sp()
-        changedsince = reader.modseq()
-        reader.char(b")")
-    return FetchArgs(sequence, tuple(items), changedsince)
+        # fetch-modifiers = SP "(" fetch-modifier *(SP fetch-modifier) ")" (RFC 4466 2.4);
+        # VANISHED (RFC 7162 3.2.6) only in UID FETCH, and only with CHANGEDSINCE.
+        modifiers = _option_list(reader, ("CHANGEDSINCE", "VANISHED"), "FETCH modifier", modifier_argument)
+        if not modifiers:
+            raise reader.fail("Expected a FETCH modifier")
+        vanished = "VANISHED" in modifiers
+        if vanished and not uid:
+            raise reader.fail("VANISHED is only valid in UID FETCH")
+        if vanished and changedsince is None:
+            raise reader.fail("VANISHED needs CHANGEDSINCE")
+    return FetchArgs(sequence, tuple(items), changedsince, vanished)
 
 
 def _fetch_att(reader: Reader) -> FetchItem:

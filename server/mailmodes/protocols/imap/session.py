@@ -65,6 +65,7 @@ from mailmodes.protocols.imap.parser import (
     LiteralRequest,
     Login,
     MailboxArg,
+    QResync,
     ModSeqKey,
     NotKey,
     OrKey,
@@ -104,6 +105,7 @@ EXTENSIONS = (
     "LITERAL+", "SASL-IR", "IDLE", "UIDPLUS", "UNSELECT", "MOVE", "NAMESPACE", "ID", "ENABLE", "SPECIAL-USE",
     "ESEARCH", "SEARCHRES", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES",
     "CONTEXT=SEARCH", "CONTEXT=SORT", "BINARY", "MULTIAPPEND", "CATENATE", "LIST-EXTENDED", "LIST-STATUS", "CONDSTORE",
+    "QRESYNC",
 )
 PRIVACY_REQUIRED = "[PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure connections"
 AUTH_FAILED = "[AUTHENTICATIONFAILED] Authentication failed"  # RFC 5530
@@ -218,6 +220,9 @@ class ImapSession:
         # RFC 7162 3.1: CONDSTORE, once enabled (ENABLE, SELECT (CONDSTORE) or a command that
         # uses a mod-sequence), stays on: HIGHESTMODSEQ on SELECT, MODSEQ in flag updates.
         self.condstore = False
+        # RFC 7162 3.2: QRESYNC, once enabled (ENABLE QRESYNC only), also stays on: VANISHED
+        # instead of EXPUNGE, UIDs in flag updates, SELECT (QRESYNC ...) and UID FETCH VANISHED.
+        self.qresync = False
 
     # --- LineSession ----------------------------------------------------------------------
 
@@ -703,8 +708,13 @@ class ImapSession:
     def _select(self, command: Command) -> Reply:
         args = command.args
         assert isinstance(args, MailboxArg)
-        # RFC 3501 6.3.1: a SELECT deselects the current mailbox even when it fails.
-        self._unselect()
+        if args.qresync is not None and not self.qresync:
+            return "BAD", "QRESYNC is not enabled"  # RFC 7162 3.2.5
+        if self.view is not None:
+            # RFC 3501 6.3.1: a SELECT deselects the current mailbox even when it fails; RFC 7162
+            # 3.2.11: [CLOSED] marks where its responses end (sent always, as Dovecot does).
+            self._unselect()
+            self._untagged("OK [CLOSED] Previous mailbox closed")
         mailbox = self._account().mailbox(args.mailbox)
         if mailbox is None:
             return "NO", f"[NONEXISTENT] Mailbox doesn't exist: {args.mailbox}"
@@ -734,11 +744,37 @@ class ImapSession:
         self._permanent_flags(view)
         self._untagged(f"OK [UIDVALIDITY {mailbox.uidvalidity}] UIDs valid")
         self._untagged(f"OK [UIDNEXT {mailbox.uidnext}] Predicted next UID")
-        if args.condstore:
+        if args.condstore or args.qresync is not None:
             self.condstore = True
         if self.condstore:
             self._untagged(f"OK [HIGHESTMODSEQ {mailbox.highest_modseq}] Highest")
+        if args.qresync is not None and args.qresync.uidvalidity == mailbox.uidvalidity:
+            # RFC 7162 3.2.5.1: with another UIDVALIDITY the client's knowledge is void, and
+            # the SELECT is an ordinary one.
+            self._resync(view, args.qresync)
         return "OK", "[READ-ONLY] EXAMINE completed" if readonly else "[READ-WRITE] SELECT completed"
+
+    def _resync(self, view: View, known: QResync) -> None:
+        """RFC 7162 3.2.5.1: what vanished since the client's mod-sequence (VANISHED (EARLIER))
+        and every message changed since (FETCH with UID, FLAGS and MODSEQ), of the known UIDs
+        only when the client listed them."""
+        ranges = list(known.known_uids.resolve(0)) if known.known_uids is not None else None
+
+        def wanted(uid: int) -> bool:
+            return ranges is None or any(low <= uid <= high for low, high in ranges)
+
+        self._vanished_earlier(view, known.modseq, wanted)
+        for number, message in enumerate(view.messages, 1):
+            if message.modseq > known.modseq and wanted(message.uid):
+                self._send(b"* %d FETCH (UID %d %b%b)\r\n" % (
+                    number, message.uid, self._flags_item(view, message), self._modseq_item(message)))
+
+    def _vanished_earlier(self, view: View, modseq: int, wanted: Callable[[int], bool]) -> None:
+        """* VANISHED (EARLIER): the UIDs `wanted` that were expunged after `modseq` (RFC 7162
+        3.2.10), from the mailbox's tombstones."""
+        gone = sorted(uid for uid, when in view.mailbox.expunged.items() if when > modseq and wanted(uid))
+        if gone:
+            self._send(b"* VANISHED (EARLIER) %b\r\n" % _uid_set(gone).encode())
 
     def _flags_text(self, view: View) -> str:
         return " ".join([_SYSTEM_FLAGS_TEXT, *view.keywords]).strip()
@@ -982,9 +1018,13 @@ class ImapSession:
         if self.state is not State.AUTHENTICATED:
             # RFC 5161 3.1: only before a mailbox is selected.
             return "BAD", "ENABLE is only valid before a mailbox is selected"
-        # RFC 5161 3.2: ENABLED lists what this command enabled (CONDSTORE only needs it).
-        enabled = [] if self.condstore or "CONDSTORE" not in command.args.capabilities else ["CONDSTORE"]
+        # RFC 5161 3.2: ENABLED lists what this command enabled (CONDSTORE and QRESYNC need it;
+        # QRESYNC implies CONDSTORE, RFC 7162 3.2.3).
+        asked = command.args.capabilities
+        enabled = [name for name, on in (("CONDSTORE", self.condstore), ("QRESYNC", self.qresync))
+                   if name in asked and not on]
         self.condstore = self.condstore or bool(enabled)
+        self.qresync = self.qresync or "QRESYNC" in enabled
         self._untagged(" ".join(["ENABLED", *enabled]))
         return "OK", "ENABLE completed"
 
@@ -1210,8 +1250,23 @@ class ImapSession:
         items = list(args.items)
         if command.uid and not any(item.name == "UID" for item in items):
             items.insert(0, FetchItem("UID"))  # RFC 3501 6.4.8
+        if args.vanished and not self.qresync:
+            return "BAD", "VANISHED needs ENABLE QRESYNC"  # RFC 7162 3.2.6
         if args.changedsince is not None or any(item.name == "MODSEQ" for item in items):
             self._enable_condstore()
+        if args.vanished and args.changedsince is not None:
+            # RFC 7162 3.2.6: the UIDs of the set expunged since, before the FETCH responses; "*"
+            # reaches the last UID ever given, expunged or not.
+            if args.sequence.saved:
+                def requested(uid: int) -> bool:
+                    return uid in view.saved
+            else:
+                spans = list(args.sequence.resolve(view.mailbox.uidnext - 1))
+
+                def requested(uid: int) -> bool:
+                    return any(low <= uid <= high for low, high in spans)
+
+            self._vanished_earlier(view, args.changedsince, requested)
         if args.changedsince is not None:
             # RFC 7162 3.1.4.1: only messages changed since, and with their MODSEQ.
             targets = [(n, m) for n, m in targets if m.modseq > args.changedsince]
@@ -1245,6 +1300,12 @@ class ImapSession:
                 self._fetch_item(view, item, labels[item], message, chunks)
             if seen_now and not reports_flags:
                 chunks += (b" ", self._flags_item(view, message))
+            if seen_now and self.condstore:
+                # RFC 7162 3.2.4: a flag change by FETCH carries UID and MODSEQ too.
+                if not any(item.name == "UID" for item in items):
+                    chunks.append(b" UID %d" % message.uid)
+                if not any(item.name == "MODSEQ" for item in items):
+                    chunks.append(self._modseq_item(message))
             chunks.append(b")\r\n")
         return "OK", "FETCH completed"
 
@@ -1332,8 +1393,9 @@ class ImapSession:
             if args.silent:
                 view.flags[message.uid] = frozenset(message.flags)
                 continue
-            # RFC 3501 6.4.6: the new flags come back as if fetched (with the UID for UID STORE).
-            uid = b"UID %d " % message.uid if command.uid else b""
+            # RFC 3501 6.4.6: the new flags come back as if fetched (with the UID for UID STORE,
+            # and always once CONDSTORE is on, RFC 7162 3.2.4).
+            uid = b"UID %d " % message.uid if command.uid or self.condstore else b""
             self._send(b"* %d FETCH (%b%b%b)\r\n" % (number, uid, self._flags_item(view, message), self._modseq_item(message)))
         if modified:
             return "OK", f"[MODIFIED {_uid_set(modified)}] Conditional STORE failed"
@@ -1467,14 +1529,20 @@ class ImapSession:
 
     def _report_expunges(self, view: View, present: set[int]) -> None:
         kept: list[Message] = []
+        vanished: list[int] = []
         for message in view.messages:
             if message.uid in present:
                 kept.append(message)
                 continue
-            # Each EXPUNGE renumbers the rest at once, so the next one counts from `kept`.
-            self._send(b"* %d EXPUNGE\r\n" % (len(kept) + 1))
             view.flags.pop(message.uid, None)
             view.recent.discard(message.uid)
+            if self.qresync:
+                vanished.append(message.uid)  # RFC 7162 3.2.10: one VANISHED, no EXPUNGE
+                continue
+            # Each EXPUNGE renumbers the rest at once, so the next one counts from `kept`.
+            self._send(b"* %d EXPUNGE\r\n" % (len(kept) + 1))
+        if vanished:
+            self._send(b"* VANISHED %b\r\n" % _uid_set(vanished).encode())
         view.messages = kept
 
     def _report_new(self, view: View, current: list[Message]) -> None:
@@ -1503,7 +1571,10 @@ class ImapSession:
         for number, message in enumerate(view.messages, 1):
             if view.flags.get(message.uid) != frozenset(message.flags):
                 self._announce_keywords(view, message.flags)
-                self._send(b"* %d FETCH (%b%b)\r\n" % (number, self._flags_item(view, message), self._modseq_item(message)))
+                # RFC 7162 3.2.4: once CONDSTORE is on, flag updates name the UID.
+                uid = b"UID %d " % message.uid if self.condstore else b""
+                self._send(b"* %d FETCH (%b%b%b)\r\n" % (
+                    number, uid, self._flags_item(view, message), self._modseq_item(message)))
 
 
 def _chaos_line(reply: str, tag: str) -> bytes:
