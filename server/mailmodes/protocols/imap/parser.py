@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
+from mailmodes.protocols.imap import mutf7
+
 # --- Framing -------------------------------------------------------------------------------
 
 # literal = "{" number ["+"] "}" CRLF *CHAR8  (RFC 3501 section 9, RFC 7888 section 4)
@@ -579,10 +581,13 @@ def decode_name(raw: bytes) -> str:
 class Reader:
     """A cursor over one complete command. Every method either consumes its token or raises."""
 
-    def __init__(self, data: bytes, *, partial: bool = False) -> None:
+    def __init__(self, data: bytes, *, partial: bool = False, utf8: bool = False) -> None:
         self.data = data
         self.pos = 0
         self.partial = partial  # `data` is only the start of a command (see parse_command)
+        # ENABLE UTF8=ACCEPT (RFC 9755 3): quoted strings hold UTF-8 (and nothing else with the
+        # high bit set), mailbox names are UTF-8; before it, names are modified UTF-7.
+        self.utf8 = utf8
         self.secrets: list[tuple[int, int]] = []
 
     def fail(self, message: str) -> CommandError:
@@ -659,6 +664,11 @@ class Reader:
 
     def quoted(self) -> bytes:
         match = self._match(_QUOTED, "a quoted string")
+        if self.utf8 and not match[1].isascii():
+            try:
+                match[1].decode("utf-8")
+            except UnicodeDecodeError:
+                raise self.fail("Invalid UTF-8 in a quoted string") from None
         return re.sub(rb'\\(["\\])', rb"\1", match[1]) if b"\\" in match[1] else match[1]
 
     def literal(self) -> bytes:
@@ -696,13 +706,23 @@ class Reader:
 
     def mailbox(self) -> str:
         # mailbox = "INBOX" / astring; INBOX is case-insensitive (RFC 3501 5.1).
-        name = decode_name(self.astring())
+        name = self.name(self.astring())
         return "INBOX" if name.upper() == "INBOX" else name
 
     def list_mailbox(self) -> str:
         if self.peek() in (0x22, 0x7B):
-            return decode_name(self.string())
-        return decode_name(self._match(_LIST_CHARS, "a mailbox pattern")[0])
+            return self.name(self.string())
+        return self.name(self._match(_LIST_CHARS, "a mailbox pattern")[0])
+
+    def name(self, raw: bytes) -> str:
+        """A mailbox name (or LIST reference or pattern) as the store keeps it: modified UTF-7
+        decoded, unless UTF8=ACCEPT is on. What is not valid modified UTF-7 is taken as sent,
+        and eight-bit octets as UTF-8 (or kept, octet for octet: decode_name)."""
+        if not self.utf8 and raw.isascii() and b"&" in raw:
+            text = raw.decode("ascii")
+            decoded = mutf7.decode(text)
+            return decoded if decoded is not None else text
+        return decode_name(raw)
 
     def sequence_set(self) -> SequenceSet:
         if self.peek() == 0x24:  # "$" (RFC 5182: seq-last-command), only ever the whole set
@@ -887,7 +907,7 @@ def _list(reader: Reader, uid: bool) -> ListArgs:
         reader.sp()
         if "RECURSIVEMATCH" in selection and not set(selection) - {"RECURSIVEMATCH", "REMOTE"}:
             raise reader.fail("RECURSIVEMATCH needs another selection option")
-    reference = decode_name(reader.astring())
+    reference = reader.name(reader.astring())
     reader.sp()
     if reader.peek() == 0x28:
         extended = True
@@ -939,7 +959,7 @@ def _option_list(
 
 def _lsub(reader: Reader, uid: bool) -> ListArgs:
     reader.sp()
-    reference = decode_name(reader.astring())
+    reference = reader.name(reader.astring())
     reader.sp()
     return ListArgs(reference, reader.list_mailbox())
 
@@ -1471,13 +1491,13 @@ def split_head(head: bytes) -> tuple[str | None, str]:
     return match[0].decode("ascii", "replace"), name
 
 
-def parse_command(data: bytes, *, partial: bool = False) -> Command:
+def parse_command(data: bytes, *, partial: bool = False, utf8: bool = False) -> Command:
     """One complete command (from `Framer`) into a `Command`; CommandError names the tag if known.
 
     partial=True: `data` is only the start of a command (up to a literal still to come); it
     raises Incomplete where the complete command would go on, CommandError where it is already
     wrong, and returns a Command if `data` happens to be a whole one."""
-    reader = Reader(data, partial=partial)
+    reader = Reader(data, partial=partial, utf8=utf8)
     match = _TAG.match(data)
     if match is None:
         raise CommandError("Invalid tag")

@@ -43,6 +43,7 @@ from mailmodes.protocols.events import (
     StartTls,
 )
 from mailmodes.protocols.imap import message as mime
+from mailmodes.protocols.imap import mutf7
 from mailmodes.protocols.imap.parser import (
     SYSTEM_FLAGS,
     AndKey,
@@ -105,7 +106,7 @@ EXTENSIONS = (
     "LITERAL+", "SASL-IR", "IDLE", "UIDPLUS", "UNSELECT", "MOVE", "NAMESPACE", "ID", "ENABLE", "SPECIAL-USE",
     "ESEARCH", "SEARCHRES", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES",
     "CONTEXT=SEARCH", "CONTEXT=SORT", "BINARY", "MULTIAPPEND", "CATENATE", "LIST-EXTENDED", "LIST-STATUS", "CONDSTORE",
-    "QRESYNC",
+    "QRESYNC", "UTF8=ACCEPT",
 )
 PRIVACY_REQUIRED = "[PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure connections"
 AUTH_FAILED = "[AUTHENTICATIONFAILED] Authentication failed"  # RFC 5530
@@ -120,6 +121,9 @@ _SYSTEM_FLAGS_TEXT = " ".join(SYSTEM_FLAGS)
 # and THREAD are SEARCHes (RFC 5256 3, 4).
 _NO_EXPUNGE_DURING = ("FETCH", "STORE", "SEARCH", "SORT", "THREAD")
 _SAFE_ASTRING = re.compile(r"[^\r\n\x00\x80-\U0010ffff]*")
+_SAFE_UTF8_ASTRING = re.compile(r"[^\r\n\x00\ud800-\udfff]*")  # lone surrogates: octets that were not UTF-8
+# RFC 9755 3 (Net-Unicode, RFC 5198 2): no C0 or C1 controls, DEL, LINE or PARAGRAPH SEPARATOR.
+_NOT_IN_NAMES = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 # A relative IMAP URL to a message or part of one (RFC 5092 4 and 6: iabsolute-path), keys in any case.
 _IMAP_URL = re.compile(
     rb"/(?P<mailbox>[^;/]+(?:/[^;/]+)*)(?i:;UIDVALIDITY=(?P<uidvalidity>\d{1,10}))?"
@@ -223,6 +227,9 @@ class ImapSession:
         # RFC 7162 3.2: QRESYNC, once enabled (ENABLE QRESYNC only), also stays on: VANISHED
         # instead of EXPUNGE, UIDs in flag updates, SELECT (QRESYNC ...) and UID FETCH VANISHED.
         self.qresync = False
+        # RFC 9755 (UTF8=ACCEPT), once enabled: UTF-8 in quoted strings and mailbox names both
+        # ways (modified UTF-7 before), SEARCH without CHARSET, 8-bit headers in APPEND.
+        self.utf8 = False
 
     # --- LineSession ----------------------------------------------------------------------
 
@@ -273,7 +280,7 @@ class ImapSession:
                 self._note_piece(event, ended=False)
             elif isinstance(event, CommandBytes):
                 try:
-                    command = parse_command(event.data)
+                    command = parse_command(event.data, utf8=self.utf8)
                 except CommandError as error:
                     self._note_command(event.data, event.start, event.literals, error)
                     continue
@@ -386,7 +393,7 @@ class ImapSession:
     def _execute(self, event: CommandBytes) -> None:
         self._command_start = len(self._pending.chunks)
         try:
-            command = parse_command(event.data)
+            command = parse_command(event.data, utf8=self.utf8)
         except CommandError as error:
             self._note_command(event.data, event.start, event.literals, error)
             self._bad(error.tag, error.message)
@@ -674,7 +681,7 @@ class ImapSession:
         """The lines of a command up to a literal still to come, in wire order (before the "+"
         that answers them): shown as far as the grammar accepts them as the start of a command."""
         try:
-            command = parse_command(request.data, partial=True)
+            command = parse_command(request.data, partial=True, utf8=self.utf8)
         except CommandError as error:
             self._note_command(request.data, request.start, request.literals, error, ended=ended)
             return
@@ -870,7 +877,7 @@ class ImapSession:
             root = args.reference.split(HIERARCHY_DELIMITER, 1)[0]
             root += HIERARCHY_DELIMITER if HIERARCHY_DELIMITER in args.reference else ""
             if not lsub:
-                self._untagged(f'LIST (\\Noselect) "{HIERARCHY_DELIMITER}" {_astring(root)}')
+                self._untagged(f'LIST (\\Noselect) "{HIERARCHY_DELIMITER}" {_astring(root, self.utf8)}')
             return "OK", f"{command.name} completed"
         patterns = [ListPattern(args.reference + pattern) for pattern in (args.pattern, *args.more_patterns)]
 
@@ -881,7 +888,7 @@ class ImapSession:
         mailboxes = account.mailboxes
         if lsub:
             for name, noselect in _lsub_entries(mailboxes, account.subscriptions, matches):
-                self._untagged(f'LSUB ({noselect}) "{HIERARCHY_DELIMITER}" {_astring(name)}')
+                self._untagged(f'LSUB ({noselect}) "{HIERARCHY_DELIMITER}" {_astring(name, self.utf8)}')
             return "OK", f"{command.name} completed"
         selection, returns = set(args.selection), set(args.returns)
         childinfo: set[str] = set()
@@ -913,7 +920,7 @@ class ImapSession:
             if mailbox is not None and mailbox.special_use:
                 attributes.append(mailbox.special_use)
             extra = ' (CHILDINFO ("SUBSCRIBED"))' if name in childinfo else ""
-            self._untagged(f'LIST ({" ".join(attributes)}) "{HIERARCHY_DELIMITER}" {_astring(name)}{extra}')
+            self._untagged(f'LIST ({" ".join(attributes)}) "{HIERARCHY_DELIMITER}" {_astring(name, self.utf8)}{extra}')
             if args.status_items and mailbox is not None:
                 self._status_response(mailbox, args.status_items)  # LIST-STATUS (RFC 5819)
         return "OK", f"{command.name} completed"
@@ -941,7 +948,7 @@ class ImapSession:
             "HIGHESTMODSEQ": mailbox.highest_modseq,
         }
         items = " ".join(f"{item} {values[item]}" for item in wanted)
-        self._untagged(f"STATUS {_astring(mailbox.name)} ({items})")
+        self._untagged(f"STATUS {_astring(mailbox.name, self.utf8)} ({items})")
 
     def _append(self, command: Command) -> Reply:
         args = command.args
@@ -961,6 +968,9 @@ class ImapSession:
                 contents.append(mime.binary_parts_as_base64(item.message) if item.binary else item.message)
         if any(len(data) > self.limits.max_message_size for data in contents):
             return "NO", "[TOOBIG] Message too big"
+        if not self.utf8 and any(not _header_block(data).isascii() for data in contents):
+            # RFC 9755 4: 8-bit header fields only from a client that enabled UTF8=ACCEPT.
+            return "NO", "[CANNOT] 8-bit header fields need ENABLE UTF8=ACCEPT"
         # RFC 3502: all the messages or none; everything that can refuse one is checked above.
         uids = []
         for item, data in zip(args.messages, contents, strict=True):
@@ -1025,6 +1035,9 @@ class ImapSession:
                    if name in asked and not on]
         self.condstore = self.condstore or bool(enabled)
         self.qresync = self.qresync or "QRESYNC" in enabled
+        if "UTF8=ACCEPT" in asked and not self.utf8:
+            enabled.append("UTF8=ACCEPT")
+            self.utf8 = True
         self._untagged(" ".join(["ENABLED", *enabled]))
         return "OK", "ENABLE completed"
 
@@ -1133,6 +1146,9 @@ class ImapSession:
         assert isinstance(args, SearchArgs)
         view = self._selected()
         returns = args.returns
+        if args.charset is not None and self.utf8:
+            # RFC 9755 3: after ENABLE UTF8=ACCEPT a charset label can only conflict.
+            return "BAD", "No CHARSET after ENABLE UTF8=ACCEPT"
         if args.charset not in (None, "UTF-8", "US-ASCII"):
             if returns is not None and "SAVE" in returns:
                 view.saved = set()  # RFC 5182 2.1: a failed SEARCH ... SAVE empties "$"
@@ -1769,12 +1785,19 @@ def _uid_set(uids: list[int]) -> str:
     return ",".join(str(a) if a == b else f"{a}:{b}" for a, b in spans)
 
 
-def _astring(name: str) -> str:
-    """A mailbox name as an atom or quoted string; a literal for octets a quoted string can't hold."""
-    if _SAFE_ASTRING.fullmatch(name):
-        return quote_astring(name)
-    encoded = name.encode("utf-8", "surrogateescape")
-    return f"{{{len(encoded)}}}\r\n" + encoded.decode("utf-8", "surrogateescape")
+def _astring(name: str, utf8: bool) -> str:
+    """A mailbox name as an atom or quoted string: in modified UTF-7, or with UTF8=ACCEPT in
+    UTF-8 (RFC 9755 3); a literal, octet for octet, for a name that neither can spell (octets
+    that were not UTF-8)."""
+    if not utf8:
+        encoded = mutf7.encode(name)
+        if encoded is not None and _SAFE_ASTRING.fullmatch(encoded):
+            return quote_astring(encoded)
+    elif _SAFE_UTF8_ASTRING.fullmatch(name):
+        # UTF-8 only ever in a quoted string, never in an atom.
+        return quote_astring(name) if name.isascii() else '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    raw = name.encode("utf-8", "surrogateescape")
+    return f"{{{len(raw)}}}\r\n" + raw.decode("utf-8", "surrogateescape")
 
 
 class ListPattern:
@@ -1830,8 +1853,18 @@ class ListPattern:
         return bool(live & self.accept)
 
 
+def _header_block(data: bytes) -> bytes:
+    """A message's header fields: up to the first empty line (all of it if there is none)."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        end = data.find(b"\n\n")
+    return data if end < 0 else data[:end]
+
+
 def _valid_new_name(name: str) -> bool:
-    if not name or name.startswith(HIERARCHY_DELIMITER) or any(c in name for c in "%*\r\n\0"):
+    if not name or name.startswith(HIERARCHY_DELIMITER) or any(c in name for c in "%*"):
+        return False
+    if _NOT_IN_NAMES.search(name):
         return False
     return all(name.split(HIERARCHY_DELIMITER))
 
