@@ -286,7 +286,9 @@ def imaptest_stress(args: argparse.Namespace, port: int, mbox: Path, persistent:
     return StressRun(sum(int(n) for n in counts.split()), float(args.stress_secs), errors)
 
 
-def run_stress(args: argparse.Namespace, report: Callable[[str], None], servers: Servers) -> dict[str, dict[str, list[StressRun]]]:
+def run_stress(
+    args: argparse.Namespace, report: Callable[[str], None], servers: Servers
+) -> dict[str, dict[str, list[StressRun]]]:
     """mode -> server -> one StressRun per round, the servers taking turns within each round."""
     mbox = servers.root / "stress.mbox"
     write_stress_mbox(mbox)

@@ -23,7 +23,8 @@ def two_clients() -> tuple[Store, Client, Client]:
 
 
 def test_modified_utf7_round_trips() -> None:
-    for name, spelled in (("Entwürfe", "Entw&APw-rfe"), ("~peter/mail/台北/日本語", "~peter/mail/&U,BTFw-/&ZeVnLIqe-"),
+    for name, spelled in (("Entwürfe", "Entw&APw-rfe"),
+                          ("~peter/mail/台北/日本語", "~peter/mail/&U,BTFw-/&ZeVnLIqe-"),
                           ("A&B", "A&-B"), ("😀", "&2D3eAA-"), ("plain", "plain")):
         assert mutf7.encode(name) == spelled
         assert mutf7.decode(spelled) == name
@@ -83,4 +84,5 @@ def test_search_charset_and_append_headers() -> None:
     utf8.select()
     assert utf8.send(b"d SEARCH CHARSET UTF-8 ALL\r\n") == b"d BAD No CHARSET after ENABLE UTF8=ACCEPT\r\n"
     assert utf8.send('e SEARCH SUBJECT "grüße"\r\n'.encode()) == b"* SEARCH 2\r\ne OK SEARCH completed\r\n"
-    assert utf8.send(b"f UID SORT (SUBJECT) UTF-8 ALL\r\n") == b"* SORT 1 2\r\nf OK SORT completed\r\n"  # SORT keeps its charset
+    # SORT keeps its charset argument.
+    assert utf8.send(b"f UID SORT (SUBJECT) UTF-8 ALL\r\n") == b"* SORT 1 2\r\nf OK SORT completed\r\n"
