@@ -197,3 +197,20 @@ def test_a_client_back_later_resyncs_over_a_socket(serve: Callable[..., Threaded
     finally:
         c[1].close()
         c[0].close()
+
+
+def test_known_uids_of_many_ranges() -> None:
+    """A set of thousands of ranges (a 64 KiB line holds ~13,000) is looked up by bisection
+    for each expunged UID and message, and still limits what is reported."""
+    store = make_store()
+    inbox = store.accounts["alice"].inbox
+    for _ in range(3000):
+        inbox.append(SIMPLE, internal_date=WHEN)
+    inbox.expunge(range(1, 3001, 2))  # the odd UIDs
+    c = enabled(store)
+    odd_from_1001 = b",".join(b"%d" % uid for uid in range(1001, 3001, 2))
+    reply = c.send(b"s EXAMINE INBOX (QRESYNC (%d 3001 %b,2000:2002))\r\n" % (inbox.uidvalidity, odd_from_1001))
+    assert reply.endswith(
+        b"* VANISHED (EARLIER) %b\r\n"
+        b"s OK [READ-ONLY] EXAMINE completed\r\n" % odd_from_1001
+    )

@@ -765,11 +765,7 @@ class ImapSession:
         """RFC 7162 3.2.5.1: what vanished since the client's mod-sequence (VANISHED (EARLIER))
         and every message changed since (FETCH with UID, FLAGS and MODSEQ), of the known UIDs
         only when the client listed them."""
-        ranges = list(known.known_uids.resolve(0)) if known.known_uids is not None else None
-
-        def wanted(uid: int) -> bool:
-            return ranges is None or any(low <= uid <= high for low, high in ranges)
-
+        wanted = _within(known.known_uids.resolve(0)) if known.known_uids is not None else lambda uid: True
         self._vanished_earlier(view, known.modseq, wanted)
         for number, message in enumerate(view.messages, 1):
             if message.modseq > known.modseq and wanted(message.uid):
@@ -1273,15 +1269,9 @@ class ImapSession:
         if args.vanished and args.changedsince is not None:
             # RFC 7162 3.2.6: the UIDs of the set expunged since, before the FETCH responses; "*"
             # reaches the last UID ever given, expunged or not.
-            if args.sequence.saved:
-                def requested(uid: int) -> bool:
-                    return uid in view.saved
-            else:
-                spans = list(args.sequence.resolve(view.mailbox.uidnext - 1))
-
-                def requested(uid: int) -> bool:
-                    return any(low <= uid <= high for low, high in spans)
-
+            saved = view.saved
+            requested = saved.__contains__ if args.sequence.saved else _within(
+                args.sequence.resolve(view.mailbox.uidnext - 1))
             self._vanished_earlier(view, args.changedsince, requested)
         if args.changedsince is not None:
             # RFC 7162 3.1.4.1: only messages changed since, and with their MODSEQ.
@@ -1687,6 +1677,24 @@ def _update_line(update: _SearchUpdate, removed: list[int], added: list[int]) ->
     if added:
         parts.append(f"ADDTO (0 {_uid_set(added)})")
     return (" ".join(parts) + "\r\n").encode()
+
+
+def _within(ranges: Iterable[tuple[int, int]]) -> Callable[[int], bool]:
+    """Whether a number falls in one of `ranges` (low, high), by bisection: a client's set may
+    hold thousands of ranges, asked about for every message or expunged UID."""
+    merged: list[list[int]] = []
+    for low, high in sorted(ranges):
+        if merged and low <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], high)
+        else:
+            merged.append([low, high])
+    starts = [low for low, _ in merged]
+
+    def contains(number: int) -> bool:
+        index = bisect.bisect_right(starts, number) - 1
+        return index >= 0 and number <= merged[index][1]
+
+    return contains
 
 
 def _update_id(update: _SearchUpdate, uid: int, numbers: dict[int, int]) -> int:
