@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -24,14 +25,16 @@ import ssl
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 from dovecot import fill_maildir, sample_message, start_dovecot
 
 HOSTNAME = "mail.example.test"
-USERS = {"alice": "alice-password", "bob": "bob-password"}
+# stress: an empty INBOX for imaptest's stress runs (imap_bench.py --stress-secs).
+USERS = {"alice": "alice-password", "bob": "bob-password", "stress": "stress-password"}
 LOGIN_MAILBOX_SIZE = 10  # messages in bob's mailbox, the one the login benchmarks open
 RATIO_NOTE = "ratio = mailmodes / dovecot (time: lower is better; rates: higher is better)"
 
@@ -143,12 +146,21 @@ def mailmodes_child(protocol: str, root: Path, messages: int, size: int) -> None
     asyncio.run(main())
 
 
-def run_against_dovecot(
-    args: argparse.Namespace, report: Callable[[str], None], protocol: str, measure: Measure[ResultT]
-) -> dict[str, ResultT]:
+@dataclass
+class Servers:
+    """Both servers of a run, up together: for each, the port to measure on and its pid."""
+
+    mailmodes: tuple[int, int]
+    dovecot: tuple[int, int]
+    context: ssl.SSLContext | None
+    root: Path  # the run's temporary directory (removed afterwards)
+
+
+@contextlib.contextmanager
+def servers_against_dovecot(args: argparse.Namespace, protocol: str) -> Iterator[Servers]:
     """Start mailmodes (a child process) and Dovecot with the same messages: alice gets
-    `args.messages` of `args.size` bytes, bob LOGIN_MAILBOX_SIZE. Then `measure` each, on its
-    `protocol` port, or its implicit-TLS one with `args.tls`."""
+    `args.messages` of `args.size` bytes, bob LOGIN_MAILBOX_SIZE, stress none. Each is reached
+    on its `protocol` port, or its implicit-TLS one with `args.tls`."""
     from mailmodes.tls.certs import ensure_certificates
 
     with tempfile.TemporaryDirectory(prefix="mailmodes-bench-") as tmp:
@@ -183,15 +195,29 @@ def run_against_dovecot(
                 fill_maildir(dovecot.maildir("alice"), args.messages, args.size)
                 fill_maildir(dovecot.maildir("bob"), LOGIN_MAILBOX_SIZE, args.size)
                 name = protocol + "s" if args.tls else protocol
-                report(f"measuring mailmodes ({name}) ...")
-                ours = measure(info["ports"][name], context, child.pid)
-                report(f"measuring Dovecot ({name}) ...")
-                theirs = measure(tls_port if args.tls else plain_port, context, dovecot.process.pid)
+                yield Servers(
+                    (info["ports"][name], child.pid),
+                    (tls_port if args.tls else plain_port, dovecot.process.pid),
+                    context,
+                    root,
+                )
             finally:
                 dovecot.stop()
         finally:
             child.stdin.close()
             wait_or_kill(child)
+
+
+def run_against_dovecot(
+    args: argparse.Namespace, report: Callable[[str], None], protocol: str, measure: Measure[ResultT]
+) -> dict[str, ResultT]:
+    """`measure` mailmodes, then Dovecot (servers_against_dovecot)."""
+    with servers_against_dovecot(args, protocol) as servers:
+        name = protocol + "s" if args.tls else protocol
+        report(f"measuring mailmodes ({name}) ...")
+        ours = measure(servers.mailmodes[0], servers.context, servers.mailmodes[1])
+        report(f"measuring Dovecot ({name}) ...")
+        theirs = measure(servers.dovecot[0], servers.context, servers.dovecot[1])
     return {"mailmodes": ours, "dovecot": theirs}
 
 
@@ -202,8 +228,8 @@ def dovecot_bench_main(
     protocol: str,
     verb: str,
     rounds: int,
-    run: Callable[[argparse.Namespace, Callable[[str], None]], dict[str, ResultT]],
-    print_results: Callable[[dict[str, ResultT], argparse.Namespace], None],
+    run: Callable[[argparse.Namespace, Callable[[str], None]], ResultT],
+    print_results: Callable[[ResultT, argparse.Namespace], None],
     more_arguments: Callable[[argparse.ArgumentParser], object] | None = None,
 ) -> int:
     """The command line of a mailmodes-against-Dovecot benchmark: parse it, `run`, print the

@@ -80,6 +80,10 @@ class Mailbox:
         # RFC 7162 (CONDSTORE): bumped by every change, whoever makes it (IMAP, POP3's DELE at
         # QUIT, the HTTP API), since every change goes through append/set_flags/expunge here.
         self.highest_modseq = 1
+        # RFC 7162 3.2 (QRESYNC): each expunged UID with the mod-sequence of its expunge, so a
+        # client back after a while is told what vanished since (VANISHED (EARLIER)). Only
+        # expunge() below writes it.
+        self.expunged: dict[int, int] = {}
 
     def append(
         self, data: bytes, flags: Iterable[str] = (), internal_date: datetime | None = None
@@ -111,7 +115,8 @@ class Mailbox:
         if removed:
             self.messages = [m for m in self.messages if m.uid not in wanted]
             self.recent_uids -= wanted
-            self._next_modseq()
+            modseq = self._next_modseq()
+            self.expunged.update(dict.fromkeys(removed, modseq))  # QRESYNC tombstones (see __init__)
             self.changed()
         return removed
 

@@ -31,7 +31,7 @@ def test_select_condstore_fetch_modseq_and_changedsince() -> None:
         b"* 1 FETCH (MODSEQ (2))\r\n* 2 FETCH (MODSEQ (3))\r\n* 3 FETCH (MODSEQ (4))\r\nb OK FETCH completed\r\n"
     )
     assert c.send(b"c STORE 2 +FLAGS (\\Seen)\r\n") == (
-        b"* 2 FETCH (FLAGS (\\Seen \\Recent) MODSEQ (5))\r\nc OK STORE completed\r\n"
+        b"* 2 FETCH (UID 2 FLAGS (\\Seen \\Recent) MODSEQ (5))\r\nc OK STORE completed\r\n"
     )
     assert c.send(b"d UID FETCH 1:* (FLAGS) (CHANGEDSINCE 3)\r\n") == (
         b"* 2 FETCH (UID 2 FLAGS (\\Seen \\Recent) MODSEQ (5))\r\n* 3 FETCH (UID 3 FLAGS (\\Recent) MODSEQ (4))\r\n"
@@ -50,18 +50,18 @@ def test_the_first_enabling_command_reports_highestmodseq() -> None:
         b"* OK [HIGHESTMODSEQ 4] Highest\r\n* 1 FETCH (MODSEQ (2))\r\na OK FETCH completed\r\n"
     )
     assert c.send(b"b FETCH 1 (MODSEQ)\r\n") == b"* 1 FETCH (MODSEQ (2))\r\nb OK FETCH completed\r\n"
-    # Another session's flag change comes with its MODSEQ from now on.
+    # Another session's flag change comes with its UID and MODSEQ from now on (RFC 7162 3.2.4).
     inbox = store.accounts["alice"].inbox
     inbox.set_flags(inbox.messages[2], {"\\Answered"})
-    assert c.send(b"c NOOP\r\n") == b"* 3 FETCH (FLAGS (\\Answered \\Recent) MODSEQ (5))\r\nc OK NOOP completed\r\n"
+    assert c.send(b"c NOOP\r\n") == b"* 3 FETCH (UID 3 FLAGS (\\Answered \\Recent) MODSEQ (5))\r\nc OK NOOP completed\r\n"
 
 
 def test_unchangedsince_and_search_modseq() -> None:
     store = three()
     c, _ = selected(store, b"a SELECT INBOX (CONDSTORE)\r\n")
     assert c.send(b"b STORE 1:3 (UNCHANGEDSINCE 3) +FLAGS (\\Flagged)\r\n") == (
-        b"* 1 FETCH (FLAGS (\\Flagged \\Recent) MODSEQ (5))\r\n"
-        b"* 2 FETCH (FLAGS (\\Flagged \\Recent) MODSEQ (6))\r\n"
+        b"* 1 FETCH (UID 1 FLAGS (\\Flagged \\Recent) MODSEQ (5))\r\n"
+        b"* 2 FETCH (UID 2 FLAGS (\\Flagged \\Recent) MODSEQ (6))\r\n"
         b"b OK [MODIFIED 3] Conditional STORE failed\r\n"
     )
     assert c.send(b'c SEARCH MODSEQ "/flags/\\\\flagged" all 6\r\n') == b"* SEARCH 2 (MODSEQ 6)\r\nc OK SEARCH completed\r\n"

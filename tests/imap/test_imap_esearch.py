@@ -116,4 +116,55 @@ def test_update_reports_additions_and_removals_until_cancelled() -> None:
     assert c.send(b'f CANCELUPDATE "a" "b"\r\n') == b"f OK CANCELUPDATE completed\r\n"
     assert c.send(b"g STORE 1:* -FLAGS.SILENT (\\Seen)\r\n") == b"g OK STORE completed\r\n"
     assert c.send(b'h CANCELUPDATE "a"\r\n') == b"h BAD Unknown search update tag a\r\n"
-    assert c.send(b"i SORT RETURN (UPDATE) (ARRIVAL) UTF-8 ALL\r\n") == b"i BAD SORT RETURN (UPDATE) is not supported\r\n"
+
+
+# --- CONTEXT=SORT (RFC 5267 4.3): SORT RETURN (UPDATE), positions in sort order ---------------
+
+
+def subjects(*names: str) -> tuple[Store, Client]:
+    store = make_store()
+    inbox = store.accounts["alice"].inbox
+    for name in names:
+        inbox.append(b"Subject: %b\r\n\r\nx\r\n" % name.encode(), internal_date=WHEN)
+    c = client(store)
+    c.login()
+    c.select()
+    return store, c
+
+
+def test_sort_update_places_additions_and_removals_in_sort_order() -> None:
+    store, c = subjects("c", "a", "e", "b", "d")  # UIDs 1-5: by subject 2, 4, 1, 5, 3
+    inbox = store.accounts["alice"].inbox
+    assert c.send(b"a UID SORT RETURN (UPDATE ALL) (SUBJECT) UTF-8 UNSEEN\r\n") == (
+        b'* ESEARCH (TAG "a") UID ALL 2,4,1,5,3\r\na OK SORT completed\r\n'
+    )
+    assert c.send(b"b SORT RETURN (UPDATE) (REVERSE SUBJECT) UTF-8 UNSEEN\r\n") == (
+        b'* ESEARCH (TAG "b")\r\nb OK SORT completed\r\n'
+    )
+    assert c.send(b"b SORT RETURN (UPDATE) (SUBJECT) UTF-8 ALL\r\n") == b"b BAD Duplicate search update tag\r\n"
+    # Removals count on the result as it shrinks: 2,[4],1,[5],3 -> 4 at 2, then 5 at 3.
+    assert c.send(b"c STORE 4:5 +FLAGS.SILENT (\\Seen)\r\n") == (
+        b'* ESEARCH (TAG "a") UID REMOVEFROM (2 4 3 5)\r\n* ESEARCH (TAG "b") REMOVEFROM (2 5 3 4)\r\n'
+        b"c OK STORE completed\r\n"
+    )
+    # New mail from elsewhere, after EXISTS, at the final positions; an ascending run is one set.
+    inbox.append(b"Subject: f\r\n\r\nx\r\n", internal_date=WHEN)
+    inbox.append(b"Subject: g\r\n\r\nx\r\n", internal_date=WHEN)
+    assert c.send(b"d NOOP\r\n") == (
+        b"* 7 EXISTS\r\n* 7 RECENT\r\n"
+        b'* ESEARCH (TAG "a") UID ADDTO (4 6:7)\r\n* ESEARCH (TAG "b") ADDTO (1 7 2 6)\r\n'
+        b"d OK NOOP completed\r\n"
+    )
+    # An expunge elsewhere leaves each result, at its position, before the EXPUNGE.
+    inbox.expunge([1])
+    assert c.send(b"e NOOP\r\n") == (
+        b'* ESEARCH (TAG "a") UID REMOVEFROM (2 1)\r\n* ESEARCH (TAG "b") REMOVEFROM (4 1)\r\n'
+        b"* 1 EXPUNGE\r\ne OK NOOP completed\r\n"
+    )
+    # Neighbours removed at once: the same position twice (one set while the ids ascend).
+    assert c.send(b"f UID STORE 3,6 +FLAGS.SILENT (\\Seen)\r\n") == (
+        b'* ESEARCH (TAG "a") UID REMOVEFROM (2 3,6)\r\n* ESEARCH (TAG "b") REMOVEFROM (2 5 2 2)\r\n'
+        b"f OK STORE completed\r\n"
+    )
+    assert c.send(b'g CANCELUPDATE "a" "b"\r\n') == b"g OK CANCELUPDATE completed\r\n"
+    assert c.send(b"h STORE 1:* -FLAGS.SILENT (\\Seen)\r\n") == b"h OK STORE completed\r\n"

@@ -224,7 +224,10 @@ def test_select_and_examine_responses() -> None:
     assert d.send(b"d EXPUNGE\r\n") == b"d NO [CANNOT] Mailbox is read-only\r\n"
     assert d.send(b"e FETCH 2 BODY[]<0.4>\r\n") == b"* 2 FETCH (BODY[]<0> {4}\r\nFrom)\r\ne OK FETCH completed\r\n"
     assert "\\Seen" not in inbox.messages[1].flags  # EXAMINE never sets \Seen
-    assert d.send(b"f SELECT nosuch\r\n") == b"f NO [NONEXISTENT] Mailbox doesn't exist: nosuch\r\n"
+    # The open mailbox is closed even when the SELECT fails ([CLOSED], RFC 7162 3.2.11).
+    assert d.send(b"f SELECT nosuch\r\n") == (
+        b"* OK [CLOSED] Previous mailbox closed\r\nf NO [NONEXISTENT] Mailbox doesn't exist: nosuch\r\n"
+    )
     assert d.send(b"g FETCH 1 FLAGS\r\n") == b"g BAD FETCH is not valid in the authenticated state\r\n"
 
 
@@ -631,7 +634,7 @@ def test_recent_stays_with_the_session_across_reselect() -> None:
     c = client(store)
     c.login()
     assert b"* 1 RECENT\r\n" in c.select()
-    assert c.send(b"a SELECT Sent\r\n").startswith(b"* FLAGS")
+    assert c.send(b"a SELECT Sent\r\n").startswith(b"* OK [CLOSED] Previous mailbox closed\r\n* FLAGS")
     assert b"* 1 RECENT\r\n" in c.select()
     assert c.send(b"b FETCH 1 FLAGS\r\n") == b"* 1 FETCH (FLAGS (\\Recent))\r\nb OK FETCH completed\r\n"
     other = client(store)

@@ -27,7 +27,7 @@ TOOLCHAIN = {
 COMMANDS = {"autoreconf": "autoconf", "automake": "automake", "libtoolize": "libtool", "pkg-config": "pkg-config",
             "make": "build-essential", "cc": "build-essential"}
 # The number of tests passed today: raise it as extensions land, never lower it.
-AT_LEAST_PASSED = 66
+AT_LEAST_PASSED = 67
 
 
 def missing_toolchain() -> str | None:

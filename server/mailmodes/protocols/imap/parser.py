@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
+from mailmodes.protocols.imap import mutf7
+
 # --- Framing -------------------------------------------------------------------------------
 
 # literal = "{" number ["+"] "}" CRLF *CHAR8  (RFC 3501 section 9, RFC 7888 section 4)
@@ -312,6 +314,19 @@ class Authenticate:
 class MailboxArg:
     mailbox: str
     condstore: bool = False  # SELECT/EXAMINE (CONDSTORE), RFC 7162 3.1.8
+    qresync: QResync | None = None  # SELECT/EXAMINE (QRESYNC (...)), RFC 7162 3.2.5
+
+
+@dataclass(frozen=True)
+class QResync:
+    """qresync-param (RFC 7162 7): what the client knew of the mailbox when it last had it."""
+
+    uidvalidity: int
+    modseq: int
+    known_uids: SequenceSet | None = None  # "*" not allowed: UIDs only
+    # seq-match-data: (known-sequence-set known-uid-set). Checked, then unused: the store keeps
+    # every expunged UID, so nothing has to be inferred from sequence numbers.
+    seq_match: tuple[SequenceSet, SequenceSet] | None = None
 
 
 @dataclass(frozen=True)
@@ -360,6 +375,7 @@ class FetchArgs:
     sequence: SequenceSet
     items: tuple[FetchItem, ...]
     changedsince: int | None = None  # FETCH modifier (CHANGEDSINCE n), RFC 7162 3.1.4.1
+    vanished: bool = False  # UID FETCH modifier VANISHED (with CHANGEDSINCE), RFC 7162 3.2.6
 
 
 @dataclass(frozen=True)
@@ -565,10 +581,13 @@ def decode_name(raw: bytes) -> str:
 class Reader:
     """A cursor over one complete command. Every method either consumes its token or raises."""
 
-    def __init__(self, data: bytes, *, partial: bool = False) -> None:
+    def __init__(self, data: bytes, *, partial: bool = False, utf8: bool = False) -> None:
         self.data = data
         self.pos = 0
         self.partial = partial  # `data` is only the start of a command (see parse_command)
+        # ENABLE UTF8=ACCEPT (RFC 9755 3): quoted strings hold UTF-8 (and nothing else with the
+        # high bit set), mailbox names are UTF-8; before it, names are modified UTF-7.
+        self.utf8 = utf8
         self.secrets: list[tuple[int, int]] = []
 
     def fail(self, message: str) -> CommandError:
@@ -645,6 +664,11 @@ class Reader:
 
     def quoted(self) -> bytes:
         match = self._match(_QUOTED, "a quoted string")
+        if self.utf8 and not match[1].isascii():
+            try:
+                match[1].decode("utf-8")
+            except UnicodeDecodeError:
+                raise self.fail("Invalid UTF-8 in a quoted string") from None
         return re.sub(rb'\\(["\\])', rb"\1", match[1]) if b"\\" in match[1] else match[1]
 
     def literal(self) -> bytes:
@@ -682,13 +706,23 @@ class Reader:
 
     def mailbox(self) -> str:
         # mailbox = "INBOX" / astring; INBOX is case-insensitive (RFC 3501 5.1).
-        name = decode_name(self.astring())
+        name = self.name(self.astring())
         return "INBOX" if name.upper() == "INBOX" else name
 
     def list_mailbox(self) -> str:
         if self.peek() in (0x22, 0x7B):
-            return decode_name(self.string())
-        return decode_name(self._match(_LIST_CHARS, "a mailbox pattern")[0])
+            return self.name(self.string())
+        return self.name(self._match(_LIST_CHARS, "a mailbox pattern")[0])
+
+    def name(self, raw: bytes) -> str:
+        """A mailbox name (or LIST reference or pattern) as the store keeps it: modified UTF-7
+        decoded, unless UTF8=ACCEPT is on. What is not valid modified UTF-7 is taken as sent,
+        and eight-bit octets as UTF-8 (or kept, octet for octet: decode_name)."""
+        if not self.utf8 and raw.isascii() and b"&" in raw:
+            text = raw.decode("ascii")
+            decoded = mutf7.decode(text)
+            return decoded if decoded is not None else text
+        return decode_name(raw)
 
     def sequence_set(self) -> SequenceSet:
         if self.peek() == 0x24:  # "$" (RFC 5182: seq-last-command), only ever the whole set
@@ -800,10 +834,54 @@ def _select(reader: Reader, uid: bool) -> MailboxArg:
     reader.sp()
     mailbox = reader.mailbox()
     condstore = False
+    qresync = None
+
+    def qresync_param(option: str) -> None:
+        # "QRESYNC" SP "(" uidvalidity SP mod-sequence-value [SP known-uids]
+        #     [SP seq-match-data] ")"; seq-match-data = "(" known-sequence-set SP known-uid-set ")"
+        nonlocal qresync
+        if option != "QRESYNC":
+            return
+        if qresync is not None:
+            raise reader.fail("QRESYNC can be used only once")
+        reader.sp()
+        reader.char(b"(")
+        uidvalidity = reader.nz_number()
+        reader.sp()
+        modseq = reader.modseq()
+        known = None
+        seq_match = None
+        if reader.maybe_sp() and reader.peek() != 0x28:
+            known = _uid_only_set(reader)
+            reader.maybe_sp()
+        if reader.peek() == 0x28:
+            reader.pos += 1
+            sequences = _uid_only_set(reader)
+            reader.sp()
+            uids = _uid_only_set(reader)
+            reader.char(b")")
+            if _set_size(sequences) != _set_size(uids):
+                raise reader.fail("QRESYNC sequence match sets differ in size")
+            seq_match = (sequences, uids)
+        reader.char(b")")
+        qresync = QResync(uidvalidity, modseq, known, seq_match)
+
     if reader.maybe_sp():
-        for name in _option_list(reader, ("CONDSTORE",), "SELECT parameter"):
+        for name in _option_list(reader, ("CONDSTORE", "QRESYNC"), "SELECT parameter", qresync_param):
             condstore = condstore or name == "CONDSTORE"
-    return MailboxArg(mailbox, condstore)
+    return MailboxArg(mailbox, condstore, qresync)
+
+
+def _uid_only_set(reader: Reader) -> SequenceSet:
+    """A sequence-set without "*" (known-uids, known-sequence-set: RFC 7162 7)."""
+    sequence = reader.sequence_set()
+    if sequence.saved or any(STAR in pair for pair in sequence.ranges):
+        raise reader.fail("Expected a set of numbers without '*'")
+    return sequence
+
+
+def _set_size(sequence: SequenceSet) -> int:
+    return sum(abs(high - low) + 1 for low, high in sequence.ranges)
 
 
 def _rename(reader: Reader, uid: bool) -> Rename:
@@ -829,7 +907,7 @@ def _list(reader: Reader, uid: bool) -> ListArgs:
         reader.sp()
         if "RECURSIVEMATCH" in selection and not set(selection) - {"RECURSIVEMATCH", "REMOTE"}:
             raise reader.fail("RECURSIVEMATCH needs another selection option")
-    reference = decode_name(reader.astring())
+    reference = reader.name(reader.astring())
     reader.sp()
     if reader.peek() == 0x28:
         extended = True
@@ -881,7 +959,7 @@ def _option_list(
 
 def _lsub(reader: Reader, uid: bool) -> ListArgs:
     reader.sp()
-    reference = decode_name(reader.astring())
+    reference = reader.name(reader.astring())
     reader.sp()
     return ListArgs(reference, reader.list_mailbox())
 
@@ -997,15 +1075,28 @@ def _fetch(reader: Reader, uid: bool) -> FetchArgs:
             reader.pos = start
             items.append(_fetch_att(reader))
     changedsince = None
+    vanished = False
+
+    def modifier_argument(option: str) -> None:
+        nonlocal changedsince
+        if option == "CHANGEDSINCE":
+            if changedsince is not None:
+                raise reader.fail("CHANGEDSINCE can be used only once")
+            reader.sp()
+            changedsince = reader.modseq()
+
     if reader.maybe_sp():
-        # fetch-modifiers = SP "(" fetch-modifier *(SP fetch-modifier) ")" (RFC 4466 2.4)
-        reader.char(b"(")
-        if reader.keyword() != "CHANGEDSINCE":
-            raise reader.fail("Unknown FETCH modifier")
-        reader.sp()
-        changedsince = reader.modseq()
-        reader.char(b")")
-    return FetchArgs(sequence, tuple(items), changedsince)
+        # fetch-modifiers = SP "(" fetch-modifier *(SP fetch-modifier) ")" (RFC 4466 2.4);
+        # VANISHED (RFC 7162 3.2.6) only in UID FETCH, and only with CHANGEDSINCE.
+        modifiers = _option_list(reader, ("CHANGEDSINCE", "VANISHED"), "FETCH modifier", modifier_argument)
+        if not modifiers:
+            raise reader.fail("Expected a FETCH modifier")
+        vanished = "VANISHED" in modifiers
+        if vanished and not uid:
+            raise reader.fail("VANISHED is only valid in UID FETCH")
+        if vanished and changedsince is None:
+            raise reader.fail("VANISHED needs CHANGEDSINCE")
+    return FetchArgs(sequence, tuple(items), changedsince, vanished)
 
 
 def _fetch_att(reader: Reader) -> FetchItem:
@@ -1232,8 +1323,6 @@ def _sort(reader: Reader, uid: bool) -> SortArgs:
         reader.pos = first.end()
         reader.sp()
         returns, partial = _return_options(reader, reader.pos, "SORT")
-        if "UPDATE" in returns:
-            raise reader.fail("SORT RETURN (UPDATE) is not supported")
         reader.sp()
     reader.char(b"(")
     criteria: list[SortCriterion] = []
@@ -1402,13 +1491,13 @@ def split_head(head: bytes) -> tuple[str | None, str]:
     return match[0].decode("ascii", "replace"), name
 
 
-def parse_command(data: bytes, *, partial: bool = False) -> Command:
+def parse_command(data: bytes, *, partial: bool = False, utf8: bool = False) -> Command:
     """One complete command (from `Framer`) into a `Command`; CommandError names the tag if known.
 
     partial=True: `data` is only the start of a command (up to a literal still to come); it
     raises Incomplete where the complete command would go on, CommandError where it is already
     wrong, and returns a Command if `data` happens to be a whole one."""
-    reader = Reader(data, partial=partial)
+    reader = Reader(data, partial=partial, utf8=utf8)
     match = _TAG.match(data)
     if match is None:
         raise CommandError("Invalid tag")

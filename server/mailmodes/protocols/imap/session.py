@@ -43,6 +43,7 @@ from mailmodes.protocols.events import (
     StartTls,
 )
 from mailmodes.protocols.imap import message as mime
+from mailmodes.protocols.imap import mutf7
 from mailmodes.protocols.imap.parser import (
     SYSTEM_FLAGS,
     AndKey,
@@ -68,11 +69,13 @@ from mailmodes.protocols.imap.parser import (
     ModSeqKey,
     NotKey,
     OrKey,
+    QResync,
     Rename,
     SearchArgs,
     SearchKey,
     SequenceSet,
     SortArgs,
+    SortCriterion,
     Spans,
     StatusArgs,
     StoreArgs,
@@ -102,7 +105,8 @@ log = logging.getLogger(__name__)
 EXTENSIONS = (
     "LITERAL+", "SASL-IR", "IDLE", "UIDPLUS", "UNSELECT", "MOVE", "NAMESPACE", "ID", "ENABLE", "SPECIAL-USE",
     "ESEARCH", "SEARCHRES", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES",
-    "CONTEXT=SEARCH", "BINARY", "MULTIAPPEND", "CATENATE", "LIST-EXTENDED", "LIST-STATUS", "CONDSTORE",
+    "CONTEXT=SEARCH", "CONTEXT=SORT", "BINARY", "MULTIAPPEND", "CATENATE", "LIST-EXTENDED", "LIST-STATUS", "CONDSTORE",
+    "QRESYNC", "UTF8=ACCEPT",
 )
 PRIVACY_REQUIRED = "[PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure connections"
 AUTH_FAILED = "[AUTHENTICATIONFAILED] Authentication failed"  # RFC 5530
@@ -117,6 +121,9 @@ _SYSTEM_FLAGS_TEXT = " ".join(SYSTEM_FLAGS)
 # and THREAD are SEARCHes (RFC 5256 3, 4).
 _NO_EXPUNGE_DURING = ("FETCH", "STORE", "SEARCH", "SORT", "THREAD")
 _SAFE_ASTRING = re.compile(r"[^\r\n\x00\x80-\U0010ffff]*")
+_SAFE_UTF8_ASTRING = re.compile(r"[^\r\n\x00\ud800-\udfff]*")  # lone surrogates: octets that were not UTF-8
+# RFC 9755 3 (Net-Unicode, RFC 5198 2): no C0 or C1 controls, DEL, LINE or PARAGRAPH SEPARATOR.
+_NOT_IN_NAMES = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 # A relative IMAP URL to a message or part of one (RFC 5092 4 and 6: iabsolute-path), keys in any case.
 _IMAP_URL = re.compile(
     rb"/(?P<mailbox>[^;/]+(?:/[^;/]+)*)(?i:;UIDVALIDITY=(?P<uidvalidity>\d{1,10}))?"
@@ -168,6 +175,10 @@ class _SearchUpdate:
     key: SearchKey
     uid: bool
     uids: set[int]  # the result the client was last told, as UIDs
+    # CONTEXT=SORT: a SORT RETURN (UPDATE)'s criteria and that result in sort order (as UIDs);
+    # updates then carry positions in it. None for a SEARCH (position 0).
+    criteria: tuple[SortCriterion, ...] | None = None
+    order: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -213,6 +224,12 @@ class ImapSession:
         # RFC 7162 3.1: CONDSTORE, once enabled (ENABLE, SELECT (CONDSTORE) or a command that
         # uses a mod-sequence), stays on: HIGHESTMODSEQ on SELECT, MODSEQ in flag updates.
         self.condstore = False
+        # RFC 7162 3.2: QRESYNC, once enabled (ENABLE QRESYNC only), also stays on: VANISHED
+        # instead of EXPUNGE, UIDs in flag updates, SELECT (QRESYNC ...) and UID FETCH VANISHED.
+        self.qresync = False
+        # RFC 9755 (UTF8=ACCEPT), once enabled: UTF-8 in quoted strings and mailbox names both
+        # ways (modified UTF-7 before), SEARCH without CHARSET, 8-bit headers in APPEND.
+        self.utf8 = False
 
     # --- LineSession ----------------------------------------------------------------------
 
@@ -263,7 +280,7 @@ class ImapSession:
                 self._note_piece(event, ended=False)
             elif isinstance(event, CommandBytes):
                 try:
-                    command = parse_command(event.data)
+                    command = parse_command(event.data, utf8=self.utf8)
                 except CommandError as error:
                     self._note_command(event.data, event.start, event.literals, error)
                     continue
@@ -376,7 +393,7 @@ class ImapSession:
     def _execute(self, event: CommandBytes) -> None:
         self._command_start = len(self._pending.chunks)
         try:
-            command = parse_command(event.data)
+            command = parse_command(event.data, utf8=self.utf8)
         except CommandError as error:
             self._note_command(event.data, event.start, event.literals, error)
             self._bad(error.tag, error.message)
@@ -664,7 +681,7 @@ class ImapSession:
         """The lines of a command up to a literal still to come, in wire order (before the "+"
         that answers them): shown as far as the grammar accepts them as the start of a command."""
         try:
-            command = parse_command(request.data, partial=True)
+            command = parse_command(request.data, partial=True, utf8=self.utf8)
         except CommandError as error:
             self._note_command(request.data, request.start, request.literals, error, ended=ended)
             return
@@ -698,8 +715,13 @@ class ImapSession:
     def _select(self, command: Command) -> Reply:
         args = command.args
         assert isinstance(args, MailboxArg)
-        # RFC 3501 6.3.1: a SELECT deselects the current mailbox even when it fails.
-        self._unselect()
+        if args.qresync is not None and not self.qresync:
+            return "BAD", "QRESYNC is not enabled"  # RFC 7162 3.2.5
+        if self.view is not None:
+            # RFC 3501 6.3.1: a SELECT deselects the current mailbox even when it fails; RFC 7162
+            # 3.2.11: [CLOSED] marks where its responses end (sent always, as Dovecot does).
+            self._unselect()
+            self._untagged("OK [CLOSED] Previous mailbox closed")
         mailbox = self._account().mailbox(args.mailbox)
         if mailbox is None:
             return "NO", f"[NONEXISTENT] Mailbox doesn't exist: {args.mailbox}"
@@ -729,11 +751,33 @@ class ImapSession:
         self._permanent_flags(view)
         self._untagged(f"OK [UIDVALIDITY {mailbox.uidvalidity}] UIDs valid")
         self._untagged(f"OK [UIDNEXT {mailbox.uidnext}] Predicted next UID")
-        if args.condstore:
+        if args.condstore or args.qresync is not None:
             self.condstore = True
         if self.condstore:
             self._untagged(f"OK [HIGHESTMODSEQ {mailbox.highest_modseq}] Highest")
+        if args.qresync is not None and args.qresync.uidvalidity == mailbox.uidvalidity:
+            # RFC 7162 3.2.5.1: with another UIDVALIDITY the client's knowledge is void, and
+            # the SELECT is an ordinary one.
+            self._resync(view, args.qresync)
         return "OK", "[READ-ONLY] EXAMINE completed" if readonly else "[READ-WRITE] SELECT completed"
+
+    def _resync(self, view: View, known: QResync) -> None:
+        """RFC 7162 3.2.5.1: what vanished since the client's mod-sequence (VANISHED (EARLIER))
+        and every message changed since (FETCH with UID, FLAGS and MODSEQ), of the known UIDs
+        only when the client listed them."""
+        wanted = _within(known.known_uids.resolve(0)) if known.known_uids is not None else lambda uid: True
+        self._vanished_earlier(view, known.modseq, wanted)
+        for number, message in enumerate(view.messages, 1):
+            if message.modseq > known.modseq and wanted(message.uid):
+                self._send(b"* %d FETCH (UID %d %b%b)\r\n" % (
+                    number, message.uid, self._flags_item(view, message), self._modseq_item(message)))
+
+    def _vanished_earlier(self, view: View, modseq: int, wanted: Callable[[int], bool]) -> None:
+        """* VANISHED (EARLIER): the UIDs `wanted` that were expunged after `modseq` (RFC 7162
+        3.2.10), from the mailbox's tombstones."""
+        gone = sorted(uid for uid, when in view.mailbox.expunged.items() if when > modseq and wanted(uid))
+        if gone:
+            self._send(b"* VANISHED (EARLIER) %b\r\n" % _uid_set(gone).encode())
 
     def _flags_text(self, view: View) -> str:
         return " ".join([_SYSTEM_FLAGS_TEXT, *view.keywords]).strip()
@@ -829,7 +873,7 @@ class ImapSession:
             root = args.reference.split(HIERARCHY_DELIMITER, 1)[0]
             root += HIERARCHY_DELIMITER if HIERARCHY_DELIMITER in args.reference else ""
             if not lsub:
-                self._untagged(f'LIST (\\Noselect) "{HIERARCHY_DELIMITER}" {_astring(root)}')
+                self._untagged(f'LIST (\\Noselect) "{HIERARCHY_DELIMITER}" {_astring(root, self.utf8)}')
             return "OK", f"{command.name} completed"
         patterns = [ListPattern(args.reference + pattern) for pattern in (args.pattern, *args.more_patterns)]
 
@@ -840,7 +884,7 @@ class ImapSession:
         mailboxes = account.mailboxes
         if lsub:
             for name, noselect in _lsub_entries(mailboxes, account.subscriptions, matches):
-                self._untagged(f'LSUB ({noselect}) "{HIERARCHY_DELIMITER}" {_astring(name)}')
+                self._untagged(f'LSUB ({noselect}) "{HIERARCHY_DELIMITER}" {_astring(name, self.utf8)}')
             return "OK", f"{command.name} completed"
         selection, returns = set(args.selection), set(args.returns)
         childinfo: set[str] = set()
@@ -872,7 +916,7 @@ class ImapSession:
             if mailbox is not None and mailbox.special_use:
                 attributes.append(mailbox.special_use)
             extra = ' (CHILDINFO ("SUBSCRIBED"))' if name in childinfo else ""
-            self._untagged(f'LIST ({" ".join(attributes)}) "{HIERARCHY_DELIMITER}" {_astring(name)}{extra}')
+            self._untagged(f'LIST ({" ".join(attributes)}) "{HIERARCHY_DELIMITER}" {_astring(name, self.utf8)}{extra}')
             if args.status_items and mailbox is not None:
                 self._status_response(mailbox, args.status_items)  # LIST-STATUS (RFC 5819)
         return "OK", f"{command.name} completed"
@@ -900,7 +944,7 @@ class ImapSession:
             "HIGHESTMODSEQ": mailbox.highest_modseq,
         }
         items = " ".join(f"{item} {values[item]}" for item in wanted)
-        self._untagged(f"STATUS {_astring(mailbox.name)} ({items})")
+        self._untagged(f"STATUS {_astring(mailbox.name, self.utf8)} ({items})")
 
     def _append(self, command: Command) -> Reply:
         args = command.args
@@ -920,6 +964,9 @@ class ImapSession:
                 contents.append(mime.binary_parts_as_base64(item.message) if item.binary else item.message)
         if any(len(data) > self.limits.max_message_size for data in contents):
             return "NO", "[TOOBIG] Message too big"
+        if not self.utf8 and any(not _header_block(data).isascii() for data in contents):
+            # RFC 9755 4: 8-bit header fields only from a client that enabled UTF8=ACCEPT.
+            return "NO", "[CANNOT] 8-bit header fields need ENABLE UTF8=ACCEPT"
         # RFC 3502: all the messages or none; everything that can refuse one is checked above.
         uids = []
         for item, data in zip(args.messages, contents, strict=True):
@@ -977,9 +1024,16 @@ class ImapSession:
         if self.state is not State.AUTHENTICATED:
             # RFC 5161 3.1: only before a mailbox is selected.
             return "BAD", "ENABLE is only valid before a mailbox is selected"
-        # RFC 5161 3.2: ENABLED lists what this command enabled (CONDSTORE only needs it).
-        enabled = [] if self.condstore or "CONDSTORE" not in command.args.capabilities else ["CONDSTORE"]
+        # RFC 5161 3.2: ENABLED lists what this command enabled (CONDSTORE and QRESYNC need it;
+        # QRESYNC implies CONDSTORE, RFC 7162 3.2.3).
+        asked = command.args.capabilities
+        enabled = [name for name, on in (("CONDSTORE", self.condstore), ("QRESYNC", self.qresync))
+                   if name in asked and not on]
         self.condstore = self.condstore or bool(enabled)
+        self.qresync = self.qresync or "QRESYNC" in enabled
+        if "UTF8=ACCEPT" in asked and not self.utf8:
+            enabled.append("UTF8=ACCEPT")
+            self.utf8 = True
         self._untagged(" ".join(["ENABLED", *enabled]))
         return "OK", "ENABLE completed"
 
@@ -1088,6 +1142,9 @@ class ImapSession:
         assert isinstance(args, SearchArgs)
         view = self._selected()
         returns = args.returns
+        if args.charset is not None and self.utf8:
+            # RFC 9755 3: after ENABLE UTF8=ACCEPT a charset label can only conflict.
+            return "BAD", "No CHARSET after ENABLE UTF8=ACCEPT"
         if args.charset not in (None, "UTF-8", "US-ASCII"):
             if returns is not None and "SAVE" in returns:
                 view.saved = set()  # RFC 5182 2.1: a failed SEARCH ... SAVE empties "$"
@@ -1101,12 +1158,16 @@ class ImapSession:
         else:
             self._search_result(command, view, numbers, returns, args.partial)
         if returns is not None and "UPDATE" in returns:
-            if len(view.updates) >= MAX_SEARCH_UPDATES:
-                self._untagged(f'NO [NOUPDATE "{command.tag}"] Too many search updates')
-            else:
-                uids = {view.messages[n - 1].uid for n in numbers}
-                view.updates[command.tag] = _SearchUpdate(command.tag, args.key, command.uid, uids)
+            uids = {view.messages[n - 1].uid for n in numbers}
+            self._keep_update(view, _SearchUpdate(command.tag, args.key, command.uid, uids))
         return "OK", "SEARCH completed"
+
+    def _keep_update(self, view: View, update: _SearchUpdate) -> None:
+        """RFC 5267 4.3.1: past the limit the result was still sent, but no updates follow."""
+        if len(view.updates) >= MAX_SEARCH_UPDATES:
+            self._untagged(f'NO [NOUPDATE "{update.tag}"] Too many search updates')
+        else:
+            view.updates[update.tag] = update
 
     def _cancelupdate(self, command: Command) -> Reply:
         args = command.args
@@ -1166,9 +1227,16 @@ class ImapSession:
         view = self._selected()
         if args.charset not in ("UTF-8", "US-ASCII"):
             return "NO", "[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset"
+        returns = args.returns
+        if returns is not None and "UPDATE" in returns and command.tag in view.updates:
+            return "BAD", "Duplicate search update tag"
         matched = [(n, view.messages[n - 1]) for n in self._matching(view, args.key)]
         ordered = [number for number, _ in sort(args.criteria, matched)]
-        self._search_result(command, view, ordered, args.returns, args.partial, "SORT")
+        self._search_result(command, view, ordered, returns, args.partial, "SORT")
+        if returns is not None and "UPDATE" in returns:
+            # CONTEXT=SORT (RFC 5267 4.3): kept like a SEARCH's, with its order.
+            order = [view.messages[n - 1].uid for n in ordered]
+            self._keep_update(view, _SearchUpdate(command.tag, args.key, command.uid, set(order), args.criteria, order))
         return "OK", "SORT completed"
 
     def _thread(self, command: Command) -> Reply:
@@ -1194,8 +1262,17 @@ class ImapSession:
         items = list(args.items)
         if command.uid and not any(item.name == "UID" for item in items):
             items.insert(0, FetchItem("UID"))  # RFC 3501 6.4.8
+        if args.vanished and not self.qresync:
+            return "BAD", "VANISHED needs ENABLE QRESYNC"  # RFC 7162 3.2.6
         if args.changedsince is not None or any(item.name == "MODSEQ" for item in items):
             self._enable_condstore()
+        if args.vanished and args.changedsince is not None:
+            # RFC 7162 3.2.6: the UIDs of the set expunged since, before the FETCH responses; "*"
+            # reaches the last UID ever given, expunged or not.
+            saved = view.saved
+            requested = saved.__contains__ if args.sequence.saved else _within(
+                args.sequence.resolve(view.mailbox.uidnext - 1))
+            self._vanished_earlier(view, args.changedsince, requested)
         if args.changedsince is not None:
             # RFC 7162 3.1.4.1: only messages changed since, and with their MODSEQ.
             targets = [(n, m) for n, m in targets if m.modseq > args.changedsince]
@@ -1229,6 +1306,12 @@ class ImapSession:
                 self._fetch_item(view, item, labels[item], message, chunks)
             if seen_now and not reports_flags:
                 chunks += (b" ", self._flags_item(view, message))
+            if seen_now and self.condstore:
+                # RFC 7162 3.2.4: a flag change by FETCH carries UID and MODSEQ too.
+                if not any(item.name == "UID" for item in items):
+                    chunks.append(b" UID %d" % message.uid)
+                if not any(item.name == "MODSEQ" for item in items):
+                    chunks.append(self._modseq_item(message))
             chunks.append(b")\r\n")
         return "OK", "FETCH completed"
 
@@ -1316,8 +1399,9 @@ class ImapSession:
             if args.silent:
                 view.flags[message.uid] = frozenset(message.flags)
                 continue
-            # RFC 3501 6.4.6: the new flags come back as if fetched (with the UID for UID STORE).
-            uid = b"UID %d " % message.uid if command.uid else b""
+            # RFC 3501 6.4.6: the new flags come back as if fetched (with the UID for UID STORE,
+            # and always once CONDSTORE is on, RFC 7162 3.2.4).
+            uid = b"UID %d " % message.uid if command.uid or self.condstore else b""
             self._send(b"* %d FETCH (%b%b%b)\r\n" % (number, uid, self._flags_item(view, message), self._modseq_item(message)))
         if modified:
             return "OK", f"[MODIFIED {_uid_set(modified)}] Conditional STORE failed"
@@ -1408,8 +1492,13 @@ class ImapSession:
         numbers = {m.uid: n for n, m in enumerate(view.messages, 1)}
         for update in view.updates.values():
             gone = update.uids - present
-            if gone:
-                update.uids -= gone
+            if not gone:
+                continue
+            update.uids -= gone
+            if update.criteria is not None:
+                removed = _sort_removals(update, update.uids, numbers)
+                self._send(_sort_update_line(update, removed, []))
+            else:
                 self._send(_update_line(update, sorted(gone if update.uid else (numbers[u] for u in gone)), []))
 
     def _report_updates(self, view: View) -> None:
@@ -1421,22 +1510,45 @@ class ImapSession:
             now = {view.messages[n - 1].uid for n in self._matching(view, update.key)} - ghosts
             removed, added = update.uids - now - ghosts, now - update.uids
             update.uids = (update.uids & ghosts) | now
+            if update.criteria is not None:
+                if removed or added:
+                    self._report_sort_update(view, update, numbers)
+                continue
             if removed or added:
                 def ids(uids: set[int]) -> list[int]:
                     return sorted(uids if update.uid else (numbers[u] for u in uids))
 
                 self._send(_update_line(update, ids(removed), ids(added)))
 
+    def _report_sort_update(self, view: View, update: _SearchUpdate, numbers: dict[int, int]) -> None:
+        """CONTEXT=SORT: a SORT's criteria read only what never changes in a message, so what
+        stays in the result keeps its order; removals are counted on the result as it shrinks,
+        additions placed at their final positions, in ascending order (RFC 5267 4.3.3, 4.3.4)."""
+        assert update.criteria is not None
+        removed = _sort_removals(update, update.uids, numbers)
+        members = [(numbers[uid], view.messages[numbers[uid] - 1]) for uid in sorted(update.uids)]
+        known = set(update.order)
+        update.order = [message.uid for _, message in sort(update.criteria, members)]
+        added = [(position, _update_id(update, uid, numbers))
+                 for position, uid in enumerate(update.order, 1) if uid not in known]
+        self._send(_sort_update_line(update, removed, added))
+
     def _report_expunges(self, view: View, present: set[int]) -> None:
         kept: list[Message] = []
+        vanished: list[int] = []
         for message in view.messages:
             if message.uid in present:
                 kept.append(message)
                 continue
-            # Each EXPUNGE renumbers the rest at once, so the next one counts from `kept`.
-            self._send(b"* %d EXPUNGE\r\n" % (len(kept) + 1))
             view.flags.pop(message.uid, None)
             view.recent.discard(message.uid)
+            if self.qresync:
+                vanished.append(message.uid)  # RFC 7162 3.2.10: one VANISHED, no EXPUNGE
+                continue
+            # Each EXPUNGE renumbers the rest at once, so the next one counts from `kept`.
+            self._send(b"* %d EXPUNGE\r\n" % (len(kept) + 1))
+        if vanished:
+            self._send(b"* VANISHED %b\r\n" % _uid_set(vanished).encode())
         view.messages = kept
 
     def _report_new(self, view: View, current: list[Message]) -> None:
@@ -1465,7 +1577,10 @@ class ImapSession:
         for number, message in enumerate(view.messages, 1):
             if view.flags.get(message.uid) != frozenset(message.flags):
                 self._announce_keywords(view, message.flags)
-                self._send(b"* %d FETCH (%b%b)\r\n" % (number, self._flags_item(view, message), self._modseq_item(message)))
+                # RFC 7162 3.2.4: once CONDSTORE is on, flag updates name the UID.
+                uid = b"UID %d " % message.uid if self.condstore else b""
+                self._send(b"* %d FETCH (%b%b%b)\r\n" % (
+                    number, uid, self._flags_item(view, message), self._modseq_item(message)))
 
 
 def _chaos_line(reply: str, tag: str) -> bytes:
@@ -1564,6 +1679,67 @@ def _update_line(update: _SearchUpdate, removed: list[int], added: list[int]) ->
     return (" ".join(parts) + "\r\n").encode()
 
 
+def _within(ranges: Iterable[tuple[int, int]]) -> Callable[[int], bool]:
+    """Whether a number falls in one of `ranges` (low, high), by bisection: a client's set may
+    hold thousands of ranges, asked about for every message or expunged UID."""
+    merged: list[list[int]] = []
+    for low, high in sorted(ranges):
+        if merged and low <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], high)
+        else:
+            merged.append([low, high])
+    starts = [low for low, _ in merged]
+
+    def contains(number: int) -> bool:
+        index = bisect.bisect_right(starts, number) - 1
+        return index >= 0 and number <= merged[index][1]
+
+    return contains
+
+
+def _update_id(update: _SearchUpdate, uid: int, numbers: dict[int, int]) -> int:
+    return uid if update.uid else numbers[uid]
+
+
+def _sort_removals(update: _SearchUpdate, kept: set[int], numbers: dict[int, int]) -> list[tuple[int, int]]:
+    """(position, id) for each message of a SORT update's order not in `kept`, counted on the
+    result as it shrinks (RFC 5267 4.3.4); the order keeps the rest."""
+    removed: list[tuple[int, int]] = []
+    order: list[int] = []
+    for uid in update.order:
+        if uid in kept:
+            order.append(uid)
+        else:
+            removed.append((len(order) + 1, _update_id(update, uid, numbers)))
+    update.order = order
+    return removed
+
+
+def _position_pairs(updates: list[tuple[int, int]], removal: bool) -> str:
+    """context-position SP sequence-set pairs (RFC 5267 4.3.2). A set stands for its members in
+    ascending order at consecutive positions from its own, so a run joins a set only while its
+    ids ascend and its positions continue (for a removal: stay, as the result shrinks)."""
+    groups: list[tuple[int, list[int]]] = []
+    for position, value in updates:
+        if groups:
+            start, values = groups[-1]
+            expected = start if removal else start + len(values)
+            if position == expected and value > values[-1]:
+                values.append(value)
+                continue
+        groups.append((position, [value]))
+    return " ".join(f"{position} {_uid_set(values)}" for position, values in groups)
+
+
+def _sort_update_line(update: _SearchUpdate, removed: list[tuple[int, int]], added: list[tuple[int, int]]) -> bytes:
+    parts = [f'* ESEARCH (TAG "{update.tag}")'] + (["UID"] if update.uid else [])
+    if removed:
+        parts.append(f"REMOVEFROM ({_position_pairs(removed, True)})")
+    if added:
+        parts.append(f"ADDTO ({_position_pairs(added, False)})")
+    return (" ".join(parts) + "\r\n").encode()
+
+
 def _uses_modseq(key: SearchKey) -> bool:
     """Whether a search program has a MODSEQ key anywhere (iteratively: nesting is bounded
     by the parser, but a long AND of keys is not)."""
@@ -1617,12 +1793,19 @@ def _uid_set(uids: list[int]) -> str:
     return ",".join(str(a) if a == b else f"{a}:{b}" for a, b in spans)
 
 
-def _astring(name: str) -> str:
-    """A mailbox name as an atom or quoted string; a literal for octets a quoted string can't hold."""
-    if _SAFE_ASTRING.fullmatch(name):
-        return quote_astring(name)
-    encoded = name.encode("utf-8", "surrogateescape")
-    return f"{{{len(encoded)}}}\r\n" + encoded.decode("utf-8", "surrogateescape")
+def _astring(name: str, utf8: bool) -> str:
+    """A mailbox name as an atom or quoted string: in modified UTF-7, or with UTF8=ACCEPT in
+    UTF-8 (RFC 9755 3); a literal, octet for octet, for a name that neither can spell (octets
+    that were not UTF-8)."""
+    if not utf8:
+        encoded = mutf7.encode(name)
+        if encoded is not None and _SAFE_ASTRING.fullmatch(encoded):
+            return quote_astring(encoded)
+    elif _SAFE_UTF8_ASTRING.fullmatch(name):
+        # UTF-8 only ever in a quoted string, never in an atom.
+        return quote_astring(name) if name.isascii() else '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    raw = name.encode("utf-8", "surrogateescape")
+    return f"{{{len(raw)}}}\r\n" + raw.decode("utf-8", "surrogateescape")
 
 
 class ListPattern:
@@ -1678,8 +1861,18 @@ class ListPattern:
         return bool(live & self.accept)
 
 
+def _header_block(data: bytes) -> bytes:
+    """A message's header fields: up to the first empty line (all of it if there is none)."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        end = data.find(b"\n\n")
+    return data if end < 0 else data[:end]
+
+
 def _valid_new_name(name: str) -> bool:
-    if not name or name.startswith(HIERARCHY_DELIMITER) or any(c in name for c in "%*\r\n\0"):
+    if not name or name.startswith(HIERARCHY_DELIMITER) or any(c in name for c in "%*"):
+        return False
+    if _NOT_IN_NAMES.search(name):
         return False
     return all(name.split(HIERARCHY_DELIMITER))
 
