@@ -11,7 +11,7 @@ from typing import Any
 from mailmodes.protocols import PROTOCOLS
 from mailmodes.scenarios.catalogue import SCENARIOS
 from mailmodes.scenarios.misbehaviour import Chaos
-from mailmodes.tls.policy import TlsMode
+from mailmodes.tls.policy import DEFAULT_TLS_PROFILE, TLS_PROFILES, TlsMode
 
 SMTP_ROLES = ("submission", "mta")
 
@@ -105,6 +105,7 @@ class Listener:
     # a client that acted on the injected replies shows it by speaking first (acted-on-injection).
     desync_hold: float = 0.5
     limits: ResolvedLimits = field(default_factory=lambda: resolve_limits("smtp", Limits(), Limits()))
+    tls_profile: str = DEFAULT_TLS_PROFILE  # after Mozilla's guidelines: old | intermediate | modern
 
 
 @dataclass(frozen=True)
@@ -408,6 +409,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>", base_dir: Pa
         if not 0 <= desync_hold <= 10:
             raise reader.fail("desync_hold", "must be between 0 and 10 seconds")
         limits = _limits(source, reader.get("limits", dict, {}), f"{reader.where}.limits")
+        tls_profile = reader.choice("tls_profile", TLS_PROFILES, DEFAULT_TLS_PROFILE)
         reader.finish()
         address = (listener_host or host, port)
         if port and address in seen:
@@ -430,6 +432,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>", base_dir: Pa
                 apop=apop,
                 desync_hold=desync_hold,
                 limits=resolve_limits(protocol, global_limits, limits),
+                tls_profile=tls_profile,
             )
         )
     seeds = _seeds(source, top.get("seed", list, []), users, base_dir)

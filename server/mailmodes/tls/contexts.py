@@ -24,6 +24,7 @@ from mailmodes.scenarios.catalogue import (
 )
 from mailmodes.tls.certs import ensure_certificates
 from mailmodes.tls.handshake import HandshakeWatch, server_context, watch_progress
+from mailmodes.tls.policy import DEFAULT_TLS_PROFILE
 
 
 class ServerContexts:
@@ -33,15 +34,25 @@ class ServerContexts:
         paths = ensure_certificates(certs_dir, hostname)
         self.ca_file = paths.ca_file
         self.default = self._with_sni(server_context(paths.cert_file, paths.key_file))
+        self._profiles: dict[str, ssl.SSLContext] = {DEFAULT_TLS_PROFILE: self.default}
         self._scenarios: dict[str, ssl.SSLContext] = {}
 
     def for_listener(self, listener: Listener) -> ssl.SSLContext:
         scenario = SCENARIOS.get(listener.scenario or "")
         if scenario is not None and scenario.kind in ("certificate", "tls"):
             return self.scenario(scenario.id)
+        # A scenario's context keeps its own versions and ciphers: tls_profile is for known-good ones.
         if listener.cert_file and listener.key_file:
-            return self._with_sni(server_context(listener.cert_file, listener.key_file))
-        return self.default
+            return self._with_sni(server_context(listener.cert_file, listener.key_file, profile=listener.tls_profile))
+        return self.profile(listener.tls_profile)
+
+    def profile(self, name: str) -> ssl.SSLContext:
+        """The generated certificate under one of the TLS profiles (made once, then shared)."""
+        context = self._profiles.get(name)
+        if context is None:
+            paths = ensure_certificates(self.certs_dir, self.hostname)
+            context = self._profiles[name] = self._with_sni(server_context(paths.cert_file, paths.key_file, profile=name))
+        return context
 
     def scenario(self, scenario_id: str) -> ssl.SSLContext:
         context = self._scenarios.get(scenario_id)
