@@ -23,7 +23,7 @@ from mailmodes.scenarios.catalogue import (
     scenario_for_sni,
 )
 from mailmodes.tls.certs import ensure_certificates
-from mailmodes.tls.handshake import HandshakeWatch, server_context, watch_progress
+from mailmodes.tls.handshake import HandshakeWatch, server_context, staple_ocsp, watch_progress
 from mailmodes.tls.policy import DEFAULT_TLS_PROFILE
 
 
@@ -98,12 +98,19 @@ def tls_context_for(scenario_id: str, certs_dir: Path, hostname: str) -> ssl.SSL
         context.set_ciphers(settings.ciphers)
     if settings.dh1024:
         context.load_dh_params(str(badcerts.dh1024_params(certs_dir)))
+    if settings.client_certificate:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(ensure_certificates(certs_dir, hostname).ca_file)
+        badcerts.client_certificate(certs_dir, hostname)  # certs/clients/client.pem, one to show
     if scenario.kind == "certificate":
         try:
             bundle = badcerts.scenario_certificate(scenario_id, certs_dir, hostname)
         except badcerts.CertificateBuildError as error:
             raise ValueError(f"scenario {scenario_id!r} cannot be built: {error}") from None
         context.load_cert_chain(bundle)
+        if scenario_id == "cert-revoked" and not staple_ocsp(
+                context, badcerts.revoked_ocsp_response(bundle, certs_dir, hostname)):
+            raise ValueError("scenario 'cert-revoked' cannot be built: this Python cannot staple OCSP responses")
     else:
         paths = ensure_certificates(certs_dir, hostname)
         context.load_cert_chain(paths.cert_file, paths.key_file)

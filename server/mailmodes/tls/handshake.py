@@ -124,6 +124,54 @@ def set_groups(context: ssl.SSLContext, groups: str) -> bool:
     return bool(control(pointer, _SSL_CTRL_SET_GROUPS_LIST, 0, groups.encode()) == 1)
 
 
+
+_SSL_CTRL_SET_TLSEXT_STATUS_REQ_CB = 63  # SSL_CTX_set_tlsext_status_cb(), an SSL_CTX_callback_ctrl() call
+_SSL_CTRL_SET_TLSEXT_STATUS_REQ_OCSP_RESP = 71  # SSL_set_tlsext_status_ocsp_resp(), an SSL_ctrl() call
+_StatusCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
+
+
+def staple_ocsp(context: ssl.SSLContext, response: Callable[[], bytes]) -> bool:
+    """Staple `response()` (a DER OCSP response) to every handshake whose client asks for the
+    certificate status (RFC 6066 section 8); False if impossible here.
+
+    Python's ssl has no server-side stapling, so OpenSSL's status callback is set on the
+    context's SSL_CTX, found as in set_groups. The callback runs inside OpenSSL's handshake (ctypes
+    takes the GIL for it) and hands OpenSSL a copy made with OPENSSL_malloc, which OpenSSL frees.
+    OpenSSL asks the SSL_CTX in use after the SNI callback, so a scenario chosen by SNI staples too.
+    """
+    if sys.implementation.name != "cpython":
+        return False
+    try:
+        library = ctypes.CDLL(importlib.import_module("_ssl").__file__)
+        get_options, callback_control = library.SSL_CTX_get_options, library.SSL_CTX_callback_ctrl
+        control, allocate = library.SSL_ctrl, library.CRYPTO_malloc
+    except (OSError, AttributeError, TypeError):
+        return False
+    get_options.restype, get_options.argtypes = ctypes.c_uint64, [ctypes.c_void_p]
+    callback_control.restype = ctypes.c_long
+    callback_control.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
+    control.restype, control.argtypes = ctypes.c_long, [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
+    allocate.restype, allocate.argtypes = ctypes.c_void_p, [ctypes.c_size_t, ctypes.c_char_p, ctypes.c_int]
+    pointer = ctypes.c_void_p.from_address(id(context) + object.__basicsize__).value
+    if not pointer or get_options(pointer) != context.options:
+        return False
+
+    def on_status_request(ssl_pointer: int, _argument: int) -> int:
+        try:
+            der = response()
+            buffer = allocate(len(der), b"mailmodes", 0)
+            if buffer:
+                ctypes.memmove(buffer, der, len(der))
+                control(ssl_pointer, _SSL_CTRL_SET_TLSEXT_STATUS_REQ_OCSP_RESP, len(der), buffer)
+        except Exception:  # an exception must not cross into OpenSSL: the handshake goes on unstapled
+            log.exception("cannot staple the OCSP response")
+        return 0  # SSL_TLSEXT_ERR_OK
+
+    callback = _StatusCallback(on_status_request)
+    context.mailmodes_ocsp_callback = callback  # type: ignore[attr-defined]  # keeps it alive with the context
+    return bool(callback_control(pointer, _SSL_CTRL_SET_TLSEXT_STATUS_REQ_CB, ctypes.cast(callback, ctypes.c_void_p)))
+
+
 class HandshakeWatch:
     """Keeps the SSL object of a server-side handshake, for when the handshake fails.
 
