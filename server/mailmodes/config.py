@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mailmodes.protocols import PROTOCOLS
+from mailmodes.protocols.smtp_extensions import SMTP_EXTENSIONS
 from mailmodes.scenarios.catalogue import SCENARIOS
 from mailmodes.scenarios.misbehaviour import Chaos
 from mailmodes.tls.policy import DEFAULT_TLS_PROFILE, TLS_PROFILES, TlsMode
@@ -106,6 +107,7 @@ class Listener:
     desync_hold: float = 0.5
     limits: ResolvedLimits = field(default_factory=lambda: resolve_limits("smtp", Limits(), Limits()))
     tls_profile: str = DEFAULT_TLS_PROFILE  # after Mozilla's guidelines: old | intermediate | modern
+    smtp_extensions: tuple[str, ...] = SMTP_EXTENSIONS  # smtp only: the EHLO extensions offered (any subset)
 
 
 @dataclass(frozen=True)
@@ -268,6 +270,17 @@ def _check_scenario(reader: _Reader, scenario: str, protocol: str) -> None:
         raise reader.fail("scenario", f"{scenario!r} cannot be served here: {known.why_not}")
 
 
+def _smtp_extensions(reader: _Reader, protocol: str) -> tuple[str, ...]:
+    extensions = reader.get("smtp_extensions", list)
+    if extensions is None:
+        return SMTP_EXTENSIONS
+    if protocol != "smtp":
+        raise reader.fail("smtp_extensions", "is an SMTP option")
+    if not all(isinstance(name, str) and name.upper() in SMTP_EXTENSIONS for name in extensions):
+        raise reader.fail("smtp_extensions", f"must be a list of some of: {', '.join(SMTP_EXTENSIONS)}")
+    return tuple(name for name in SMTP_EXTENSIONS if name in {str(e).upper() for e in extensions})
+
+
 def _chaos(source: str, table: Mapping[str, Any] | None, where: str) -> Chaos:
     reader = _Reader(source, table or {}, where)
     chaos = Chaos(
@@ -410,6 +423,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>", base_dir: Pa
             raise reader.fail("desync_hold", "must be between 0 and 10 seconds")
         limits = _limits(source, reader.get("limits", dict, {}), f"{reader.where}.limits")
         tls_profile = reader.choice("tls_profile", TLS_PROFILES, DEFAULT_TLS_PROFILE)
+        smtp_extensions = _smtp_extensions(reader, protocol)
         reader.finish()
         address = (listener_host or host, port)
         if port and address in seen:
@@ -433,6 +447,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>", base_dir: Pa
                 desync_hold=desync_hold,
                 limits=resolve_limits(protocol, global_limits, limits),
                 tls_profile=tls_profile,
+                smtp_extensions=smtp_extensions,
             )
         )
     seeds = _seeds(source, top.get("seed", list, []), users, base_dir)
