@@ -270,6 +270,9 @@ class MailmodesSMTP(SMTP):
             # which is exactly the implicit-TLS case it cannot recognise.
             auth_required=False,
             enable_SMTPUTF8="SMTPUTF8" in listener.smtp_extensions,
+            # aiosmtpd takes every attribute named auth_* for a mechanism, our auth_failures
+            # counter too: EHLO offered "AUTH LOGIN PLAIN failures".
+            auth_exclude_mechanism=["failures"],
             **aiosmtpd_tls_arguments(tls, tls_context),
         )
         self._auth_required = listener.role == "submission"
@@ -687,6 +690,8 @@ class MailmodesSMTP(SMTP):
         limit = self.data_size_limit
         chunk_fits = refusal is None and (not limit or envelope.size + size <= limit)
         data = await self._read_chunk(size, keep=chunk_fits)
+        if data is _ENDED:
+            return  # the client hung up inside the chunk: nothing to answer, the transaction is gone
         if refusal is not None:
             await self.push(refusal)
             return
@@ -724,7 +729,8 @@ class MailmodesSMTP(SMTP):
 
     async def _read_chunk(self, size: int, *, keep: bool) -> bytes | None:
         """The next `size` octets from the client: kept (returned) or only read (None), in
-        pieces, so that a huge chunk over the limit costs no memory. The journal shows its size."""
+        pieces, so that a huge chunk over the limit costs no memory; _ENDED if the connection
+        ends first (then it is closed). The journal shows the size."""
         reader = self._reader
         pieces: list[bytes] = []
         remaining = size
@@ -733,7 +739,9 @@ class MailmodesSMTP(SMTP):
             while remaining:
                 piece = await reader.read(min(remaining, 65536))
                 if not piece:
-                    raise asyncio.IncompleteReadError(b"".join(pieces), size)
+                    if self.transport is not None:
+                        self.transport.close()
+                    return _ENDED
                 remaining -= len(piece)
                 if keep:
                     pieces.append(piece)
@@ -1054,6 +1062,9 @@ class _HeardReader(asyncio.StreamReader):
             self.owner.line_overrun(error.consumed)
             raise
         return self.owner.heard_line(line)
+
+
+_ENDED = b"<the connection ended inside a BDAT chunk>"  # _read_chunk's answer then (compared by identity)
 
 
 class _Envelope(Envelope):
