@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mailmodes.protocols import PROTOCOLS
+from mailmodes.protocols.sasl import DEFAULT_SASL_MECHANISMS, SASL_MECHANISMS
 from mailmodes.protocols.smtp_extensions import SMTP_EXTENSIONS
 from mailmodes.scenarios.catalogue import SCENARIOS
 from mailmodes.scenarios.misbehaviour import Chaos
@@ -108,6 +109,12 @@ class Listener:
     limits: ResolvedLimits = field(default_factory=lambda: resolve_limits("smtp", Limits(), Limits()))
     tls_profile: str = DEFAULT_TLS_PROFILE  # after Mozilla's guidelines: old | intermediate | modern
     smtp_extensions: tuple[str, ...] = SMTP_EXTENSIONS  # smtp only: the EHLO extensions offered (any subset)
+    # The SASL mechanisms offered (AUTH / AUTHENTICATE): None, the protocol's default (sasl.py).
+    sasl_mechanisms: tuple[str, ...] | None = None
+
+    @property
+    def mechanisms(self) -> tuple[str, ...]:
+        return DEFAULT_SASL_MECHANISMS[self.protocol] if self.sasl_mechanisms is None else self.sasl_mechanisms
 
 
 @dataclass(frozen=True)
@@ -281,6 +288,16 @@ def _smtp_extensions(reader: _Reader, protocol: str) -> tuple[str, ...]:
     return tuple(name for name in SMTP_EXTENSIONS if name in {str(e).upper() for e in extensions})
 
 
+def _sasl_mechanisms(reader: _Reader, protocol: str) -> tuple[str, ...] | None:
+    mechanisms = reader.get("sasl_mechanisms", list)
+    if mechanisms is None:
+        return None
+    known = SASL_MECHANISMS[protocol]
+    if not all(isinstance(name, str) and name.upper() in known for name in mechanisms):
+        raise reader.fail("sasl_mechanisms", f"must be a list of some of: {', '.join(known)} ({protocol})")
+    return tuple(name for name in known if name in {str(m).upper() for m in mechanisms})
+
+
 def _chaos(source: str, table: Mapping[str, Any] | None, where: str) -> Chaos:
     reader = _Reader(source, table or {}, where)
     chaos = Chaos(
@@ -424,6 +441,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>", base_dir: Pa
         limits = _limits(source, reader.get("limits", dict, {}), f"{reader.where}.limits")
         tls_profile = reader.choice("tls_profile", TLS_PROFILES, DEFAULT_TLS_PROFILE)
         smtp_extensions = _smtp_extensions(reader, protocol)
+        sasl_mechanisms = _sasl_mechanisms(reader, protocol)
         reader.finish()
         address = (listener_host or host, port)
         if port and address in seen:
@@ -448,6 +466,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>", base_dir: Pa
                 limits=resolve_limits(protocol, global_limits, limits),
                 tls_profile=tls_profile,
                 smtp_extensions=smtp_extensions,
+                sasl_mechanisms=sasl_mechanisms,
             )
         )
     seeds = _seeds(source, top.get("seed", list, []), users, base_dir)
