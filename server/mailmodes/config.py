@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from mailmodes.protocols import PROTOCOLS
+from mailmodes.protocols.sasl import DEFAULT_SASL_MECHANISMS, SASL_MECHANISMS
+from mailmodes.protocols.smtp_extensions import SMTP_EXTENSIONS
 from mailmodes.scenarios.catalogue import SCENARIOS
 from mailmodes.scenarios.misbehaviour import Chaos
-from mailmodes.tls.policy import TlsMode
+from mailmodes.tls.policy import DEFAULT_TLS_PROFILE, TLS_PROFILES, TlsMode
 
 SMTP_ROLES = ("submission", "mta")
 
@@ -105,6 +107,14 @@ class Listener:
     # a client that acted on the injected replies shows it by speaking first (acted-on-injection).
     desync_hold: float = 0.5
     limits: ResolvedLimits = field(default_factory=lambda: resolve_limits("smtp", Limits(), Limits()))
+    tls_profile: str = DEFAULT_TLS_PROFILE  # after Mozilla's guidelines: old | intermediate | modern
+    smtp_extensions: tuple[str, ...] = SMTP_EXTENSIONS  # smtp only: the EHLO extensions offered (any subset)
+    # The SASL mechanisms offered (AUTH / AUTHENTICATE): None, the protocol's default (sasl.py).
+    sasl_mechanisms: tuple[str, ...] | None = None
+
+    @property
+    def mechanisms(self) -> tuple[str, ...]:
+        return DEFAULT_SASL_MECHANISMS[self.protocol] if self.sasl_mechanisms is None else self.sasl_mechanisms
 
 
 @dataclass(frozen=True)
@@ -267,6 +277,27 @@ def _check_scenario(reader: _Reader, scenario: str, protocol: str) -> None:
         raise reader.fail("scenario", f"{scenario!r} cannot be served here: {known.why_not}")
 
 
+def _smtp_extensions(reader: _Reader, protocol: str) -> tuple[str, ...]:
+    extensions = reader.get("smtp_extensions", list)
+    if extensions is None:
+        return SMTP_EXTENSIONS
+    if protocol != "smtp":
+        raise reader.fail("smtp_extensions", "is an SMTP option")
+    if not all(isinstance(name, str) and name.upper() in SMTP_EXTENSIONS for name in extensions):
+        raise reader.fail("smtp_extensions", f"must be a list of some of: {', '.join(SMTP_EXTENSIONS)}")
+    return tuple(name for name in SMTP_EXTENSIONS if name in {str(e).upper() for e in extensions})
+
+
+def _sasl_mechanisms(reader: _Reader, protocol: str) -> tuple[str, ...] | None:
+    mechanisms = reader.get("sasl_mechanisms", list)
+    if mechanisms is None:
+        return None
+    known = SASL_MECHANISMS[protocol]
+    if not all(isinstance(name, str) and name.upper() in known for name in mechanisms):
+        raise reader.fail("sasl_mechanisms", f"must be a list of some of: {', '.join(known)} ({protocol})")
+    return tuple(name for name in known if name in {str(m).upper() for m in mechanisms})
+
+
 def _chaos(source: str, table: Mapping[str, Any] | None, where: str) -> Chaos:
     reader = _Reader(source, table or {}, where)
     chaos = Chaos(
@@ -408,6 +439,9 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>", base_dir: Pa
         if not 0 <= desync_hold <= 10:
             raise reader.fail("desync_hold", "must be between 0 and 10 seconds")
         limits = _limits(source, reader.get("limits", dict, {}), f"{reader.where}.limits")
+        tls_profile = reader.choice("tls_profile", TLS_PROFILES, DEFAULT_TLS_PROFILE)
+        smtp_extensions = _smtp_extensions(reader, protocol)
+        sasl_mechanisms = _sasl_mechanisms(reader, protocol)
         reader.finish()
         address = (listener_host or host, port)
         if port and address in seen:
@@ -430,6 +464,9 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>", base_dir: Pa
                 apop=apop,
                 desync_hold=desync_hold,
                 limits=resolve_limits(protocol, global_limits, limits),
+                tls_profile=tls_profile,
+                smtp_extensions=smtp_extensions,
+                sasl_mechanisms=sasl_mechanisms,
             )
         )
     seeds = _seeds(source, top.get("seed", list, []), users, base_dir)

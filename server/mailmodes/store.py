@@ -274,6 +274,12 @@ class Store:
             return None
         return account
 
+    def credentials(self, name: str) -> tuple[str, str] | None:
+        """(account name, password) for a login name (an account's name or address), for the
+        challenge-response mechanisms (protocols/sasl.py), which need the password itself."""
+        account = self.accounts.get(name) or self._by_address.get(name.lower())
+        return None if account is None else (account.name, account.password)
+
     def is_local_domain(self, domain: str) -> bool:
         return domain.lower() in self.local_domains
 

@@ -17,6 +17,8 @@ from support import HOSTNAME, one_session, run_client, verdict_codes
 
 HOST = "127.0.0.1"
 BAD_CERTIFICATES = sorted(s.id for s in SCENARIOS.values() if s.bad_certificate and s.buildable)
+# what openssl s_client refuses: not a revoked certificate, whose stapled status it never enforces
+REFUSED_BY_OPENSSL = [scenario for scenario in BAD_CERTIFICATES if scenario != "cert-revoked"]
 
 
 def listener(scenario: str | None, tls: str = "implicit", protocol: str = "smtp") -> dict[str, object]:
@@ -29,7 +31,7 @@ def openssl(port: int, ca_file: Path, name: str, *extra: str) -> int:
                       stdin=b"").returncode
 
 
-@pytest.mark.parametrize("scenario", BAD_CERTIFICATES)
+@pytest.mark.parametrize("scenario", REFUSED_BY_OPENSSL)
 def test_verifying_client_is_recorded_as_rejecting(serve: Callable[..., ThreadedMailServer], ca_file: Path,
                                                    scenario: str) -> None:
     server = serve(listener(scenario))
@@ -125,3 +127,32 @@ def test_old_tls_version_earns_weak_tls(serve: Callable[..., ThreadedMailServer]
     record = one_session(server)
     assert record.tls_version == "TLSv1"
     assert "weak-tls" in verdict_codes(record)
+
+
+def test_revoked_certificate_refused_after_the_handshake(serve: Callable[..., ThreadedMailServer],
+                                                         ca_file: Path) -> None:
+    """curl --cert-status reads the stapled OCSP response once the handshake is done, and leaves:
+    the journal says it rejected the certificate; curl without it goes on, and is told so."""
+    server = serve(listener("cert-revoked"))
+    port = server.port("l")
+    refusing = run_client(["curl", "-sS", "--max-time", "10", "--cacert", str(ca_file), "--cert-status",
+                           "--resolve", f"{HOSTNAME}:{port}:{HOST}", "-u", "alice:alice-password",
+                           f"smtps://{HOSTNAME}:{port}"])
+    assert refusing.returncode == 91, refusing.stderr
+    record = one_session(server)
+    assert "rejected-certificate" in verdict_codes(record)
+    assert record.credentials == []
+    going_on = run_client(["curl", "-sS", "--max-time", "10", "--cacert", str(ca_file), "--resolve",
+                           f"{HOSTNAME}:{port}:{HOST}", "-u", "alice:alice-password", f"smtps://{HOSTNAME}:{port}"])
+    assert going_on.returncode == 0, going_on.stderr
+    assert "accepted-bad-certificate" in verdict_codes(server.journal.wait_for(2)[-1])
+
+
+def test_msmtp_refuses_the_revoked_certificate(serve: Callable[..., ThreadedMailServer], ca_file: Path) -> None:
+    """GnuTLS (msmtp's TLS library) asks for the status and enforces a stapled revocation."""
+    server = serve(listener("cert-revoked"))
+    result = run_client(["msmtp", "--serverinfo", "--host", HOST, "--port", str(server.port("l")), "--tls=on",
+                         "--tls-starttls=off", f"--tls-trust-file={ca_file}", "--domain=client.test"])
+    assert result.returncode == 69, result.stdout + result.stderr
+    assert "The certificate chain is revoked" in result.stderr
+    assert "rejected-certificate" in verdict_codes(one_session(server))

@@ -55,6 +55,11 @@ SECTION_1 = (
     "tls-dh1024", "tls-static-rsa", "tls-cbc-sha1",
 )
 NOT_BUILDABLE = ("tls-sslv2", "tls-sslv3", "tls-rc4", "tls-3des", "tls-dh512")
+# Issue 20: section 1 again, after section 2 (the port plan only ever grows).
+ADDED = ("cert-ecdsa-only", "cert-rsa8192", "cert-1000-sans", "cert-sha1-intermediate", "cert-no-subject", "cert-idn",
+         "cert-revoked", "tls-client-cert-required")
+# valid certificates a correct client accepts (the one for cert-idn only by its own name)
+VALID_ADDED = ("cert-ecdsa-only", "cert-rsa8192", "cert-1000-sans", "cert-no-subject")
 
 # scenario -> (OpenSSL verify error number and text, the alert OpenSSL sends, as the server sees it)
 CERT_REFUSALS = {
@@ -68,8 +73,9 @@ CERT_REFUSALS = {
     "cert-wildcard-multilabel": (62, "hostname mismatch", "alert bad certificate"),
     "cert-rsa1024": (66, "EE certificate key too weak", "alert bad certificate"),
     "cert-sha1-signature": (68, "CA signature digest algorithm too weak", "alert bad certificate"),
+    "cert-sha1-intermediate": (68, "CA signature digest algorithm too weak", "alert bad certificate"),
 }
-CERTIFICATE_SCENARIOS = (*CERT_REFUSALS, "cert-cn-only")
+CERTIFICATE_SCENARIOS = (*CERT_REFUSALS, "cert-cn-only", *VALID_ADDED, "cert-revoked")
 # scenario -> (version, cipher) that OpenSSL's default client negotiates: the known-good ones, and
 # the two "dubious" ones that default OpenSSL (and so curl) still accepts.
 OPENSSL_CONNECTS = {
@@ -78,6 +84,8 @@ OPENSSL_CONNECTS = {
     "tls-v1-3-only": ("TLSv1.3", "TLS_AES_256_GCM_SHA384"),
     "tls-static-rsa": ("TLSv1.2", "AES256-GCM-SHA384"),
     "tls-cbc-sha1": ("TLSv1.2", "ECDHE-RSA-AES128-SHA"),
+    **{scenario: ("TLSv1.3", "TLS_AES_256_GCM_SHA384") for scenario in VALID_ADDED},
+    "cert-revoked": ("TLSv1.3", "TLS_AES_256_GCM_SHA384"),  # s_client never checks the stapled status
 }
 # scenario -> (what default OpenSSL prints, the server's view, the s_client options a deliberately
 # weakened client needs, the version and cipher it then negotiates)
@@ -265,8 +273,8 @@ def starttls_option(mode: str) -> str | None:
 
 def test_every_section_1_id_is_listed() -> None:
     section_1 = tuple(s.id for s in SCENARIOS.values() if s.kind in ("certificate", "tls"))
-    assert section_1 == SECTION_1 + NOT_BUILDABLE
-    assert [s for s in section_1 if SCENARIOS[s].buildable] == list(SECTION_1)
+    assert section_1 == SECTION_1 + NOT_BUILDABLE + ADDED
+    assert [s for s in section_1 if SCENARIOS[s].buildable] == list(SECTION_1 + ADDED)
     for scenario_id in NOT_BUILDABLE:
         scenario = SCENARIOS[scenario_id]
         assert scenario.why_not and scenario.sni_label is None
@@ -274,8 +282,9 @@ def test_every_section_1_id_is_listed() -> None:
 
 def test_only_certificates_are_chosen_by_sni() -> None:
     by_sni = {s.id: s.sni_label for s in SCENARIOS.values() if s.sni_label}
-    assert by_sni == {scenario: scenario.removeprefix("cert-") for scenario in CERT_REFUSALS}
-    assert [s.id for s in SCENARIOS.values() if s.bad_certificate] == list(CERT_REFUSALS)
+    plain = (*CERT_REFUSALS, *VALID_ADDED, "cert-revoked")
+    assert by_sni == {**{scenario: scenario.removeprefix("cert-") for scenario in plain}, "cert-idn": "xn--bcher-kva"}
+    assert [s.id for s in SCENARIOS.values() if s.bad_certificate] == [*CERT_REFUSALS, "cert-revoked"]
 
 
 @pytest.mark.parametrize(("server_name", "expected"), [
@@ -290,6 +299,10 @@ def test_only_certificates_are_chosen_by_sni() -> None:
     ("cn-only.mail.example.test", None),  # a CN holds one name: not by SNI
     ("tls-v1-0.mail.example.test", None),  # versions and ciphers cannot change after the ClientHello
     ("sslv3.mail.example.test", None),
+    ("xn--bcher-kva.mail.example.test", "cert-idn"),  # the A-label a correct client sends
+    ("idn.mail.example.test", None),
+    ("revoked.mail.example.test", "cert-revoked"),
+    ("client-cert-required.mail.example.test", None),
     (None, None),
     ("", None),
 ])
@@ -534,6 +547,7 @@ def test_known_bad_toml_follows_the_port_plan() -> None:
     table = describe(listener_ports(config.listeners))
     assert "cert-expired" in table and "smtp 11000/12000  imap 13000/14000  pop3 15000/16000" in table
     assert "tls-cbc-sha1" in table and "smtp 11018/12018  imap 13018/14018  pop3 15018/16018" in table
+    assert "cert-ecdsa-only" in table and "smtp 11046/12046  imap 13046/14046  pop3 15046/16046" in table
 
 
 def test_known_bad_toml_is_what_the_catalogue_generates() -> None:
@@ -550,7 +564,7 @@ def test_known_bad_toml_is_what_the_catalogue_generates() -> None:
 # The scenario numbers of the port plan as first published (session 1): users' configs and scripts
 # name these ports, so a new scenario takes the next number and no existing one moves.
 PUBLISHED_NUMBERS = {"cert-expired": 0, "tls-v1-0": 11, "starttls-stripped": 24, "starttls-silence": 29,
-                     "chaos": 44}
+                     "chaos": 44, "starttls-dropped": 45, "cert-ecdsa-only": 46, "tls-client-cert-required": 53}
 
 
 def test_the_port_plan_only_ever_grows() -> None:
@@ -566,6 +580,8 @@ def test_describe_lists_everything() -> None:
         assert (scenario.correct_client if scenario.buildable else scenario.why_not) in table
     assert "SNI expired.<hostname>" in table
     assert table.index("Not buildable here:") < table.index("tls-sslv3")
+    # section 1 is listed together, though its later ids come after section 2 in the catalogue
+    assert table.index("cert-revoked") < table.index("STARTTLS and protocol scenarios") < table.index("chaos")
 
 
 # --- the same against the app, once app.py uses tls_context_for ---------------------------------
@@ -578,7 +594,7 @@ LIVE_PROTOCOLS = {
 }
 
 
-@pytest.mark.parametrize("scenario", SECTION_1)
+@pytest.mark.parametrize("scenario", [*SECTION_1, *VALID_ADDED, "cert-sha1-intermediate", "cert-revoked"])
 def test_app_serves_the_scenario(serve: Callable[..., ThreadedMailServer], ca_file: Path, scenario: str) -> None:
     listeners = [
         {"name": f"{protocol}-{mode}", "protocol": protocol, "tls": mode, "scenario": scenario}
@@ -617,3 +633,226 @@ def test_dh1024_parameters_are_the_second_oakley_group(tmp_path: Path) -> None:
     assert "DH Parameters: (1024 bit)" in text and "G:    2 (0x2)" in text
     shown_prime = "".join(line.strip() for line in text.split("P:", 1)[1].split("G:", 1)[0].splitlines())
     assert int(shown_prime.replace(":", ""), 16) == badcerts.OAKLEY_GROUP_2
+
+
+# --- the rest of the badssl catalogue (issue 20) ------------------------------------------------
+
+IDN_NAME = f"bücher.{HOSTNAME}"
+IDN_A_LABEL_NAME = f"xn--bcher-kva.{HOSTNAME}"
+
+
+def verified_peer(port: int, ca_file: Path, name: str = HOSTNAME,
+                  context: ssl.SSLContext | None = None) -> tuple[dict[str, object], bytes | None, bytes]:
+    """What a strict Python client (the project CA, host name checked) sees: the verified
+    certificate, its DER form, and the greeting."""
+    context = context or ssl.create_default_context(cafile=str(ca_file))
+    with socket.create_connection((HOST, port), timeout=CLIENT_TIMEOUT) as raw, \
+            context.wrap_socket(raw, server_hostname=name) as tls:
+        return tls.getpeercert(), tls.getpeercert(binary_form=True), tls.recv(100)
+
+
+def test_ecdsa_only(harness: Callable[[str, str], MiniSmtp], ca_file: Path) -> None:
+    server = harness("cert-ecdsa-only", "implicit")
+    _, der, greeting = verified_peer(server.port, ca_file)
+    assert greeting.startswith(b"220 ")
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+    assert der is not None
+    assert isinstance(x509.load_der_x509_certificate(der).public_key(), ec.EllipticCurvePublicKey)
+    status, output = s_client(server.port, HOSTNAME, ca_file, "-tls1_2")
+    assert status == 0 and negotiated(output) == ("TLSv1.2", "ECDHE-ECDSA-AES256-GCM-SHA384"), output
+    assert [server.handshake().error for _ in range(2)] == [None, None]
+    # A client that can only check RSA signatures finds nothing to agree on.
+    status, output = s_client(server.port, HOSTNAME, ca_file, "-tls1_2", "-cipher", "aRSA")
+    assert status != 0 and "Cipher is (NONE)" in output
+    error = server.handshake().error
+    assert error is not None and "no shared cipher" in error
+
+
+def test_rsa8192(harness: Callable[[str, str], MiniSmtp], ca_file: Path) -> None:
+    server = harness("cert-rsa8192", "implicit")
+    status, output = s_client(server.port, HOSTNAME, ca_file)
+    assert status == 0 and "Server public key is 8192 bit" in output, output
+    assert verified_peer(server.port, ca_file)[2].startswith(b"220 ")
+
+
+def test_1000_sans(harness: Callable[[str, str], MiniSmtp], ca_file: Path) -> None:
+    server = harness("cert-1000-sans", "implicit")
+    certificate, _, _ = verified_peer(server.port, ca_file, "localhost")
+    names = certificate["subjectAltName"]
+    assert isinstance(names, tuple) and len(names) == 1000
+    assert names[0] == ("DNS", f"san-0000.{HOSTNAME}") and ("DNS", "localhost") in names[-6:]
+    # ... and no name the leaf does not list
+    with pytest.raises(ssl.SSLCertVerificationError, match="Hostname mismatch"):
+        verified_peer(server.port, ca_file, f"san-1000.{HOSTNAME}")
+
+
+def test_sha1_intermediate_is_the_only_flaw(harness: Callable[[str, str], MiniSmtp], ca_file: Path) -> None:
+    """The weak signature is the intermediate's: OpenSSL names depth 1, and a client that lowers its
+    security level to 0 (SHA-1 allowed) verifies the rest of the chain."""
+    server = harness("cert-sha1-intermediate", "implicit")
+    status, output = s_client(server.port, HOSTNAME, ca_file)
+    assert status != 0
+    assert "depth=1 CN = mailmodes SHA-1 intermediate CA\nverify error:num=68:" in output, output
+    status, output = s_client(server.port, HOSTNAME, ca_file, "-cipher", "DEFAULT:@SECLEVEL=0")
+    assert status == 0 and "Verify return code: 0 (ok)" in output, output
+
+
+def test_no_subject(harness: Callable[[str, str], MiniSmtp], ca_file: Path) -> None:
+    server = harness("cert-no-subject", "implicit")
+    certificate, der, greeting = verified_peer(server.port, ca_file)
+    assert greeting.startswith(b"220 ") and certificate["subject"] == ()
+    from cryptography import x509
+    assert der is not None
+    parsed = x509.load_der_x509_certificate(der)
+    assert len(parsed.subject) == 0
+    assert parsed.extensions.get_extension_for_class(x509.SubjectAlternativeName).critical
+    status, output = s_client(server.port, HOSTNAME, ca_file)
+    assert status == 0 and "Verify return code: 0 (ok)" in output, output
+
+
+def test_idn(harness: Callable[[str, str], MiniSmtp], ca_file: Path) -> None:
+    """Python's ssl sends and checks the A-label of bücher.<hostname> (its idna codec), so does curl
+    (libidn2); a client that compares the name as typed (UTF-8) finds no match."""
+    server = harness("cert-idn", "implicit")
+    assert client_name("cert-idn", HOSTNAME) == IDN_NAME
+    certificate, _, greeting = verified_peer(server.port, ca_file, IDN_NAME)
+    assert greeting.startswith(b"220 ") and certificate["subjectAltName"] == (("DNS", IDN_A_LABEL_NAME),)
+    status, output = s_client(server.port, IDN_A_LABEL_NAME, ca_file)
+    assert status == 0 and "Verify return code: 0 (ok)" in output, output
+    status, output = s_client(server.port, IDN_NAME, ca_file)
+    assert status != 0 and "verify error:num=62:hostname mismatch" in output
+    # curl converts the URL's host (libidn2); --resolve takes the name as given, the A-label.
+    result = run_client(["curl", "-sS", "--max-time", "10", "--cacert", str(ca_file), "--resolve",
+                         f"{IDN_A_LABEL_NAME}:{server.port}:{HOST}", f"smtps://{IDN_NAME}:{server.port}"])
+    assert result.returncode == 0, result.stderr
+    # The known-good name is not on it: the scenario is about the IDN only.
+    with pytest.raises(ssl.SSLCertVerificationError, match="Hostname mismatch"):
+        verified_peer(server.port, ca_file, HOSTNAME)
+
+
+def test_idn_is_chosen_by_its_a_label(sni_context: ssl.SSLContext, ca_file: Path) -> None:
+    server = MiniSmtp(sni_context, implicit=True)
+    try:
+        certificate, _, _ = verified_peer(server.port, ca_file, IDN_NAME)
+        assert certificate["subjectAltName"] == (("DNS", IDN_A_LABEL_NAME),)
+    finally:
+        server.stop()
+
+
+def curl_cert_status(port: int, ca_file: Path, *, starttls: bool = False) -> tuple[int, str]:
+    scheme = "smtp" if starttls else "smtps"
+    result = run_client(["curl", "-sS", "--max-time", "10", "--cacert", str(ca_file), "--cert-status",
+                         *(["--ssl-reqd"] if starttls else []), "--resolve", f"{HOSTNAME}:{port}:{HOST}",
+                         f"{scheme}://{HOSTNAME}:{port}"])
+    return result.returncode, result.stderr
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_revoked_is_stapled(harness: Callable[[str, str], MiniSmtp], ca_file: Path, mode: str) -> None:
+    """openssl s_client -status shows the stapled response (and goes on: it never enforces it);
+    curl --cert-status refuses (91); curl without it never asks, and connects (CURL_EXIT)."""
+    server = harness("cert-revoked", mode)
+    status, output = s_client(server.port, HOSTNAME, ca_file, "-status", starttls=starttls_option(mode))
+    assert status == 0, output
+    assert "OCSP Response Status: successful (0x0)" in output and "Cert Status: revoked" in output
+    assert "Revocation Reason: keyCompromise (0x1)" in output
+    status, _ = s_client(server.port, HOSTNAME, ca_file, starttls=starttls_option(mode))
+    assert status == 0
+    status, stderr = curl_cert_status(server.port, ca_file, starttls=mode == "starttls")
+    assert status == 91 and "SSL certificate revocation reason: keyCompromise (1)" in stderr, stderr
+
+
+def test_known_good_staples_nothing(harness: Callable[[str, str], MiniSmtp], ca_file: Path) -> None:
+    server = harness("tls-v1-3-only", "implicit")
+    status, output = s_client(server.port, HOSTNAME, ca_file, "-status")
+    assert status == 0 and "OCSP response: no response sent" in output
+    assert curl_cert_status(server.port, ca_file)[0] == 91  # curl: "No OCSP response received"
+
+
+def test_revoked_by_sni(sni_context: ssl.SSLContext, ca_file: Path) -> None:
+    server = MiniSmtp(sni_context, implicit=True)
+    try:
+        status, output = s_client(server.port, badcerts.sni_name("cert-revoked", HOSTNAME), ca_file, "-status",
+                                  "-verify_hostname", HOSTNAME)
+        assert status == 0 and "Cert Status: revoked" in output, output
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_client_certificate_required(harness: Callable[[str, str], MiniSmtp], certs_dir: Path, ca_file: Path,
+                                     mode: str) -> None:
+    server = harness("tls-client-cert-required", mode)
+    # TLS 1.3: the refusal comes after the client's side of the handshake is done; -ign_eof keeps
+    # s_client reading until it arrives.
+    status, output = s_client(server.port, HOSTNAME, ca_file, "-ign_eof", starttls=starttls_option(mode))
+    assert status != 0 and "alert certificate required" in output, output
+    error = server.handshake().error
+    assert error is not None and "peer did not return a certificate" in error
+    bundle = badcerts.client_certificate(certs_dir, HOSTNAME)
+    status, output = s_client(server.port, HOSTNAME, ca_file, "-cert", str(bundle), "-key", str(bundle),
+                              starttls=starttls_option(mode))
+    assert status == 0 and "Verify return code: 0 (ok)" in output, output
+    assert server.handshake().error is None
+
+
+def test_client_certificate_required_python_and_curl(harness: Callable[[str, str], MiniSmtp], certs_dir: Path,
+                                                     ca_file: Path) -> None:
+    server = harness("tls-client-cert-required", "implicit")
+    # TLS 1.3: the client's side of the handshake is done before the server has judged it, so the
+    # refusal comes with the first read.
+    with pytest.raises(ssl.SSLError, match="TLSV13_ALERT_CERTIFICATE_REQUIRED"):
+        verified_peer(server.port, ca_file)
+    context = ssl.create_default_context(cafile=str(ca_file))
+    bundle = badcerts.client_certificate(certs_dir, HOSTNAME)
+    context.load_cert_chain(bundle)
+    assert verified_peer(server.port, ca_file, context=context)[2].startswith(b"220 ")
+    # A certificate the project CA did not issue is refused like none.
+    other = ssl.create_default_context(cafile=str(ca_file))
+    other.load_cert_chain(badcerts.scenario_certificate("cert-self-signed", certs_dir, HOSTNAME))
+    with pytest.raises(ssl.SSLError, match="ALERT_UNKNOWN_CA|TLSV1_ALERT_UNKNOWN_CA"):
+        verified_peer(server.port, ca_file, context=other)
+    result = run_client(["curl", "-sS", "--max-time", "10", "--cacert", str(ca_file), "--cert", str(bundle),
+                         "--key", str(bundle), "--resolve", f"{HOSTNAME}:{server.port}:{HOST}",
+                         f"smtps://{HOSTNAME}:{server.port}"])
+    assert result.returncode == 0, result.stderr
+    result = run_client(["curl", "-sS", "--max-time", "10", "--cacert", str(ca_file),
+                         "--resolve", f"{HOSTNAME}:{server.port}:{HOST}", f"smtps://{HOSTNAME}:{server.port}"])
+    assert result.returncode == 56 and "alert certificate required" in result.stderr, result.stderr
+
+
+def test_client_certificates_are_cached(tmp_path: Path) -> None:
+    first = badcerts.client_certificate(tmp_path, HOSTNAME)
+    assert first == tmp_path / "clients" / "client.pem" and first.stat().st_mode & 0o777 == 0o600
+    content = first.read_bytes()
+    assert badcerts.client_certificate(tmp_path, HOSTNAME).read_bytes() == content
+    assert badcerts.client_certificate(tmp_path, HOSTNAME, "other") != first
+
+
+@pytest.mark.parametrize("scenario", ["cert-idn", "tls-client-cert-required"])
+def test_app_serves_the_added_scenario(serve: Callable[..., ThreadedMailServer], certs_dir: Path, ca_file: Path,
+                                       scenario: str) -> None:
+    listeners = [
+        {"name": f"{protocol}-{mode}", "protocol": protocol, "tls": mode, "scenario": scenario}
+        for protocol in LIVE_PROTOCOLS for mode in ("implicit", "starttls-required")
+    ]
+    server = serve(*listeners)
+    bundle = badcerts.client_certificate(certs_dir, HOSTNAME)
+    for protocol, (starttls, goodbye) in LIVE_PROTOCOLS.items():
+        for mode in ("implicit", "starttls-required"):
+            port = server.port(f"{protocol}-{mode}")
+            how = starttls if mode != "implicit" else None
+            where = f"{scenario} {protocol} {mode}"
+            if scenario == "cert-idn":
+                status, output = s_client(port, IDN_A_LABEL_NAME, ca_file, starttls=how, stdin=goodbye)
+                assert status == 0 and "Verify return code: 0 (ok)" in output, where + output
+            else:
+                status, output = s_client(port, HOSTNAME, ca_file, "-ign_eof", starttls=how, stdin=goodbye)
+                # The server refuses, but asyncio closes a failed handshake without flushing the
+                # alert (as for tls-null-cipher above): the client sees the connection end.
+                assert status != 0, where + output
+                assert "alert certificate required" in output or "unexpected eof while reading" in output, where
+                status, output = s_client(port, HOSTNAME, ca_file, "-cert", str(bundle), "-key", str(bundle),
+                                          starttls=how, stdin=goodbye)
+                assert status == 0 and "Verify return code: 0 (ok)" in output, where + output

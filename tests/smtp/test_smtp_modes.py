@@ -209,8 +209,8 @@ def test_bad_command_and_long_line_get_5xx_and_the_session_goes_on(
 
 
 @pytest.mark.parametrize(("tls", "listed"), [
-    ("starttls-optional", "AUTH DATA EHLO HELO HELP MAIL NOOP QUIT RCPT RSET STARTTLS VRFY"),
-    ("implicit", "AUTH DATA EHLO HELO HELP MAIL NOOP QUIT RCPT RSET VRFY"),
+    ("starttls-optional", "AUTH BDAT DATA EHLO HELO HELP MAIL NOOP QUIT RCPT RSET STARTTLS VRFY"),
+    ("implicit", "AUTH BDAT DATA EHLO HELO HELP MAIL NOOP QUIT RCPT RSET VRFY"),
 ])
 def test_help_lists_and_explains_every_command(serve: Callable[..., ThreadedMailServer],
                                                client_context: ssl.SSLContext, tls: str, listed: str) -> None:

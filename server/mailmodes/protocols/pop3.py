@@ -12,6 +12,7 @@ decided in misbehaviour.py. Without a scenario each point is one attribute check
 
 from __future__ import annotations
 
+import base64
 import binascii
 import enum
 import hashlib
@@ -39,6 +40,7 @@ from mailmodes.protocols.events import (
     Span,
     StartTls,
 )
+from mailmodes.protocols.sasl import CHALLENGE_RESPONSE, Challenge, CramMd5, ScramSha256, exchange
 from mailmodes.scenarios.misbehaviour import StartTlsPlan
 from mailmodes.store import Account, Mailbox, Message, Store
 
@@ -281,6 +283,8 @@ class Pop3Session:
         self._user: str | None = None  # accepted by USER, for the very next command
         self._previous_user: str | None = None
         self._in_sasl = False
+        # CRAM-MD5 / SCRAM-SHA-256 under way (sasl.py): its mechanism and exchange (_in_sasl too).
+        self._exchange: tuple[str, CramMd5 | ScramSha256] | None = None
         self._locked: str | None = None
         # RFC 1939 section 7: APOP needs a timestamp in the greeting, unique per connection.
         if apop is None:
@@ -324,7 +328,7 @@ class Pop3Session:
             if line is None:
                 break
             if isinstance(line, LineTooLong):
-                self._in_sasl = False
+                self._in_sasl, self._exchange = False, None
                 self._user = None
                 outputs += self._bad(LINE_TOO_LONG)
                 continue
@@ -352,7 +356,7 @@ class Pop3Session:
     def tls_started(self) -> list[Output]:
         # RFC 2595 section 4: forget what the client said before TLS (e.g. the USER argument).
         self._user = None
-        self._in_sasl = False
+        self._in_sasl, self._exchange = False, None
         if self._keep_pipelined:
             self._keep_pipelined = False
             return self._run_lines()
@@ -495,7 +499,7 @@ class Pop3Session:
         """RFC 2449 section 5; the list depends on TLS state (PROTOCOL.md, POP3)."""
         capabilities = ["TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING", "EXPIRE NEVER"]
         if self.security.may_authenticate:
-            capabilities += ["USER", "SASL PLAIN"]
+            capabilities += ["USER", "SASL " + " ".join(self.connection.listener.mechanisms)]
         if self.security.offers_starttls and self.state is State.AUTHORIZATION:
             capabilities.append("STLS")
         capabilities.append(f"IMPLEMENTATION mailmodes-{__version__}")
@@ -579,26 +583,71 @@ class Pop3Session:
         if not words:
             # No mechanism: list them (the RFC 1734-era form that mutt sends after CAPA fails).
             # No name and no secret went out, so this is no login attempt.
-            return [PLAINTEXT_DISALLOWED] if not self.security.may_authenticate else [b"+OK\r\nPLAIN\r\n.\r\n"]
-        command = f"AUTH {words[0].upper()}"
+            listed = "".join(f"{mechanism}\r\n" for mechanism in self.connection.listener.mechanisms)
+            return [PLAINTEXT_DISALLOWED] if not self.security.may_authenticate else [f"+OK\r\n{listed}.\r\n".encode()]
+        mechanism = words[0].upper()
+        command = f"AUTH {mechanism}"
         refused: list[Output] | None = None
         if not self.security.may_authenticate:
             refused = [PLAINTEXT_DISALLOWED]
-        elif words[0].upper() != "PLAIN":
+        elif mechanism not in self.connection.listener.mechanisms:
             refused = [b"-ERR Unsupported authentication mechanism\r\n"]
         elif len(words) > 2:
             refused = self._bad(SYNTAX_ERROR)
         if refused is not None:
             self._attempt(command, None, secret_sent=len(words) > 1 and words[1] not in ("", "="))
             return refused
+        if mechanism in CHALLENGE_RESPONSE:
+            return self._challenge_response(mechanism, words[1] if len(words) == 2 else None)
         if len(words) == 2:
             return self._plain(words[1])
         # RFC 5034 section 4: an empty challenge is "+" SP and nothing else.
         self._in_sasl = True
         return [b"+ \r\n"]
 
+    def _challenge_response(self, mechanism: str, initial: str | None) -> list[Output]:
+        """CRAM-MD5 or SCRAM-SHA-256 (sasl.py): challenges as "+ <base64>" (RFC 5034 section 4)."""
+        conversation = exchange(mechanism, self.store.credentials, self.hostname)
+        response: bytes | None = None
+        if initial is not None:
+            try:
+                response = b"" if initial == "=" else binascii.a2b_base64(initial.encode(), strict_mode=True)
+            except (binascii.Error, ValueError):
+                self._attempt(f"AUTH {mechanism}", None, secret_sent=False)
+                return [b"-ERR Invalid base64 data\r\n"]
+        return self._sasl_step(mechanism, conversation, response)
+
+    def _sasl_step(self, mechanism: str, conversation: CramMd5 | ScramSha256, response: bytes | None) -> list[Output]:
+        step = conversation.step(response)
+        if isinstance(step, Challenge):
+            self._in_sasl, self._exchange = True, (mechanism, conversation)
+            return [b"+ " + base64.b64encode(step.data) + CRLF]
+        account = self.store.accounts.get(step.account) if step.account else None
+        command = f"AUTH {mechanism}"
+        if account is None:
+            # Neither mechanism sends the password: no secret crossed the wire.
+            self._attempt(command, step.user, secret_sent=False)
+            return [AUTH_FAILED]
+        replies = self._open_maildrop(account)
+        self._attempt(command, account.name, secret_sent=False,
+                      account=account if self.state is State.TRANSACTION else None)
+        return replies
+
     def _sasl_response(self, line: bytes) -> list[Output]:
         self._in_sasl = False
+        if self._exchange is not None:
+            (mechanism, conversation), self._exchange = self._exchange, None
+            if line == b"*":
+                self.notes.note(Heard(line, None))
+                self._attempt(f"AUTH {mechanism}", None, secret_sent=False)
+                return [b"-ERR Authentication cancelled\r\n"]
+            self.notes.note(Heard(line, None, ((0, len(line), SECRET),) if line else ()))
+            try:
+                answer = binascii.a2b_base64(line, strict_mode=True)
+            except (binascii.Error, ValueError):
+                self._attempt(f"AUTH {mechanism}", None, secret_sent=False)
+                return [b"-ERR Invalid base64 data\r\n"]
+            return self._sasl_step(mechanism, conversation, answer)
         if line == b"*":
             self.notes.note(Heard(line, None))
             self._attempt("AUTH PLAIN", None, secret_sent=False)

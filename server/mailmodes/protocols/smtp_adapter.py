@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import collections
 import enum
 import functools
 import re
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import aiosmtpd.smtp
-from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword, Session, syntax
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
 from mailmodes import __version__
 from mailmodes.config import Listener
@@ -42,7 +43,22 @@ from mailmodes.protocols.events import (
     Skipped,
     StartTls,
 )
+from mailmodes.protocols.events import LITERAL
 from mailmodes.protocols.guards import AuthFailures, ClientSlots, RateGuard
+from mailmodes.protocols.sasl import SASL_MECHANISMS, Challenge, exchange
+from mailmodes.protocols.smtp_extensions import (
+    BDAT_SYNTAX,
+    MAX_ENVID,
+    MAX_ORCPT,
+    MailExtensions,
+    ParameterError,
+    bdat_arguments,
+    ehlo_keywords,
+    mail_extensions,
+    parameters,
+    rcpt_extensions,
+    without_enhanced_code,
+)
 from mailmodes.protocols.smtp_hotpaths import CRLF, lines_within, parse_simple_path, scan_data, unstuff
 from mailmodes.record.journal import Journal
 from mailmodes.record.transcript import Recorder, recorder_for
@@ -80,6 +96,32 @@ REPLY_WORDING = {
     "503 Error: nested MAIL command": "503 5.5.1 Error: nested MAIL command",
     "500 Command line too long": "500 5.5.2 Command line too long",
     "500 Line too long (see RFC5321 4.5.3.1.6)": "500 5.5.2 Line too long (see RFC 5321 4.5.3.1.6)",
+    # ENHANCEDSTATUSCODES (RFC 2034) is offered: the rest of aiosmtpd's replies a client meets.
+    "503 Error: send HELO first": "503 5.5.1 Error: send HELO first",
+    "501 Syntax: EHLO hostname": "501 5.5.4 Syntax: EHLO hostname",
+    "501 Syntax: HELO hostname": "501 5.5.4 Syntax: HELO hostname",
+    "501 Syntax: MAIL FROM: <address>": "501 5.5.4 Syntax: MAIL FROM: <address>",
+    "501 Syntax: MAIL FROM: <address> [SP <mail-parameters>]": (
+        "501 5.5.4 Syntax: MAIL FROM: <address> [SP <mail-parameters>]"
+    ),
+    "501 Syntax: RCPT TO: <address>": "501 5.5.4 Syntax: RCPT TO: <address>",
+    "501 Syntax: RCPT TO: <address> [SP <mail-parameters>]": (
+        "501 5.5.4 Syntax: RCPT TO: <address> [SP <mail-parameters>]"
+    ),
+    "555 MAIL FROM parameters not recognized or not implemented": (
+        "555 5.5.4 MAIL FROM parameters not recognized or not implemented"
+    ),
+    "555 RCPT TO parameters not recognized or not implemented": (
+        "555 5.5.4 RCPT TO parameters not recognized or not implemented"
+    ),
+    "501 Error: BODY can only be one of 7BIT, 8BITMIME": "501 5.5.4 Error: BODY can only be one of 7BIT, 8BITMIME",
+    "501 Error: SMTPUTF8 takes no arguments": "501 5.5.4 Error: SMTPUTF8 takes no arguments",
+    "501 Error: SMTPUTF8 disabled": "555 5.5.4 Error: SMTPUTF8 not offered",
+    "500 Error: strict ASCII mode": "500 5.6.7 Error: non-ASCII command, SMTPUTF8 not offered",
+    "501 Syntax: NOOP": "501 5.5.4 Syntax: NOOP",
+    "501 Syntax: QUIT": "501 5.5.4 Syntax: QUIT",
+    "501 Syntax: RSET": "501 5.5.4 Syntax: RSET",
+    "501 Syntax: DATA": "501 5.5.4 Syntax: DATA",
 }
 
 TLS_ACTIVE = "503 5.5.1 TLS already active"
@@ -228,9 +270,26 @@ class MailmodesSMTP(SMTP):
             # Set after __init__: aiosmtpd warns when auth is required without auth_require_tls,
             # which is exactly the implicit-TLS case it cannot recognise.
             auth_required=False,
+            enable_SMTPUTF8="SMTPUTF8" in listener.smtp_extensions,
+            # aiosmtpd takes every attribute named auth_* for a mechanism, our auth_failures
+            # counter too: EHLO offered "AUTH LOGIN PLAIN failures".
+            auth_exclude_mechanism=["failures", *(m for m in SASL_MECHANISMS["smtp"] if m not in listener.mechanisms)],
             **aiosmtpd_tls_arguments(tls, tls_context),
         )
         self._auth_required = listener.role == "submission"
+        self.extensions = frozenset(listener.smtp_extensions)
+        self.enhanced_codes = "ENHANCEDSTATUSCODES" in self.extensions
+        self.chunking = "CHUNKING" in self.extensions  # HELP lists BDAT only then (its syntax's `when`)
+        # aiosmtpd keeps these limits in one dict shared by every server of the process (a class
+        # attribute it adds to at each EHLO): this connection's own, with room for the parameters
+        # offered (RFC 3461 section 5: ENVID and ORCPT lengthen MAIL and RCPT).
+        dsn = "DSN" in self.extensions
+        self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit, {
+            "MAIL": SMTP.command_size_limit + 26 + 10 + 12 + (16 + MAX_ENVID if dsn else 0),
+            "RCPT": SMTP.command_size_limit + (37 + MAX_ORCPT if dsn else 0),
+        })
+        self.mail_extensions: MailExtensions | None = None  # the MAIL command under way, for _getparams
+        self.taken_parameters: frozenset[str] = frozenset()
         # aiosmtpd's per-connection tables of bound methods, about 2 KB of every idle connection:
         # the hooks are shared by the listener's connections, the commands bound on lookup.
         self._smtp_methods = _Commands(self)  # type: ignore[assignment]  # aiosmtpd only reads it as a mapping
@@ -238,6 +297,9 @@ class MailmodesSMTP(SMTP):
 
     def _create_session(self) -> Session:
         return _Session(self.loop)
+
+    def _create_envelope(self) -> Envelope:
+        return _Envelope()
 
     def _cb_client_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         super()._cb_client_connected(reader, writer)
@@ -476,6 +538,38 @@ class MailmodesSMTP(SMTP):
             return AuthResult(success=False, handled=False)  # 535, the same answer as a wrong password
         return self._authenticate("PLAIN", LoginPassword(login, password))
 
+    async def auth_CRAM__MD5(self, server: SMTP, args: list[str]) -> AuthResult:
+        """RFC 2195 (aiosmtpd names it CRAM-MD5 from this method's name)."""
+        return await self._challenge_response("CRAM-MD5", args)
+
+    async def auth_SCRAM__SHA__256(self, server: SMTP, args: list[str]) -> AuthResult:
+        """RFC 5802 / 7677, without channel binding."""
+        return await self._challenge_response("SCRAM-SHA-256", args)
+
+    async def _challenge_response(self, mechanism: str, args: list[str]) -> AuthResult:
+        """One exchange of sasl.py over 334 challenges (RFC 4954 section 4): the initial response,
+        if any, then each answer; "*" or bad base64 ends it (challenge_auth answers those)."""
+        response: bytes | None = None
+        if len(args) > 1:
+            try:
+                response = b"" if args[1] == "=" else binascii.a2b_base64(args[1].encode(), strict_mode=True)
+            except (binascii.Error, ValueError):
+                await self.push("501 5.5.2 Can't decode base64")
+                return AuthResult(success=False, handled=True)
+        conversation = exchange(mechanism, self.event_handler.store.credentials, self.hostname)
+        step = conversation.step(response)
+        while isinstance(step, Challenge):
+            answer = await self.challenge_auth(step.data)
+            if answer is MISSING:
+                return AuthResult(success=False, handled=True)
+            step = conversation.step(answer)
+        if self.auth is not None:
+            # The password itself never crosses the wire with these: the journal must not say it did.
+            self.auth.user, self.auth.account, self.auth.secret_sent = step.user, step.account, False
+        if step.account is None or step.user is None:
+            return AuthResult(success=False, handled=False)  # 535, as for a wrong password
+        return AuthResult(success=True, auth_data=Accepted(step.user.encode(), step.account))
+
     @syntax("AUTH <mechanism>")
     async def smtp_AUTH(self, arg: str) -> None:
         """aiosmtpd's AUTH, watched: each one with a mechanism is one login attempt for the
@@ -497,6 +591,198 @@ class MailmodesSMTP(SMTP):
                 self.auth.account = result.auth_data.account
         return result
 
+    # ---- the service extensions of smtp_extensions.py ----------------------------------------
+    @syntax("EHLO hostname")
+    async def smtp_EHLO(self, hostname: str) -> None:
+        """aiosmtpd's EHLO with the extensions this listener offers; a scenario's hook (if any)
+        gets the lines, as aiosmtpd would hand them over."""
+        if not hostname:
+            await self.push("501 Syntax: EHLO hostname")
+            return
+        session = self.session
+        assert session is not None
+        self._set_rset_state()  # type: ignore[no-untyped-call]
+        session.extended_smtp = True
+        response = [f"250-{self.hostname}"]
+        if self.data_size_limit:
+            response.append(f"250-SIZE {self.data_size_limit}")
+        if not self._decode_data:
+            response.append("250-8BITMIME")
+        response += [f"250-{keyword}" for keyword in ehlo_keywords(self.extensions, encrypted=self.security.encrypted)]
+        if self.tls_context and not self._tls_protocol:
+            response.append("250-STARTTLS")
+        if not self._auth_require_tls or self._tls_protocol:
+            response.append("250-AUTH " + " ".join(sorted(self._auth_methods)))
+        response.append("250 HELP")
+        if "EHLO" in self._handle_hooks:
+            response = await self._call_handler_hook("EHLO", hostname, response)
+        else:
+            session.host_name = hostname
+        for line in response:
+            await self.push(line)
+
+    @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        """aiosmtpd's MAIL, with DSN's RET and ENVID and REQUIRETLS taken here first (aiosmtpd
+        refuses every parameter it does not know with 555)."""
+        try:
+            extensions = mail_extensions(parameters(self._parameter_text("FROM:", arg)), self.extensions,
+                                         encrypted=self.security.encrypted)
+        except ParameterError as error:
+            await self.push(str(error))
+            return
+        self.taken_parameters = frozenset(extensions.taken)
+        try:
+            await super().smtp_MAIL(arg)
+        finally:
+            self.taken_parameters = frozenset()
+        envelope = self.envelope
+        if isinstance(envelope, _Envelope) and envelope.mail_from is not None and envelope.extensions is None:
+            envelope.extensions = extensions
+
+    @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        """aiosmtpd's RCPT, with DSN's NOTIFY and ORCPT taken here first."""
+        try:
+            extensions = rcpt_extensions(parameters(self._parameter_text("TO:", arg)), self.extensions)
+        except ParameterError as error:
+            await self.push(str(error))
+            return
+        envelope = self.envelope
+        before = len(envelope.rcpt_tos) if envelope is not None else 0
+        self.taken_parameters = frozenset(extensions.taken)
+        try:
+            await super().smtp_RCPT(arg)
+        finally:
+            self.taken_parameters = frozenset()
+        if isinstance(envelope, _Envelope) and envelope is self.envelope and len(envelope.rcpt_tos) > before:
+            envelope.recipients.append({"address": envelope.rcpt_tos[-1], "notify": extensions.notify,
+                                        "orcpt": extensions.orcpt})
+
+    def _parameter_text(self, keyword: str, arg: str | None) -> str:
+        """What follows the address of MAIL FROM / RCPT TO, as the client wrote it ("" if none, or
+        if the command is malformed: aiosmtpd answers that)."""
+        rest = self._strip_command_keyword(keyword, arg or "")
+        if not rest:
+            return ""
+        address, text = self._getaddr(rest)
+        return text or "" if address else ""
+
+    def _getparams(self, params: Any) -> Any:
+        """aiosmtpd's, without the parameters smtp_MAIL / smtp_RCPT took (it would refuse them)."""
+        kept = [param for param in params if param.partition("=")[0] not in self.taken_parameters]
+        return super()._getparams(kept)
+
+    async def _call_handler_hook(self, command: str, *args: Any) -> Any:
+        status = await super()._call_handler_hook(command, *args)
+        if command == "DATA":
+            self._record_envelope(status)
+        return status
+
+    def _record_envelope(self, status: Any) -> None:
+        """The journal's account of a message transaction as the server answered it: the
+        extensions the client used with it (DSN, REQUIRETLS, SMTPUTF8, BDAT), never the content."""
+        envelope = self.envelope
+        if self.recorder is None or not isinstance(envelope, _Envelope):
+            return
+        extensions = envelope.extensions or MailExtensions()
+        options = {option.partition("=")[0]: option.partition("=")[2] for option in envelope.mail_options}
+        self.recorder.record.envelopes.append({
+            "mail_from": envelope.mail_from,
+            "recipients": envelope.recipients,
+            "size": len(envelope.original_content or b""),
+            "via": "BDAT" if envelope.chunks is not None else "DATA",
+            "chunks": len(envelope.chunks) if envelope.chunks is not None else None,
+            "body": options.get("BODY") or None,
+            "smtputf8": bool(envelope.smtp_utf8),
+            "requiretls": extensions.requiretls,
+            "ret": extensions.ret,
+            "envid": extensions.envid,
+            "reply": str(status) if status is not MISSING else "250 OK",
+        })
+
+    @syntax("BDAT <size> [LAST]", when="chunking")
+    async def smtp_BDAT(self, arg: str) -> None:
+        """CHUNKING (RFC 3030): `BDAT <size> [LAST]`, then exactly <size> octets, no dot-stuffing.
+
+        The octets are read whatever the answer (a client may have pipelined them behind the
+        command), except when the command cannot say how many there are. Chunks add up to the
+        message; past the message size limit the rest is read and dropped, the answer is 552 and
+        the transaction is over (RFC 3030 section 2: the client must not send more of it)."""
+        if not self.chunking:
+            await self.not_recognized("BDAT", arg)
+            return
+        parsed = bdat_arguments(arg or "")
+        if parsed is None:
+            await self.push(BDAT_SYNTAX)
+            return
+        size, last = parsed
+        envelope = self.envelope
+        assert isinstance(envelope, _Envelope) and self.session is not None
+        refusal = self._bdat_refusal(envelope)
+        limit = self.data_size_limit
+        chunk_fits = refusal is None and (not limit or envelope.size + size <= limit)
+        data = await self._read_chunk(size, keep=chunk_fits)
+        if data is _ENDED:
+            return  # the client hung up inside the chunk: nothing to answer, the transaction is gone
+        if refusal is not None:
+            await self.push(refusal)
+            return
+        if data is None:  # over the limit: read, dropped
+            self._set_rset_state()  # type: ignore[no-untyped-call]
+            await self.push("552 5.3.4 Message size exceeds fixed maximum message size")
+            return
+        if envelope.chunks is None:
+            envelope.chunks = []
+        envelope.chunks.append(data)
+        envelope.size += size
+        if not last:
+            await self.push(f"250 2.0.0 {size} octets received")
+            return
+        envelope.content = envelope.original_content = b"".join(envelope.chunks)
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        await self.push("250 OK" if status is MISSING else status)
+
+    def _bdat_refusal(self, envelope: _Envelope) -> str | None:
+        """Why this BDAT cannot add to a message (as DATA's checks, in aiosmtpd's wording), or None."""
+        session = self.session
+        assert session is not None
+        if self.security.must_wait_for_tls:
+            return "530 Must issue a STARTTLS command first"
+        if not session.host_name:
+            return "503 Error: send HELO first"
+        if self._auth_required and not session.authenticated:
+            return "530 5.7.0 Authentication required"
+        if not envelope.mail_from:
+            return "503 Error: need MAIL command"
+        if not envelope.rcpt_tos:
+            return "503 Error: need RCPT command"
+        return None
+
+    async def _read_chunk(self, size: int, *, keep: bool) -> bytes | None:
+        """The next `size` octets from the client: kept (returned) or only read (None), in
+        pieces, so that a huge chunk over the limit costs no memory; _ENDED if the connection
+        ends first (then it is closed). The journal shows the size."""
+        reader = self._reader
+        pieces: list[bytes] = []
+        remaining = size
+        self.reading = Reading.MESSAGE  # content, not commands: heard_line passes it by
+        try:
+            while remaining:
+                piece = await reader.read(min(remaining, 65536))
+                if not piece:
+                    if self.transport is not None:
+                        self.transport.close()
+                    return _ENDED
+                remaining -= len(piece)
+                if keep:
+                    pieces.append(piece)
+        finally:
+            self.reading = Reading.COMMAND
+            self.note(Heard(b"", None, ((0, size - remaining, LITERAL),)))
+        return b"".join(pieces) if keep else None
+
     @syntax("DATA")  # HELP lists a command, and explains it, only with its syntax line
     async def smtp_DATA(self, arg: str) -> None:
         try:
@@ -512,6 +798,10 @@ class MailmodesSMTP(SMTP):
         aiosmtpd's own reading (the lines taken so far put back first), which decides the reply."""
         session, envelope = self.session, self.envelope
         assert session is not None and envelope is not None
+        if isinstance(envelope, _Envelope) and envelope.chunks is not None:
+            # RFC 3030 section 3: BDAT and DATA do not mix in one transaction.
+            await self.push("503 5.5.1 DATA not allowed after BDAT in one transaction")
+            return
         if (not session.host_name or (self._auth_required and not session.authenticated)
                 or not envelope.rcpt_tos or arg or self._decode_data or "DATA" not in self._handle_hooks):
             await super().smtp_DATA(arg)  # aiosmtpd's refusals, word for word
@@ -662,6 +952,8 @@ class MailmodesSMTP(SMTP):
             if status == READY and self.injected:
                 # The injection rule: the extra lines travel in the same write as the success line.
                 status, self.injected = status + "\r\n" + self.injected.removesuffix("\r\n"), ""
+            if not self.enhanced_codes:
+                status = without_enhanced_code(status)
             code = status[:3]
             if code in _AUTH_ANSWER_CODES:
                 await self._push_auth_answer(status)
@@ -762,8 +1054,8 @@ class _Commands(Mapping[str, Callable[[str], Awaitable[None]]]):
         transport = session.transport
         if transport is None or transport.is_closing():
             return session.ignore
-        if session.security.must_wait_for_tls and name not in ALLOWED_BEFORE_TLS:
-            return session.refuse_before_tls
+        if session.security.must_wait_for_tls and name not in ALLOWED_BEFORE_TLS and name != "BDAT":
+            return session.refuse_before_tls  # (BDAT reads its chunk first, then refuses: smtp_BDAT)
         if name in session.misbehaviour.chaos_stages:
             return functools.partial(session.chaos_at, name)
         function = self.functions.get(name)
@@ -803,6 +1095,20 @@ class _HeardReader(asyncio.StreamReader):
             self.owner.line_overrun(error.consumed)
             raise
         return self.owner.heard_line(line)
+
+
+_ENDED = b"<the connection ended inside a BDAT chunk>"  # _read_chunk's answer then (compared by identity)
+
+
+class _Envelope(Envelope):
+    """aiosmtpd's Envelope, with what the extensions of smtp_extensions.py add to a transaction."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.extensions: MailExtensions | None = None  # of the MAIL command that began it
+        self.recipients: list[dict[str, Any]] = []  # each accepted RCPT with its DSN parameters
+        self.chunks: list[bytes] | None = None  # BDAT's chunks so far; None: no BDAT yet
+        self.size = 0
 
 
 class _Session(Session):

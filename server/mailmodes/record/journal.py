@@ -88,6 +88,9 @@ class SessionRecord:
     # None: nothing ties it to any other session, so no cross-session verdict (fallback) is claimed.
     scope: str | None = None
     probe: bool = False  # one of our own probes, marked in-band (probe/marks.py)
+    # SMTP: each message transaction the server answered, with the extensions the client used
+    # (DSN, REQUIRETLS, SMTPUTF8, BDAT: protocols/smtp_extensions.py); never the content.
+    envelopes: list[dict[str, Any]] = field(default_factory=list)
     # (at, sender, tls, text) as plain tuples: CPython stops tracking tuples of strings and numbers
     # in its cyclic GC, so a full journal costs later collections nothing (TranscriptLine objects
     # would be scanned at every full collection, slowing the whole server as the journal fills).
@@ -134,6 +137,7 @@ class SessionRecord:
             "transcript": [{"at": round(at, 3), "sender": sender, "tls": tls, "text": text}
                            for at, sender, tls, text in self.lines],
             "transcript_truncated": self.transcript_truncated,
+            "envelopes": self.envelopes,
         }
 
 

@@ -27,10 +27,11 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509 import ocsp
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from mailmodes.scenarios.catalogue import WRONG_HOST, sni_name
+from mailmodes.scenarios.catalogue import IDN_HOST_LABEL, WRONG_HOST, sni_name
 from mailmodes.tls.certs import ensure_certificates, server_names
 from mailmodes.tls.pki import Authority, issue_leaf, make_authority, new_key
 
@@ -80,7 +81,7 @@ class Inputs:
 class Built:
     """A freshly made certificate: its key, the chain to send (leaf first) and its reuse limit."""
 
-    key: rsa.RSAPrivateKey
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
     chain: tuple[x509.Certificate, ...]
     reuse_until: dt.datetime
 
@@ -213,20 +214,27 @@ def build_rsa1024(inputs: Inputs) -> Built:
 def build_sha1_signature(inputs: Inputs) -> Built:
     """A leaf the project CA signed with SHA-1. cryptography refuses to sign with SHA-1, so the
     `openssl x509 -req -sha1` command signs a request that cryptography made."""
+    key = new_key()
+    leaf = _sign_with_sha1(inputs, key, inputs.hostname, _openssl_extensions(inputs.names))
+    return Built(key, (leaf,), leaf_until(leaf))
+
+
+def _sign_with_sha1(inputs: Inputs, key: rsa.RSAPrivateKey, common_name: str, extensions: str) -> x509.Certificate:
+    """A certificate for `key` that the project CA signs with SHA-1 (`openssl x509 -req -sha1`),
+    with the extensions of the [leaf] section of `extensions` (openssl's extension-file syntax)."""
     openssl = shutil.which("openssl")
     if openssl is None:
-        raise CertificateBuildError("cert-sha1-signature needs the openssl command, which is not installed")
-    key = new_key()
+        raise CertificateBuildError(f"{inputs.scenario_id} needs the openssl command, which is not installed")
     request = (
         x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, inputs.hostname)]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
         .sign(key, hashes.SHA256())
     )
     inputs.scenario_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=inputs.scenario_dir) as work:
         folder = Path(work)
         (folder / "leaf.csr").write_bytes(request.public_bytes(serialization.Encoding.PEM))
-        (folder / "leaf.ext").write_text(_openssl_extensions(inputs.names))
+        (folder / "leaf.ext").write_text(extensions)
         command = [
             openssl, "x509", "-req", "-in", str(folder / "leaf.csr"),
             "-CA", str(inputs.certs_dir / "ca.pem"), "-CAkey", str(inputs.certs_dir / "ca.key"),
@@ -236,8 +244,7 @@ def build_sha1_signature(inputs: Inputs) -> Built:
         result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
         if result.returncode != 0:
             raise CertificateBuildError(f"openssl x509 -sha1 failed: {result.stderr.strip()}")
-        leaf = x509.load_pem_x509_certificate((folder / "leaf.pem").read_bytes())
-    return Built(key, (leaf,), leaf_until(leaf))
+        return x509.load_pem_x509_certificate((folder / "leaf.pem").read_bytes())
 
 
 def _openssl_extensions(names: list[str]) -> str:
@@ -274,6 +281,157 @@ BUILDERS: dict[str, Callable[[Inputs], Built]] = {
     "cert-rsa1024": build_rsa1024,
     "cert-sha1-signature": build_sha1_signature,
 }
+
+
+# --- the rest of the badssl catalogue (issue 20) -------------------------------------------------
+
+
+def build_ecdsa_only(inputs: Inputs) -> Built:
+    """An ECDSA P-256 leaf (the project CA's RSA signature on it), and no RSA certificate at all."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = issue_leaf(inputs.authority, inputs.hostname, inputs.names, key)
+    return Built(key, (leaf,), leaf_until(leaf))
+
+
+def build_rsa8192(inputs: Inputs) -> Built:
+    """An 8192-bit RSA leaf. Making the key takes seconds (3 s, sometimes 20, on one core), once:
+    it is cached like every scenario certificate."""
+    key = new_key(8192)
+    leaf = issue_leaf(inputs.authority, inputs.hostname, inputs.names, key)
+    return Built(key, (leaf,), leaf_until(leaf))
+
+
+SAN_COUNT = 1000
+
+
+def build_1000_sans(inputs: Inputs) -> Built:
+    """1,000 subjectAltNames: filler names under the host name first, the usual names last, so a
+    client has to read them all to find its own."""
+    filler = [f"san-{number:04}.{inputs.hostname}" for number in range(SAN_COUNT - len(inputs.names))]
+    key = new_key()
+    leaf = issue_leaf(inputs.authority, inputs.hostname, [*filler, *inputs.names], key)
+    return Built(key, (leaf,), leaf_until(leaf))
+
+
+SHA1_INTERMEDIATE_NAME = "mailmodes SHA-1 intermediate CA"
+
+
+def build_sha1_intermediate(inputs: Inputs) -> Built:
+    """A SHA-256 leaf from an intermediate that the project CA signed with SHA-1; both are sent."""
+    intermediate_key = new_key()
+    extensions = (
+        "[leaf]\n"
+        "basicConstraints = critical, CA:TRUE, pathlen:0\n"
+        "keyUsage = critical, keyCertSign, cRLSign\n"
+        "subjectKeyIdentifier = hash\n"
+        "authorityKeyIdentifier = keyid\n"
+    )
+    intermediate = _sign_with_sha1(inputs, intermediate_key, SHA1_INTERMEDIATE_NAME, extensions)
+    key = new_key()
+    leaf = issue_leaf(Authority(intermediate, intermediate_key), inputs.hostname, inputs.names, key)
+    return Built(key, (leaf, intermediate), min(leaf_until(leaf), leaf_until(intermediate)))
+
+
+def build_no_subject(inputs: Inputs) -> Built:
+    """An empty subject; the names only in a critical subjectAltName, as RFC 5280 section 4.1.2.6
+    requires then. Valid, but a client that reads the subject CN finds nothing."""
+    key = new_key()
+    start = now() - dt.timedelta(days=1)
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([]))
+        .issuer_name(inputs.authority.certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + dt.timedelta(days=366))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(True, False, True, False, False, False, False, False, False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(inputs.authority.key.public_key()),
+                       critical=False)
+        .add_extension(x509.SubjectAlternativeName(
+            [x509.IPAddress(ipaddress.ip_address(name)) if _is_ip(name) else x509.DNSName(name)
+             for name in inputs.names]), critical=True)
+        .sign(inputs.authority.key, hashes.SHA256())
+    )
+    return Built(key, (leaf,), leaf_until(leaf))
+
+
+def build_idn(inputs: Inputs) -> Built:
+    """Only the internationalized name, as its A-label (a dNSName is ASCII, RFC 5280 section 7.2):
+    xn--bcher-kva.<hostname>, which is bücher.<hostname>."""
+    name = f"{IDN_HOST_LABEL}.{inputs.hostname}"
+    key = new_key()
+    leaf = issue_leaf(inputs.authority, name, [name], key)
+    return Built(key, (leaf,), leaf_until(leaf))
+
+
+def build_revoked(inputs: Inputs) -> Built:
+    """A leaf sent with the project CA: curl (and OpenSSL's OCSP code) find the issuer of the
+    stapled OCSP response's certificate ID in the chain the server sends (`revoked_ocsp_response`)."""
+    key = new_key()
+    leaf = issue_leaf(inputs.authority, inputs.hostname, inputs.names, key)
+    return Built(key, (leaf, inputs.authority.certificate), leaf_until(leaf))
+
+
+BUILDERS.update({
+    "cert-ecdsa-only": build_ecdsa_only,
+    "cert-rsa8192": build_rsa8192,
+    "cert-1000-sans": build_1000_sans,
+    "cert-sha1-intermediate": build_sha1_intermediate,
+    "cert-no-subject": build_no_subject,
+    "cert-idn": build_idn,
+    "cert-revoked": build_revoked,
+})
+
+
+OCSP_VALIDITY = dt.timedelta(days=7)
+OCSP_REMAKE_AFTER = dt.timedelta(days=1)
+
+
+def revoked_ocsp_response(bundle: Path, certs_dir: Path, hostname: str) -> Callable[[], bytes]:
+    """For cert-revoked: a function giving the DER OCSP response (RFC 6960) the server staples,
+    signed by the project CA itself: the leaf revoked a day ago for keyCompromise. A response
+    lives 7 days and is remade after one, so a server that runs for weeks never staples a stale one."""
+    leaf = x509.load_pem_x509_certificates(bundle.read_bytes())[0]
+    made: list[tuple[dt.datetime, bytes]] = []
+
+    def response() -> bytes:
+        if made and now() - made[0][0] < OCSP_REMAKE_AFTER:
+            return made[0][1]
+        authority = inputs_for("cert-revoked", certs_dir, hostname).authority
+        start = now()
+        builder = (
+            ocsp.OCSPResponseBuilder()
+            .add_response(cert=leaf, issuer=authority.certificate, algorithm=hashes.SHA1(),
+                          cert_status=ocsp.OCSPCertStatus.REVOKED, this_update=start - dt.timedelta(hours=1),
+                          next_update=start + OCSP_VALIDITY, revocation_time=start - dt.timedelta(days=1),
+                          revocation_reason=x509.ReasonFlags.key_compromise)
+            .responder_id(ocsp.OCSPResponderEncoding.HASH, authority.certificate)
+        )
+        der = builder.sign(authority.key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+        made[:] = [(start, der)]
+        return der
+
+    return response
+
+
+CLIENT_DAYS = 366
+
+
+def client_certificate(certs_dir: Path, hostname: str, name: str = "client") -> Path:
+    """A client certificate (extendedKeyUsage clientAuth) for `name` from the project CA, key and
+    certificate in one PEM file, certs_dir/clients/<name>.pem: for tls-client-certificate-required."""
+    inputs = inputs_for("client", certs_dir, hostname)
+
+    def build() -> Built:
+        key = new_key()
+        leaf = issue_leaf(inputs.authority, name, [], key, usage=ExtendedKeyUsageOID.CLIENT_AUTH)
+        return Built(key, (leaf,), leaf_until(leaf))
+
+    identity = {"format": FORMAT, "kind": "client", "name": name, "ca": inputs.ca_fingerprint}
+    return cached_bundle(certs_dir / "clients" / f"{name}.pem", identity, build)
 
 
 # --- the authorities behind two of them ---------------------------------------------------------

@@ -33,6 +33,9 @@ from mailmodes.scenarios.misbehaviour import PROTOCOL_SCENARIOS
 from mailmodes.tls.policy import TlsMode
 
 WRONG_HOST = "wrong.host.invalid"
+# cert-idn: bücher.<hostname>, whose A-label (RFC 5891, Python's "idna" codec) this is.
+IDN_HOST_LABEL = "xn--bcher-kva"
+IDN_HOST_ULABEL = "bücher"
 
 # Python's own default cipher list (Modules/_ssl.c, PY_SSL_DEFAULT_CIPHER_STRING) minus its
 # @SECLEVEL=2, so that a scenario which must lower the level changes nothing else.
@@ -65,6 +68,7 @@ class TlsSettings:
     maximum: ssl.TLSVersion = ssl.TLSVersion.MAXIMUM_SUPPORTED
     ciphers: str | None = None
     dh1024: bool = False
+    client_certificate: bool = False  # require one from the project CA
 
 
 TLS12 = ssl.TLSVersion.TLSv1_2
@@ -87,6 +91,9 @@ SETTINGS: dict[str, TlsSettings] = {
     "tls-static-rsa": TlsSettings(TLS12, TLS12, "AES256-GCM-SHA384:AES128-GCM-SHA256:AES256-SHA256:AES128-SHA256"),
     # CBC with HMAC-SHA1 (Lucky13-class padding oracles, RFC 7457 section 2.8).
     "tls-cbc-sha1": TlsSettings(TLS12, TLS12, "ECDHE-RSA-AES128-SHA:ECDHE-RSA-AES256-SHA:AES128-SHA:AES256-SHA"),
+    # OpenSSL 3 refuses to load a chain certificate with a SHA-1 signature above level 0, too.
+    "cert-sha1-intermediate": TlsSettings(ciphers=f"{PYTHON_DEFAULT_CIPHERS}:@SECLEVEL=0"),
+    "tls-client-cert-required": TlsSettings(client_certificate=True),
 }
 
 
@@ -166,6 +173,34 @@ def _catalogue() -> dict[str, Scenario]:
         _tls("tls-dh512", "DHE over a 512-bit group (Logjam export grade)", "refuses",
              "OpenSSL 3 refuses to load 512-bit DH parameters (dh key too small) even at @SECLEVEL=0"),
         *_protocol_scenarios(),
+        # Section 1 again (issue 20): after section 2, whose port numbers were published first.
+        _certificate("cert-ecdsa-only", "ECDSA P-256 leaf from the project CA, no RSA certificate",
+                     "connects (ECDSA suites, or TLS 1.3); a client offering RSA signatures only fails: "
+                     "no shared signature algorithm", bad=False),
+        _certificate("cert-rsa8192", "8192-bit RSA leaf from the project CA",
+                     "connects (a slower handshake); a client with an RSA size cap below 8192 bits refuses",
+                     bad=False),
+        _certificate("cert-1000-sans", "leaf with 1,000 subjectAltNames, the client's own name among the last",
+                     "connects; a client with a small name or certificate size limit fails", bad=False),
+        Scenario("cert-sha1-intermediate", "certificate", PROTOCOLS,
+                 "SHA-256 leaf from an intermediate the project CA signed with SHA-1, both sent (server at "
+                 "security level 0)",
+                 "refuses: CA signature digest too weak, for the intermediate (RFC 9155; alert bad_certificate)",
+                 True, "sha1-intermediate", has_openssl,
+                 "" if has_openssl else "needs the openssl command to sign with SHA-1; not installed"),
+        _certificate("cert-no-subject", "leaf with an empty subject, its names only in a critical subjectAltName",
+                     "connects: RFC 5280 section 4.1.2.6 allows it, the names are in the SAN", bad=False),
+        Scenario("cert-idn", "certificate", PROTOCOLS,
+                 f"leaf only for {IDN_HOST_LABEL}.<hostname>: connect as {IDN_HOST_ULABEL}.<hostname>",
+                 f"connects: sends and matches the A-label {IDN_HOST_LABEL} (RFC 5891; RFC 6125 section 6.4.2)",
+                 False, IDN_HOST_LABEL),
+        _certificate("cert-revoked", "leaf and the project CA, with a stapled OCSP response (RFC 6960) saying "
+                     "revoked (keyCompromise)",
+                     "refuses: certificate revoked, when it asks for the status (curl --cert-status: 91); a "
+                     "client that never asks cannot know"),
+        _tls("tls-client-cert-required", "requires a client certificate from the project CA",
+             "without one: stops and says the server wants a certificate (TLS 1.3 alert certificate_required); "
+             "with one from the project CA: connects"),
     ]
     return {scenario.id: scenario for scenario in scenarios}
 
@@ -224,13 +259,17 @@ SCENARIOS: dict[str, Scenario] = _catalogue()
 
 def sni_name(scenario_id: str, hostname: str) -> str:
     """The name that chooses a certificate scenario by SNI: "cert-expired" -> expired.<hostname>."""
-    return f"{scenario_id.removeprefix('cert-')}.{hostname}"
+    known = SCENARIOS.get(scenario_id)
+    label = known.sni_label if known is not None and known.sni_label else scenario_id.removeprefix("cert-")
+    return f"{label}.{hostname}"
 
 
 def client_name(scenario_id: str, hostname: str) -> str:
     """The name a client should connect to (and verify) to meet the scenario's one flaw."""
     if scenario_id in ("cert-wildcard-apex", "cert-wildcard-multilabel"):
         return sni_name(scenario_id, hostname)
+    if scenario_id == "cert-idn":
+        return f"{IDN_HOST_ULABEL}.{hostname}"  # what a user types; the client must send the A-label
     return hostname
 
 
@@ -288,7 +327,8 @@ def describe(listener_ports: dict[str, list[tuple[str, int]]] | None = None) -> 
         "Scenarios: chosen per listener (scenario = \"<id>\"); certificate ones also by SNI <label>.<hostname>.",
         "Ports per protocol: implicit TLS / STARTTLS.",
     ]
-    buildable = [s for s in SCENARIOS.values() if s.buildable]
+    # Section 1 first, though its later ids follow section 2 in the catalogue (port plan order).
+    buildable = sorted((s for s in SCENARIOS.values() if s.buildable), key=lambda s: s.section)
     width = max(len(s.id) for s in SCENARIOS.values())
     headings = {"certificate": "Certificate and TLS scenarios (KNOWN-BAD.md section 1)",
                 "starttls": "STARTTLS and protocol scenarios (KNOWN-BAD.md section 2)"}
@@ -367,7 +407,7 @@ def known_bad_config() -> str:
             continue
         if scenario.section != section:
             section = scenario.section
-            parts.append(SECTION_2_RULE)
+            parts.append(SECTION_2_RULE if section == 2 else SECTION_1_MORE_RULE)
         elif section == 2:
             parts.append("\n")  # fewer listeners per scenario here: a wider gap shows where each begins
         parts.append(f"# {index}: {scenario.id}: {scenario.server_does}\n")
@@ -406,10 +446,10 @@ def _plan_table() -> list[str]:
     lines = []
     section = 1
     for index, scenario in enumerate(SCENARIOS.values()):
+        if scenario.section != section:
+            section = scenario.section
+            lines += ["#", "#   (section 2)" if section == 2 else "#   (section 1, continued)"]
         if scenario.section == 2:
-            if section == 1:
-                section = 2
-                lines += ["#", "#   (section 2)"]
             lines.append(f"#{index:>5}  {scenario.id:<30}{', '.join(scenario.protocols)}")
         elif not plan_modes(scenario):
             lines.append(f"#{index:>5}  {scenario.id:<26}not buildable here (`mailmodes scenarios` says why)")
@@ -420,6 +460,8 @@ def _plan_table() -> list[str]:
 
 
 SECTION_2_RULE = "# ---- KNOWN-BAD.md section 2: STARTTLS and protocol scenarios, one port per protocol ----\n\n"
+SECTION_1_MORE_RULE = ("\n# ---- KNOWN-BAD.md section 1, continued: certificate and TLS scenarios added later, "
+                       "numbered after section 2 ----\n\n")
 KNOWN_BAD_HEAD = """\
 # Generated from the scenario catalogue (server/mailmodes/scenarios.py) by
 # `{command}`; do not edit by hand.
@@ -441,7 +483,7 @@ KNOWN_BAD_HEAD = """\
 {table}
 #
 # Certificate scenarios name <hostname>, localhost and 127.0.0.1 (and their SNI name), so a
-# client connecting as any of those meets only the intended flaw; the wildcard ones need the name
+# client connecting as any of those meets only the intended flaw; the wildcard ones and cert-idn need the name
 # above (e.g. "127.0.0.1 wildcard-apex.mail.example.test" in /etc/hosts). Clients trust
 # certs/ca.pem, the project CA, and nothing else: never certs/scenarios/untrusted-ca.pem.
 hostname = "mail.example.test"

@@ -23,7 +23,8 @@ from mailmodes.scenarios.catalogue import (
     scenario_for_sni,
 )
 from mailmodes.tls.certs import ensure_certificates
-from mailmodes.tls.handshake import HandshakeWatch, server_context, watch_progress
+from mailmodes.tls.handshake import HandshakeWatch, server_context, staple_ocsp, watch_progress
+from mailmodes.tls.policy import DEFAULT_TLS_PROFILE
 
 
 class ServerContexts:
@@ -33,15 +34,25 @@ class ServerContexts:
         paths = ensure_certificates(certs_dir, hostname)
         self.ca_file = paths.ca_file
         self.default = self._with_sni(server_context(paths.cert_file, paths.key_file))
+        self._profiles: dict[str, ssl.SSLContext] = {DEFAULT_TLS_PROFILE: self.default}
         self._scenarios: dict[str, ssl.SSLContext] = {}
 
     def for_listener(self, listener: Listener) -> ssl.SSLContext:
         scenario = SCENARIOS.get(listener.scenario or "")
         if scenario is not None and scenario.kind in ("certificate", "tls"):
             return self.scenario(scenario.id)
+        # A scenario's context keeps its own versions and ciphers: tls_profile is for known-good ones.
         if listener.cert_file and listener.key_file:
-            return self._with_sni(server_context(listener.cert_file, listener.key_file))
-        return self.default
+            return self._with_sni(server_context(listener.cert_file, listener.key_file, profile=listener.tls_profile))
+        return self.profile(listener.tls_profile)
+
+    def profile(self, name: str) -> ssl.SSLContext:
+        """The generated certificate under one of the TLS profiles (made once, then shared)."""
+        context = self._profiles.get(name)
+        if context is None:
+            paths = ensure_certificates(self.certs_dir, self.hostname)
+            context = self._profiles[name] = self._with_sni(server_context(paths.cert_file, paths.key_file, profile=name))
+        return context
 
     def scenario(self, scenario_id: str) -> ssl.SSLContext:
         context = self._scenarios.get(scenario_id)
@@ -87,12 +98,19 @@ def tls_context_for(scenario_id: str, certs_dir: Path, hostname: str) -> ssl.SSL
         context.set_ciphers(settings.ciphers)
     if settings.dh1024:
         context.load_dh_params(str(badcerts.dh1024_params(certs_dir)))
+    if settings.client_certificate:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(ensure_certificates(certs_dir, hostname).ca_file)
+        badcerts.client_certificate(certs_dir, hostname)  # certs/clients/client.pem, one to show
     if scenario.kind == "certificate":
         try:
             bundle = badcerts.scenario_certificate(scenario_id, certs_dir, hostname)
         except badcerts.CertificateBuildError as error:
             raise ValueError(f"scenario {scenario_id!r} cannot be built: {error}") from None
         context.load_cert_chain(bundle)
+        if scenario_id == "cert-revoked" and not staple_ocsp(
+                context, badcerts.revoked_ocsp_response(bundle, certs_dir, hostname)):
+            raise ValueError("scenario 'cert-revoked' cannot be built: this Python cannot staple OCSP responses")
     else:
         paths = ensure_certificates(certs_dir, hostname)
         context.load_cert_chain(paths.cert_file, paths.key_file)

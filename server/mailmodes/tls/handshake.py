@@ -11,46 +11,86 @@ import logging
 import socket
 import ssl
 import sys
+import warnings
 from collections.abc import Callable
 from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 
 from mailmodes.config import ResolvedLimits
 from mailmodes.protocols.events import CLIENT_HELLO, TLS_BYTES, Heard, Span
+from mailmodes.tls.policy import DEFAULT_TLS_PROFILE, TLS_PROFILES
 
 log = logging.getLogger(__name__)
 
 # Mozilla's "intermediate" profile (ssl-config.mozilla.org, guidelines 5.7): for TLS 1.2 only
 # ECDHE with AEAD suites (no CBC), and the key exchange groups X25519, P-256 and P-384. TLS 1.3's
 # suites are OpenSSL's defaults, which are the profile's three. Its DHE suites need DH parameters,
-# which are not loaded, so they are left out.
+# which are not loaded, so they are left out (a subset of the profile: no ffdhe group either).
 INTERMEDIATE_CIPHERS = ":".join((
     "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256",
     "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384",
     "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
 ))
 INTERMEDIATE_GROUPS = "X25519:prime256v1:secp384r1"
+# Mozilla's "old" list for TLS 1.0-1.2, again without its DHE suites (no DH parameters). Its
+# DES-CBC3-SHA is not in Debian's OpenSSL 3 (no enable-weak-ssl-ciphers), so OpenSSL skips it.
+# @SECLEVEL=0: OpenSSL 3 refuses TLS 1.0/1.1 (their MD5+SHA-1 handshake signature) at any
+# higher level.
+OLD_CIPHERS = ":".join((
+    INTERMEDIATE_CIPHERS,
+    "ECDHE-ECDSA-AES128-SHA256", "ECDHE-RSA-AES128-SHA256", "ECDHE-ECDSA-AES128-SHA", "ECDHE-RSA-AES128-SHA",
+    "ECDHE-ECDSA-AES256-SHA384", "ECDHE-RSA-AES256-SHA384", "ECDHE-ECDSA-AES256-SHA", "ECDHE-RSA-AES256-SHA",
+    "AES128-GCM-SHA256", "AES256-GCM-SHA384", "AES128-SHA256", "AES256-SHA256", "AES128-SHA", "AES256-SHA",
+    "DES-CBC3-SHA", "@SECLEVEL=0",
+))
 _SSL_CTRL_SET_GROUPS_LIST = 92  # OpenSSL's SSL_CTX_set1_groups_list() is this SSL_CTX_ctrl() call
+
+
+@dataclass(frozen=True)
+class TlsProfile:
+    """What one `tls_profile` (policy.TLS_PROFILES) sets on a known-good server context."""
+
+    minimum: ssl.TLSVersion
+    maximum: ssl.TLSVersion
+    ciphers: str  # TLS 1.2 and below; TLS 1.3 keeps OpenSSL's three suites, every profile's
+    groups: str
+    server_order: bool  # the server picks the suite ("old": "Cipher preference: server chooses")
+
+
+PROFILES = {
+    "old": TlsProfile(ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_3, OLD_CIPHERS, INTERMEDIATE_GROUPS, True),
+    "intermediate": TlsProfile(ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3, INTERMEDIATE_CIPHERS,
+                               INTERMEDIATE_GROUPS, False),
+    # TLS 1.3 only; its cipher list is never used, but set_ciphers needs one that matches.
+    "modern": TlsProfile(ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_3, INTERMEDIATE_CIPHERS,
+                         INTERMEDIATE_GROUPS, False),
+}
+assert tuple(PROFILES) == TLS_PROFILES
 
 
 def is_encrypted(transport: asyncio.BaseTransport | None) -> bool:
     return transport is not None and transport.get_extra_info("ssl_object") is not None
 
 
-def server_context(
-    cert_file: Path,
-    key_file: Path,
-    *,
-    minimum: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2,
-    maximum: ssl.TLSVersion = ssl.TLSVersion.MAXIMUM_SUPPORTED,
-) -> ssl.SSLContext:
-    """The known-good server context: TLS 1.2 and 1.3 only (RFC 8314 section 5, RFC 8997), with
-    Mozilla's "intermediate" suites and groups."""
+def server_context(cert_file: Path, key_file: Path, *, profile: str = DEFAULT_TLS_PROFILE) -> ssl.SSLContext:
+    """A server context after one of Mozilla's profiles; the known-good default, "intermediate",
+    offers TLS 1.2 and 1.3 only (RFC 8314 section 5, RFC 8997) with its suites and groups."""
+    settings = PROFILES[profile]
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = minimum
-    context.maximum_version = maximum
-    context.set_ciphers(INTERMEDIATE_CIPHERS)
-    if not set_groups(context, INTERMEDIATE_GROUPS):
+    with warnings.catch_warnings():
+        # Python deprecates TLSVersion.TLSv1; offering it is what "old" is for.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context.minimum_version = settings.minimum
+        context.maximum_version = settings.maximum
+    context.set_ciphers(settings.ciphers)
+    # Python sets OP_CIPHER_SERVER_PREFERENCE on every context; Mozilla's intermediate and modern
+    # let the client choose (it knows whether it has AES hardware), old lets the server.
+    if settings.server_order:
+        context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
+    else:
+        context.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
+    if not set_groups(context, settings.groups):
         log.warning("cannot restrict the TLS key exchange groups here; OpenSSL's defaults stay")
     context.load_cert_chain(cert_file, key_file)
     return context
@@ -82,6 +122,54 @@ def set_groups(context: ssl.SSLContext, groups: str) -> bool:
     if not pointer or get_options(pointer) != context.options:
         return False
     return bool(control(pointer, _SSL_CTRL_SET_GROUPS_LIST, 0, groups.encode()) == 1)
+
+
+
+_SSL_CTRL_SET_TLSEXT_STATUS_REQ_CB = 63  # SSL_CTX_set_tlsext_status_cb(), an SSL_CTX_callback_ctrl() call
+_SSL_CTRL_SET_TLSEXT_STATUS_REQ_OCSP_RESP = 71  # SSL_set_tlsext_status_ocsp_resp(), an SSL_ctrl() call
+_StatusCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
+
+
+def staple_ocsp(context: ssl.SSLContext, response: Callable[[], bytes]) -> bool:
+    """Staple `response()` (a DER OCSP response) to every handshake whose client asks for the
+    certificate status (RFC 6066 section 8); False if impossible here.
+
+    Python's ssl has no server-side stapling, so OpenSSL's status callback is set on the
+    context's SSL_CTX, found as in set_groups. The callback runs inside OpenSSL's handshake (ctypes
+    takes the GIL for it) and hands OpenSSL a copy made with OPENSSL_malloc, which OpenSSL frees.
+    OpenSSL asks the SSL_CTX in use after the SNI callback, so a scenario chosen by SNI staples too.
+    """
+    if sys.implementation.name != "cpython":
+        return False
+    try:
+        library = ctypes.CDLL(importlib.import_module("_ssl").__file__)
+        get_options, callback_control = library.SSL_CTX_get_options, library.SSL_CTX_callback_ctrl
+        control, allocate = library.SSL_ctrl, library.CRYPTO_malloc
+    except (OSError, AttributeError, TypeError):
+        return False
+    get_options.restype, get_options.argtypes = ctypes.c_uint64, [ctypes.c_void_p]
+    callback_control.restype = ctypes.c_long
+    callback_control.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
+    control.restype, control.argtypes = ctypes.c_long, [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
+    allocate.restype, allocate.argtypes = ctypes.c_void_p, [ctypes.c_size_t, ctypes.c_char_p, ctypes.c_int]
+    pointer = ctypes.c_void_p.from_address(id(context) + object.__basicsize__).value
+    if not pointer or get_options(pointer) != context.options:
+        return False
+
+    def on_status_request(ssl_pointer: int, _argument: int) -> int:
+        try:
+            der = response()
+            buffer = allocate(len(der), b"mailmodes", 0)
+            if buffer:
+                ctypes.memmove(buffer, der, len(der))
+                control(ssl_pointer, _SSL_CTRL_SET_TLSEXT_STATUS_REQ_OCSP_RESP, len(der), buffer)
+        except Exception:  # an exception must not cross into OpenSSL: the handshake goes on unstapled
+            log.exception("cannot staple the OCSP response")
+        return 0  # SSL_TLSEXT_ERR_OK
+
+    callback = _StatusCallback(on_status_request)
+    context.mailmodes_ocsp_callback = callback  # type: ignore[attr-defined]  # keeps it alive with the context
+    return bool(callback_control(pointer, _SSL_CTRL_SET_TLSEXT_STATUS_REQ_CB, ctypes.cast(callback, ctypes.c_void_p)))
 
 
 class HandshakeWatch:

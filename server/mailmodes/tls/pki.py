@@ -17,7 +17,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 CA_NAME = "mailmodes test CA"
@@ -86,10 +86,11 @@ def issue_leaf(
     authority: Authority,
     common_name: str,
     names: list[str],
-    key: rsa.RSAPrivateKey,
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey,
     *,
     not_before: dt.datetime | None = None,
     not_after: dt.datetime | None = None,
+    usage: x509.ObjectIdentifier = ExtendedKeyUsageOID.SERVER_AUTH,
 ) -> x509.Certificate:
     now = dt.datetime.now(dt.timezone.utc)
     not_before = not_before or now - dt.timedelta(days=1)
@@ -102,10 +103,11 @@ def issue_leaf(
         .not_valid_before(not_before)
         .not_valid_after(not_after or not_before + LEAF_LIFETIME)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(True, False, True, False, False, False, False, False, False), critical=True
+        .add_extension(  # keyEncipherment is for RSA key transport only (RFC 5480 section 3 for EC keys)
+            x509.KeyUsage(True, False, isinstance(key, rsa.RSAPrivateKey), False, False, False, False, False, False),
+            critical=True,
         )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(authority.key.public_key()), critical=False
         )

@@ -12,6 +12,12 @@ import enum
 from dataclasses import dataclass
 
 
+# The per-listener `tls_profile` choices, after Mozilla's server-side TLS guidelines (5.7); what
+# each one sets is in handshake.py (PROFILES). "intermediate" is the known-good default.
+TLS_PROFILES = ("old", "intermediate", "modern")
+DEFAULT_TLS_PROFILE = "intermediate"
+
+
 class TlsMode(enum.StrEnum):
     IMPLICIT = "implicit"
     STARTTLS_REQUIRED = "starttls-required"

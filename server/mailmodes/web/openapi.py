@@ -147,6 +147,23 @@ def _schemas() -> dict[str, Any]:
             "transcript": {"type": "array", "items": transcript_line},
             "transcript_lines": {"type": "integer", "description": "instead of transcript when transcript=false"},
             "transcript_truncated": {"type": "integer"},
+            "envelopes": {"type": "array", "description": "SMTP: each message transaction the server answered "
+                                                          "(DATA or BDAT ... LAST), with the extensions used",
+                          "items": {"type": "object", "properties": {
+                              "mail_from": {"type": "string"},
+                              "recipients": {"type": "array", "items": {"type": "object", "properties": {
+                                  "address": {"type": "string"},
+                                  "notify": {"type": ["array", "null"], "items": {"type": "string"},
+                                             "description": "DSN NOTIFY (RFC 3461)"},
+                                  "orcpt": {**string_or_null, "description": "DSN ORCPT, xtext decoded"}}}},
+                              "size": {"type": "integer"},
+                              "via": {"type": "string", "enum": ["DATA", "BDAT"]},
+                              "chunks": {"type": ["integer", "null"], "description": "BDAT chunks; null for DATA"},
+                              "body": string_or_null, "smtputf8": {"type": "boolean"},
+                              "requiretls": {"type": "boolean", "description": "MAIL FROM ... REQUIRETLS (RFC 8689)"},
+                              "ret": {**string_or_null, "description": "DSN RET: FULL or HDRS"},
+                              "envid": {**string_or_null, "description": "DSN ENVID, xtext decoded"},
+                              "reply": {"type": "string", "description": "the server's answer to the message"}}}},
         },
     }
     listener = {

@@ -86,6 +86,7 @@ from mailmodes.protocols.imap.parser import (
     split_head,
 )
 from mailmodes.protocols.imap.search import SearchContext, search
+from mailmodes.protocols.sasl import CHALLENGE_RESPONSE, Challenge, CramMd5, ScramSha256, exchange
 from mailmodes.protocols.imap.sort import sort
 from mailmodes.protocols.imap.thread import thread
 from mailmodes.scenarios.misbehaviour import StartTlsPlan
@@ -454,7 +455,7 @@ class ImapSession:
             names.append("LOGINDISABLED")
             return names
         if self.state is State.NOT_AUTHENTICATED:
-            names.append("AUTH=PLAIN")
+            names.extend(f"AUTH={mechanism}" for mechanism in self.connection.listener.mechanisms)
         names.extend(EXTENSIONS)
         return names
 
@@ -616,9 +617,11 @@ class ImapSession:
         refused = self._refused_before_credentials(command)
         if refused is not None:
             return refused[0]
-        if args.mechanism != "PLAIN":
+        if args.mechanism not in self.connection.listener.mechanisms:
             self._login_refused(command)
             return "NO", "[CANNOT] Unsupported authentication mechanism"
+        if args.mechanism in CHALLENGE_RESPONSE:
+            return self._challenge_response(command.tag, args)
         if args.initial is not None:
             # RFC 4959: "=" is an empty initial response.
             return self._sasl_plain(b"" if args.initial == b"=" else args.initial)
@@ -639,6 +642,52 @@ class ImapSession:
         reply = self._sasl_plain(line)
         assert reply is not None
         self._tagged(self._continuation_tag, *reply)
+
+    def _challenge_response(self, tag: str, args: Authenticate) -> Reply:
+        """CRAM-MD5 or SCRAM-SHA-256 (sasl.py): each challenge a "+ <base64>" continuation, each
+        answer a line; "*" cancels (BAD, RFC 3501 6.2.2)."""
+        conversation = exchange(args.mechanism, self.store.credentials, self.hostname)
+        initial = None if args.initial is None else b"" if args.initial == b"=" else args.initial
+        if initial:
+            try:
+                initial = base64.b64decode(initial, validate=True)
+            except (binascii.Error, ValueError):
+                self.notes.note(LoginAttempt(f"AUTHENTICATE {args.mechanism}", None, False, False))
+                return "BAD", "Invalid base64 data"
+        return self._sasl_step(tag, args.mechanism, conversation, initial)
+
+    def _sasl_step(self, tag: str, mechanism: str, conversation: CramMd5 | ScramSha256,
+                   response: bytes | None) -> Reply:
+        step = conversation.step(response)
+        if isinstance(step, Challenge):
+            self._send(b"+ " + base64.b64encode(step.data) + b"\r\n")
+            self._continuation_tag = tag
+            self._continuation = lambda line: self._sasl_answer(mechanism, conversation, line)
+            return None
+        account = self.store.accounts.get(step.account) if step.account else None
+        # Neither mechanism sends the password: no secret crossed the wire, whatever the outcome.
+        self.notes.note(LoginAttempt(f"AUTHENTICATE {mechanism}", step.account or step.user, secret_sent=False,
+                                     accepted=account is not None))
+        return self._logged_in(account)
+
+    def _sasl_answer(self, mechanism: str, conversation: CramMd5 | ScramSha256, line: bytes) -> None:
+        self._continuation = None
+        tag = self._continuation_tag
+        if line == b"*":
+            self.notes.note(Heard(line, None))
+            self.notes.note(LoginAttempt(f"AUTHENTICATE {mechanism}", None, secret_sent=False, accepted=False))
+            self._bad(tag, "Authentication aborted")
+            return
+        self.notes.note(Heard(line, None, ((0, len(line), SECRET),) if line else ()))
+        try:
+            answer = base64.b64decode(line, validate=True)
+        except (binascii.Error, ValueError):
+            self.notes.note(LoginAttempt(f"AUTHENTICATE {mechanism}", None, secret_sent=False, accepted=False))
+            self._bad(tag, "Invalid base64 data")
+            return
+        reply = self._sasl_step(tag, mechanism, conversation, answer)
+        if reply is not None:
+            self._tagged(tag, *reply)
 
     def _sasl_plain(self, response: bytes) -> Reply:
         try:
