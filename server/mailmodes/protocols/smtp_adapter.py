@@ -271,9 +271,9 @@ class MailmodesSMTP(SMTP):
             # which is exactly the implicit-TLS case it cannot recognise.
             auth_required=False,
             enable_SMTPUTF8="SMTPUTF8" in listener.smtp_extensions,
-            # aiosmtpd takes every attribute named auth_* for a mechanism, our auth_failures
-            # counter too: EHLO offered "AUTH LOGIN PLAIN failures".
-            auth_exclude_mechanism=["failures", *(m for m in SASL_MECHANISMS["smtp"] if m not in listener.mechanisms)],
+            # aiosmtpd takes every attribute named auth_* for a mechanism (hence failed_logins, not
+            # auth_failures): what this listener does not offer is excluded.
+            auth_exclude_mechanism=[m for m in SASL_MECHANISMS["smtp"] if m not in listener.mechanisms],
             **aiosmtpd_tls_arguments(tls, tls_context),
         )
         self._auth_required = listener.role == "submission"
