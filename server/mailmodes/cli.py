@@ -346,6 +346,29 @@ def format_session(entry: dict[str, Any], *, transcript: bool) -> str:
     return "\n".join(lines)
 
 
+def report(args: argparse.Namespace) -> int:
+    """The report card of a running server's sessions (GET /api/report), as text, JSON or JUnit XML;
+    with --check, exit 1 when any scenario failed."""
+    from mailmodes.record.report import render
+    from mailmodes.web.client import ApiUnreachable, fetch_json, printable
+
+    since = _since(args.since)
+    query = {key: str(value) for key, value in (("client", args.client), ("since", since),
+                                                ("protocol", args.protocol)) if value}
+    try:
+        card = fetch_json(api_url(args), "/api/report", query)
+    except ApiUnreachable as error:
+        print(f"mailmodes: {error}", file=sys.stderr)
+        return EXIT_START
+    # The reasons quote what clients sent: no control character reaches a terminal.
+    text = render(printable(card) if args.format == "text" else card, args.format)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        print(text, end="", flush=True)
+    return 1 if args.check and card["counts"]["failed"] else 0
+
+
 def scenarios(args: argparse.Namespace) -> int:
     """Every scenario id: what the server does, what a correct client does, and its ports; or,
     with --known-bad-config, the config that serves them all (config/known-bad.toml)."""
@@ -401,9 +424,10 @@ def build_parser() -> argparse.ArgumentParser:
     scenarios_parser.set_defaults(run=scenarios)
 
     sessions_parser = commands.add_parser("sessions", help="print recorded sessions and their verdicts")
+    report_parser = commands.add_parser("report", help="the report card: each scenario a client met, passed or failed")
     messages_parser = commands.add_parser("messages", help="print the mail a running server holds")
     wait_parser = commands.add_parser("wait", help="wait for a message to arrive: exit 0 and print it, 1 on timeout")
-    for sub in (sessions_parser, messages_parser, wait_parser):
+    for sub in (sessions_parser, messages_parser, wait_parser, report_parser):
         source = sub.add_mutually_exclusive_group() if sub is sessions_parser else sub
         source.add_argument("--api", metavar="URL",
                             help="the server's HTTP API, e.g. http://127.0.0.1:8025 (default: [http] of --config)")
@@ -418,6 +442,15 @@ def build_parser() -> argparse.ArgumentParser:
     sessions_parser.add_argument("--follow", action="store_true", help="go on printing sessions as they finish")
     sessions_parser.add_argument("--transcript", action="store_true", help="show each transcript")
     sessions_parser.set_defaults(run=sessions)
+
+    report_parser.add_argument("--format", choices=("text", "json", "junit"), default="text",
+                               help="text (default), json (as GET /api/report) or junit (JUnit XML for CI)")
+    report_parser.add_argument("--client", metavar="ADDRESS", help="only sessions from this address (host or host:port)")
+    report_parser.add_argument("--since", metavar="TIME", help="only sessions started since (ISO 8601 or epoch seconds)")
+    report_parser.add_argument("--protocol", choices=("smtp", "imap", "pop3"), help="only this protocol")
+    report_parser.add_argument("--output", metavar="FILE", help="write the card here instead of printing it")
+    report_parser.add_argument("--check", action="store_true", help="exit 1 when any scenario failed")
+    report_parser.set_defaults(run=report)
 
     messages_parser.add_argument("--user", help="only this user's mailboxes (default: every user, and captured mail)")
     messages_parser.add_argument("--mailbox", default="INBOX", help="with --uid: the mailbox (default INBOX)")
