@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Literal
 
 from mailmodes.record.verdicts import (
     BY_CODE,
-    CAPABILITY_COMMANDS,
     GOODBYE_COMMANDS,
     acted_after_tls,
     failed_tls_attempt,
@@ -64,13 +63,13 @@ FAULT_ACTIONS: dict[str, str] = {
     "plaintext-on-tls-port": "spoke plaintext to an implicit-TLS port",
     "tls-on-plaintext-port": "sent a TLS ClientHello to a port that starts in plaintext",
     "no-upgrade": "never used the STARTTLS on offer",
-    "fallback": "fell back to plaintext after TLS failed",
-    "acted-on-injection": "acted on replies injected behind the STARTTLS success line",
-    "used-stale-capability": "used a capability offered only before TLS",
-    "used-injected-state": "acted on state injected before TLS",
-    "used-preauth": "went on after a plaintext PREAUTH greeting",
+    "fallback": "fell back to plaintext",
+    "acted-on-injection": "took injected replies for the server's own",
+    "used-stale-capability": "used a stale capability",
+    "used-injected-state": "acted on injected state",
+    "used-preauth": "went on instead of closing",
     "stalled-at-step": "stalled with no timeout of its own",
-    "vanished-at-step": "vanished where a correct client goes on",
+    "vanished-at-step": "vanished where a correct client goes on,",
 }
 
 # Section 2: the step each scenario tests, and the situation a failure happened in.
@@ -85,11 +84,11 @@ STEPS: dict[str, tuple[Step, str]] = {
     "capability-fails": ("command", "after the capability list failed"),
     "protocol-downgrade": ("command", "after the protocol was downgraded and STARTTLS was gone"),
     "imap-preauth": ("connect", "after a plaintext PREAUTH greeting"),
-    "response-injection": ("starttls-success", "with replies injected behind the STARTTLS success line"),
-    "injected-bye": ("starttls-success", "with a BYE injected behind the STARTTLS OK"),
-    "stale-capability": ("starttls-success", "with a capability offered only before TLS"),
-    "pretls-state-injection": ("connect", "with mailbox state injected before TLS"),
-    "pretls-alert": ("connect", "with an alert injected before TLS"),
+    "response-injection": ("starttls-success", "when replies were injected behind the STARTTLS success line"),
+    "injected-bye": ("starttls-success", "when a BYE was injected behind the STARTTLS OK"),
+    "stale-capability": ("starttls-success", "when a capability was offered only before TLS"),
+    "pretls-state-injection": ("connect", "when mailbox state was injected before TLS"),
+    "pretls-alert": ("connect", "when an alert was injected before TLS"),
     "premature-tagged-ok": ("connect", "after tagged OKs for commands it had not sent"),
     "greeting-invalid": ("connect", "after a malformed greeting"),
     "greeting-reject": ("connect", "after the server refused service in its greeting"),
@@ -310,16 +309,12 @@ def _judge_tls(record: SessionRecord, expectation: Expectation) -> Judgement:
     note = f"; {expectation.unseen}" if expectation.unseen else ""
     if TlsMode(record.tls_mode) is TlsMode.IMPLICIT and not record.encrypted and opened_with_client_hello(record):
         return Judgement("passed", f"refused: it wanted TLS and got none{note}")
-    how = _what_it_did(record)
-    return Judgement("passed", f"{how}{note}")
+    return Judgement("passed", f"{_what_it_did(record, expectation)}{note}")
 
 
-def _what_it_did(record: SessionRecord) -> str:
+def _what_it_did(record: SessionRecord, expectation: Expectation) -> str:
     if record.encrypted and record.starttls:
-        return f"used STARTTLS ({record.tls_version}) and did nothing wrong"
+        return f"used STARTTLS ({record.tls_version}) and did nothing wrong {expectation.situation}"
     if record.encrypted:
-        return f"completed {record.tls_version} and did nothing wrong"
-    said = [verb for verb in record.verbs_before_tls if verb not in CAPABILITY_COMMANDS]
-    if said and all(verb in GOODBYE_COMMANDS for verb in said):
-        return "stopped without sending anything TLS should protect"
-    return "sent nothing TLS should protect"
+        return f"completed {record.tls_version} and did nothing wrong {expectation.situation}"
+    return f"stopped {expectation.situation}, sending nothing TLS should protect"
