@@ -72,6 +72,9 @@ FAULT_ACTIONS: dict[str, str] = {
     "vanished-at-step": "vanished where a correct client goes on,",
 }
 
+# Verdicts whose detail only repeats what the action and the situation say.
+SAID_BY_THE_SITUATION = frozenset({"accepted-bad-certificate"})
+
 # Section 2: the step each scenario tests, and the situation a failure happened in.
 STEPS: dict[str, tuple[Step, str]] = {
     "starttls-stripped": ("command", "after STARTTLS was stripped"),
@@ -258,6 +261,8 @@ def _fault(record: SessionRecord, expectation: Expectation) -> str | None:
         action = FAULT_ACTIONS.get(verdict.code, kind.title)
         if verdict.code == "credentials-in-clear" and not any(secret for _, secret, _ in record.credentials):
             action = "tried to log in in the clear"
+        if verdict.code in SAID_BY_THE_SITUATION:
+            return f"{action} {expectation.situation}"
         return f"{action} {expectation.situation} ({verdict.detail})"
     return None
 
@@ -287,8 +292,10 @@ def _judge_tls(record: SessionRecord, expectation: Expectation) -> Judgement:
         if went_on:
             return Judgement("failed", f"completed the handshake and went on {expectation.situation}")
         if refused or record.has("rejected-certificate"):
-            how = next((v.detail for v in record.verdicts if v.code in ("rejected-certificate", "tls-failed")),
-                       f"alert {record.tls_alert}" if record.tls_alert else "the handshake did not complete")
+            # tls-failed's detail advises on the known-good certificate: not what a refusal here means.
+            how = next((v.detail for v in record.verdicts if v.code == "rejected-certificate"),
+                       f"the client aborted the handshake with alert {record.tls_alert}" if record.tls_alert
+                       else "the handshake did not complete")
             return Judgement("passed", f"refused: {how}")
         if record.encrypted:
             return Judgement("passed", "completed the handshake, then said nothing but a goodbye")
