@@ -369,6 +369,101 @@ def report(args: argparse.Namespace) -> int:
     return 1 if args.check and card["counts"]["failed"] else 0
 
 
+# Audit ports when none is given: the standard ports plus 10000 (no root needed).
+AUDIT_PORTS = {("smtp", True): 10465, ("smtp", False): 10587, ("imap", True): 10993, ("imap", False): 10143,
+               ("pop3", True): 10995, ("pop3", False): 10110}
+
+
+def _audit_config(args: argparse.Namespace) -> Config:
+    """The audit listeners of --config (audit = true), or one per --protocol on the default
+    config's users, host name and certificates."""
+    config = _load(args)
+    if args.config:
+        if not any(listener.audit for listener in config.listeners):
+            raise ConfigError(f"{config.source}: has no listener with audit = true")
+        return config
+    protocols = list(dict.fromkeys(args.protocol or ["smtp"]))
+    if args.port is not None and len(protocols) > 1:
+        raise ConfigError("audit --port: give one --protocol with it (each protocol needs a port of its own)")
+    implicit = args.tls == "implicit"
+    listeners = [{"name": f"audit-{protocol}", "protocol": protocol, "tls": args.tls, "audit": True,
+                  "port": args.port if args.port is not None else AUDIT_PORTS[(protocol, implicit)]}
+                 for protocol in protocols]
+    data = {"hostname": config.hostname, "host": config.host, "certs": {"dir": str(config.certs.dir)},
+            "users": [{"name": u.name, "password": u.password, "addresses": list(u.addresses)} for u in config.users],
+            "listeners": listeners}
+    if args.http_port is not None:
+        data["http"] = {"port": args.http_port}
+    return parse_config(data, source="mailmodes audit")
+
+
+def audit(args: argparse.Namespace) -> int:
+    """Serve the audit listeners until one client address has walked every one of them, saying
+    after each session how many connections are left; then print that client's report card."""
+    config = _audit_config(args)
+    return asyncio.run(_audit(config, args.format, args.output))
+
+
+async def _audit(config: Config, format: str, output: str | None) -> int:
+    from mailmodes.record.expectations import evaluate, scenario_key
+    from mailmodes.record.report import build, render
+    from mailmodes.web.client import printable
+
+    server = MailServer(config)
+    done = asyncio.Event()
+    finished_client: list[str] = []
+    finished: dict[str, int] = {}  # finished audit sessions per client address
+
+    def progress(record: Any) -> None:
+        walk = server.audits.get(record.listener)
+        if walk is None or record.probe:
+            return
+        judgement = evaluate(record)
+        # Counted by finished sessions, not accepted connections: the card is complete only once
+        # the last one has ended (a connection can end after the next one began).
+        finished[record.client_host] = finished.get(record.client_host, 0) + 1
+        left = max(0, sum(len(w.plan) for w in server.audits.values()) - finished[record.client_host])
+        print(printable(f"{record.client_host} #{record.id} {record.protocol} {scenario_key(record)}: "
+                        f"{judgement.outcome} ({judgement.reason}); {left} connections left"), flush=True)
+        if left == 0 and not finished_client:
+            finished_client.append(record.client_host)
+            done.set()
+
+    server.journal.finished_hooks.append(progress)
+    try:
+        await server.start()
+    except ListenerError as error:
+        print(f"mailmodes: {error}", file=sys.stderr)
+        return EXIT_START
+    for name, walk in server.audits.items():
+        listener = server.listeners[name]
+        print(f"audit {name}: {listener.protocol} {listener.tls} on {listener.host or config.host}:{server.port(name)}"
+              f": {len(walk.plan)} connections walk every scenario, one per connection", flush=True)
+    print(f"CA certificate {server.ca_file}")
+    if server.http_port is not None:
+        print(f"dashboard http://{config.http.host if config.http else '127.0.0.1'}:{server.http_port}/")
+    print("ready", flush=True)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, done.set)
+    await done.wait()
+    await asyncio.sleep(0)  # let a session finishing with the last one be recorded too
+    records = [r for r in server.journal.sessions(probes=False) if r.listener in server.audits
+               and (not finished_client or r.client_host == finished_client[0])]
+    scope = {"audit": ", ".join(server.audits), "client": finished_client[0] if finished_client else None}
+    expected = [(server.listeners[name].protocol, scenario or str(server.listeners[name].tls))
+                for name, walk in server.audits.items() for scenario in walk.plan]
+    await server.stop()
+    card = build(records, scope, expected).as_dict()
+    text = render(printable(card) if format == "text" else card, format)
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+        print(f"report card written to {output}", flush=True)
+    else:
+        print(text, end="", flush=True)
+    return 0
+
+
 def scenarios(args: argparse.Namespace) -> int:
     """Every scenario id: what the server does, what a correct client does, and its ports; or,
     with --known-bad-config, the config that serves them all (config/known-bad.toml)."""
@@ -415,6 +510,22 @@ def build_parser() -> argparse.ArgumentParser:
                                 help="how long to wait for a greeting before calling it a hang (default 1.5)")
     explain_parser.add_argument("--format", choices=("text", "markdown", "json"), default="text")
     explain_parser.set_defaults(run=explain)
+
+    audit_parser = commands.add_parser("audit", help="one port per protocol that walks a client through every "
+                                                     "scenario, one per connection; then its report card")
+    audit_parser.add_argument("--protocol", action="append", choices=("smtp", "imap", "pop3"),
+                              help="a protocol to audit (repeat for more; default smtp)")
+    audit_parser.add_argument("--tls", choices=("starttls-required", "starttls-optional", "implicit"),
+                              default="starttls-required", help="how the client connects (default starttls-required)")
+    audit_parser.add_argument("--port", type=int, metavar="N",
+                              help="with one --protocol: its port (default: the standard one plus 10000, e.g. 10587)")
+    audit_parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    audit_parser.add_argument("--http-port", type=int, metavar="N", help="also serve the API and dashboard here")
+    audit_parser.add_argument("--config", help="a TOML config whose listeners with audit = true are served instead")
+    audit_parser.add_argument("--format", choices=("text", "json", "junit"), default="text",
+                              help="the report card's format (default text)")
+    audit_parser.add_argument("--output", metavar="FILE", help="write the report card here")
+    audit_parser.set_defaults(run=audit, port_offset=None)
 
     scenarios_parser = commands.add_parser("scenarios", help="list every known-bad scenario and its ports")
     scenarios_output = scenarios_parser.add_mutually_exclusive_group()
