@@ -394,6 +394,8 @@ def _audit_config(args: argparse.Namespace) -> Config:
             "listeners": listeners}
     if args.http_port is not None:
         data["http"] = {"port": args.http_port}
+    if args.idle_timeout is not None:
+        data["limits"] = {"idle_timeout": args.idle_timeout}
     return parse_config(data, source="mailmodes audit")
 
 
@@ -521,6 +523,9 @@ def build_parser() -> argparse.ArgumentParser:
                               help="with one --protocol: its port (default: the standard one plus 10000, e.g. 10587)")
     audit_parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
     audit_parser.add_argument("--http-port", type=int, metavar="N", help="also serve the API and dashboard here")
+    audit_parser.add_argument("--idle-timeout", type=float, metavar="S",
+                              help="close a silent connection after S seconds ([limits] idle_timeout): a client "
+                                   "that stalls 15 s or more at a step is judged stalled-at-step")
     audit_parser.add_argument("--config", help="a TOML config whose listeners with audit = true are served instead")
     audit_parser.add_argument("--format", choices=("text", "json", "junit"), default="text",
                               help="the report card's format (default text)")

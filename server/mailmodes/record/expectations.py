@@ -138,9 +138,11 @@ def _authenticated(record: SessionRecord) -> str | None:
 
 
 def _went_on(record: SessionRecord) -> str | None:
-    verbs = [verb for verb in record.verbs_before_tls if verb not in GOODBYE_COMMANDS]
-    if verbs:
-        return f"went on with {', '.join(dict.fromkeys(verbs))}"
+    """premature-tagged-ok: the client's first command is answered by a tagged OK that was there
+    before it asked; a client that erred out stops there, one that was fooled goes on."""
+    verbs = [verb for verb in record.verbs_before_tls[1:] if verb not in GOODBYE_COMMANDS]
+    if verbs or _logged_in(record):
+        return f"went on with {', '.join(dict.fromkeys(verbs or ['a login']))}"
     return None
 
 
