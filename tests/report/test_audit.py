@@ -114,3 +114,25 @@ def walk_with_curl(audit: subprocess.Popen[str], port: int, certs_dir: Path, tmp
     assert len(card["rows"]) == steps and card["sessions"] == steps
     assert card["counts"] == {"passed": steps, "failed": 0, "inconclusive": 0}, [
         (row["scenario"], row["reason"]) for row in card["rows"] if row["outcome"] != "passed"]
+
+
+def test_an_implicit_tls_audit_port_walks_smtplib_through_every_step(
+        serve: Callable[..., ThreadedMailServer], ca_file: Path) -> None:
+    """Our own implicit-TLS handshake sits behind the audit's dispatch too (SMTP)."""
+    from mailmodes.pytest_plugin import ScenarioTarget
+    from mailmodes.record.report import build
+    from report.smtp_clients import careful
+
+    server = serve({"name": "audit", "protocol": "smtp", "tls": "implicit", "audit": True})
+    walk = server.server.audits["audit"]
+    target = ScenarioTarget("smtp", "audit", "implicit", server.port("audit"), "mail.example.test", ca_file)
+    for _ in walk.plan:
+        try:
+            careful(target)
+        except (OSError, smtplib.SMTPException):
+            pass  # refused, as it should on most steps
+    records = server.journal.wait_for(len(walk.plan))
+    assert [r.scenario for r in records] == list(walk.plan)
+    card = build(records)
+    assert card.counts() == {"passed": len(walk.plan), "failed": 0, "inconclusive": 0}
+    assert card.row("implicit-speaks-plaintext", "smtp").outcome == "passed"
