@@ -15,9 +15,9 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from mailmodes.config import Config, HttpConfig, Listener, chaos_table, with_scenario
+from mailmodes.config import Config, ConfigError, HttpConfig, Listener, chaos_table, with_scenario
 from mailmodes.protocols.connection import LineServer, serve_lines
 from mailmodes.protocols.events import Connection, LineSession
 from mailmodes.protocols.guards import AuthFailures
@@ -25,6 +25,7 @@ from mailmodes.protocols.imap.session import ImapSession
 from mailmodes.protocols.pop3 import Pop3Session
 from mailmodes.protocols.smtp import SmtpListener
 from mailmodes.record.journal import Journal
+from mailmodes.scenarios.audit import AuditWalk, audit_chaos, audit_plan
 from mailmodes.scenarios.misbehaviour import Misbehaviour
 from mailmodes.seed import load_seeds
 from mailmodes.store import INBOX, SPECIAL_USE_MAILBOXES, Store
@@ -75,6 +76,9 @@ class MailServer:
         self._smtp: dict[str, SmtpListener] = {}
         self._line: dict[str, LineServer] = {}
         self._configured = {listener.name: listener for listener in config.listeners}  # what reset() restores
+        # Audit listeners: where each client is in its walk, and a protocol server per step.
+        self.audits: dict[str, AuditWalk] = {}
+        self._audit_servers: dict[str, list[SmtpListener | LineServer]] = {}
 
     async def start(self) -> None:
         contexts = self._contexts = ServerContexts(self.config.certs.dir, self.config.hostname)
@@ -95,6 +99,8 @@ class MailServer:
     async def _start_listener(self, listener: Listener, context: ssl.SSLContext) -> asyncio.Server:
         loop = asyncio.get_running_loop()
         host = listener.host or self.config.host
+        if listener.audit:
+            return await self._start_audit(listener, host)
         self._protocol_server(listener, context)
         name = listener.name
         # No ssl= here even for implicit TLS: the protocols do the handshake themselves, to record it.
@@ -109,32 +115,63 @@ class MailServer:
             raise ListenerError(_explain_bind_error(listener, host, error)) from None
 
     def _protocol_server(self, listener: Listener, context: ssl.SSLContext) -> None:
+        server = self._make_protocol_server(listener, context)
+        if isinstance(server, SmtpListener):
+            self._smtp[listener.name] = server
+        else:
+            self._line[listener.name] = server
+        current = {*self._smtp.values(), *self._line.values(), *(s for v in self._audit_servers.values() for s in v)}
+        # A replaced server is kept only while it has connections for stop() to end.
+        self._protocol_servers = [old for old in self._protocol_servers if old in current or _busy(old)] + [server]
+
+    def _make_protocol_server(self, listener: Listener, context: ssl.SSLContext) -> SmtpListener | LineServer:
         # One scenario and one TLS decision per listener, shared by all its connections.
         misbehaviour = Misbehaviour(listener.scenario, listener.protocol, listener.chaos,
                                     desync_hold=listener.desync_hold)
         tls = misbehaviour.tls(listener.tls)
-        server: SmtpListener | LineServer
         if listener.protocol == "smtp":
-            server = self._smtp[listener.name] = SmtpListener(listener, self.store, self.config.hostname, context,
-                                                              self.journal, misbehaviour, tls,
-                                                              self.auth_failures)
-        else:
-            session_class, too_many = LINE_PROTOCOLS[listener.protocol]
-            hostname = self.config.hostname
-            store = self.store
-            server = self._line[listener.name] = LineServer(
-                listener, lambda connection: session_class(connection, store, hostname), context, too_many,
-                self.journal, misbehaviour, tls, self.auth_failures,
-            )
-        current = {*self._smtp.values(), *self._line.values()}
-        # A replaced server is kept only while it has connections for stop() to end.
-        self._protocol_servers = [old for old in self._protocol_servers if old in current or _busy(old)] + [server]
+            return SmtpListener(listener, self.store, self.config.hostname, context, self.journal, misbehaviour, tls,
+                                self.auth_failures)
+        session_class, too_many = LINE_PROTOCOLS[listener.protocol]
+        hostname = self.config.hostname
+        store = self.store
+        return LineServer(listener, lambda connection: session_class(connection, store, hostname), context, too_many,
+                          self.journal, misbehaviour, tls, self.auth_failures)
+
+    async def _start_audit(self, listener: Listener, host: str) -> asyncio.Server:
+        """Audit mode: a protocol server per step of the walk; each accepted connection goes to the
+        step its client address is at (scenarios/audit.py)."""
+        assert self._contexts is not None
+        walk = self.audits[listener.name] = AuditWalk(audit_plan(listener.protocol, listener.tls))
+        servers = []
+        for scenario in walk.plan:
+            chaos = audit_chaos(listener.protocol) if scenario == "chaos" else None
+            step = with_scenario(listener, scenario, chaos, source=f"audit {listener.name}")
+            servers.append(self._make_protocol_server(step, self._contexts.for_listener(step)))
+        self._audit_servers[listener.name] = servers
+        self._protocol_servers += servers
+        loop = asyncio.get_running_loop()
+        try:
+            if listener.protocol == "smtp":
+                smtp = cast(list[SmtpListener], servers)
+                return await loop.create_server(lambda: AuditConnection(lambda peer: smtp[walk.take(peer)]()),
+                                                host, listener.port)
+            line = cast(list[LineServer], servers)
+
+            async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                await line[walk.take(_peer_host(writer.get_extra_info("peername")))].handle(reader, writer)
+
+            return await serve_lines(handle, host, listener.port)
+        except OSError as error:
+            raise ListenerError(_explain_bind_error(listener, host, error)) from None
 
     def set_scenario(self, name: str, scenario: str | None, chaos: Mapping[str, Any] | None = None) -> Listener:
         """Give a running listener another known-bad scenario (None: known-good), checked as the
         config's is (ConfigError). Connections accepted from now on get it; open ones keep theirs.
         The connection limit then counts the new connections only. A certificate scenario's
         certificates are made here, on the loop, the first time (cached in the certs dir after)."""
+        if self.listeners[name].audit:
+            raise ConfigError(f"listener {name!r} is an audit listener: it walks every scenario itself")
         listener = with_scenario(self.listeners[name], scenario, chaos)
         if self._contexts is None:
             raise RuntimeError("the server is not started")
@@ -202,6 +239,44 @@ class MailServer:
 
     def port(self, name: str) -> int:
         return self.ports[name]
+
+
+def _peer_host(peer: Any) -> str:
+    return str(peer[0]) if isinstance(peer, tuple) and peer else ""
+
+
+class AuditConnection(asyncio.Protocol):
+    """An SMTP connection of an audit listener: the client's address, known only once the
+    connection is made, chooses the step's protocol, which then gets every event. A TLS upgrade
+    (STARTTLS, our implicit handshake) hands the transport to that protocol itself."""
+
+    def __init__(self, choose: Callable[[str], asyncio.Protocol]) -> None:
+        self.choose = choose
+        self.inner: asyncio.Protocol | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.inner = self.choose(_peer_host(transport.get_extra_info("peername")))
+        self.inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        assert self.inner is not None
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        assert self.inner is not None
+        return self.inner.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.inner is not None:
+            self.inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        if self.inner is not None:
+            self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.inner is not None:
+            self.inner.resume_writing()
 
 
 def _busy(server: SmtpListener | LineServer) -> bool:

@@ -364,6 +364,126 @@ def format_session(entry: dict[str, Any], *, transcript: bool) -> str:
     return "\n".join(lines)
 
 
+def report(args: argparse.Namespace) -> int:
+    """The report card of a running server's sessions (GET /api/report), as text, JSON or JUnit XML;
+    with --check, exit 1 when any scenario failed."""
+    from mailmodes.record.report import render
+    from mailmodes.web.client import ApiUnreachable, fetch_json, printable
+
+    since = _since(args.since)
+    query = {key: str(value) for key, value in (("client", args.client), ("since", since),
+                                                ("protocol", args.protocol)) if value}
+    try:
+        card = fetch_json(api_url(args), "/api/report", query)
+    except ApiUnreachable as error:
+        print(f"mailmodes: {error}", file=sys.stderr)
+        return EXIT_START
+    # The reasons quote what clients sent: no control character reaches a terminal.
+    text = render(printable(card) if args.format == "text" else card, args.format)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        print(text, end="", flush=True)
+    return 1 if args.check and card["counts"]["failed"] else 0
+
+
+# Audit ports when none is given: the standard ports plus 10000 (no root needed).
+AUDIT_PORTS = {("smtp", True): 10465, ("smtp", False): 10587, ("imap", True): 10993, ("imap", False): 10143,
+               ("pop3", True): 10995, ("pop3", False): 10110}
+
+
+def _audit_config(args: argparse.Namespace) -> Config:
+    """The audit listeners of --config (audit = true), or one per --protocol on the default
+    config's users, host name and certificates."""
+    config = _load(args)
+    if args.config:
+        if not any(listener.audit for listener in config.listeners):
+            raise ConfigError(f"{config.source}: has no listener with audit = true")
+        return config
+    protocols = list(dict.fromkeys(args.protocol or ["smtp"]))
+    if args.port is not None and len(protocols) > 1:
+        raise ConfigError("audit --port: give one --protocol with it (each protocol needs a port of its own)")
+    implicit = args.tls == "implicit"
+    listeners = [{"name": f"audit-{protocol}", "protocol": protocol, "tls": args.tls, "audit": True,
+                  "port": args.port if args.port is not None else AUDIT_PORTS[(protocol, implicit)]}
+                 for protocol in protocols]
+    data = {"hostname": config.hostname, "host": config.host, "certs": {"dir": str(config.certs.dir)},
+            "users": [{"name": u.name, "password": u.password, "addresses": list(u.addresses)} for u in config.users],
+            "listeners": listeners}
+    if args.http_port is not None:
+        data["http"] = {"port": args.http_port}
+    if args.idle_timeout is not None:
+        data["limits"] = {"idle_timeout": args.idle_timeout}
+    return parse_config(data, source="mailmodes audit")
+
+
+def audit(args: argparse.Namespace) -> int:
+    """Serve the audit listeners until one client address has walked every one of them, saying
+    after each session how many connections are left; then print that client's report card."""
+    config = _audit_config(args)
+    return asyncio.run(_audit(config, args.format, args.output))
+
+
+async def _audit(config: Config, format: str, output: str | None) -> int:
+    from mailmodes.record.expectations import evaluate, scenario_key
+    from mailmodes.record.report import build, render
+    from mailmodes.web.client import printable
+
+    server = MailServer(config)
+    done = asyncio.Event()
+    finished_client: list[str] = []
+    finished: dict[str, int] = {}  # finished audit sessions per client address
+
+    def progress(record: Any) -> None:
+        walk = server.audits.get(record.listener)
+        if walk is None or record.probe:
+            return
+        judgement = evaluate(record)
+        # Counted by finished sessions, not accepted connections: the card is complete only once
+        # the last one has ended (a connection can end after the next one began).
+        finished[record.client_host] = finished.get(record.client_host, 0) + 1
+        left = max(0, sum(len(w.plan) for w in server.audits.values()) - finished[record.client_host])
+        print(printable(f"{record.client_host} #{record.id} {record.protocol} {scenario_key(record)}: "
+                        f"{judgement.outcome} ({judgement.reason}); {left} connections left"), flush=True)
+        if left == 0 and not finished_client:
+            finished_client.append(record.client_host)
+            done.set()
+
+    server.journal.finished_hooks.append(progress)
+    try:
+        await server.start()
+    except ListenerError as error:
+        print(f"mailmodes: {error}", file=sys.stderr)
+        return EXIT_START
+    for name, walk in server.audits.items():
+        listener = server.listeners[name]
+        print(f"audit {name}: {listener.protocol} {listener.tls} on {listener.host or config.host}:{server.port(name)}"
+              f": {len(walk.plan)} connections walk every scenario, one per connection", flush=True)
+    print(f"CA certificate {server.ca_file}")
+    if server.http_port is not None:
+        print(f"dashboard http://{config.http.host if config.http else '127.0.0.1'}:{server.http_port}/")
+    print("ready", flush=True)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, done.set)
+    await done.wait()
+    await asyncio.sleep(0)  # let a session finishing with the last one be recorded too
+    records = [r for r in server.journal.sessions(probes=False) if r.listener in server.audits
+               and (not finished_client or r.client_host == finished_client[0])]
+    scope = {"audit": ", ".join(server.audits), "client": finished_client[0] if finished_client else None}
+    expected = [(server.listeners[name].protocol, scenario or str(server.listeners[name].tls))
+                for name, walk in server.audits.items() for scenario in walk.plan]
+    await server.stop()
+    card = build(records, scope, expected).as_dict()
+    text = render(printable(card) if format == "text" else card, format)
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+        print(f"report card written to {output}", flush=True)
+    else:
+        print(text, end="", flush=True)
+    return 0
+
+
 def scenarios(args: argparse.Namespace) -> int:
     """Every scenario id: what the server does, what a correct client does, and its ports; or,
     with --known-bad-config, the config that serves them all (config/known-bad.toml)."""
@@ -417,6 +537,25 @@ def build_parser() -> argparse.ArgumentParser:
                                 help="the real client's own timeout (default 3)")
     explain_parser.set_defaults(run=explain)
 
+    audit_parser = commands.add_parser("audit", help="one port per protocol that walks a client through every "
+                                                     "scenario, one per connection; then its report card")
+    audit_parser.add_argument("--protocol", action="append", choices=("smtp", "imap", "pop3"),
+                              help="a protocol to audit (repeat for more; default smtp)")
+    audit_parser.add_argument("--tls", choices=("starttls-required", "starttls-optional", "implicit"),
+                              default="starttls-required", help="how the client connects (default starttls-required)")
+    audit_parser.add_argument("--port", type=int, metavar="N",
+                              help="with one --protocol: its port (default: the standard one plus 10000, e.g. 10587)")
+    audit_parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    audit_parser.add_argument("--http-port", type=int, metavar="N", help="also serve the API and dashboard here")
+    audit_parser.add_argument("--idle-timeout", type=float, metavar="S",
+                              help="close a silent connection after S seconds ([limits] idle_timeout): a client "
+                                   "that stalls 15 s or more at a step is judged stalled-at-step")
+    audit_parser.add_argument("--config", help="a TOML config whose listeners with audit = true are served instead")
+    audit_parser.add_argument("--format", choices=("text", "json", "junit"), default="text",
+                              help="the report card's format (default text)")
+    audit_parser.add_argument("--output", metavar="FILE", help="write the report card here")
+    audit_parser.set_defaults(run=audit, port_offset=None)
+
     scenarios_parser = commands.add_parser("scenarios", help="list every known-bad scenario and its ports")
     scenarios_output = scenarios_parser.add_mutually_exclusive_group()
     scenarios_output.add_argument("--config", help="show the ports of this config (e.g. config/known-bad.toml)")
@@ -425,9 +564,10 @@ def build_parser() -> argparse.ArgumentParser:
     scenarios_parser.set_defaults(run=scenarios)
 
     sessions_parser = commands.add_parser("sessions", help="print recorded sessions and their verdicts")
+    report_parser = commands.add_parser("report", help="the report card: each scenario a client met, passed or failed")
     messages_parser = commands.add_parser("messages", help="print the mail a running server holds")
     wait_parser = commands.add_parser("wait", help="wait for a message to arrive: exit 0 and print it, 1 on timeout")
-    for sub in (sessions_parser, messages_parser, wait_parser):
+    for sub in (sessions_parser, messages_parser, wait_parser, report_parser):
         source = sub.add_mutually_exclusive_group() if sub is sessions_parser else sub
         source.add_argument("--api", metavar="URL",
                             help="the server's HTTP API, e.g. http://127.0.0.1:8025 (default: [http] of --config)")
@@ -442,6 +582,15 @@ def build_parser() -> argparse.ArgumentParser:
     sessions_parser.add_argument("--follow", action="store_true", help="go on printing sessions as they finish")
     sessions_parser.add_argument("--transcript", action="store_true", help="show each transcript")
     sessions_parser.set_defaults(run=sessions)
+
+    report_parser.add_argument("--format", choices=("text", "json", "junit"), default="text",
+                               help="text (default), json (as GET /api/report) or junit (JUnit XML for CI)")
+    report_parser.add_argument("--client", metavar="ADDRESS", help="only sessions from this address (host or host:port)")
+    report_parser.add_argument("--since", metavar="TIME", help="only sessions started since (ISO 8601 or epoch seconds)")
+    report_parser.add_argument("--protocol", choices=("smtp", "imap", "pop3"), help="only this protocol")
+    report_parser.add_argument("--output", metavar="FILE", help="write the card here instead of printing it")
+    report_parser.add_argument("--check", action="store_true", help="exit 1 when any scenario failed")
+    report_parser.set_defaults(run=report)
 
     messages_parser.add_argument("--user", help="only this user's mailboxes (default: every user, and captured mail)")
     messages_parser.add_argument("--mailbox", default="INBOX", help="with --uid: the mailbox (default INBOX)")

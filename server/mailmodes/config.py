@@ -106,6 +106,8 @@ class Listener:
     # response-injection: how long the reply to the first command inside TLS is held back, so that
     # a client that acted on the injected replies shows it by speaking first (acted-on-injection).
     desync_hold: float = 0.5
+    # Audit mode (scenarios/audit.py): each new connection from a client address gets the next scenario.
+    audit: bool = False
     limits: ResolvedLimits = field(default_factory=lambda: resolve_limits("smtp", Limits(), Limits()))
     tls_profile: str = DEFAULT_TLS_PROFILE  # after Mozilla's guidelines: old | intermediate | modern
     smtp_extensions: tuple[str, ...] = SMTP_EXTENSIONS  # smtp only: the EHLO extensions offered (any subset)
@@ -438,6 +440,11 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>", base_dir: Pa
         desync_hold = float(reader.get("desync_hold", (int, float), 0.5))
         if not 0 <= desync_hold <= 10:
             raise reader.fail("desync_hold", "must be between 0 and 10 seconds")
+        audit = reader.get("audit", bool, False)
+        if audit and scenario is not None:
+            raise reader.fail("audit", "walks every scenario itself: give it no scenario")
+        if audit and tls is TlsMode.PLAINTEXT:
+            raise reader.fail("audit", "needs a TLS mode (implicit, starttls-required or starttls-optional)")
         limits = _limits(source, reader.get("limits", dict, {}), f"{reader.where}.limits")
         tls_profile = reader.choice("tls_profile", TLS_PROFILES, DEFAULT_TLS_PROFILE)
         smtp_extensions = _smtp_extensions(reader, protocol)
@@ -463,6 +470,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>", base_dir: Pa
                 chaos=chaos,
                 apop=apop,
                 desync_hold=desync_hold,
+                audit=audit,
                 limits=resolve_limits(protocol, global_limits, limits),
                 tls_profile=tls_profile,
                 smtp_extensions=smtp_extensions,

@@ -16,6 +16,10 @@ before each test, or with `--mailmodes-url URL` (ini `mailmodes_url`) a server o
 is already running ("noproc"), driven by its HTTP API alone. Both have the helpers of
 web/remote.py: wait_for_message, assert_no_message, seed, set_scenario (undone after the test),
 reset, address() (unique per test), and their `_async` variants.
+
+The report card: `mailmodes_report_card(client, scenarios=None, ...)` runs a callable client
+against each scenario (its own server, so the card is that client's) and returns the card;
+`assert_passes(card)` fails with every failed scenario and its reason.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import json
 import ssl
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +43,7 @@ from mailmodes.web.remote import MailmodesApi
 if TYPE_CHECKING:
     from mailmodes.app import ThreadedMailServer
     from mailmodes.record.journal import Journal, SessionRecord
+    from mailmodes.record.report import ReportCard
     from mailmodes.store import CapturedMessage, Store
 
 HOSTNAME = "mail.example.test"
@@ -263,6 +269,116 @@ class MailmodesRemote(MailmodesApi):
         return ssl.create_default_context(cafile=str(self.ca_file))
 
 
+# --- the report card: a callable client against each scenario -----------------------------------
+
+CLIENT_TIMEOUT = 5.0  # what a target suggests the client waits, at most, for any one step
+
+
+@dataclass(frozen=True)
+class ScenarioTarget:
+    """One port of the report card's server, as the client under test is given it: connect to
+    host:port, speak `protocol`, use implicit TLS when `implicit` (else STARTTLS, as the client
+    would be set up for port 587/143/110), verify the certificate as `server_hostname` (the
+    wildcard scenarios need their own name) against `ca_file`, log in as user/password."""
+
+    protocol: str
+    scenario: str  # a scenario id, or a known-good mode
+    tls: str  # the listener's TLS mode
+    port: int
+    server_hostname: str
+    ca_file: Path
+    host: str = "127.0.0.1"
+    user: str = "alice"
+    password: str = "alice-password"
+    timeout: float = CLIENT_TIMEOUT
+
+    @property
+    def implicit(self) -> bool:
+        return self.tls == TlsMode.IMPLICIT.value
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A client context that trusts the test CA and checks names: what a correct client uses."""
+        return ssl.create_default_context(cafile=str(self.ca_file))
+
+
+def report_listeners(scenarios: Iterable[str] | None = None,
+                     protocols: Iterable[str] = PROTOCOLS) -> list[dict[str, Any]]:
+    """The listeners of a report card run: each scenario (default: every buildable one, then the
+    four known-good modes) on each of its protocols, on the ports the known-bad plan gives it
+    (certificate and TLS scenarios implicit and STARTTLS, the others STARTTLS)."""
+    from mailmodes.scenarios.catalogue import PLAN_CHAOS, SCENARIOS, plan_modes
+
+    protocols = tuple(protocols)
+    chosen = list(scenarios) if scenarios is not None else [
+        *(s.id for s in SCENARIOS.values() if s.buildable), *MODES]
+    listeners: list[dict[str, Any]] = []
+    for scenario_id in chosen:
+        if scenario_id in MODES:
+            listeners += [{"name": f"{protocol}-{scenario_id}", "protocol": protocol, "port": 0, "tls": scenario_id}
+                          for protocol in protocols]
+            continue
+        scenario = SCENARIOS.get(scenario_id)
+        if scenario is None:
+            raise ValueError(f"no scenario {scenario_id!r}: `mailmodes scenarios` lists them, and the modes are "
+                             f"{', '.join(MODES)}")
+        for protocol in (p for p in protocols if p in scenario.protocols):
+            for mode in plan_modes(scenario) or (TlsMode.IMPLICIT,):
+                kind = "implicit" if mode is TlsMode.IMPLICIT else "starttls"
+                listener: dict[str, Any] = {"name": f"{protocol}-{kind}-{scenario_id}", "protocol": protocol,
+                                            "port": 0, "tls": mode.value, "scenario": scenario_id}
+                if scenario_id == "chaos":
+                    stage, reply = PLAN_CHAOS[protocol]
+                    listener["chaos"] = {"stage": stage, "reply": reply}
+                listeners.append(listener)
+    return listeners
+
+
+def run_report_card(certs_base: Path, client: Callable[[ScenarioTarget], Any], scenarios: Iterable[str] | None = None,
+                    *, protocols: Iterable[str] = PROTOCOLS, scope: dict[str, Any] | None = None,
+                    **config: Any) -> ReportCard:
+    """Start a server with a listener per scenario (report_listeners), call `client(target)` once
+    for each, one after another, and return the report card of what the client did. An exception
+    from the client is its business (a client that refuses a bad certificate raises): it is
+    swallowed, and the card says what the server saw. Every row is on the card, reached or not."""
+    from mailmodes.record.report import build
+    from mailmodes.scenarios.catalogue import client_name
+
+    listeners = report_listeners(scenarios, protocols)
+    server = start_server(certs_base, listeners, http=False, **config)
+    records: list[SessionRecord] = []
+    try:
+        for listener in listeners:
+            target = ScenarioTarget(listener["protocol"], listener.get("scenario") or listener["tls"], listener["tls"],
+                                    server.port(listener["name"]),
+                                    client_name(listener.get("scenario") or "", server.hostname), server.ca_file)
+            try:
+                client(target)
+            except Exception:  # noqa: BLE001 - refusing is what a correct client does on most scenarios
+                pass
+            # Each target is a scenario of its own: a TLS failure on the last one (a refused
+            # certificate) must not make this one's EHLO a `fallback`. clear() forgets the
+            # history of failed attempts; the session ids go on counting.
+            records += server.sessions()
+            server.journal.clear()
+        expected = [(listener["protocol"], listener.get("scenario") or listener["tls"]) for listener in listeners]
+        return build(records, scope or {"server": "report card run"}, expected)
+    finally:
+        server.stop()
+
+
+def assert_passes(card: ReportCard, *, allow: Iterable[str] = (), inconclusive: bool = True) -> None:
+    """Fail, listing every failed scenario with its reason, unless the card has none; `allow`:
+    scenario ids (or "protocol/scenario") known to fail; inconclusive=False fails on those too."""
+    allowed = set(allow)
+    bad = [row for row in card.rows
+           if (row.outcome == "failed" or (not inconclusive and row.outcome == "inconclusive"))
+           and row.scenario not in allowed and f"{row.protocol}/{row.scenario}" not in allowed]
+    if bad:
+        lines = [f"  {row.protocol} {row.scenario}: {row.outcome}: {row.reason}"
+                 + (f" (session #{row.deciding.id})" if row.deciding is not None else "") for row in bad]
+        raise AssertionError(f"{len(bad)} of {len(card.rows)} scenarios did not pass:\n" + "\n".join(lines))
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("mailmodes")
     group.addoption("--mailmodes-url", metavar="URL", default=None,
@@ -317,6 +433,20 @@ def mailmodes_server(request: pytest.FixtureRequest,
     if marker is None:
         return mailmodes_factory()
     return mailmodes_factory(*marker.args, **marker.kwargs)
+
+
+@pytest.fixture
+def mailmodes_report_card(request: pytest.FixtureRequest,
+                          mailmodes_certs_dir: Path) -> Callable[..., ReportCard]:
+    """mailmodes_report_card(client, scenarios=None, *, protocols=..., **config) -> the report card
+    of `client` (a callable taking a ScenarioTarget) against each scenario; see run_report_card."""
+
+    def run(client: Callable[[ScenarioTarget], Any], scenarios: Iterable[str] | None = None,
+            **kwargs: Any) -> ReportCard:
+        kwargs.setdefault("scope", {"test": request.node.nodeid})
+        return run_report_card(mailmodes_certs_dir, client, scenarios, **kwargs)
+
+    return run
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,8 @@ from typing import Any
 
 from mailmodes.probe.explain import ClientSetting, Outcome
 from mailmodes.protocols import PROTOCOLS
+from mailmodes.record.expectations import EXPECTATIONS, OUTCOMES
+from mailmodes.record.report import FORMATS
 from mailmodes.record.verdicts import CODES, SEVERITIES
 from mailmodes.tls.policy import TlsMode
 
@@ -231,7 +233,36 @@ def _schemas() -> dict[str, Any]:
             "explanation": {"type": "string", "description": "when the server reaches it"},
         },
     }
+    outcome = {"type": "string", "enum": list(OUTCOMES)}
+    report_row = {
+        "type": "object",
+        "description": "one scenario (or known-good mode) on one protocol",
+        "properties": {
+            "protocol": {"type": "string", "enum": list(PROTOCOLS)},
+            "scenario": {"type": "string", "enum": list(EXPECTATIONS),
+                         "description": "a scenario id, or the TLS mode of a known-good listener"},
+            "outcome": {**outcome, "description": "failed if any session failed, else passed if any passed"},
+            "reason": {"type": "string", "description": "why, in plain words (the deciding session's)"},
+            "correct_client": {"type": "string", "description": "what a correct client does"},
+            "session": {"type": ["integer", "null"], "description": "the deciding session's id"},
+            "sessions": {"type": "array", "items": {"type": "object", "properties": {
+                "id": {"type": "integer"}, "listener": {"type": "string"}, "tls_mode": {"type": "string"},
+                "outcome": outcome, "reason": {"type": "string"}}}},
+        },
+    }
+    report = {
+        "type": "object",
+        "description": "every scenario the client scope met, per protocol, passed / failed / inconclusive",
+        "properties": {
+            "scope": {"type": "object", "description": "the query that chose the sessions"},
+            "counts": {"type": "object", "properties": {outcome_name: {"type": "integer"}
+                                                          for outcome_name in OUTCOMES}},
+            "sessions": {"type": "integer", "description": "sessions on the card (probes never are)"},
+            "rows": {"type": "array", "items": report_row},
+        },
+    }
     return {
+        "ReportCard": report,
         "Verdict": verdict,
         "Error": {"type": "object", "required": ["error", "status"],
                   "properties": {"error": {"type": "string"}, "status": {"type": "integer"}}},
@@ -315,6 +346,25 @@ def _paths() -> dict[str, Any]:
             "delete": {"summary": "forget every finished session", "operationId": "deleteSessions",
                        "responses": {"200": deleted}},
         },
+        "/api/report": {"get": {
+            "summary": "the report card: every scenario the client scope met, passed / failed / inconclusive",
+            "description": "Each finished session (never a probe's) is judged against what a correct client does "
+                           "on its scenario, or on its listener's mode; a row per protocol and scenario. Scope it "
+                           "to one client by its address and a start time (an audit run, a CI job).",
+            "operationId": "report",
+            "parameters": [
+                _query("client", "only sessions from this client address (host, or host:port)"),
+                _query("since", "started at or after: ISO 8601 (UTC unless an offset is given) or epoch seconds"),
+                _query("until", "started before: ISO 8601 or epoch seconds"),
+                _query("protocol", "only sessions of this protocol", enum=list(PROTOCOLS)),
+                _query("listener", "only sessions on this listener (its name)"),
+                _query("format", "json (default), text (as `mailmodes report`) or junit (JUnit XML)",
+                       enum=list(FORMATS)),
+            ],
+            "responses": {
+                "200": {"description": "the report card", "content": {
+                    JSON: {"schema": _ref("ReportCard")}, "text/plain": {}, "application/xml": {}}},
+                "400": _error("a bad or unknown query parameter")}}},
         "/api/sessions/{id}": {"get": {"summary": "one session", "operationId": "session",
                                        "parameters": [_path_param("id", "session id", "integer")],
                                        "responses": {"200": _json(_ref("Session"), "the session"),

@@ -30,6 +30,7 @@ from mailmodes.config import Config, HttpConfig
 from mailmodes.probe.explain import explain, options_from_config, targets_from_config
 from mailmodes.protocols import PROTOCOLS
 from mailmodes.record.journal import Journal
+from mailmodes.record.report import render
 from mailmodes.record.verdicts import REGISTRY, SEVERITIES
 from mailmodes.store import Store
 from mailmodes.tls.policy import TlsMode
@@ -51,6 +52,7 @@ from mailmodes.web.views import (
     overview,
     parse_bool,
     parse_session_filter,
+    report_card,
     sessions_version,
     user_messages,
 )
@@ -242,6 +244,7 @@ class HttpServer:
             ("GET", "/api/sessions", self.sessions),
             ("DELETE", "/api/sessions", self.delete_sessions),
             ("GET", "/api/sessions/{id}", self.session),
+            ("GET", "/api/report", self.report),
             ("GET", "/api/events", self.events),
             ("GET", "/api/messages", self.messages_overview),
             ("DELETE", "/api/messages", self.delete_all_messages),
@@ -429,6 +432,13 @@ class HttpServer:
         body = self._sessions_json.listing(records, transcript=transcript)
         self._sessions_json.forget_except(journal.sessions(include_open=True))
         return web.Response(body=body, content_type="application/json")
+
+    async def report(self, request: web.Request) -> web.Response:
+        card, format = report_card(self.server.journal, dict(request.query))
+        if format == "json":
+            return json_response(card.as_dict())
+        content_type = "application/xml" if format == "junit" else "text/plain"
+        return web.Response(text=render(card.as_dict(), format), content_type=content_type, charset="utf-8")
 
     async def session(self, request: web.Request) -> web.Response:
         wanted = _int_segment(request, "id")

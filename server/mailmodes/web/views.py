@@ -19,6 +19,7 @@ from urllib.parse import quote, unquote
 
 from mailmodes.config import Config, Listener, chaos_table
 from mailmodes.record.journal import Journal, SessionRecord
+from mailmodes.record.report import FORMATS, ReportCard, build
 from mailmodes.store import CapturedMessage, Mailbox, Message, Store
 
 # The headers a list of messages shows (decoded from RFC 2047 encoded-words).
@@ -109,6 +110,24 @@ def parse_session_filter(query: dict[str, str]) -> SessionFilter:
         limit=parse_int(query, "limit", minimum=1),
         probe=parse_bool(query, "probe", False) if query.get("probe") else None,
     )
+
+
+REPORT_PARAMETERS = ("client", "since", "until", "protocol", "listener")
+
+
+def report_card(journal: Journal, query: dict[str, str]) -> tuple[ReportCard, str]:
+    """GET /api/report: the card of the finished client sessions the query scopes, and the format
+    asked for. Probes are never on a card."""
+    known = {*REPORT_PARAMETERS, "format"}
+    unknown = sorted(set(query) - known)
+    if unknown:
+        raise BadQuery(f"unknown query parameter {unknown[0]!r} (allowed: {', '.join(sorted(known))})")
+    format = query.get("format") or "json"
+    if format not in FORMATS:
+        raise BadQuery(f"format: {format!r} is not one of {', '.join(FORMATS)}")
+    scope = {name: query[name] for name in REPORT_PARAMETERS if query.get(name)}
+    chosen = parse_session_filter({**scope, "probe": "false", "open": "false"})
+    return build(chosen.select(journal), scope), format
 
 
 def parse_time(query: dict[str, str], name: str) -> float | None:

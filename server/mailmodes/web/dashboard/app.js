@@ -10,7 +10,7 @@ const VERDICT_LINES = {
   "mail-in-clear": /^(MAIL|RCPT|DATA|BDAT|RETR|TOP|\S+ (SELECT|EXAMINE|FETCH|APPEND|SEARCH|UID FETCH|UID SEARCH))\b/i,
 };
 
-const state = { sessionId: null, message: null, user: null, explained: false, verdicts: {} };
+const state = { sessionId: null, message: null, user: null, explained: false, verdicts: {}, outcomes: {} };
 
 // --- DOM helpers: text only -----------------------------------------------------------------
 
@@ -185,10 +185,12 @@ function sessionQuery() {
   if (listener) query.set("listener", listener);
   if (verdict) query.set("verdict", verdict);
   if (user) query.set("user", user);
+  if ($("filter-probes").checked) query.set("probe", "false");
   return query.toString();
 }
 
 async function loadSessions() {
+  await loadReport();  // each session's outcome comes from the report card
   const { sessions, count } = await api("/api/sessions?" + sessionQuery());
   const rows = sessions.slice().reverse().map(sessionRow);
   replaceRows($("sessions").tBodies[0], rows);
@@ -215,11 +217,150 @@ function sessionRow(session) {
     el("td", {}, session.client),
     el("td", {}, session.listener),
     el("td", {}, `${session.protocol} ${session.tls_mode}`),
+    el("td", { class: "scenario" }, session.scenario || ""),
     el("td", { class: session.tls_version ? "tls" : "plain" }, tlsLabel(session)),
     el("td", {}, session.user || "", session.probe ? el("span", { class: "tag" }, "probe") : null),
-    el("td", {}, session.ended === null ? el("span", { class: "muted" }, "live") : null, ...verdicts));
+    el("td", {}, session.ended === null ? el("span", { class: "muted" }, "live") : null, ...verdicts),
+    outcomeCell(session));
   row.addEventListener("click", () => { location.hash = `session=${session.id}`; });
   return row;
+}
+
+function outcomeCell(session) {
+  const judged = state.outcomes[session.id];
+  if (!judged) return el("td", { class: "outcome-cell" }, session.probe ? el("span", { class: "muted" }, "probe") : "");
+  return el("td", { class: `outcome-cell ${judged.outcome}`, title: judged.reason, outcome: judged.outcome }, judged.outcome);
+}
+
+// --- the report card: each scenario the clients met, per protocol (/api/report) -----------------
+
+async function loadReport() {
+  const query = new URLSearchParams();
+  const client = $("report-client").value.trim();
+  if (client) query.set("client", client);
+  const card = await api("/api/report" + (query.toString() ? "?" + query : ""));
+  const outcomes = {};
+  if (!client) {
+    for (const row of card.rows) for (const result of row.sessions) outcomes[result.id] = result;
+  } else {
+    Object.assign(outcomes, state.outcomes);
+    for (const row of card.rows) for (const result of row.sessions) outcomes[result.id] = result;
+  }
+  state.outcomes = outcomes;
+  renderReport(card);
+}
+
+function renderReport(card) {
+  const protocols = [...new Set(card.rows.map((row) => row.protocol))];
+  const scenarios = [...new Set(card.rows.map((row) => row.scenario))];
+  const table = $("report-card");
+  table.tHead.replaceChildren(el("tr", {}, el("th", {}, "scenario"), ...protocols.map((p) => el("th", {}, p.toUpperCase()))));
+  replaceRows(table.tBodies[0], scenarios.map((scenario) => {
+    const cells = protocols.map((protocol) => {
+      const row = card.rows.find((r) => r.scenario === scenario && r.protocol === protocol);
+      if (!row) return el("td", { class: "none" }, "–");
+      const body = [el("span", { class: "text" }, row.outcome), el("small", { class: "reason" }, row.reason)];
+      return el("td", { class: `cell ${row.outcome}`, title: `${row.reason} (a correct client ${row.correct_client})`,
+        outcome: row.outcome, protocol, scenario },
+        row.session === null ? el("span", {}, ...body) : el("a", { href: `#session=${row.session}` }, ...body));
+    });
+    const first = card.rows.find((r) => r.scenario === scenario);
+    return el("tr", { scenario }, el("th", { class: "scenario", title: `a correct client ${first.correct_client}` }, scenario), ...cells);
+  }));
+  const { passed, failed, inconclusive } = card.counts;
+  $("report-counts").textContent = card.rows.length ? `(${passed} passed, ${failed} failed, ${inconclusive} inconclusive)` : "";
+  $("report-empty").hidden = card.rows.length > 0;
+  table.hidden = card.rows.length === 0;
+}
+
+// --- the ladder diagram of one session --------------------------------------------------------
+
+const SVG = "http://www.w3.org/2000/svg";
+
+function svg(tag, attributes, text) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attributes || {})) node.setAttribute(key, String(value));
+  if (text !== undefined) node.textContent = text;  // text only, as el() does
+  return node;
+}
+
+function clip(text, length) {
+  return text.length > length ? text.slice(0, length - 1) + "…" : text;
+}
+
+function ladderSteps(session) {
+  // The verdicts and the outcome first, where they are seen without scrolling; then the exchange.
+  const steps = session.verdict_details.map((verdict) => ({ kind: "mark", severity: severity(verdict.code),
+    text: `${SEVERITY_MARKS[severity(verdict.code)]} ${verdict.code}`, detail: verdict.detail }));
+  const judged = state.outcomes[session.id];
+  if (judged) {
+    const kind = { failed: "client-fault", passed: "client-correct" }[judged.outcome] || "note";
+    steps.unshift({ kind: "mark", severity: kind, text: `${judged.outcome}: ${judged.reason}`, detail: judged.reason });
+  }
+  let encrypted = false;
+  for (const line of session.transcript) {
+    if (line.tls && !encrypted) {
+      steps.push({ kind: "tls-start", text: "TLS began here" });
+      encrypted = true;
+    }
+    if (line.text.startsWith("[") && line.sender === "server") {
+      steps.push({ kind: "note", text: line.text });
+      continue;
+    }
+    const flagged = line.sender === "client" && !line.tls
+      && session.verdicts.some((code) => VERDICT_LINES[code] && VERDICT_LINES[code].test(line.text));
+    steps.push({ kind: "arrow", from: line.sender, text: line.text, tls: line.tls, bad: flagged, at: line.at });
+  }
+  if (session.tls_alert) steps.push({ kind: "arrow", from: "client", text: `TLS alert: ${session.tls_alert}`, bad: true, alert: true });
+  return steps;
+}
+
+function renderLadder(session) {
+  const steps = ladderSteps(session);
+  const width = 640, left = 60, right = 580, row = 24, top = 34;
+  const height = top + steps.length * row + 16;
+  const box = svg("svg", { viewBox: `0 0 ${width} ${height}`, width, height, role: "img",
+    "aria-label": `ladder diagram of session ${session.id}` });
+  const defs = svg("defs");
+  for (const kind of ["plain", "tls", "bad"]) {
+    const marker = svg("marker", { id: `arrow-${kind}`, class: kind, viewBox: "0 0 10 10", refX: 10, refY: 5,
+      markerWidth: 8, markerHeight: 8, orient: "auto-start-reverse" });
+    marker.append(svg("path", { d: "M 0 0 L 10 5 L 0 10 z" }));
+    defs.append(marker);
+  }
+  box.append(defs,
+    svg("text", { x: left, y: 16, class: "actor", "text-anchor": "middle" }, "client"),
+    svg("text", { x: right, y: 16, class: "actor", "text-anchor": "middle" }, "server"),
+    svg("line", { x1: left, y1: 22, x2: left, y2: height, class: "lifeline" }),
+    svg("line", { x1: right, y1: 22, x2: right, y2: height, class: "lifeline" }));
+  steps.forEach((step, index) => {
+    const y = top + index * row + 14;
+    const middle = (left + right) / 2;
+    let group;
+    if (step.kind === "arrow") {
+      const kind = step.bad ? "bad" : step.tls ? "tls" : "plain";
+      const [from, to] = step.from === "client" ? [left, right] : [right, left];
+      group = svg("g", { class: `step ${step.from} ${kind}${step.alert ? " alert" : ""}` });
+      group.append(svg("line", { x1: from, y1: y, x2: to, y2: y, "marker-end": `url(#arrow-${kind})` }),
+        svg("text", { x: middle, y: y - 4, "text-anchor": "middle" }, clip(step.text, 72)));
+      if (step.bad) group.append(svg("text", { x: left - 12, y: y + 4, "text-anchor": "end" }, "!"));
+    } else if (step.kind === "tls-start") {
+      group = svg("g", { class: "tls-start" });
+      group.append(svg("rect", { x: left, y: y - 12, width: right - left, height: 16 }),
+        svg("text", { x: middle, y: y, "text-anchor": "middle" }, step.text));
+    } else if (step.kind === "note") {
+      group = svg("g", { class: "note" });
+      group.append(svg("text", { x: middle, y: y, "text-anchor": "middle" }, clip(step.text, 80)));
+    } else {
+      group = svg("g", { class: `mark ${step.severity}` });
+      group.append(svg("rect", { x: left, y: y - 12, width: right - left, height: 16 }),
+        svg("text", { x: left + 6, y: y }, clip(step.text, 88)));
+    }
+    const title = svg("title", {}, step.detail || step.text);
+    group.append(title);
+    box.append(group);
+  });
+  $("ladder").replaceChildren(box);
 }
 
 async function showSession(id) {
@@ -240,6 +381,7 @@ async function showSession(id) {
   ];
   $("session-facts").replaceChildren(...facts.flatMap(([name, value]) => [el("dt", {}, name), el("dd", {}, value)]));
   renderTranscript(session);
+  renderLadder(session);
 }
 
 function renderTranscript(session) {
@@ -360,6 +502,8 @@ async function route() {
   } else if (raw.startsWith("message=")) {
     const [user, mailbox, uid] = raw.slice("message=".length).split("/").map(decodeURIComponent);
     await showMessage(`/api/messages/${mailPath(user, mailbox, uid)}`, `${user} / ${mailbox} / UID ${uid}`);
+  } else if (raw === "report") {
+    $("report-section").scrollIntoView();
   } else if (raw.startsWith("captured=")) {
     const id = raw.slice("captured=".length);
     await showMessage(`/api/captured/${encodeURIComponent(id)}`, `Captured message #${id}`);
@@ -393,10 +537,11 @@ function report(error) {
 }
 
 function wire() {
-  for (const id of ["filter-listener", "filter-verdict", "filter-user"]) {
+  for (const id of ["filter-listener", "filter-verdict", "filter-user", "filter-probes", "report-client"]) {
     $(id).addEventListener("input", () => loadSessions().catch(report));
   }
   $("session-filters").addEventListener("submit", (event) => event.preventDefault());
+  $("report-filters").addEventListener("submit", (event) => event.preventDefault());
   $("clear-sessions").addEventListener("click", async () => {
     await api("/api/sessions", "DELETE");
     $("transcript-section").hidden = true;
