@@ -296,3 +296,20 @@ def test_a_plaintext_client_on_a_tls_first_port_made_no_tls_attempt_to_fall_back
     assert "tls-failed" in verdict_codes(aborted)
     third = finished_record(journal, plain, verbs_before_tls=["EHLO", "AUTH"])
     assert "fallback" in verdict_codes(third)
+
+
+def test_a_client_that_only_asks_for_capabilities_after_a_failed_tls_attempt_did_not_fall_back() -> None:
+    """curl --ssl-reqd after a refused certificate, then on a port without STARTTLS: EHLO, no
+    STARTTLS offered, QUIT. It refused to go on in the clear, which is the opposite of a fallback."""
+    from mailmodes.config import parse_config
+    from mailmodes.record.journal import Journal
+
+    implicit, plain = parse_config({"hostname": "h.test", "listeners": [
+        {"name": "465", "protocol": "smtp", "port": 0, "tls": "implicit", "scenario": "cert-expired"},
+        {"name": "25", "protocol": "smtp", "port": 0, "tls": "plaintext"}]}).listeners
+    journal = Journal(one_client=True)
+    finished_record(journal, implicit, tls_alert="certificate_expired")
+    asked_only = finished_record(journal, plain, verbs_before_tls=["EHLO", "QUIT"])
+    assert "fallback" not in verdict_codes(asked_only)
+    logged_in = finished_record(journal, plain, verbs_before_tls=["EHLO", "AUTH", "QUIT"])
+    assert "fallback" in verdict_codes(logged_in)

@@ -118,6 +118,13 @@ def acted_in_clear(record: SessionRecord) -> bool:
     return any(verb not in GOODBYE_COMMANDS for verb in record.verbs_before_tls)
 
 
+def did_business_in_clear(record: SessionRecord) -> bool:
+    """Beyond greeting, capabilities and goodbye: a login, mail, a mailbox. A client that failed TLS
+    elsewhere and here only asks what the server offers, sees no STARTTLS and leaves (curl
+    --ssl-reqd) refused to go on in the clear; it did not fall back."""
+    return any(verb not in GOODBYE_COMMANDS | CAPABILITY_COMMANDS for verb in record.verbs_before_tls)
+
+
 def verbs_after_tls(record: SessionRecord) -> list[str]:
     """The command verbs the client sent inside TLS, read from the transcript (AUTH continuations
     and message bodies excluded)."""
@@ -298,8 +305,8 @@ def _no_upgrade(record: SessionRecord, history: History) -> str | None:
 
 
 def _fallback(record: SessionRecord, history: History) -> str | None:
-    if (record.encrypted or record.starttls_attempted or not acted_in_clear(record) or failed_tls_attempt(record)
-            or opened_with_client_hello(record)):
+    if (record.encrypted or record.starttls_attempted or not did_business_in_clear(record)
+            or failed_tls_attempt(record) or opened_with_client_hello(record)):
         return None
     failed_at = history.failed_before(record)
     if failed_at is None:
