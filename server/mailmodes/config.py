@@ -113,10 +113,19 @@ class Listener:
     smtp_extensions: tuple[str, ...] = SMTP_EXTENSIONS  # smtp only: the EHLO extensions offered (any subset)
     # The SASL mechanisms offered (AUTH / AUTHENTICATE): None, the protocol's default (sasl.py).
     sasl_mechanisms: tuple[str, ...] | None = None
+    # Those of them offered before TLS (None: all): e.g. only SCRAM in the clear, PLAIN inside TLS.
+    sasl_mechanisms_before_tls: tuple[str, ...] | None = None
 
     @property
     def mechanisms(self) -> tuple[str, ...]:
         return DEFAULT_SASL_MECHANISMS[self.protocol] if self.sasl_mechanisms is None else self.sasl_mechanisms
+
+    def mechanisms_offered(self, *, encrypted: bool) -> tuple[str, ...]:
+        """The mechanisms a connection may use now (policy.Security says whether it may log in at all)."""
+        before = self.sasl_mechanisms_before_tls
+        if encrypted or before is None:
+            return self.mechanisms
+        return tuple(mechanism for mechanism in self.mechanisms if mechanism in before)
 
 
 @dataclass(frozen=True)
@@ -290,13 +299,13 @@ def _smtp_extensions(reader: _Reader, protocol: str) -> tuple[str, ...]:
     return tuple(name for name in SMTP_EXTENSIONS if name in {str(e).upper() for e in extensions})
 
 
-def _sasl_mechanisms(reader: _Reader, protocol: str) -> tuple[str, ...] | None:
-    mechanisms = reader.get("sasl_mechanisms", list)
+def _sasl_mechanisms(reader: _Reader, protocol: str, key: str = "sasl_mechanisms") -> tuple[str, ...] | None:
+    mechanisms = reader.get(key, list)
     if mechanisms is None:
         return None
     known = SASL_MECHANISMS[protocol]
     if not all(isinstance(name, str) and name.upper() in known for name in mechanisms):
-        raise reader.fail("sasl_mechanisms", f"must be a list of some of: {', '.join(known)} ({protocol})")
+        raise reader.fail(key, f"must be a list of some of: {', '.join(known)} ({protocol})")
     return tuple(name for name in known if name in {str(m).upper() for m in mechanisms})
 
 
@@ -449,6 +458,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>", base_dir: Pa
         tls_profile = reader.choice("tls_profile", TLS_PROFILES, DEFAULT_TLS_PROFILE)
         smtp_extensions = _smtp_extensions(reader, protocol)
         sasl_mechanisms = _sasl_mechanisms(reader, protocol)
+        sasl_before_tls = _sasl_mechanisms(reader, protocol, "sasl_mechanisms_before_tls")
         reader.finish()
         address = (listener_host or host, port)
         if port and address in seen:
@@ -475,6 +485,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>", base_dir: Pa
                 tls_profile=tls_profile,
                 smtp_extensions=smtp_extensions,
                 sasl_mechanisms=sasl_mechanisms,
+                sasl_mechanisms_before_tls=sasl_before_tls,
             )
         )
     seeds = _seeds(source, top.get("seed", list, []), users, base_dir)

@@ -148,3 +148,27 @@ def test_pop3_capa_and_auth_list(serve: Callable[..., ThreadedMailServer]) -> No
             client._shortcmd("AUTH CRAM-MD5")  # type: ignore[attr-defined]
     finally:
         client.quit()
+
+
+def test_mechanisms_before_tls(serve: Callable[..., ThreadedMailServer], client_context: Any) -> None:
+    options = {"tls": "starttls-optional", "sasl_mechanisms": ["PLAIN", "SCRAM-SHA-256"],
+               "sasl_mechanisms_before_tls": ["SCRAM-SHA-256"]}
+    imap = serve({**listener("imap"), **options})
+    with imaplib.IMAP4(HOST, imap.port("l"), timeout=CLIENT_TIMEOUT) as client:
+        assert [c for c in client.capabilities if c.startswith("AUTH=")] == ["AUTH=SCRAM-SHA-256"]
+        with pytest.raises(imaplib.IMAP4.error, match=r"\[PRIVACYREQUIRED\] AUTHENTICATE PLAIN only inside TLS"):
+            client.authenticate("PLAIN", lambda _: b"\0alice\0alice-password")
+        client.starttls(client_context)
+        assert [c for c in client.capabilities if c.startswith("AUTH=")] == ["AUTH=PLAIN", "AUTH=SCRAM-SHA-256"]
+        assert client.authenticate("PLAIN", lambda _: b"\0alice\0alice-password")[0] == "OK"
+    pop3 = serve({**listener("pop3"), **options})
+    client = poplib.POP3(HOST, pop3.port("l"), timeout=CLIENT_TIMEOUT)
+    try:
+        assert client.capa()["SASL"] == ["SCRAM-SHA-256"]
+        with pytest.raises(poplib.error_proto, match=r"\[AUTH\] PLAIN only inside TLS"):
+            client._shortcmd("AUTH PLAIN AGFsaWNlAGFsaWNlLXBhc3N3b3Jk")  # type: ignore[attr-defined]
+        client.stls(client_context)
+        assert client.capa()["SASL"] == ["PLAIN", "SCRAM-SHA-256"]
+        assert client._shortcmd("AUTH PLAIN AGFsaWNlAGFsaWNlLXBhc3N3b3Jk").startswith(b"+OK")  # type: ignore[attr-defined]
+    finally:
+        client.quit()

@@ -167,3 +167,23 @@ def test_the_exchanges_without_io() -> None:
     client.set_server_first(step.data.decode())  # type: ignore[union-attr]
     late.step(client.get_client_final().encode())
     assert late.step(b"extra").account is None  # type: ignore[union-attr]
+
+
+def test_mechanisms_before_tls(serve: Callable[..., ThreadedMailServer], client_context: Any) -> None:
+    """Only SCRAM in the clear, PLAIN and LOGIN too inside TLS: PLAIN before TLS is RFC 4954's 538."""
+    server = serve(listener(["PLAIN", "LOGIN", "SCRAM-SHA-256"], tls="starttls-optional",
+                            sasl_mechanisms_before_tls=["SCRAM-SHA-256"]))
+    with smtplib.SMTP(HOST, server.port("l"), timeout=CLIENT_TIMEOUT) as client:
+        client.ehlo()
+        assert client.esmtp_features["auth"].strip() == "SCRAM-SHA-256"
+        assert client.docmd("AUTH PLAIN AGFsaWNlAGFsaWNlLXBhc3N3b3Jk") == (
+            538, b"5.7.11 Encryption required for requested authentication mechanism")
+        client.starttls(context=client_context)
+        client.ehlo()
+        assert client.esmtp_features["auth"].strip() == "LOGIN PLAIN SCRAM-SHA-256"
+        assert client.docmd("AUTH PLAIN AGFsaWNlAGFsaWNlLXBhc3N3b3Jk")[0] == 235
+    record = one_session(server)
+    assert [(command, tls, accepted) for command, _, tls, accepted in record.logins] == [
+        ("AUTH PLAIN", False, False), ("AUTH PLAIN", True, True)]
+    # a client that sends its password anyway is on record for it
+    assert record.credentials[0] == (False, True, "AUTH PLAIN")

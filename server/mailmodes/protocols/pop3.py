@@ -499,7 +499,8 @@ class Pop3Session:
         """RFC 2449 section 5; the list depends on TLS state (PROTOCOL.md, POP3)."""
         capabilities = ["TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING", "EXPIRE NEVER"]
         if self.security.may_authenticate:
-            capabilities += ["USER", "SASL " + " ".join(self.connection.listener.mechanisms)]
+            offered = self.connection.listener.mechanisms_offered(encrypted=self.security.encrypted)
+            capabilities += ["USER", "SASL " + " ".join(offered)]
         if self.security.offers_starttls and self.state is State.AUTHORIZATION:
             capabilities.append("STLS")
         capabilities.append(f"IMPLEMENTATION mailmodes-{__version__}")
@@ -583,15 +584,18 @@ class Pop3Session:
         if not words:
             # No mechanism: list them (the RFC 1734-era form that mutt sends after CAPA fails).
             # No name and no secret went out, so this is no login attempt.
-            listed = "".join(f"{mechanism}\r\n" for mechanism in self.connection.listener.mechanisms)
+            offered = self.connection.listener.mechanisms_offered(encrypted=self.security.encrypted)
+            listed = "".join(f"{mechanism}\r\n" for mechanism in offered)
             return [PLAINTEXT_DISALLOWED] if not self.security.may_authenticate else [f"+OK\r\n{listed}.\r\n".encode()]
         mechanism = words[0].upper()
         command = f"AUTH {mechanism}"
         refused: list[Output] | None = None
         if not self.security.may_authenticate:
             refused = [PLAINTEXT_DISALLOWED]
-        elif mechanism not in self.connection.listener.mechanisms:
-            refused = [b"-ERR Unsupported authentication mechanism\r\n"]
+        elif mechanism not in self.connection.listener.mechanisms_offered(encrypted=self.security.encrypted):
+            refused = ([b"-ERR [AUTH] " + mechanism.encode() + b" only inside TLS\r\n"]
+                       if mechanism in self.connection.listener.mechanisms
+                       else [b"-ERR Unsupported authentication mechanism\r\n"])
         elif len(words) > 2:
             refused = self._bad(SYNTAX_ERROR)
         if refused is not None:

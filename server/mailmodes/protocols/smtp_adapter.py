@@ -575,6 +575,15 @@ class MailmodesSMTP(SMTP):
         """aiosmtpd's AUTH, watched: each one with a mechanism is one login attempt for the
         journal, decided (in _authenticate) or not."""
         self.auth = _AuthAttempt.of(arg)
+        mechanism = arg.split()[0].upper() if arg and arg.split() else ""
+        if (mechanism in self.listener.mechanisms and self.session is not None and not self.session.authenticated
+                and mechanism not in self.listener.mechanisms_offered(encrypted=self.security.encrypted)):
+            # sasl_mechanisms_before_tls leaves it out in the clear: RFC 4954 section 6's answer.
+            await self.push("538 5.7.11 Encryption required for requested authentication mechanism")
+            attempt, self.auth = self.auth, None
+            if attempt is not None:
+                self.note(attempt.note())
+            return
         try:
             await super().smtp_AUTH(arg)
         finally:
@@ -612,7 +621,8 @@ class MailmodesSMTP(SMTP):
         if self.tls_context and not self._tls_protocol:
             response.append("250-STARTTLS")
         if not self._auth_require_tls or self._tls_protocol:
-            response.append("250-AUTH " + " ".join(sorted(self._auth_methods)))
+            offered = self.listener.mechanisms_offered(encrypted=self.security.encrypted)
+            response.append("250-AUTH " + " ".join(sorted(m for m in self._auth_methods if m in offered)))
         response.append("250 HELP")
         if "EHLO" in self._handle_hooks:
             response = await self._call_handler_hook("EHLO", hostname, response)

@@ -455,7 +455,8 @@ class ImapSession:
             names.append("LOGINDISABLED")
             return names
         if self.state is State.NOT_AUTHENTICATED:
-            names.extend(f"AUTH={mechanism}" for mechanism in self.connection.listener.mechanisms)
+            offered = self.connection.listener.mechanisms_offered(encrypted=security.encrypted)
+            names.extend(f"AUTH={mechanism}" for mechanism in offered)
         names.extend(EXTENSIONS)
         return names
 
@@ -617,8 +618,10 @@ class ImapSession:
         refused = self._refused_before_credentials(command)
         if refused is not None:
             return refused[0]
-        if args.mechanism not in self.connection.listener.mechanisms:
+        if args.mechanism not in self.connection.listener.mechanisms_offered(encrypted=self.security.encrypted):
             self._login_refused(command)
+            if args.mechanism in self.connection.listener.mechanisms:  # offered inside TLS only
+                return "NO", f"[PRIVACYREQUIRED] AUTHENTICATE {args.mechanism} only inside TLS"
             return "NO", "[CANNOT] Unsupported authentication mechanism"
         if args.mechanism in CHALLENGE_RESPONSE:
             return self._challenge_response(command.tag, args)
