@@ -249,20 +249,19 @@ class DiskMailbox(Mailbox):
         change): ("snapshot", the whole metadata file) or ("log", one line of changes)."""
         self.seq += 1
         head: dict[str, Any] = {"seq": self.seq, "uidnext": self.uidnext, "highest_modseq": self.highest_modseq}
-        # QRESYNC's tombstones ({uid: modseq}), once the IMAP side keeps them on the mailbox.
-        expunged = getattr(self, "expunged", None)
+        expunged = self.expunged  # QRESYNC's tombstones, {uid: modseq}
         if self.snapshot_due or self.log_lines >= max(64, len(self.messages)):
             self.snapshot_due, self.log_lines = False, 0
             value = {"format": FORMAT, "name": self.name, "uidvalidity": self.uidvalidity, **head,
                      "columns": COLUMNS, "messages": [self._row(m) for m in self.messages]}
-            if isinstance(expunged, dict):
+            if expunged:
                 value["expunged"] = {str(uid): modseq for uid, modseq in expunged.items()}
             kind = "snapshot"
         else:
             self.log_lines += 1
             rows = [self._row(m) for m in self._changed_messages()]
             value = {**head, "set": rows, "del": self.expunged_uids}
-            if isinstance(expunged, dict) and self.expunged_uids:
+            if self.expunged_uids:
                 value["expunged"] = {str(uid): expunged[uid] for uid in self.expunged_uids if uid in expunged}
             kind = "log"
         self.changed_uids, self.expunged_uids = set(), []
@@ -318,9 +317,7 @@ class DiskMailbox(Mailbox):
             if name != entry.name:  # a flag change whose commit did not finish renaming
                 os.replace(entry, path / "cur" / name)
             self.files[uid] = name
-        expunged = getattr(self, "expunged", None)
-        if isinstance(expunged, dict):
-            expunged.update({int(uid): modseq for uid, modseq in tombstones.items()})
+        self.expunged.update({int(uid): modseq for uid, modseq in tombstones.items()})
         for orphan in on_disk.values():  # written, never committed: its sender got no 250
             orphan.unlink()
 
