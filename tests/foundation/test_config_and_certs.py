@@ -125,3 +125,19 @@ def test_starting_with_current_certificates_does_not_load_cryptography(tmp_path:
             "print('cryptography' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_servers_starting_together_on_one_empty_certs_folder_agree_on_one_ca(tmp_path: Path) -> None:
+    """Four processes making the certificates at once (pytest workers, containers on one volume):
+    the leaf left in the folder is signed by the CA left beside it, and openssl says so."""
+    certs = tmp_path / "certs"
+    script = ("import sys; from pathlib import Path; from mailmodes.tls.certs import ensure_certificates; "
+              "sys.stdin.read(); ensure_certificates(Path(sys.argv[1]), 'mail.example.test')")
+    makers = [subprocess.Popen([sys.executable, "-c", script, str(certs)], stdin=subprocess.PIPE) for _ in range(4)]
+    for maker in makers:  # released together: each is past its imports and waiting on stdin
+        assert maker.stdin is not None
+        maker.stdin.close()
+    assert [maker.wait(timeout=120) for maker in makers] == [0, 0, 0, 0]
+    verify = subprocess.run(["openssl", "verify", "-CAfile", str(certs / "ca.pem"), str(certs / "server.pem")],
+                            capture_output=True, text=True)
+    assert verify.returncode == 0 and verify.stdout.strip().endswith(": OK"), verify.stdout + verify.stderr

@@ -51,7 +51,7 @@ def test_the_alert_is_named(serve: Callable[..., ThreadedMailServer], ca_file: P
     assert one_session(server).tls_alert == alert
 
 
-@pytest.mark.parametrize("scenario", BAD_CERTIFICATES)
+@pytest.mark.parametrize("scenario", REFUSED_BY_OPENSSL)
 def test_client_that_verifies_nothing_accepts_the_bad_certificate(serve: Callable[..., ThreadedMailServer],
                                                                    scenario: str) -> None:
     server = serve(listener(scenario))
@@ -131,8 +131,9 @@ def test_old_tls_version_earns_weak_tls(serve: Callable[..., ThreadedMailServer]
 
 def test_revoked_certificate_refused_after_the_handshake(serve: Callable[..., ThreadedMailServer],
                                                          ca_file: Path) -> None:
-    """curl --cert-status reads the stapled OCSP response once the handshake is done, and leaves:
-    the journal says it rejected the certificate; curl without it goes on, and is told so."""
+    """curl --cert-status asks for the status (status_request), reads the stapled OCSP response once
+    the handshake is done, and leaves: the journal says it rejected the certificate. curl without it
+    never asks, so it cannot know: it goes on, and earns only the note revocation-not-checked."""
     server = serve(listener("cert-revoked"))
     port = server.port("l")
     refusing = run_client(["curl", "-sS", "--max-time", "10", "--cacert", str(ca_file), "--cert-status",
@@ -140,12 +141,29 @@ def test_revoked_certificate_refused_after_the_handshake(serve: Callable[..., Th
                            f"smtps://{HOSTNAME}:{port}"])
     assert refusing.returncode == 91, refusing.stderr
     record = one_session(server)
+    assert record.asked_certificate_status is True
     assert "rejected-certificate" in verdict_codes(record)
     assert record.credentials == []
     going_on = run_client(["curl", "-sS", "--max-time", "10", "--cacert", str(ca_file), "--resolve",
                            f"{HOSTNAME}:{port}:{HOST}", "-u", "alice:alice-password", f"smtps://{HOSTNAME}:{port}"])
     assert going_on.returncode == 0, going_on.stderr
-    assert "accepted-bad-certificate" in verdict_codes(server.journal.wait_for(2)[-1])
+    record = server.journal.wait_for(2)[-1]
+    assert record.asked_certificate_status is False
+    assert verdict_codes(record) == {"revocation-not-checked"}
+
+
+def test_a_client_that_asks_for_the_status_and_goes_on_accepted_the_revoked_certificate(
+        serve: Callable[..., ThreadedMailServer], ca_file: Path) -> None:
+    """openssl s_client -status asks, prints "Cert Status: revoked" and goes on regardless: unlike a
+    client that never asked, it saw the revocation."""
+    server = serve(listener("cert-revoked"))
+    result = run_client(["openssl", "s_client", "-connect", f"{HOST}:{server.port('l')}", "-CAfile", str(ca_file),
+                         "-status", "-ign_eof"], stdin=b"EHLO client.test\r\nQUIT\r\n")
+    assert result.returncode == 0 and "Cert Status: revoked" in result.stdout, result.stdout
+    record = one_session(server)
+    assert record.asked_certificate_status is True
+    assert "accepted-bad-certificate" in verdict_codes(record)
+    assert "revocation-not-checked" not in verdict_codes(record)
 
 
 def test_msmtp_refuses_the_revoked_certificate(serve: Callable[..., ThreadedMailServer], ca_file: Path) -> None:

@@ -27,7 +27,7 @@ from mailmodes.record.verdicts import (
     opened_with_client_hello,
     starttls_accepted,
 )
-from mailmodes.scenarios.catalogue import SCENARIOS, Scenario
+from mailmodes.scenarios.catalogue import REVOCATION_SCENARIOS, SCENARIOS, Scenario
 from mailmodes.tls.policy import TlsMode
 
 if TYPE_CHECKING:
@@ -234,6 +234,10 @@ def scenario_key(record: SessionRecord) -> str:
     return record.scenario if record.scenario in EXPECTATIONS else record.tls_mode
 
 
+REVOCATION_UNASKED = ("never asked for the certificate's status (no status_request in its ClientHello, RFC 6066 "
+                      "section 8), so it could not know it was revoked")
+
+
 @dataclass(frozen=True)
 class Judgement:
     outcome: Outcome
@@ -291,6 +295,8 @@ def _judge_tls(record: SessionRecord, expectation: Expectation) -> Judgement:
     refused = not record.encrypted and (record.tls_alert is not None or failed_tls_attempt(record))
     went_on = record.encrypted and acted_after_tls(record)
     if wants == "refuse":
+        if record.scenario in REVOCATION_SCENARIOS and record.asked_certificate_status is False:
+            return Judgement("inconclusive", REVOCATION_UNASKED)
         if went_on:
             return Judgement("failed", f"completed the handshake and went on {expectation.situation}")
         if refused or record.has("rejected-certificate"):

@@ -69,6 +69,7 @@ class SessionRecord:
     tls_alert: str | None = None
     tls_failure: str | None = None
     tls_handshake: str | None = None  # how far a handshake got (tls/handshake.py stages); None: none began
+    asked_certificate_status: bool | None = None  # its ClientHello had status_request (None: no ClientHello)
     user: str | None = None  # the account a login was accepted as (failed attempts: logins)
     # Facts noted while the session runs; verdicts are derived from them at the end.
     bad_certificate: bool = False
@@ -132,6 +133,7 @@ class SessionRecord:
             "starttls_attempted": self.starttls_attempted,
             "tls_alert": self.tls_alert,
             "tls_handshake": self.tls_handshake,
+            "asked_certificate_status": self.asked_certificate_status,
             "user": self.user,
             "probe": self.probe,
             "scope": self.scope,

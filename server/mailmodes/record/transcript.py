@@ -28,6 +28,7 @@ from mailmodes.protocols.events import (
     SpanKind,
 )
 from mailmodes.record.journal import Journal, SessionRecord
+from mailmodes.scenarios.catalogue import REVOCATION_SCENARIOS
 from mailmodes.scenarios.misbehaviour import CANARY_EXISTS, CANARY_INJECTED, CANARY_MAILBOX, CANARY_PRETLS
 from mailmodes.tls.handshake import CLIENT_HELLO_SEEN, FINISHED, SERVER_FLIGHT_SENT, client_hello_sni
 
@@ -242,6 +243,9 @@ class Recorder:
         if scenario:
             record.scenario = scenario
         record.bad_certificate = bool(getattr(ssl_object, "mailmodes_bad_certificate", record.bad_certificate))
+        record.asked_certificate_status = getattr(ssl_object, "mailmodes_status_request", None)
+        if record.scenario in REVOCATION_SCENARIOS and not record.asked_certificate_status:
+            record.bad_certificate = False  # it never asked whether the certificate was revoked: it cannot know
 
     def tls_failed(self, error: BaseException | None, ssl_object: Any = None) -> None:
         """A handshake did not complete: note the client's alert, or what it sent instead, and the

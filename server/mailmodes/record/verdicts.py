@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from mailmodes.scenarios.catalogue import REVOCATION_SCENARIOS
 from mailmodes.scenarios.misbehaviour import CANARY_INJECTED, CANARY_PRETLS, STRIPS_STARTTLS
 from mailmodes.tls.handshake import CLIENT_HELLO_SEEN, SERVER_FLIGHT_SENT
 from mailmodes.tls.policy import TlsMode
@@ -268,6 +269,14 @@ def _accepted_bad_certificate(record: SessionRecord, history: History) -> str | 
     return None
 
 
+def _revocation_not_checked(record: SessionRecord, history: History) -> str | None:
+    if record.encrypted and record.scenario in REVOCATION_SCENARIOS and record.asked_certificate_status is False \
+            and acted_after_tls(record):
+        return ("the client went on without asking for the certificate's status (no status_request in its "
+                "ClientHello), so it never learned the certificate was revoked")
+    return None
+
+
 def _weak_tls(record: SessionRecord, history: History) -> str | None:
     if record.encrypted and (record.tls_version in WEAK_VERSIONS
                              or any(m in (record.cipher or "") for m in WEAK_CIPHER_MARKERS)):
@@ -402,6 +411,11 @@ REGISTRY: tuple[VerdictKind, ...] = (
     VerdictKind("accepted-bad-certificate", "accepted a bad certificate", "client-fault", _accepted_bad_certificate,
                 "the handshake completed and the client went on (past a goodbye or RSET) although the certificate "
                 "was bad"),
+    VerdictKind("revocation-not-checked", "did not ask whether the certificate was revoked", "note",
+                _revocation_not_checked,
+                "on `cert-revoked`, the client completed the handshake and went on without asking for the "
+                "certificate's status (RFC 6066 status_request): no fault it could have seen, but it never checks "
+                "revocation (asking and going on anyway earns accepted-bad-certificate)"),
     VerdictKind("weak-tls", "weak TLS accepted", "client-fault", _weak_tls,
                 "TLS below 1.2, or a weak suite, was negotiated"),
     VerdictKind("plaintext-on-tls-port", "plaintext client on an implicit-TLS port", "client-fault",

@@ -60,6 +60,11 @@ class Scenario:
         return 1 if self.kind in ("certificate", "tls") else 2
 
 
+# Certificates that are bad only to a client that asks for their status (RFC 6066 status_request):
+# one that never asks completes the handshake with no fault of its own.
+REVOCATION_SCENARIOS = frozenset({"cert-revoked"})
+
+
 @dataclass(frozen=True)
 class TlsSettings:
     """How a scenario's context differs from the known-good one (TLS 1.2+, Python's ciphers)."""

@@ -12,8 +12,15 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; one server per certs folder there
+    fcntl = None  # type: ignore[assignment]
 
 RECORD = "certs.json"
 
@@ -37,11 +44,26 @@ def ensure_certificates(certs_dir: Path, hostname: str) -> CertPaths:
     names = server_names(hostname)
     if _record(paths, names) == _read_record(certs_dir):
         return paths
-    from mailmodes.tls import pki  # only now: see pki.py
+    with _exclusive(certs_dir):
+        # Another process sharing the folder (a second server, a pytest worker, a container on the
+        # same volume) may have made them while this one waited: a CA from one and a leaf from the
+        # other would never verify.
+        if _record(paths, names) == _read_record(certs_dir):
+            return paths
+        from mailmodes.tls import pki  # only now: see pki.py
 
-    reuse_until = pki.make_server_certificates(paths.ca_file, paths.cert_file, paths.key_file, hostname, names)
-    (certs_dir / RECORD).write_text(json.dumps({**_record(paths, names), "reuse_until": reuse_until.isoformat()}))
+        reuse_until = pki.make_server_certificates(paths.ca_file, paths.cert_file, paths.key_file, hostname, names)
+        (certs_dir / RECORD).write_text(json.dumps({**_record(paths, names), "reuse_until": reuse_until.isoformat()}))
     return paths
+
+
+@contextmanager
+def _exclusive(certs_dir: Path) -> Iterator[None]:
+    """Hold the certs folder's lock file (an advisory lock, where the system has fcntl)."""
+    with open(certs_dir / ".lock", "a") as lock:
+        if fcntl is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield  # closing the file releases the lock
 
 
 def _record(paths: CertPaths, names: list[str]) -> dict[str, object]:

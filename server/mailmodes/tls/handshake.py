@@ -12,7 +12,7 @@ import socket
 import ssl
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -253,12 +253,39 @@ def _on_tls_message(conn: object, direction: str, version: object, content_type:
             if kind == _CLIENT_HELLO:
                 HandshakeWatch.saw(conn)  # type: ignore[arg-type]  # an SSLObject, as asyncio makes them
                 _advance(conn, CLIENT_HELLO_SEEN)
+                setattr(conn, "mailmodes_status_request", asks_certificate_status(data))
             elif kind == _FINISHED:
                 _advance(conn, FINISHED)
         elif kind in (_FINISHED, _SERVER_HELLO_DONE):  # the end of our flight (TLS 1.3, TLS 1.2)
             _advance(conn, SERVER_FLIGHT_SENT)
     elif content_type == _ALERT_RECORD and direction == "read":
         _advance(conn, CLIENT_ALERT)
+
+
+# RFC 6066 extension types: section 3, and section 8 (the client asks for the certificate's status).
+_SERVER_NAME, _STATUS_REQUEST = 0, 5
+
+
+def asks_certificate_status(client_hello: bytes) -> bool:
+    """Does this ClientHello handshake message carry the status_request extension? Only a client
+    that asks can learn that a certificate was revoked."""
+    return any(kind == _STATUS_REQUEST for kind, _ in client_hello_extensions(client_hello))
+
+
+def client_hello_extensions(message: bytes) -> Iterator[tuple[int, bytes]]:
+    """(type, body) of each extension of a ClientHello handshake message (RFC 8446 4.1.2: type and
+    length first), as far as the bytes go."""
+    at = 4 + 2 + 32  # handshake header, legacy_version, random
+    for width in (1, 2, 1):  # legacy_session_id, cipher_suites, legacy_compression_methods
+        if at + width > len(message):
+            return
+        at += width + int.from_bytes(message[at:at + width], "big")
+    end = min(len(message), at + 2 + int.from_bytes(message[at:at + 2], "big"))
+    at += 2
+    while at + 4 <= end:
+        kind, size = int.from_bytes(message[at:at + 2], "big"), int.from_bytes(message[at + 2:at + 4], "big")
+        yield kind, message[at + 4:at + 4 + size]
+        at += 4 + size
 
 
 def _advance(conn: object, stage: str) -> None:
@@ -308,22 +335,10 @@ def client_hello_sni(data: bytes) -> str | None:
     journal: a client set for implicit TLS on a plaintext-first port still says whom it wanted."""
     if tls_record_size(data) is None or data[5:6] != b"\x01":
         return None
-    at = 9 + 2 + 32  # record header, handshake header, legacy_version, random
-    try:
-        at += 1 + data[at]  # legacy_session_id
-        at += 2 + int.from_bytes(data[at:at + 2], "big")  # cipher_suites
-        at += 1 + data[at]  # legacy_compression_methods
-        end = at + 2 + int.from_bytes(data[at:at + 2], "big")
-        at += 2
-        while at + 4 <= min(end, len(data)):
-            kind, size = int.from_bytes(data[at:at + 2], "big"), int.from_bytes(data[at + 2:at + 4], "big")
-            at += 4
-            if kind == 0 and data[at + 2:at + 3] == b"\x00":  # server_name, its first entry a host_name
-                length = int.from_bytes(data[at + 3:at + 5], "big")
-                return data[at + 5:at + 5 + length].decode("ascii", "replace") or None
-            at += size
-    except IndexError:
-        return None
+    for kind, body in client_hello_extensions(data[5:]):
+        if kind == _SERVER_NAME and body[2:3] == b"\x00":  # its first entry a host_name
+            length = int.from_bytes(body[3:5], "big")
+            return body[5:5 + length].decode("ascii", "replace") or None
     return None
 
 
