@@ -160,11 +160,12 @@ class SessionRecord:
             ended=datetime.fromisoformat(value["ended"]).timestamp() if value["ended"] else None,
             tls_version=value["tls_version"], cipher=value["cipher"], sni=value["sni"], starttls=value["starttls"],
             starttls_attempted=value["starttls_attempted"], tls_alert=value["tls_alert"],
-            tls_handshake=value["tls_handshake"], user=value["user"], probe=value["probe"], scope=value["scope"],
+            tls_handshake=value["tls_handshake"], asked_certificate_status=value.get("asked_certificate_status"),
+            user=value["user"], probe=value["probe"], scope=value["scope"],
             logins=[(login["command"], login["user"], login["tls"], login["accepted"]) for login in value["logins"]],
             verdicts=[Verdict(verdict["code"], verdict["detail"]) for verdict in value["verdict_details"]],
             lines=[(line["at"], line["sender"], line["tls"], line["text"]) for line in value["transcript"]],
-            transcript_truncated=value["transcript_truncated"],
+            transcript_truncated=value["transcript_truncated"], envelopes=list(value.get("envelopes", [])),
         )
 
 
