@@ -69,7 +69,9 @@ class StoreBroken(OSError):
 
 def encode_name(name: str) -> str:
     """A user or mailbox name as one safe directory name (reversed by `unquote`)."""
-    return "".join(c if c in _SAFE else "".join(f"%{b:02X}" for b in c.encode()) for c in name)
+    # surrogateescape: IMAP accepts names that are no UTF-8 (their bytes kept as lone surrogates)
+    return "".join(c if c in _SAFE else "".join(f"%{b:02X}" for b in c.encode("utf-8", "surrogateescape"))
+                   for c in name)
 
 
 def maildir_name(base: str, flags: frozenset[str]) -> str:
@@ -441,7 +443,8 @@ class Disk:
         if path.is_dir():
             for directory in sorted(path.iterdir()):
                 if directory.is_dir() and not directory.name.startswith(".") and (directory / "cur").is_dir():
-                    found[unquote(directory.name)] = (self.read_json(directory / MAILBOX_FILE), directory)
+                    name = unquote(directory.name, errors="surrogateescape")
+                    found[name] = (self.read_json(directory / MAILBOX_FILE), directory)
         return found
 
     def next_uidvalidity(self) -> int:

@@ -192,3 +192,16 @@ def test_captured_outbound_mail_is_kept_and_its_clearing_too(tmp_path: Path) -> 
     third.capture("bob", "bob@example.test", ["v@elsewhere.test"], b"Subject: 4\r\n\r\n")
     asyncio.run(third.flush())
     assert [c.recipients for c in open_store(tmp_path).captured] == [("w@elsewhere.test",), ("v@elsewhere.test",)]
+
+
+def test_a_mailbox_name_that_is_no_utf8_is_kept_across_a_restart(tmp_path: Path) -> None:
+    """IMAP takes any 8-bit name in a literal (kept as surrogates, protocols/imap/parser.py): its
+    directory holds the raw byte percent-encoded, and a restart gives back the same name."""
+    store = filled(tmp_path)
+    name = b"x\xffyz".decode("utf-8", "surrogateescape")
+    store.accounts["alice"].create(name)
+    store.accounts["alice"].mailbox(name).append(HELLO)
+    asyncio.run(store.flush())
+    assert (tmp_path / "alice" / "x%FFyz" / "cur").is_dir()
+    again = open_store(tmp_path)
+    assert [len(again.accounts["alice"].mailbox(n).messages) for n in (name, "INBOX")] == [1, 2]
