@@ -1,5 +1,7 @@
 # mailmodes in a container: the seven standard mail ports (and the HTTP API on 8025), run by a
-# non-root user, certificates written to the /certs volume so the host can read ca.pem.
+# non-root user, certificates written to the /certs volume so the host can read ca.pem. Mail is in
+# memory unless MAILMODES_STORE_PATH=/data (or a config's [store] path = "/data") keeps it in the
+# /data volume.
 #
 #   docker build -t mailmodes .
 #   docker run -d --name mailmodes -p 587:587 -p 993:993 ... mailmodes
@@ -28,7 +30,7 @@ RUN pip install --no-cache-dir --no-compile /src && rm -rf /src
 COPY config/ /etc/mailmodes/
 
 RUN useradd --uid 10025 --user-group --home-dir /var/lib/mailmodes --create-home mailmodes \
- && mkdir /certs && chown mailmodes:mailmodes /certs
+ && mkdir /certs /data && chown mailmodes:mailmodes /certs /data
 
 # Listen on every interface of the container (the default config says 127.0.0.1); certificates in
 # the volume. `mailmodes check` reads the same variables, so the health check probes what serve bound.
@@ -39,6 +41,8 @@ ENV MAILMODES_HOST=0.0.0.0 \
     MAILMODES_CERTS_DIR=/certs \
     PYTHONUNBUFFERED=1
 VOLUME ["/certs"]
+# The durable store's directory, used only when [store] path names it (README, "Durable mail").
+VOLUME ["/data"]
 USER mailmodes
 WORKDIR /var/lib/mailmodes
 

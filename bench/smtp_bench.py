@@ -14,6 +14,12 @@ issue 2 so a person can judge. What it measures, all on 127.0.0.1:
 
     python bench/smtp_bench.py [--rounds 5] [--scale 1.0] [--json-out FILE]
 
+The durable store's cost, and the memory store against another checkout, in one run each:
+
+    python bench/smtp_bench.py --durable --baseline source --baseline-source server
+    git archive main server | tar -x -C /tmp/main && \
+        python bench/smtp_bench.py --baseline source --baseline-source /tmp/main/server
+
 The load generator speaks raw SMTP. Its protocol half (building the conversation, parsing
 replies) is sans-I/O; only `drive_session` and what is below it touch sockets.
 """
@@ -310,15 +316,20 @@ def ours_argv(config: Path) -> list[str]:
 def baseline_argv(certs: Path) -> list[str]:
     if BASELINE["kind"] == "journal-off":
         # The journal's own cost: the same server with [journal] enabled = false as the baseline.
-        config = write_config(certs.parent / "journal-off.toml", certs, journal=False)
+        config = write_config(certs.parent / "journal-off.toml", certs, journal=False, store=False)
         return ours_argv(config)
+    if BASELINE["kind"] == "source":
+        # mailmodes from another checkout's server/ directory (first on the path), in memory.
+        config = write_config(certs.parent / "source.toml", certs, store=False)
+        return ["env", f"PYTHONPATH={BASELINE['source']}", *ours_argv(config)]
     return [sys.executable, str(BASELINE_SCRIPT), "--certs", str(certs), "--hostname", HOSTNAME]
 
 
-BASELINE = {"kind": "aiosmtpd"}
+BASELINE = {"kind": "aiosmtpd", "source": ""}
+OURS = {"durable": False}  # --durable: ours keeps mail in a [store] path directory
 
 
-def write_config(path: Path, certs: Path, journal: bool = True) -> Path:
+def write_config(path: Path, certs: Path, journal: bool = True, store: bool = True) -> Path:
     """Three MTA-role listeners (no AUTH needed; mail to local users is accepted), OS-chosen ports."""
     listeners = "".join(
         f'\n[[listeners]]\nname = "smtp-{name}"\nprotocol = "smtp"\nport = 0\ntls = "{tls}"\nrole = "mta"\n'
@@ -330,6 +341,7 @@ def write_config(path: Path, certs: Path, journal: bool = True) -> Path:
         # listener and 20 per client address.
         "[limits]\nmax_connections = 2000\nmax_connections_per_client = 2000\n\n"
         + ("" if journal else "[journal]\nenabled = false\n\n")
+        + (f'[store]\npath = "{path.with_suffix(".mail")}"\n\n' if store and OURS["durable"] else "")
         + '[[users]]\nname = "alice"\npassword = "alice-password"\naddresses = ["alice@example.test"]\n'
         + listeners
     )
@@ -665,11 +677,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="repeats of each throughput cell (median)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the messages per session")
     parser.add_argument("--json-out", type=Path, help="also write the JSON summary to this file")
-    parser.add_argument("--baseline", choices=("aiosmtpd", "journal-off"), default="aiosmtpd",
-                        help="compare with a bare aiosmtpd (default), or with mailmodes itself with the journal "
-                             "off (the journal's overhead, issue 5)")
+    parser.add_argument("--baseline", choices=("aiosmtpd", "journal-off", "source"), default="aiosmtpd",
+                        help="compare with a bare aiosmtpd (default), with mailmodes itself with the journal "
+                             "off (the journal's overhead, issue 5), or with the mailmodes in --baseline-source")
+    parser.add_argument("--baseline-source", type=Path,
+                        help="with --baseline source: the server/ directory of the mailmodes to compare with")
+    parser.add_argument("--durable", action="store_true",
+                        help="ours keeps mail on disk ([store] path): the durable store's cost")
     args = parser.parse_args(argv)
+    if (args.baseline == "source") != (args.baseline_source is not None):
+        parser.error("--baseline source and --baseline-source DIR go together")
     BASELINE["kind"] = args.baseline
+    BASELINE["source"] = str(args.baseline_source.resolve()) if args.baseline_source else ""
+    OURS["durable"] = args.durable
     raise_fd_limit()
     began, load_start = time.perf_counter(), os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="smtp-bench-") as tmp:

@@ -132,9 +132,15 @@ def verdict_codes(record: Any) -> set[str]:
 # --- sans-I/O sessions: a store and a Connection without a socket ----------------------------
 
 
+# What make_store() makes: the sans-I/O session tests run once with the memory store and once
+# with the durable one (the store_kind fixture in conftest.py sets this, and reopens each durable
+# store after the test to check that its directory holds what the store held).
+STORE_FACTORY: Callable[[], Store] = Store
+
+
 def make_store() -> Store:
     """A store with the accounts of USERS (alice and bob, passwords "<name>-password")."""
-    store = Store()
+    store = STORE_FACTORY()
     store.add_account("alice", "alice-password", ["alice@example.test"])
     store.add_account("bob", "bob-password", ["bob@example.test"])
     return store

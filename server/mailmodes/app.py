@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from mailmodes.config import Config, ConfigError, HttpConfig, Listener, chaos_table, with_scenario
+from mailmodes.disk_store import DiskStore
 from mailmodes.protocols.connection import LineServer, serve_lines
 from mailmodes.protocols.events import Connection, LineSession
 from mailmodes.protocols.guards import AuthFailures
@@ -49,7 +50,9 @@ class ListenerError(Exception):
 
 
 def build_store(config: Config) -> Store:
-    store = Store(catch_all=config.catch_all)
+    """The in-memory store, or with [store] path the durable one, read back from its directory."""
+    store = Store(catch_all=config.catch_all) if config.store.path is None else DiskStore(config.store.path,
+                                                                                           config.catch_all)
     for user in config.users:
         store.add_account(user.name, user.password, user.addresses)
     store.local_domains.add(config.hostname.lower())
@@ -61,8 +64,11 @@ class MailServer:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.store = build_store(config)
-        self.journal = Journal(config.journal.max_sessions, config.journal.max_transcript_lines, config.journal.path,
-                               enabled=config.journal.enabled, one_client=config.journal.one_client)
+        # With a durable store the session list is kept too: in [journal] path, else DIR/sessions.jsonl.
+        kept = config.store.path is not None
+        journal_path = config.journal.path or (config.store.path / "sessions.jsonl" if config.store.path else None)
+        self.journal = Journal(config.journal.max_sessions, config.journal.max_transcript_lines, journal_path,
+                               enabled=config.journal.enabled, one_client=config.journal.one_client, restore=kept)
         self.ports: dict[str, int] = {}
         self.auth_failures = AuthFailures()  # one count per client host for every listener
         self.listeners: dict[str, Listener] = {}
@@ -83,7 +89,11 @@ class MailServer:
     async def start(self) -> None:
         contexts = self._contexts = ServerContexts(self.config.certs.dir, self.config.hostname)
         self.ca_file = contexts.ca_file
-        load_seeds(self.store, self.config)  # before the first listener: a client never sees an empty mailbox
+        # Before the first listener: a client never sees an empty mailbox. A durable store has its
+        # seeds from its first start (and again after POST /api/reset), not once more per restart.
+        if not isinstance(self.store, DiskStore) or self.store.fresh:
+            load_seeds(self.store, self.config)
+        await self.store.flush()
         try:
             for listener in self.config.listeners:
                 server = await self._start_listener(listener, contexts.for_listener(listener))
@@ -136,7 +146,8 @@ class MailServer:
         hostname = self.config.hostname
         store = self.store
         return LineServer(listener, lambda connection: session_class(connection, store, hostname), context, too_many,
-                          self.journal, misbehaviour, tls, self.auth_failures)
+                          self.journal, misbehaviour, tls, self.auth_failures,
+                          commit=store.flush if store.durable else None)
 
     async def _start_audit(self, listener: Listener, host: str) -> asyncio.Server:
         """Audit mode: a protocol server per step of the walk; each accepted connection goes to the
@@ -236,6 +247,10 @@ class MailServer:
             protocol_server.abort_connections()
         for server in servers:
             await server.wait_closed()
+        try:
+            await self.store.flush()  # what the last sessions changed (a durable store)
+        except OSError as error:
+            log.error("%s", error)
 
     def port(self, name: str) -> int:
         return self.ports[name]

@@ -59,7 +59,7 @@ def _load(args: argparse.Namespace) -> Config:
 # The common settings as environment variables (the Docker image's configuration). They set the
 # TOML keys before validation, so they are checked like the file; command-line options win.
 ENV_KEYS = ("MAILMODES_HOSTNAME", "MAILMODES_HOST", "MAILMODES_HTTP_HOST", "MAILMODES_CERTS_DIR", "MAILMODES_USERS",
-            "MAILMODES_SCENARIOS", "MAILMODES_HTTP_ALLOWED_HOSTS")
+            "MAILMODES_SCENARIOS", "MAILMODES_HTTP_ALLOWED_HOSTS", "MAILMODES_STORE_PATH")
 
 
 def _env_int(environ: Mapping[str, str], name: str) -> int:
@@ -82,7 +82,7 @@ def _config_with_environment(path: Path | None, environ: Mapping[str, str]) -> C
 
 
 def _environment_document(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
-    """MAILMODES_HOSTNAME, _HOST, _HTTP_HOST ([http] host) and _CERTS_DIR set their keys,
+    """MAILMODES_HOSTNAME, _HOST, _HTTP_HOST ([http] host), _CERTS_DIR and _STORE_PATH set their keys,
     MAILMODES_HTTP_ALLOWED_HOSTS="mailmodes,10.0.0.5" sets [http] allowed_hosts;
     MAILMODES_USERS="alice:pw,bob:pw" replaces the users (one already in the file keeps its
     addresses); MAILMODES_SCENARIOS="imaps=cert-expired" gives named listeners a scenario."""
@@ -97,6 +97,8 @@ def _environment_document(data: dict[str, Any], environ: Mapping[str, str]) -> d
         data["http"] = {**data.get("http", {}), "allowed_hosts": names}
     if value := environ.get("MAILMODES_CERTS_DIR", "").strip():
         data["certs"] = {**data.get("certs", {}), "dir": value}
+    if value := environ.get("MAILMODES_STORE_PATH", "").strip():  # the image's /data volume
+        data["store"] = {**data.get("store", {}), "path": value}
     if value := environ.get("MAILMODES_USERS", "").strip():
         data["users"] = _env_users(value, data.get("users", []))
     if value := environ.get("MAILMODES_SCENARIOS", "").strip():

@@ -161,6 +161,13 @@ class AuthConfig:
 
 
 @dataclass(frozen=True)
+class StoreConfig:
+    # A directory: mail is kept there (a Maildir per mailbox) and survives a restart; every change
+    # is on disk before the client is told. None: in memory only, gone when the server stops.
+    path: Path | None = None
+
+
+@dataclass(frozen=True)
 class Seed:
     """[[seed]]: mail put into a mailbox at start (and again by POST /api/reset)."""
 
@@ -183,6 +190,7 @@ class Config:
     http: HttpConfig | None = None  # no [http] table: no HTTP server
     seeds: tuple[Seed, ...] = ()
     auth: AuthConfig = AuthConfig()
+    store: StoreConfig = StoreConfig()
 
     def with_port_offset(self, offset: int) -> Config:
         return replace(
@@ -404,6 +412,12 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>", base_dir: Pa
     auth_table = _Reader(source, top.get("auth", dict, {}), "auth")
     auth = AuthConfig(accept_any=auth_table.get("accept_any", bool, False))
     auth_table.finish()
+    store_table = _Reader(source, top.get("store", dict, {}), "store")
+    store_path = store_table.get("path", str)
+    if store_path is not None and not store_path.strip():
+        raise store_table.fail("path", "must name a directory (leave [store] out to keep mail in memory)")
+    store = StoreConfig(path=base_dir / store_path if store_path else None)
+    store_table.finish()
     http = _http(source, top.get("http", dict))
 
     users: list[User] = []
@@ -502,6 +516,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>", base_dir: Pa
         http=http,
         seeds=seeds,
         auth=auth,
+        store=store,
     )
 
 

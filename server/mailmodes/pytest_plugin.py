@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from mailmodes.app import ThreadedMailServer
     from mailmodes.record.journal import Journal, SessionRecord
     from mailmodes.record.report import ReportCard
-    from mailmodes.store import CapturedMessage, Store
+    from mailmodes.store import CapturedMessage, Store, StoreInterface
 
 HOSTNAME = "mail.example.test"
 MODES = tuple(mode.value for mode in TlsMode)
@@ -127,7 +127,7 @@ class MailmodesServer(MailmodesApi):
     # --- what happened ------------------------------------------------------------------------
 
     @property
-    def store(self) -> Store:
+    def store(self) -> StoreInterface:
         return self.threaded.store
 
     @property

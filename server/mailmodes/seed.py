@@ -17,7 +17,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 from mailmodes.config import Config, ConfigError, Seed
-from mailmodes.store import Account, Mailbox, Store
+from mailmodes.store import AccountInterface, MailboxInterface, StoreInterface
 
 SYSTEM_FLAGS = ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft")
 # RFC 3501 flag-keyword = atom: no atom-specials, no "\\" (that is for system flags).
@@ -115,7 +115,7 @@ def _from_line_date(from_line: str) -> datetime | None:
     return moment.replace(tzinfo=timezone.utc)
 
 
-def target_mailbox(account: Account, name: str, *, create: bool) -> Mailbox | None:
+def target_mailbox(account: AccountInterface, name: str, *, create: bool) -> MailboxInterface | None:
     """The mailbox to seed into; with `create`, made (with its parents) when missing."""
     found = account.mailbox(name)
     if found is None and create:
@@ -123,7 +123,7 @@ def target_mailbox(account: Account, name: str, *, create: bool) -> Mailbox | No
     return found
 
 
-def load_seed(store: Store, seed: Seed, source: str) -> int:
+def load_seed(store: StoreInterface, seed: Seed, source: str) -> int:
     """Put one [[seed]]'s messages into its mailbox; ConfigError (file and key) if unreadable."""
     try:
         messages = read_seed(seed.path)
@@ -138,5 +138,5 @@ def load_seed(store: Store, seed: Seed, source: str) -> int:
     return len(messages)
 
 
-def load_seeds(store: Store, config: Config) -> int:
+def load_seeds(store: StoreInterface, config: Config) -> int:
     return sum(load_seed(store, seed, config.source) for seed in config.seeds)

@@ -1,5 +1,11 @@
 """Users, mailboxes and messages, shared by SMTP delivery, IMAP and POP3. No protocol syntax here.
 
+The protocols, the HTTP API and seeding know the store only through the interfaces below
+(StoreInterface, AccountInterface, MailboxInterface); Store, Account and Mailbox here are the
+in-memory implementation, and disk_store.py the durable one built on it. Every change to mail goes
+through Mailbox.append/set_flags/expunge and Account.create/delete/rename, and a caller that tells
+a client a change is done awaits StoreInterface.flush() first (a no-op in memory).
+
 Everything runs on one event loop, so no locking is needed between sessions; the only
 cross-thread reader is the synchronous test API, which reads snapshots.
 """
@@ -8,9 +14,10 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Protocol
 
 INBOX = "INBOX"
 # RFC 6154 special-use mailboxes that every account has, so clients that look for them find them.
@@ -59,6 +66,99 @@ def _stored_flags(flags: Iterable[str]) -> frozenset[str]:
 Watcher = Callable[[], None]
 
 
+# --- the interface every caller uses -------------------------------------------------------------
+# Read-only properties where callers only read, so that an implementation may keep a plain
+# attribute of a narrower type (a dict where a Mapping is promised).
+
+
+class MailboxInterface(Protocol):
+    """An ordered list of messages with UIDs (RFC 3501 2.3.1.1), and who to tell of changes."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def special_use(self) -> str | None: ...
+    @property
+    def uidvalidity(self) -> int: ...
+    @property
+    def uidnext(self) -> int: ...
+    @property
+    def messages(self) -> list[Message]: ...  # UID order; read it, change it only through the methods
+    @property
+    def recent_uids(self) -> set[int]: ...
+    @property
+    def flag_changes(self) -> int: ...
+    @property
+    def highest_modseq(self) -> int: ...
+    @property
+    def expunged(self) -> dict[int, int]: ...  # expunged UID -> the mod-sequence of its expunge (QRESYNC)
+    def append(self, data: bytes, flags: Iterable[str] = (), internal_date: datetime | None = None) -> Message: ...
+    def by_uid(self, uid: int) -> Message | None: ...
+    def expunge(self, uids: Iterable[int]) -> list[int]: ...
+    def set_flags(self, message: Message, flags: Iterable[str]) -> None: ...
+    def claim_recent(self) -> set[int]: ...
+    def watch(self, watcher: Watcher) -> Callable[[], None]: ...
+    def changed(self) -> None: ...
+
+
+class AccountInterface(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def password(self) -> str: ...
+    @property
+    def addresses(self) -> tuple[str, ...]: ...
+    @property
+    def mailboxes(self) -> Mapping[str, MailboxInterface]: ...
+    @property
+    def subscriptions(self) -> set[str]: ...  # names; IMAP SUBSCRIBE changes the set itself
+    @property
+    def inbox(self) -> MailboxInterface: ...
+    def normalise(self, name: str) -> str: ...
+    def mailbox(self, name: str) -> MailboxInterface | None: ...
+    def create(self, name: str) -> MailboxInterface: ...
+    def delete(self, name: str) -> None: ...
+    def rename(self, old: str, new: str) -> None: ...
+
+
+# Told of every message the store takes in through deliver() or add_message(), after it is in
+# its mailbox: how the HTTP API's long poll wakes without polling. Plain callables, so the store
+# stays free of asyncio; hooks run synchronously on the store's loop and must not block.
+ArrivalHook = Callable[[AccountInterface, MailboxInterface, Message], None]
+
+
+class StoreInterface(Protocol):
+    @property
+    def accounts(self) -> Mapping[str, AccountInterface]: ...
+    @property
+    def local_domains(self) -> set[str]: ...
+    @property
+    def catch_all(self) -> str | None: ...
+    @property
+    def captured(self) -> list[CapturedMessage]: ...
+    @property
+    def arrival_hooks(self) -> list[ArrivalHook]: ...
+    @property
+    def durable(self) -> bool: ...  # whether flush() has anything to do
+    def authenticate(self, name: str, password: str) -> AccountInterface | None: ...
+    def credentials(self, name: str) -> tuple[str, str] | None: ...  # (account, password), for CRAM/SCRAM
+    def is_local_domain(self, domain: str) -> bool: ...
+    def recipient(self, address: str) -> AccountInterface | None: ...
+    def deliver(self, accounts: Iterable[AccountInterface], data: bytes) -> None: ...
+    def add_message(self, account: AccountInterface, mailbox: MailboxInterface, data: bytes,
+                    flags: Iterable[str] = (), internal_date: datetime | None = None) -> Message: ...
+    def capture(self, sender_account: str, mail_from: str, recipients: Iterable[str], data: bytes) -> None: ...
+    def lock_maildrop(self, name: str) -> bool: ...
+    def unlock_maildrop(self, name: str) -> None: ...
+    async def flush(self) -> None:
+        """Return once every change made so far is on stable storage. Await it before telling a
+        client a change is done (SMTP's 250 after DATA, IMAP's OK, POP3's QUIT)."""
+        ...
+
+
+# --- the in-memory implementation --------------------------------------------------------------
+
+
 class Mailbox:
     """An ordered list of messages with UIDs, and the watchers to tell when it changes.
 
@@ -66,10 +166,11 @@ class Mailbox:
     wake its connection up, and computes what changed by comparing with its own view.
     """
 
-    def __init__(self, name: str, special_use: str | None = None) -> None:
+    def __init__(self, name: str, special_use: str | None = None, uidvalidity: int | None = None) -> None:
         self.name = name
         self.special_use = special_use
-        self.uidvalidity = next(_uidvalidity_counter)
+        # A durable store passes one kept from before; in memory each mailbox object gets a new one.
+        self.uidvalidity = next(_uidvalidity_counter) if uidvalidity is None else uidvalidity
         self.uidnext = 1
         self.messages: list[Message] = []
         self.recent_uids: set[int] = set()
@@ -151,13 +252,17 @@ class Account:
         self.name = name
         self.password = password
         self.addresses = tuple(a.lower() for a in addresses)
-        self.mailboxes: dict[str, Mailbox] = {INBOX: Mailbox(INBOX)}
+        self.mailboxes: dict[str, Mailbox] = {INBOX: self._new_mailbox(INBOX)}
         for mailbox_name, use in SPECIAL_USE_MAILBOXES.items():
-            self.mailboxes[mailbox_name] = Mailbox(mailbox_name, use)
+            self.mailboxes[mailbox_name] = self._new_mailbox(mailbox_name, use)
         # Names, not mailboxes: a subscription outlives its mailbox (RFC 3501 6.3.9: the server
         # must not remove it unilaterally; LIST-EXTENDED shows it as \NonExistent). The built-in
         # mailboxes start subscribed; created ones do not (RFC 3501 6.3.3 and 6.3.6 are apart).
         self.subscriptions: set[str] = set(self.mailboxes)
+
+    def _new_mailbox(self, name: str, special_use: str | None = None) -> Mailbox:
+        """Every mailbox this account makes is made here (the disk store makes its own kind)."""
+        return Mailbox(name, special_use)
 
     @property
     def inbox(self) -> Mailbox:
@@ -179,8 +284,9 @@ class Account:
         parts = name.split(HIERARCHY_DELIMITER)
         for depth in range(1, len(parts)):
             parent = HIERARCHY_DELIMITER.join(parts[:depth])
-            self.mailboxes.setdefault(parent, Mailbox(parent))
-        mailbox = self.mailboxes[name] = Mailbox(name)
+            if parent not in self.mailboxes:
+                self.mailboxes[parent] = self._new_mailbox(parent)
+        mailbox = self.mailboxes[name] = self._new_mailbox(name)
         return mailbox
 
     def delete(self, name: str) -> None:
@@ -223,13 +329,8 @@ class Account:
         parts = new.split(HIERARCHY_DELIMITER)
         for depth in range(1, len(parts)):
             parent = HIERARCHY_DELIMITER.join(parts[:depth])
-            self.mailboxes.setdefault(parent, Mailbox(parent))
-
-
-# Told of every message the store takes in through deliver() or add_message(), after it is in
-# its mailbox: how the HTTP API's long poll wakes without polling. Plain callables, so the store
-# stays free of asyncio; hooks run synchronously on the store's loop and must not block.
-ArrivalHook = Callable[[Account, Mailbox, Message], None]
+            if parent not in self.mailboxes:
+                self.mailboxes[parent] = self._new_mailbox(parent)
 
 
 @dataclass(frozen=True)
@@ -254,8 +355,16 @@ class Store:
         self.arrival_hooks: list[ArrivalHook] = []
         self.accept_any = False  # [auth] accept_any: any name and password logs in (app tests only)
 
+    durable = False
+
+    async def flush(self) -> None:
+        """Nothing to wait for: memory is all there is."""
+
+    def _new_account(self, name: str, password: str, addresses: Iterable[str]) -> Account:
+        return Account(name, password, addresses)
+
     def add_account(self, name: str, password: str, addresses: Iterable[str]) -> Account:
-        account = Account(name, password, addresses)
+        account = self._new_account(name, password, addresses)
         self.accounts[name] = account
         for address in account.addresses:
             self._by_address[address] = account
@@ -295,19 +404,19 @@ class Store:
             account = self.accounts.get(self.catch_all)
         return account
 
-    def deliver(self, accounts: Iterable[Account], data: bytes) -> None:
+    def deliver(self, accounts: Iterable[AccountInterface], data: bytes) -> None:
         """Append the same bytes to each account's INBOX (once per account)."""
         for account in dict.fromkeys(accounts):
             self._arrived(account, account.inbox, account.inbox.append(data))
 
-    def add_message(self, account: Account, mailbox: Mailbox, data: bytes, flags: Iterable[str] = (),
+    def add_message(self, account: AccountInterface, mailbox: MailboxInterface, data: bytes, flags: Iterable[str] = (),
                     internal_date: datetime | None = None) -> Message:
         """Put a message straight into a mailbox (seeding), telling the arrival hooks like delivery does."""
         message = mailbox.append(data, flags, internal_date)
         self._arrived(account, mailbox, message)
         return message
 
-    def _arrived(self, account: Account, mailbox: Mailbox, message: Message) -> None:
+    def _arrived(self, account: AccountInterface, mailbox: MailboxInterface, message: Message) -> None:
         for hook in list(self.arrival_hooks):
             hook(account, mailbox, message)
 
@@ -325,3 +434,7 @@ class Store:
 
     def unlock_maildrop(self, name: str) -> None:
         self._locked_maildrops.discard(name)
+
+
+if TYPE_CHECKING:  # the memory implementation is one (mypy checks it here)
+    _memory: StoreInterface = Store()

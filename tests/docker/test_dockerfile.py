@@ -38,7 +38,7 @@ def test_runs_the_readiness_check_as_a_non_root_user() -> None:
     assert instructions("HEALTHCHECK")[0].endswith('CMD ["mailmodes", "check"]')
     assert json.loads(instructions("ENTRYPOINT")[0]) == ["mailmodes"]
     assert json.loads(instructions("CMD")[0]) == ["serve"]
-    assert instructions("VOLUME") == ['["/certs"]']
+    assert instructions("VOLUME") == ['["/certs"]', '["/data"]']
     env = instructions("ENV")[0]
     assert "MAILMODES_HOST=0.0.0.0" in env and "MAILMODES_CERTS_DIR=/certs" in env
 

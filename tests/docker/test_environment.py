@@ -145,3 +145,11 @@ def test_certs_go_to_the_volume_named_by_the_environment(environment: dict[str, 
         f"CA certificate {volume / 'ca.pem'}",
         f"server certificate {volume / 'server.pem'} (key {volume / 'server.key'}) for mx.docker.test",
     ]
+
+
+def test_the_store_path_variable_keeps_mail_in_the_volume(tmp_path: Path) -> None:
+    from mailmodes.cli import _config_with_environment
+
+    config = _config_with_environment(None, {"MAILMODES_STORE_PATH": str(tmp_path / "data")})
+    assert config.store.path == tmp_path / "data"
+    assert _config_with_environment(None, {"MAILMODES_HOSTNAME": "mx.docker.test"}).store.path is None

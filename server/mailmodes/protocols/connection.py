@@ -84,8 +84,12 @@ class LineServer:
         misbehaviour: Misbehaviour,
         tls: ListenerTls,
         auth_failures: AuthFailures | None = None,
+        commit: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.listener = listener
+        # A durable store's flush: awaited before anything is written to the client, so that no
+        # OK for an APPEND, STORE, EXPUNGE or POP3 QUIT goes out before the change is on disk.
+        self.commit = commit
         self.session_factory = session_factory
         self.tls_context = tls_context
         self.too_many = too_many
@@ -271,6 +275,8 @@ class _ClientConnection:
     async def send(self, outputs: list[Output]) -> bool:
         """Carry out the outputs in order; True when the connection is to be closed."""
         pending = list(outputs)
+        if pending and self.server.commit is not None:
+            await self.server.commit()
         delay = self.server.misbehaviour.delay
         while pending:
             item = pending.pop(0)

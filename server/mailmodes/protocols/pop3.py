@@ -42,7 +42,7 @@ from mailmodes.protocols.events import (
 )
 from mailmodes.protocols.sasl import CHALLENGE_RESPONSE, Challenge, CramMd5, ScramSha256, exchange
 from mailmodes.scenarios.misbehaviour import StartTlsPlan
-from mailmodes.store import Account, Mailbox, Message, Store
+from mailmodes.store import AccountInterface, MailboxInterface, Message, StoreInterface
 
 CRLF = b"\r\n"
 # RFC 5034 section 4: the 255-octet limit of RFC 2449 binds the AUTH command line itself; a SASL
@@ -243,8 +243,8 @@ class Maildrop:
     next login. Deletions are only marks until QUIT.
     """
 
-    account: Account
-    mailbox: Mailbox
+    account: AccountInterface
+    mailbox: MailboxInterface
     messages: list[Message]
     deleted: set[int]
 
@@ -264,7 +264,8 @@ TRANSACTION = frozenset({State.TRANSACTION})
 class Pop3Session:
     """One POP3 connection, driven by net.LineServer through the LineSession protocol."""
 
-    def __init__(self, connection: Connection, store: Store, hostname: str, *, apop: bool | None = None) -> None:
+    def __init__(self, connection: Connection, store: StoreInterface, hostname: str, *,
+                 apop: bool | None = None) -> None:
         self.connection = connection
         self.security = connection.security
         self.store = store
@@ -453,7 +454,8 @@ class Pop3Session:
             spans = ((secret, len(line), SECRET),) if secret is not None else ()
         self.notes.note(Heard(line, verb, spans))
 
-    def _attempt(self, command: str, user: str | None, secret_sent: bool, account: Account | None = None) -> None:
+    def _attempt(self, command: str, user: str | None, secret_sent: bool,
+                 account: AccountInterface | None = None) -> None:
         """Credentials offered with `command` and decided: logged in as `account`, or refused."""
         name = account.name if account is not None else user
         self.notes.note(LoginAttempt(command, name, secret_sent, accepted=account is not None))
@@ -688,21 +690,21 @@ class Pop3Session:
             return [AUTH_FAILED]
         return self._logged_in(command, account)
 
-    def _logged_in(self, command: str, account: Account) -> list[Output]:
+    def _logged_in(self, command: str, account: AccountInterface) -> list[Output]:
         """The credentials were right; the login counts once the maildrop is open (not IN-USE)."""
         replies = self._open_maildrop(account)
         opened = self.state is State.TRANSACTION
         self._attempt(command, account.name, secret_sent=True, account=account if opened else None)
         return replies
 
-    def _find_account(self, name: str) -> Account | None:
+    def _find_account(self, name: str) -> AccountInterface | None:
         account = self.store.accounts.get(name)
         if account is None:
             wanted = name.lower()
             account = next((a for a in self.store.accounts.values() if wanted in a.addresses), None)
         return account
 
-    def _open_maildrop(self, account: Account) -> list[Output]:
+    def _open_maildrop(self, account: AccountInterface) -> list[Output]:
         """RFC 1939 section 4: lock the maildrop, fix the message list, enter TRANSACTION."""
         if not self.store.lock_maildrop(account.name):
             # RFC 2449 section 8.1 [IN-USE]; RFC 1939 section 4: the session stays in

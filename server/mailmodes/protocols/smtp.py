@@ -18,7 +18,7 @@ from mailmodes.protocols.guards import AuthFailures, ClientSlots
 from mailmodes.protocols.smtp_adapter import Accepted, MailmodesSMTP
 from mailmodes.record.journal import Journal
 from mailmodes.scenarios.misbehaviour import Misbehaviour
-from mailmodes.store import Account, Store
+from mailmodes.store import AccountInterface, StoreInterface
 from mailmodes.tls.handshake import HandshakeWatch, handshake_timeout
 from mailmodes.tls.policy import ListenerTls
 
@@ -32,7 +32,7 @@ class DeliveryHandler:
 
     Stateless: one per listener, shared by its connections."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: StoreInterface) -> None:
         self.store = store
 
     @functools.cached_property
@@ -41,7 +41,7 @@ class DeliveryHandler:
         once here and shared."""
         return {name.removeprefix("handle_"): getattr(self, name) for name in dir(self) if name.startswith("handle_")}
 
-    def local_recipient(self, address: str) -> Account | None:
+    def local_recipient(self, address: str) -> AccountInterface | None:
         """The account that receives mail for `address`. RFC 5321 section 4.5.1: every server
         takes mail for "postmaster", bare or at any local domain; without such an address that is
         the catch-all, else the first configured user."""
@@ -53,7 +53,7 @@ class DeliveryHandler:
             return self._postmaster()
         return None
 
-    def _postmaster(self) -> Account | None:
+    def _postmaster(self) -> AccountInterface | None:
         accounts = self.store.accounts.values()
         named = next((a for a in accounts if any(x.startswith(POSTMASTER + "@") for x in a.addresses)), None)
         return named or self.store.accounts.get(self.store.catch_all or "") or next(iter(accounts), None)
@@ -81,7 +81,7 @@ class DeliveryHandler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         data = envelope.original_content or b""
-        local: list[Account] = []
+        local: list[AccountInterface] = []
         outbound: list[str] = []
         for address in envelope.rcpt_tos:
             account = self.local_recipient(address)
@@ -94,6 +94,10 @@ class DeliveryHandler:
             login = getattr(session.auth_data, "login", b"") or b""
             sender = login.decode(errors="replace")
             self.store.capture(sender, envelope.mail_from or "", outbound, data)
+        try:
+            await self.store.flush()  # a durable store: on disk before the 250
+        except OSError:
+            return "451 4.3.0 Mail not stored: the server cannot write to its store"
         return "250 2.0.0 OK: message accepted"
 
 
@@ -116,7 +120,7 @@ class ScenarioDeliveryHandler(DeliveryHandler):
 
 
 class Authenticator:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: StoreInterface) -> None:
         self.store = store
 
     def __call__(self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any) -> AuthResult:
@@ -178,7 +182,7 @@ class SmtpListener:
     """The protocol factory of one SMTP listener (pass it to loop.create_server), which can also
     end every connection it made."""
 
-    def __init__(self, listener: Listener, store: Store, hostname: str, tls_context: ssl.SSLContext | None,
+    def __init__(self, listener: Listener, store: StoreInterface, hostname: str, tls_context: ssl.SSLContext | None,
                  journal: Journal, misbehaviour: Misbehaviour, tls: ListenerTls,
                  auth_failures: AuthFailures | None = None) -> None:
         self.listener, self.hostname, self.tls_context, self.journal = listener, hostname, tls_context, journal

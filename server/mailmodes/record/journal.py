@@ -3,7 +3,8 @@
 Each connection gets a `SessionRecord`. The I/O layers feed it the bytes on the wire through a
 `Recorder` (transcript.py masks secrets and notes what the client did); when the connection ends,
 `Journal.finish` derives the verdicts and keeps the record (the last N only; appended as one JSON
-line to a file when configured).
+line to a file when configured). With `restore` (a durable store) that file is also read back at
+start, so the session list survives a restart.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import heapq
 import itertools
 import json
+import logging
+import os
 import threading
 import time
 from collections import deque
@@ -24,6 +27,8 @@ from mailmodes.config import Listener
 from mailmodes.probe.marks import is_probe_session
 from mailmodes.record.verdicts import History, evaluate
 from mailmodes.scenarios.catalogue import SCENARIOS
+
+log = logging.getLogger(__name__)
 
 # Probe sessions (our own `check`, `explain`, the dashboard's Run) are kept apart, this many at
 # most, so that a health check every 30 s never pushes a client's session out of the journal.
@@ -143,6 +148,27 @@ class SessionRecord:
         }
 
 
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> SessionRecord:
+        """A record read back from its public form (a journal file line). What only the verdicts
+        needed (credentials, canaries ...) is not in that form; the verdicts themselves are."""
+        client = str(value["client"])
+        return cls(
+            id=int(value["id"]), listener=value["listener"], protocol=value["protocol"], tls_mode=value["tls_mode"],
+            scenario=value["scenario"], client=client, client_host=client.rpartition(":")[0].strip("[]"),
+            started=datetime.fromisoformat(value["started"]).timestamp(),
+            ended=datetime.fromisoformat(value["ended"]).timestamp() if value["ended"] else None,
+            tls_version=value["tls_version"], cipher=value["cipher"], sni=value["sni"], starttls=value["starttls"],
+            starttls_attempted=value["starttls_attempted"], tls_alert=value["tls_alert"],
+            tls_handshake=value["tls_handshake"], asked_certificate_status=value.get("asked_certificate_status"),
+            user=value["user"], probe=value["probe"], scope=value["scope"],
+            logins=[(login["command"], login["user"], login["tls"], login["accepted"]) for login in value["logins"]],
+            verdicts=[Verdict(verdict["code"], verdict["detail"]) for verdict in value["verdict_details"]],
+            lines=[(line["at"], line["sender"], line["tls"], line["text"]) for line in value["transcript"]],
+            transcript_truncated=value["transcript_truncated"], envelopes=list(value.get("envelopes", [])),
+        )
+
+
 def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="milliseconds")
 
@@ -153,7 +179,7 @@ class Journal:
     server), which is what lets `fallback` tie one session to another."""
 
     def __init__(self, max_sessions: int = 1000, max_transcript_lines: int = 500, path: Path | None = None,
-                 *, enabled: bool = True, one_client: bool = False) -> None:
+                 *, enabled: bool = True, one_client: bool = False, restore: bool = False) -> None:
         self.enabled = enabled
         self.max_transcript_lines = max_transcript_lines
         self.path = path
@@ -167,6 +193,42 @@ class Journal:
         self._history = History()
         # Told of each finished session, with its verdicts (`serve -v` prints a line); on the server's loop.
         self.finished_hooks: list[Callable[[SessionRecord], None]] = []
+        self.restore = restore and path is not None
+        if self.restore:
+            self._restore()
+
+    def _restore(self) -> None:
+        """The sessions of the journal file, as a restart finds them: the last max_sessions kept
+        (and the file cut down to them once it holds twice as many). A line a kill cut short is
+        skipped. New sessions are numbered after the last one read."""
+        assert self.path is not None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return
+        lines = data.splitlines()
+        records = []
+        for line in lines:
+            try:
+                records.append(SessionRecord.from_json(json.loads(line)))
+            except (ValueError, KeyError, TypeError):
+                log.warning("journal: %s: a line that is no session record is skipped", self.path)
+        for record in records:
+            (self._probes if record.probe else self._finished).append(record)
+        self._ids = itertools.count(max((record.id for record in records), default=0) + 1)
+        kept = [*self._finished, *self._probes]
+        if len(lines) > 2 * len(kept) or (data and not data.endswith(b"\n")):
+            self._rewrite(sorted(kept, key=lambda record: record.ended or 0.0))
+
+    def _rewrite(self, records: list[SessionRecord]) -> None:
+        assert self.path is not None
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        with temporary.open("w", encoding="utf-8") as file:
+            file.writelines(json.dumps(record.to_json()) + "\n" for record in records)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, self.path)
 
     def open(self, listener: Listener, peer: tuple[Any, ...], started: float | None = None) -> SessionRecord:
         """A record for a new connection (`started`: when it was accepted, if earlier than now)."""
@@ -252,3 +314,5 @@ class Journal:
             self._finished.clear()
             self._probes.clear()
             self._history.clear()
+            if self.restore:  # kept sessions are cleared too, or a restart would bring them back
+                self._rewrite([])

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from mailmodes.config import Config, ConfigError, Listener
 from mailmodes.seed import check_flags, crlf, target_mailbox
-from mailmodes.store import Account, Mailbox, Message, Store
+from mailmodes.store import AccountInterface, MailboxInterface, Message, StoreInterface
 from mailmodes.web.views import BadQuery, listener_view, message_summary, parse_bool, parse_int, parse_time
 
 MAX_WAIT_SECONDS = 300.0  # the longest ?wait= a request may ask for (CI jobs have their own timeouts)
@@ -36,7 +36,7 @@ class Controllable(Protocol):
     @property
     def config(self) -> Config: ...
     @property
-    def store(self) -> Store: ...
+    def store(self) -> StoreInterface: ...
     def set_scenario(self, name: str, scenario: str | None, chaos: Mapping[str, Any] | None = None) -> Listener: ...
     def reset(self) -> dict[str, Any]: ...
 
@@ -98,7 +98,7 @@ class MessageQuery:
         return (has(self.subject, "subject") and has(self.sender, "from") and has(self.recipient, "to", "cc")
                 and (self.since is None or message.internal_date.timestamp() >= self.since))
 
-    def select(self, user: str, account: Account) -> list[dict[str, Any]]:
+    def select(self, user: str, account: AccountInterface) -> list[dict[str, Any]]:
         boxes = list(account.mailboxes.values())
         if self.mailbox is not None:
             box = account.mailbox(self.mailbox)
@@ -112,7 +112,7 @@ class MessageQuery:
         return found
 
 
-def _raw_url(user: str, box: Mailbox, message: Message) -> str:
+def _raw_url(user: str, box: MailboxInterface, message: Message) -> str:
     return f"/api/messages/{quote(user, safe='')}/{quote(box.name, safe='')}/{message.uid}/raw"
 
 
@@ -131,7 +131,7 @@ class ControlRoutes:
             ("POST", "/api/reset", self.reset),
         ]
 
-    def _account(self, user: str) -> Account:
+    def _account(self, user: str) -> AccountInterface:
         account = self.server.store.accounts.get(user)
         if account is None:
             raise refused(404, f"no user {user!r}")
@@ -202,6 +202,7 @@ class ControlRoutes:
         if box is None:
             raise refused(404, f"user {user!r} has no mailbox {name!r} (add create=true to make it)")
         message = self.server.store.add_message(account, box, crlf(data), flags, internal_date)
+        await self.server.store.flush()  # a durable store: on disk before the 201
         summary = {"user": user, **message_summary(box, message), "raw_url": _raw_url(user, box, message)}
         response = self.respond(summary, 201)
         response.headers["Location"] = summary["raw_url"].removesuffix("/raw")
@@ -230,7 +231,9 @@ class ControlRoutes:
         return self.respond(listener_view(listener, server.config, self.ports()), 200)
 
     async def reset(self, request: web.Request) -> web.Response:
-        return self.respond(self.server.reset(), 200)
+        result = self.server.reset()
+        await self.server.store.flush()
+        return self.respond(result, 200)
 
 
 async def _first(event: asyncio.Event, closing: asyncio.Event, timeout: float) -> None:

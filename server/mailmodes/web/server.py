@@ -32,7 +32,7 @@ from mailmodes.protocols import PROTOCOLS
 from mailmodes.record.journal import Journal
 from mailmodes.record.report import render
 from mailmodes.record.verdicts import REGISTRY, SEVERITIES
-from mailmodes.store import Store
+from mailmodes.store import StoreInterface
 from mailmodes.tls.policy import TlsMode
 from mailmodes.web.control import Controllable, ControlRoutes
 from mailmodes.web.openapi import openapi_document
@@ -148,7 +148,7 @@ class MailState(Protocol):
     @property
     def config(self) -> Config: ...
     @property
-    def store(self) -> Store: ...
+    def store(self) -> StoreInterface: ...
     @property
     def journal(self) -> Journal: ...
     @property
@@ -553,15 +553,20 @@ class HttpServer:
         store = self.server.store
         captured = len(store.captured)
         store.captured.clear()
-        return json_response({"deleted": delete_messages(store), "captured_deleted": captured})
+        deleted = delete_messages(store)
+        await store.flush()  # a durable store: gone from disk before the answer says so
+        return json_response({"deleted": deleted, "captured_deleted": captured})
 
     async def delete_user_messages(self, request: web.Request) -> web.Response:
-        return json_response({"deleted": delete_messages(self.server.store, self._account_name(request))})
+        deleted = delete_messages(self.server.store, self._account_name(request))
+        await self.server.store.flush()
+        return json_response({"deleted": deleted})
 
     async def delete_mailbox_messages(self, request: web.Request) -> web.Response:
         mailbox = self._mailbox(request)
-        return json_response({"deleted": delete_messages(self.server.store, request.match_info["user"],
-                                                         mailbox.name)})
+        deleted = delete_messages(self.server.store, request.match_info["user"], mailbox.name)
+        await self.server.store.flush()
+        return json_response({"deleted": deleted})
 
     # --- captured outbound mail ---------------------------------------------------------------
 
@@ -588,6 +593,7 @@ class HttpServer:
         captured = self.server.store.captured
         count = len(captured)
         captured.clear()
+        await self.server.store.flush()
         return json_response({"deleted": count})
 
 

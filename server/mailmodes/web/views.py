@@ -20,7 +20,7 @@ from urllib.parse import quote, unquote
 from mailmodes.config import Config, Listener, chaos_table
 from mailmodes.record.journal import Journal, SessionRecord
 from mailmodes.record.report import FORMATS, ReportCard, build
-from mailmodes.store import CapturedMessage, Mailbox, Message, Store
+from mailmodes.store import CapturedMessage, Mailbox, MailboxInterface, Message, Store, StoreInterface
 
 # The headers a list of messages shows (decoded from RFC 2047 encoded-words).
 SUMMARY_HEADERS = ("From", "To", "Cc", "Subject", "Date", "Message-ID")
@@ -247,7 +247,7 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def message_summary(mailbox: Mailbox, message: Message) -> dict[str, Any]:
+def message_summary(mailbox: MailboxInterface, message: Message) -> dict[str, Any]:
     parsed = message.derived("api-headers", lambda data: _parse(data, headers_only=True))
     return {
         "mailbox": mailbox.name,
@@ -325,12 +325,12 @@ def mailbox_segment(name: str) -> str:
     return quote(name.encode("utf-8", "surrogateescape"), safe="")
 
 
-def find_mailbox(store: Store, user: str, mailbox: str) -> Mailbox | None:
+def find_mailbox(store: StoreInterface, user: str, mailbox: str) -> MailboxInterface | None:
     account = store.accounts.get(user)
     return None if account is None else account.mailbox(mailbox)
 
 
-def overview(store: Store) -> dict[str, Any]:
+def overview(store: StoreInterface) -> dict[str, Any]:
     users = []
     for name, account in store.accounts.items():
         mailboxes = [
@@ -342,12 +342,12 @@ def overview(store: Store) -> dict[str, Any]:
     return {"users": users, "captured": len(store.captured)}
 
 
-def user_messages(store: Store, user: str) -> list[dict[str, Any]]:
+def user_messages(store: StoreInterface, user: str) -> list[dict[str, Any]]:
     account = store.accounts[user]
     return [message_summary(box, message) for box in account.mailboxes.values() for message in box.messages]
 
 
-def delete_messages(store: Store, user: str | None = None, mailbox: str | None = None) -> int:
+def delete_messages(store: StoreInterface, user: str | None = None, mailbox: str | None = None) -> int:
     """Expunge messages (all, one user's, or one mailbox's); IMAP sessions see EXPUNGE as usual."""
     deleted = 0
     for name, account in store.accounts.items():
@@ -371,7 +371,7 @@ def captured_summary(index: int, captured: CapturedMessage) -> dict[str, Any]:
     }
 
 
-def captured_list(store: Store) -> list[dict[str, Any]]:
+def captured_list(store: StoreInterface) -> list[dict[str, Any]]:
     # ids count from 1 in arrival order; they restart after DELETE /api/captured
     return [captured_summary(index, message) for index, message in enumerate(store.captured, 1)]
 
@@ -390,7 +390,7 @@ def sessions_version(journal: Journal) -> tuple[int, ...]:
     return tuple(version)
 
 
-def messages_version(store: Store) -> tuple[int, ...]:
+def messages_version(store: StoreInterface) -> tuple[int, ...]:
     version = [len(store.captured)]
     for account in store.accounts.values():
         for box in account.mailboxes.values():

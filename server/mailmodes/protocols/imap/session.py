@@ -20,7 +20,7 @@ import bisect
 import enum
 import logging
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from urllib.parse import unquote_to_bytes
@@ -93,11 +93,11 @@ from mailmodes.scenarios.misbehaviour import StartTlsPlan
 from mailmodes.store import (
     HIERARCHY_DELIMITER,
     INBOX,
-    Account,
-    Mailbox,
+    AccountInterface,
     MailboxError,
+    MailboxInterface,
     Message,
-    Store,
+    StoreInterface,
 )
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ MAX_SEARCH_UPDATES = 10
 class View:
     """The selected mailbox as this client knows it (RFC 3501 5.2: numbers change only when told)."""
 
-    mailbox: Mailbox
+    mailbox: MailboxInterface
     readonly: bool
     messages: list[Message]  # index + 1 is the sequence number
     flags: dict[int, frozenset[str]]  # UID -> the flags this client was last told
@@ -194,7 +194,7 @@ class _Pending:
 class ImapSession:
     """One IMAP connection. Implements net.LineSession."""
 
-    def __init__(self, connection: Connection, store: Store, hostname: str) -> None:
+    def __init__(self, connection: Connection, store: StoreInterface, hostname: str) -> None:
         self.connection = connection
         self.security = connection.security
         self.limits = connection.listener.limits
@@ -202,7 +202,7 @@ class ImapSession:
         self.hostname = hostname
         self.framer = Framer(self.limits.max_line_length)
         self.state = State.NOT_AUTHENTICATED
-        self.account: Account | None = None
+        self.account: AccountInterface | None = None
         self.view: View | None = None
         self.bad_commands = 0  # BAD responses on this connection, like SMTP's and POP3's budgets
         self.auth_failures = 0
@@ -217,7 +217,7 @@ class ImapSession:
         self._pending = _Pending()
         self._command_start = 0  # where the current command's output starts in _pending.chunks
         # \Recent stays with the session that claimed it (RFC 3501 2.3.2), across re-SELECTs.
-        self._claimed_recent: dict[Mailbox, set[int]] = {}
+        self._claimed_recent: dict[MailboxInterface, set[int]] = {}
         # The listener's scenario. Without one every hook answers "known-good", and the hot path
         # (each command) checks one attribute: the chaos stages, empty.
         self.misbehaviour = connection.misbehaviour
@@ -578,7 +578,7 @@ class ImapSession:
         self._login_decided("LOGIN", user, account)
         return self._logged_in(account)
 
-    def _logged_in(self, account: Account | None) -> Reply:
+    def _logged_in(self, account: AccountInterface | None) -> Reply:
         self._login_answered(failed=account is None)
         if account is None:
             return "NO", AUTH_FAILED
@@ -713,7 +713,7 @@ class ImapSession:
 
     # --- What the journal is told (events.py) -------------------------------------------------
 
-    def _login_decided(self, command: str, tried: str, account: Account | None) -> None:
+    def _login_decided(self, command: str, tried: str, account: AccountInterface | None) -> None:
         """The store answered: logged in as `account` (its own name), or refused `tried`."""
         user = tried if account is None else account.name
         self.notes.note(LoginAttempt(command, user, secret_sent=True, accepted=account is not None))
@@ -760,7 +760,7 @@ class ImapSession:
 
     # --- Authenticated ----------------------------------------------------------------------
 
-    def _account(self) -> Account:
+    def _account(self) -> AccountInterface:
         assert self.account is not None
         return self.account
 
@@ -984,7 +984,7 @@ class ImapSession:
         self._status_response(mailbox, args.items)
         return "OK", "STATUS completed"
 
-    def _status_response(self, mailbox: Mailbox, wanted: tuple[str, ...]) -> None:
+    def _status_response(self, mailbox: MailboxInterface, wanted: tuple[str, ...]) -> None:
         view = self.view
         recent = len(view.recent) if view is not None and view.mailbox is mailbox else len(mailbox.recent_uids)
         values = {
@@ -1648,7 +1648,7 @@ def _chaos_line(reply: str, tag: str) -> bytes:
 
 
 def _lsub_entries(
-    mailboxes: dict[str, Mailbox], subscriptions: set[str], matches: Callable[[str], bool]
+    mailboxes: Mapping[str, MailboxInterface], subscriptions: set[str], matches: Callable[[str], bool]
 ) -> list[tuple[str, str]]:
     """LSUB results: the matching subscriptions, also of mailboxes deleted since (RFC 3501
     6.3.9). When "%" hides a subscribed name, its unsubscribed parent that matches is listed
