@@ -298,10 +298,10 @@ def test_explain_with_a_real_client_side_by_side_text(matrix: ThreadedMailServer
     at = text.index(f"imap-starttls-required: imap on 127.0.0.1:{matrix.port('imap-starttls-required')} "
                     "(configured starttls-required)")
     assert text[at + 10:at + 13] == [
-        f"  no TLS                 model: {REFUSED}",
+        f"  no TLS                 model:  {REFUSED}",
         "                         python: refused, but the password had already gone in the clear  ≠ differs "
         "from the model",
-        "                           imaplib.IMAP4(host, port): imaplib.IMAP4.error: b'[PRIVACYREQUIRED] Plaintext "
+        "                                 imaplib.IMAP4(host, port): imaplib.IMAP4.error: b'[PRIVACYREQUIRED] Plaintext "
         "authentication disallowed on non-secure connections' (last sent: a LOGIN)",
     ]
 

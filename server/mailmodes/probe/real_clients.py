@@ -469,17 +469,18 @@ def format_side_by_side(model: Table, real: Table, name: str) -> str:
     """Per listener and setting: the model client's outcome, the real client's, and its reason."""
     lines = [f"Each cell: the model client (mailmodes explain), then {name} as it really behaved."]
     width = max(len(s.title) for s in model.settings)
+    label = max(len("model"), len(name)) + 1  # "model:" and "curl:" line up, whatever the client's name
     for target in model.targets:
         lines += ["", f"{target.name}: {target.protocol} on {target.host}:{target.port}"
                   + (f" (configured {target.mode})" if target.mode else "")]
         for info in model.settings:
             expected = model.cell(target.name, info.setting)
             found = _found(real, target, info.setting)
-            lines.append(f"  {info.title:<{width}}  model: {expected.text}")
+            lines.append(f"  {info.title:<{width}}  {'model:':<{label}} {expected.text}")
             if found is None:
-                lines.append(f"  {'':<{width}}  {name}: — ({_missing_why(name, target)})")
+                lines.append(f"  {'':<{width}}  {name + ':':<{label}} — ({_missing_why(name, target)})")
                 continue
             differs = "  ≠ differs from the model" if found.outcome is not expected.outcome else ""
-            lines.append(f"  {'':<{width}}  {name}: {found.text}{differs}")
-            lines.append(f"  {'':<{width}}    {found.reason}")
+            lines.append(f"  {'':<{width}}  {name + ':':<{label}} {found.text}{differs}")
+            lines.append(f"  {'':<{width}}  {'':<{label}} {found.reason}")
     return "\n".join(lines)
