@@ -175,3 +175,13 @@ def test_health_checks_are_marked_and_never_push_a_client_session_out(tmp_path: 
     assert len(probes) == 6 and all(s.probe for s in probes)
     assert {s.sni for s in probes if s.listener == "imaps"} == {"probe.mailmodes.invalid"}
     assert running.journal.sessions(verdict="credentials-in-clear") == [client]
+
+
+def test_long_listener_names_keep_the_columns_aligned() -> None:
+    from mailmodes.probe.check import ListenerHealth, report
+
+    results = [ListenerHealth("submission", "smtp", "starttls-required", "127.0.0.1", 587, True, "220 ready"),
+               ListenerHealth("imap-starttls-required-scenario-x", "imap", "implicit", "127.0.0.1", 993, True, "* OK")]
+    lines, status = report(results)
+    assert status == 0
+    assert len({line.index(" smtp ") if " smtp " in line else line.index(" imap ") for line in lines}) == 1, lines

@@ -39,9 +39,10 @@ class ListenerHealth:
     ok: bool
     detail: str      # the greeting, or what went wrong
 
-    def line(self) -> str:
+    def line(self, name_width: int = 22) -> str:
         status = "ok  " if self.ok else "DOWN"
-        return f"{status} {self.name:<22} {self.protocol:<4} {self.host}:{self.port:<5} {self.mode:<17} {self.detail}"
+        return (f"{status} {self.name:<{name_width}} {self.protocol:<4} {self.host}:{self.port:<5} {self.mode:<17} "
+                f"{self.detail}")
 
 
 def _client_context(listener: Listener, ca_file: Path) -> ssl.SSLContext:
@@ -132,6 +133,7 @@ def check(config: Config, host: str | None = None, ca_file: Path | None = None,
 
 def report(results: list[ListenerHealth]) -> tuple[list[str], int]:
     """The lines to print and the exit status: healthy only if there is something and all is up."""
-    lines = [result.line() for result in results] or ["DOWN no listeners configured"]
+    width = max([22, *(len(result.name) for result in results)])  # long listener names keep the columns
+    lines = [result.line(width) for result in results] or ["DOWN no listeners configured"]
     healthy = bool(results) and all(result.ok for result in results)
     return lines, EXIT_HEALTHY if healthy else EXIT_UNHEALTHY
