@@ -377,7 +377,7 @@ class Store:
             if account is None:
                 # No addresses: its name's domain must not become local, or mail to it would stop
                 # being captured.
-                account = self.accounts[name] = Account(name, password, ())
+                account = self.accounts[name] = self._new_account(name, password, ())
             return account
         if account is None or account.password != password:
             return None

@@ -103,3 +103,20 @@ def test_the_session_list_survives_a_restart(serve: Callable[..., ThreadedMailSe
     second.journal.clear()
     second.stop()
     assert serve(*LISTENERS, store=store).journal.sessions() == []
+
+
+def test_an_accept_any_account_keeps_its_mail_across_a_restart(serve: Callable[..., ThreadedMailServer],
+                                                               tmp_path: Path) -> None:
+    """[auth] accept_any makes an account at its first login: with [store] path its mailboxes are
+    on disk like any other's, so an APPEND it was told is done is there when it logs in again."""
+    store = {"path": str(tmp_path / "mail")}
+    first = serve(*LISTENERS, store=store, auth={"accept_any": True})
+    client = imap(first, "zed")
+    assert client.append("INBOX", "", None, b"Subject: kept\r\n\r\nbody\r\n")[0] == "OK"
+    client.logout()
+    first.stop()
+    second = serve(*LISTENERS, store=store, auth={"accept_any": True})
+    client = imap(second, "zed")
+    client.select("INBOX")
+    assert client.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")[1][0][1].strip() == b"Subject: kept"
+    client.logout()
