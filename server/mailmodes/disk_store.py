@@ -356,15 +356,20 @@ class DiskAccount(Account):
         self.path = disk.root / encode_name(name)
         self._stored = disk.read_account(self.path)
         self._held: list[DiskMailbox] | None = None
+        subscriptions = disk.read_json(self.path / ACCOUNT_FILE)
+        self._kept = subscriptions is not None  # an account of an earlier run: its mailboxes are what is on disk
         super().__init__(name, password, addresses)  # INBOX and the special-use mailboxes: see _new_mailbox
         for mailbox_name in list(self._stored):
             self.mailboxes[mailbox_name] = self._new_mailbox(mailbox_name)
-        subscriptions = disk.read_json(self.path / ACCOUNT_FILE)
         if subscriptions is not None:
             self.subscriptions = set(subscriptions["subscriptions"])
         self.written_subscriptions = set(self.subscriptions) if subscriptions is not None else None
         self._stored = {}
         disk.accounts.append(self)
+
+    def _makes_standard(self, name: str) -> bool:
+        # A special-use mailbox the user deleted in an earlier run stays deleted.
+        return not self._kept or name in self._stored
 
     def _new_mailbox(self, name: str, special_use: str | None = None) -> DiskMailbox:
         stored = self._stored.pop(name, None)

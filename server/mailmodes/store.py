@@ -254,11 +254,16 @@ class Account:
         self.addresses = tuple(a.lower() for a in addresses)
         self.mailboxes: dict[str, Mailbox] = {INBOX: self._new_mailbox(INBOX)}
         for mailbox_name, use in SPECIAL_USE_MAILBOXES.items():
-            self.mailboxes[mailbox_name] = self._new_mailbox(mailbox_name, use)
+            if self._makes_standard(mailbox_name):
+                self.mailboxes[mailbox_name] = self._new_mailbox(mailbox_name, use)
         # Names, not mailboxes: a subscription outlives its mailbox (RFC 3501 6.3.9: the server
         # must not remove it unilaterally; LIST-EXTENDED shows it as \NonExistent). The built-in
         # mailboxes start subscribed; created ones do not (RFC 3501 6.3.3 and 6.3.6 are apart).
         self.subscriptions: set[str] = set(self.mailboxes)
+
+    def _makes_standard(self, name: str) -> bool:
+        """Whether a new account starts with this special-use mailbox (a kept one: see the disk store)."""
+        return True
 
     def _new_mailbox(self, name: str, special_use: str | None = None) -> Mailbox:
         """Every mailbox this account makes is made here (the disk store makes its own kind)."""

@@ -205,3 +205,13 @@ def test_a_mailbox_name_that_is_no_utf8_is_kept_across_a_restart(tmp_path: Path)
     assert (tmp_path / "alice" / "x%FFyz" / "cur").is_dir()
     again = open_store(tmp_path)
     assert [len(again.accounts["alice"].mailbox(n).messages) for n in (name, "INBOX")] == [1, 2]
+
+
+def test_a_deleted_special_use_mailbox_stays_deleted_after_a_restart(tmp_path: Path) -> None:
+    store = filled(tmp_path)
+    assert "Trash" in store.accounts["alice"].mailboxes
+    store.accounts["alice"].delete("Trash")
+    asyncio.run(store.flush())
+    again = open_store(tmp_path).accounts["alice"]
+    assert "Trash" not in again.mailboxes and "INBOX" in again.mailboxes and "Sent" in again.mailboxes
+    assert again.mailboxes["Sent"].special_use == "\\Sent"
