@@ -965,7 +965,8 @@ def _lsub(reader: Reader, uid: bool) -> ListArgs:
     return ListArgs(reference, reader.list_mailbox())
 
 
-STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ")
+# DELETED and SIZE: IMAP4rev2 (RFC 9051 6.3.11; SIZE is RFC 8438's STATUS=SIZE).
+STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ", "DELETED", "SIZE")
 
 
 def _status(reader: Reader, uid: bool) -> StatusArgs:

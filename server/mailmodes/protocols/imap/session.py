@@ -95,9 +95,10 @@ from mailmodes.store import (
 
 log = logging.getLogger(__name__)
 
-# Advertised once authentication is possible (and after it), in this order.
+# Advertised once authentication is possible (and after it), in this order. IMAP4rev2 (RFC 9051)
+# first, next to IMAP4rev1: a client switches to it with ENABLE IMAP4rev2.
 EXTENSIONS = (
-    "LITERAL+", "SASL-IR", "IDLE", "UIDPLUS", "UNSELECT", "MOVE", "NAMESPACE", "ID", "ENABLE", "SPECIAL-USE",
+    "IMAP4rev2", "LITERAL+", "SASL-IR", "IDLE", "UIDPLUS", "UNSELECT", "MOVE", "NAMESPACE", "ID", "ENABLE", "SPECIAL-USE",
     "ESEARCH", "SEARCHRES", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES",
     "CONTEXT=SEARCH", "CONTEXT=SORT", "BINARY", "MULTIAPPEND", "CATENATE", "LIST-EXTENDED", "LIST-STATUS", "CONDSTORE",
     "QRESYNC", "UTF8=ACCEPT",
@@ -218,7 +219,7 @@ class ImapSession:
                 self._note_piece(event, ended=False)
             elif isinstance(event, CommandBytes):
                 try:
-                    command = parse_command(event.data, utf8=self.modes.utf8)
+                    command = parse_command(event.data, utf8=self.modes.utf8_names)
                 except CommandError as error:
                     self._note_command(event.data, event.start, event.literals, error)
                     continue
@@ -331,7 +332,7 @@ class ImapSession:
     def _execute(self, event: CommandBytes) -> None:
         self._command_start = len(self._pending.chunks)
         try:
-            command = parse_command(event.data, utf8=self.modes.utf8)
+            command = parse_command(event.data, utf8=self.modes.utf8_names)
         except CommandError as error:
             self._note_command(event.data, event.start, event.literals, error)
             self._bad(error.tag, error.message)
@@ -670,7 +671,7 @@ class ImapSession:
         """The lines of a command up to a literal still to come, in wire order (before the "+"
         that answers them): shown as far as the grammar accepts them as the start of a command."""
         try:
-            command = parse_command(request.data, partial=True, utf8=self.modes.utf8)
+            command = parse_command(request.data, partial=True, utf8=self.modes.utf8_names)
         except CommandError as error:
             self._note_command(request.data, request.start, request.literals, error, ended=ended)
             return
@@ -720,7 +721,9 @@ class ImapSession:
         readonly = command.name == "EXAMINE"
         # \Recent belongs to the first session to see a message; EXAMINE only looks.
         claimed = self._claimed_recent.setdefault(mailbox, set())
-        if readonly:
+        if self.modes.rev2:
+            recent = set()  # RFC 9051 Appendix E: no \Recent; left for IMAP4rev1 sessions to claim
+        elif readonly:
             recent = claimed | mailbox.recent_uids
         else:
             claimed |= mailbox.claim_recent()
@@ -737,10 +740,11 @@ class ImapSession:
         self.view, self.state = view, State.SELECTED
         self._untagged(f"FLAGS ({view.flags_text()})")
         self._untagged(f"{len(messages)} EXISTS")
-        self._untagged(f"{len(recent)} RECENT")
-        first_unseen = next((n for n, m in enumerate(messages, 1) if "\\Seen" not in m.flags), None)
-        if first_unseen is not None:
-            self._untagged(f"OK [UNSEEN {first_unseen}] First unseen")
+        if not self.modes.rev2:  # RFC 9051 6.3.2: no RECENT and no UNSEEN code
+            self._untagged(f"{len(recent)} RECENT")
+            first_unseen = next((n for n, m in enumerate(messages, 1) if "\\Seen" not in m.flags), None)
+            if first_unseen is not None:
+                self._untagged(f"OK [UNSEEN {first_unseen}] First unseen")
         view.permanent_flags()
         self._untagged(f"OK [UIDVALIDITY {mailbox.uidvalidity}] UIDs valid")
         self._untagged(f"OK [UIDNEXT {mailbox.uidnext}] Predicted next UID")
@@ -748,6 +752,9 @@ class ImapSession:
             self.modes.condstore = True
         if self.modes.condstore:
             self._untagged(f"OK [HIGHESTMODSEQ {mailbox.highest_modseq}] Highest")
+        if self.modes.rev2:
+            # RFC 9051 6.3.2: the mailbox's LIST response, its attributes accurate.
+            self._list_response(self._account(), mailbox.name, mailbox)
         if args.qresync is not None and args.qresync.uidvalidity == mailbox.uidvalidity:
             # RFC 7162 3.2.5.1: with another UIDVALIDITY the client's knowledge is void, and
             # the SELECT is an ordinary one.
@@ -842,7 +849,7 @@ class ImapSession:
             root = args.reference.split(HIERARCHY_DELIMITER, 1)[0]
             root += HIERARCHY_DELIMITER if HIERARCHY_DELIMITER in args.reference else ""
             if not lsub:
-                self._untagged(f'LIST (\\Noselect) "{HIERARCHY_DELIMITER}" {_astring(root, self.modes.utf8)}')
+                self._untagged(f'LIST (\\Noselect) "{HIERARCHY_DELIMITER}" {_astring(root, self.modes.utf8_names)}')
             return "OK", f"{command.name} completed"
         patterns = [ListPattern(args.reference + pattern) for pattern in (args.pattern, *args.more_patterns)]
 
@@ -853,7 +860,7 @@ class ImapSession:
         mailboxes = account.mailboxes
         if lsub:
             for name, noselect in _lsub_entries(mailboxes, account.subscriptions, matches):
-                self._untagged(f'LSUB ({noselect}) "{HIERARCHY_DELIMITER}" {_astring(name, self.modes.utf8)}')
+                self._untagged(f'LSUB ({noselect}) "{HIERARCHY_DELIMITER}" {_astring(name, self.modes.utf8_names)}')
             return "OK", f"{command.name} completed"
         selection, returns = set(args.selection), set(args.returns)
         childinfo: set[str] = set()
@@ -875,20 +882,27 @@ class ImapSession:
         show_subscribed = "SUBSCRIBED" in selection or "SUBSCRIBED" in returns
         for name in sorted(names, key=lambda n: (n != INBOX, n)):
             mailbox = mailboxes.get(name)
-            if mailbox is None:
-                attributes = ["\\NonExistent"]
-            else:
-                prefix = name + HIERARCHY_DELIMITER
-                attributes = ["\\HasChildren" if any(other.startswith(prefix) for other in mailboxes) else "\\HasNoChildren"]
-            if show_subscribed and name in account.subscriptions:
-                attributes.append("\\Subscribed")
-            if mailbox is not None and mailbox.special_use:
-                attributes.append(mailbox.special_use)
             extra = ' (CHILDINFO ("SUBSCRIBED"))' if name in childinfo else ""
-            self._untagged(f'LIST ({" ".join(attributes)}) "{HIERARCHY_DELIMITER}" {_astring(name, self.modes.utf8)}{extra}')
+            self._list_response(account, name, mailbox, subscribed=show_subscribed, extra=extra)
             if args.status_items and mailbox is not None:
                 self._status_response(mailbox, args.status_items)  # LIST-STATUS (RFC 5819)
         return "OK", f"{command.name} completed"
+
+    def _list_response(self, account: AccountInterface, name: str, mailbox: MailboxInterface | None, *,
+                       subscribed: bool = False, extra: str = "") -> None:
+        """One LIST response: the children attributes always (RFC 5258 4, part of IMAP4rev2),
+        \\Subscribed when asked, the special use (RFC 6154)."""
+        if mailbox is None:
+            attributes = ["\\NonExistent"]
+        else:
+            prefix = name + HIERARCHY_DELIMITER
+            children = any(other.startswith(prefix) for other in account.mailboxes)
+            attributes = ["\\HasChildren" if children else "\\HasNoChildren"]
+        if subscribed and name in account.subscriptions:
+            attributes.append("\\Subscribed")
+        if mailbox is not None and mailbox.special_use:
+            attributes.append(mailbox.special_use)
+        self._untagged(f'LIST ({" ".join(attributes)}) "{HIERARCHY_DELIMITER}" {_astring(name, self.modes.utf8_names)}{extra}')
 
     def _status(self, command: Command) -> Reply:
         args = command.args
@@ -911,9 +925,12 @@ class ImapSession:
             "UIDVALIDITY": mailbox.uidvalidity,
             "UNSEEN": sum(1 for m in mailbox.messages if "\\Seen" not in m.flags),
             "HIGHESTMODSEQ": mailbox.highest_modseq,
+            # RFC 9051 6.3.11: the \\Deleted messages, and the octets of all (RFC 8438).
+            "DELETED": sum(1 for m in mailbox.messages if "\\Deleted" in m.flags),
+            "SIZE": sum(m.size for m in mailbox.messages),
         }
         items = " ".join(f"{item} {values[item]}" for item in wanted)
-        self._untagged(f"STATUS {_astring(mailbox.name, self.modes.utf8)} ({items})")
+        self._untagged(f"STATUS {_astring(mailbox.name, self.modes.utf8_names)} ({items})")
 
     def _append(self, command: Command) -> Reply:
         args = command.args
@@ -933,8 +950,9 @@ class ImapSession:
                 contents.append(mime.binary_parts_as_base64(item.message) if item.binary else item.message)
         if any(len(data) > self.limits.max_message_size for data in contents):
             return "NO", "[TOOBIG] Message too big"
-        if not self.modes.utf8 and any(not _header_block(data).isascii() for data in contents):
-            # RFC 9755 4: 8-bit header fields only from a client that enabled UTF8=ACCEPT.
+        if not self.modes.utf8_names and any(not _header_block(data).isascii() for data in contents):
+            # RFC 9755 4: 8-bit header fields only from a client that enabled UTF8=ACCEPT (or
+            # IMAP4rev2, whose messages may have UTF-8 headers: RFC 9051 Appendix E).
             return "NO", "[CANNOT] 8-bit header fields need ENABLE UTF8=ACCEPT"
         # RFC 3502: all the messages or none; everything that can refuse one is checked above.
         uids = []
@@ -1000,6 +1018,9 @@ class ImapSession:
                    if name in asked and not on]
         self.modes.condstore = self.modes.condstore or bool(enabled)
         self.modes.qresync = self.modes.qresync or "QRESYNC" in enabled
+        if "IMAP4REV2" in asked and not self.modes.rev2:
+            enabled.append("IMAP4rev2")  # RFC 9051 6.3.1: switches this session to IMAP4rev2
+            self.modes.rev2 = True
         if "UTF8=ACCEPT" in asked and not self.modes.utf8:
             enabled.append("UTF8=ACCEPT")
             self.modes.utf8 = True
@@ -1077,6 +1098,8 @@ class ImapSession:
         assert isinstance(args, SearchArgs)
         view = self._selected()
         returns = args.returns
+        if returns is None and self.modes.rev2:
+            returns = ()  # RFC 9051 6.4.4: no RETURN is RETURN (ALL), answered with ESEARCH
         if args.charset is not None and self.modes.utf8:
             # RFC 9755 3: after ENABLE UTF8=ACCEPT a charset label can only conflict.
             return "BAD", "No CHARSET after ENABLE UTF8=ACCEPT"

@@ -38,6 +38,15 @@ class Modes:
     # RFC 9755 (UTF8=ACCEPT), once enabled: UTF-8 in quoted strings and mailbox names both
     # ways (modified UTF-7 before), SEARCH without CHARSET, 8-bit headers in APPEND.
     utf8: bool = False
+    # RFC 9051 (ENABLE IMAP4rev2): no \Recent and no RECENT, SEARCH answered with ESEARCH,
+    # UTF-8 mailbox names, a LIST in the SELECT responses, UIDs in every unsolicited FETCH.
+    rev2: bool = False
+
+    @property
+    def utf8_names(self) -> bool:
+        """Mailbox names (and quoted strings) in UTF-8 both ways, not modified UTF-7: after
+        UTF8=ACCEPT (RFC 9755 3) or IMAP4rev2 (RFC 9051 5.1)."""
+        return self.utf8 or self.rev2
 
 
 @dataclass
@@ -288,7 +297,8 @@ class View:
         else:
             self.recent |= self.mailbox.claim_recent()  # the same set as the session's claimed one
         self.untagged(f"{len(self.messages)} EXISTS")
-        self.untagged(f"{len(self.recent)} RECENT")
+        if not self.modes.rev2:  # RFC 9051 7.4: no RECENT response in IMAP4rev2
+            self.untagged(f"{len(self.recent)} RECENT")
 
     def _report_flags(self) -> None:
         if self.flags_version == self.mailbox.flag_changes:
@@ -297,8 +307,9 @@ class View:
         for number, message in enumerate(self.messages, 1):
             if self.flags.get(message.uid) != frozenset(message.flags):
                 self.announce_keywords(message.flags)
-                # RFC 7162 3.2.4: once CONDSTORE is on, flag updates name the UID.
-                uid = b"UID %d " % message.uid if self.modes.condstore else b""
+                # RFC 7162 3.2.4: once CONDSTORE is on, flag updates name the UID; in IMAP4rev2
+                # every unsolicited FETCH does (RFC 9051 7.5.2).
+                uid = b"UID %d " % message.uid if self.modes.condstore or self.modes.rev2 else b""
                 self.send(b"* %d FETCH (%b%b%b)\r\n" % (
                     number, uid, self.flags_item(message), self.modseq_item(message)))
 
