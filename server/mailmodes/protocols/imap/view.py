@@ -292,7 +292,9 @@ class View:
         for message in new:
             self.flags[message.uid] = frozenset(message.flags)
         self.uid_high = new[-1].uid
-        if self.readonly:
+        if self.modes.rev2:
+            pass  # RFC 9051 Appendix E: no \Recent; left for IMAP4rev1 sessions to claim
+        elif self.readonly:
             self.recent |= {m.uid for m in new} & self.mailbox.recent_uids
         else:
             self.recent |= self.mailbox.claim_recent()  # the same set as the session's claimed one
