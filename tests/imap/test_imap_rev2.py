@@ -211,3 +211,23 @@ def test_imapflow_enables_imap4rev2_and_works_in_it(serve: Callable[..., Threade
     assert '* ESEARCH (TAG \\"' in log, log
     record = server.journal.wait_for(1, listener="imap")[0]
     assert "ENABLE" in record.verbs_before_tls and "UID SEARCH" in record.mail_commands_in_clear, record
+
+
+def test_list_extended_rules_hold_in_imap4rev2() -> None:
+    store = make_store()
+    account = store.accounts["alice"]
+    for name in ("a/b/c", "gone"):
+        account.create(name)
+    c = rev2(store)
+    for name in (b"a/b/c", b"gone"):
+        assert c.send(b"s SUBSCRIBE " + name + b"\r\n") == b"s OK SUBSCRIBE completed\r\n"
+    assert c.send(b"d DELETE gone\r\n") == b"d OK DELETE completed\r\n"
+    # \NonExistent for a subscription without its mailbox, CHILDINFO above one "%" does not reach.
+    assert c.send(b'b LIST (SUBSCRIBED RECURSIVEMATCH) "" (a g%)\r\n') == (
+        b'* LIST (\\HasChildren) "/" a (CHILDINFO ("SUBSCRIBED"))\r\n'
+        b'* LIST (\\NonExistent \\Subscribed) "/" gone\r\n'
+        b"b OK LIST completed\r\n"
+    )
+    assert c.send(b'c LIST "" a/% RETURN (SUBSCRIBED STATUS (MESSAGES DELETED))\r\n') == (
+        b'* LIST (\\HasChildren) "/" a/b\r\n* STATUS a/b (MESSAGES 0 DELETED 0)\r\nc OK LIST completed\r\n'
+    )

@@ -1,4 +1,5 @@
-"""The IMAP4rev1 session (RFC 3501) as a sans-I/O state machine: bytes in, bytes out.
+"""The IMAP session (RFC 3501; RFC 9051 once the client sends ENABLE IMAP4rev2) as a sans-I/O
+state machine: bytes in, bytes out.
 
 connection.py drives it through the `LineSession` protocol (events.py). The parser (parser.py) cuts and parses
 commands and declares each one (`parser.COMMANDS`: grammar, handler, states, UID form); this
@@ -98,7 +99,8 @@ log = logging.getLogger(__name__)
 # Advertised once authentication is possible (and after it), in this order. IMAP4rev2 (RFC 9051)
 # first, next to IMAP4rev1: a client switches to it with ENABLE IMAP4rev2.
 EXTENSIONS = (
-    "IMAP4rev2", "LITERAL+", "SASL-IR", "IDLE", "UIDPLUS", "UNSELECT", "MOVE", "NAMESPACE", "ID", "ENABLE", "SPECIAL-USE",
+    "IMAP4rev2", "LITERAL+", "SASL-IR", "IDLE", "UIDPLUS", "UNSELECT", "MOVE", "NAMESPACE", "ID", "ENABLE",
+    "SPECIAL-USE",
     "ESEARCH", "SEARCHRES", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES",
     "CONTEXT=SEARCH", "CONTEXT=SORT", "BINARY", "MULTIAPPEND", "CATENATE", "LIST-EXTENDED", "LIST-STATUS", "CONDSTORE",
     "QRESYNC", "UTF8=ACCEPT",
@@ -902,7 +904,8 @@ class ImapSession:
             attributes.append("\\Subscribed")
         if mailbox is not None and mailbox.special_use:
             attributes.append(mailbox.special_use)
-        self._untagged(f'LIST ({" ".join(attributes)}) "{HIERARCHY_DELIMITER}" {_astring(name, self.modes.utf8_names)}{extra}')
+        spelled = _astring(name, self.modes.utf8_names)
+        self._untagged(f'LIST ({" ".join(attributes)}) "{HIERARCHY_DELIMITER}" {spelled}{extra}')
 
     def _status(self, command: Command) -> Reply:
         args = command.args
