@@ -70,7 +70,8 @@ class StoreBroken(OSError):
 def encode_name(name: str) -> str:
     """A user or mailbox name as one safe directory name (reversed by `unquote`)."""
     # surrogateescape: a name IMAP took as octets that were not UTF-8 keeps them, both ways.
-    return "".join(c if c in _SAFE else "".join(f"%{b:02X}" for b in c.encode("utf-8", "surrogateescape")) for c in name)
+    return "".join(c if c in _SAFE else "".join(f"%{b:02X}" for b in c.encode("utf-8", "surrogateescape"))
+                   for c in name)
 
 
 def maildir_name(base: str, flags: frozenset[str]) -> str:
