@@ -1474,8 +1474,10 @@ ArgParser = Callable[[Reader, bool], Any]
 class Declaration:
     """One IMAP command, everything about it in one place: its argument grammar (RFC 3501
     section 9 and the extensions' RFCs), the `ImapSession` method that runs it, the states it is
-    valid in (RFC 3501 section 6), whether it has a UID form (RFC 3501 6.4.8) and whether it
-    reads or writes mail, in either form (the journal's mail-in-clear, KNOWN-BAD.md).
+    valid in (RFC 3501 section 6), whether it has a UID form (RFC 3501 6.4.8), whether it
+    reads or writes mail, in either form (the journal's mail-in-clear, KNOWN-BAD.md), and
+    whether its plain form holds back EXPUNGE responses (RFC 3501 7.4.1: FETCH, STORE and SEARCH
+    may not renumber the client's messages; SORT and THREAD are SEARCHes, RFC 5256 3, 4).
 
     The handler is named, not referenced: the grammar stays importable (and testable) without
     the session, and session.py resolves every name once, at import, into its dispatch table."""
@@ -1486,6 +1488,7 @@ class Declaration:
     states: frozenset[State]
     uid: bool = False
     mail: bool = False
+    holds_expunges: bool = False
 
 
 _DECLARATIONS = (
@@ -1514,12 +1517,12 @@ _DECLARATIONS = (
     Declaration("CLOSE", _no_args, "_close", SELECTED),
     Declaration("UNSELECT", _no_args, "_unselect_command", SELECTED),
     Declaration("EXPUNGE", _expunge, "_expunge", SELECTED, uid=True),
-    Declaration("SEARCH", _search, "_search", SELECTED, uid=True, mail=True),
-    Declaration("SORT", _sort, "_sort", SELECTED, uid=True, mail=True),
-    Declaration("THREAD", _thread, "_thread", SELECTED, uid=True, mail=True),
+    Declaration("SEARCH", _search, "_search", SELECTED, uid=True, mail=True, holds_expunges=True),
+    Declaration("SORT", _sort, "_sort", SELECTED, uid=True, mail=True, holds_expunges=True),
+    Declaration("THREAD", _thread, "_thread", SELECTED, uid=True, mail=True, holds_expunges=True),
     Declaration("CANCELUPDATE", _cancelupdate, "_cancelupdate", SELECTED),
-    Declaration("FETCH", _fetch, "_fetch", SELECTED, uid=True, mail=True),
-    Declaration("STORE", _store, "_store", SELECTED, uid=True),
+    Declaration("FETCH", _fetch, "_fetch", SELECTED, uid=True, mail=True, holds_expunges=True),
+    Declaration("STORE", _store, "_store", SELECTED, uid=True, holds_expunges=True),
     Declaration("COPY", _copy, "_copy", SELECTED, uid=True),
     Declaration("MOVE", _copy, "_copy", SELECTED, uid=True),
 )

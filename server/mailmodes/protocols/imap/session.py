@@ -112,9 +112,6 @@ STARTTLS_OK = "Begin TLS negotiation now"
 _TAGGED_CONDITIONS = ("OK", "NO", "BAD")
 _UNTAGGED_CONDITIONS = ("BYE", "PREAUTH")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-# RFC 3501 7.4.1: no EXPUNGE while answering FETCH, STORE or SEARCH (their UID forms may); SORT
-# and THREAD are SEARCHes (RFC 5256 3, 4).
-_NO_EXPUNGE_DURING = ("FETCH", "STORE", "SEARCH", "SORT", "THREAD")
 _SAFE_ASTRING = re.compile(r"[^\r\n\x00\x80-\U0010ffff]*")
 _SAFE_UTF8_ASTRING = re.compile(r"[^\r\n\x00\ud800-\udfff]*")  # lone surrogates: octets that were not UTF-8
 # RFC 9755 3 (Net-Unicode, RFC 5198 2): no C0 or C1 controls, DEL, LINE or PARAGRAPH SEPARATOR.
@@ -345,7 +342,7 @@ class ImapSession:
                 self._login_refused(command)
             self._chaos_reply(command.name, command.tag)
             return
-        handler, states = _DISPATCH[command.name]
+        handler, states, holds_expunges = _DISPATCH[command.name]
         if self.state not in states:
             self._bad(command.tag, f"{command.name} is not valid in the {self.state.value} state")
             return
@@ -354,7 +351,7 @@ class ImapSession:
             return
         status, text = reply
         if status != "BAD" and self.view is not None:
-            self.view.sync(allow_expunge=command.uid or command.name not in _NO_EXPUNGE_DURING)
+            self.view.sync(allow_expunge=command.uid or not holds_expunges)
         self._tagged(command.tag, status, text)
 
     # --- Output helpers ---------------------------------------------------------------------
@@ -1592,8 +1589,10 @@ def _valid_new_name(name: str) -> bool:
 
 
 Handler = Callable[[ImapSession, Command], Reply]
-# The dispatch table, from the command declarations (parser.COMMANDS): each command's handler and
-# the states it is valid in. getattr fails here, at import, for a declaration naming no method.
-_DISPATCH: dict[str, tuple[Handler, frozenset[State]]] = {
-    name: (getattr(ImapSession, declaration.handler), declaration.states) for name, declaration in COMMANDS.items()
+# The dispatch table, from the command declarations (parser.COMMANDS): each command's handler, the
+# states it is valid in and whether it holds back EXPUNGE. getattr fails here, at import, for a
+# declaration naming no method.
+_DISPATCH: dict[str, tuple[Handler, frozenset[State], bool]] = {
+    name: (getattr(ImapSession, declaration.handler), declaration.states, declaration.holds_expunges)
+    for name, declaration in COMMANDS.items()
 }
