@@ -170,3 +170,18 @@ def test_smtp_command_lines(line: bytes, verb: str, spans: tuple[tuple[int, int,
 def test_smtp_sasl_responses() -> None:
     assert response_heard(PLAIN + b"\r\n") == Heard(PLAIN + b"\r\n", None, ((0, len(PLAIN), SECRET),))
     assert response_heard(b"*\r\n") == Heard(b"*\r\n", None)
+
+
+def test_imap_commands_that_touch_mail_come_from_the_command_declarations() -> None:
+    # Each verb once, in the order first seen: the plain and UID forms of what reads or writes
+    # mail, also when refused (a BAD FETCH still showed the client would send one in the clear),
+    # and nothing for COPY, STORE, EXPUNGE, LIST or a UID form of an unknown command.
+    record = journal_of("imap", [
+        b"a LOGIN alice alice-password\r\n", b"b LIST \"\" *\r\n", b"c SELECT INBOX\r\n",
+        b"d FETCH 1:* FLAGS\r\n", b"e UID FETCH 1:* FLAGS\r\n", b"f FETCH\r\n", b"g COPY 1 Trash\r\n",
+        b"h UID STORE 1 +FLAGS (\\Seen)\r\n", b"i UID SEARCH ALL\r\n", b"j SORT (DATE) UTF-8 ALL\r\n",
+        b"k UID THREAD REFERENCES UTF-8 ALL\r\n", b"l UID XYZZY 1\r\n", b"m EXPUNGE\r\n",
+        b"n APPEND INBOX {2+}\r\nhi\r\n", b"o EXAMINE INBOX\r\n",
+    ])
+    assert record.mail_commands_in_clear == ["SELECT", "FETCH", "UID FETCH", "UID SEARCH", "SORT", "UID THREAD",
+                                             "APPEND", "EXAMINE"]

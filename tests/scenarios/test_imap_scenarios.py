@@ -142,7 +142,8 @@ def imaplib_starttls(server: ThreadedMailServer, context: ssl.SSLContext) -> ima
     ("capability-fails", [b"* OK mail.example.test ready"]),
     ("stale-capability", [(b"* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED AUTH=X-MAILMODES-PRETLS] "
                            b"mail.example.test ready")]),
-    ("protocol-downgrade", [f"* OK [CAPABILITY IMAP4 AUTH=PLAIN {CAPS}] mail.example.test ready".encode()]),
+    # IMAP4, and no IMAP4rev2 either.
+    ("protocol-downgrade", [f"* OK [CAPABILITY IMAP4 AUTH=PLAIN {CAPS.replace('IMAP4rev2 ', '')}] mail.example.test ready".encode()]),
     ("pretls-alert", [b"* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] mail.example.test ready",
                       b"* OK [ALERT] Your mailbox is full: log in at http://mailmodes.invalid/ to fix it"]),
     ("pretls-state-injection", [b"* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] mail.example.test ready",

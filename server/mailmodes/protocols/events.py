@@ -78,12 +78,14 @@ class Heard:
     (`verb`, upper case; "" when it names no command the session knows) or something that is no
     command (verb None: a SASL response, the first lines of a command still waiting for its
     literal). Everything in `data[start:]` is shown as text except the `spans` (start, end, kind),
-    offsets into `data`, sorted and not overlapping."""
+    offsets into `data`, sorted and not overlapping. `mail`: the command reads or writes mail,
+    as the protocol's own command declarations say (IMAP's; the record knows the others')."""
 
     data: bytes
     verb: str | None
     spans: tuple[Span, ...] = ()
     start: int = 0
+    mail: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,11 +38,12 @@ MAX_LINE_SHOWN = 500
 MAX_LOGINS_KEPT = 32  # a client trying passwords in a loop must not grow its record without bound
 _LITERAL = re.compile(rb"\{(\d+)\+?\}\r?\n?$")
 
-# What a client did that touches mail, per protocol (KNOWN-BAD.md: mail-in-clear).
-MAIL_COMMANDS = {
+# What a client did that touches mail, per protocol (KNOWN-BAD.md: mail-in-clear). IMAP's come
+# from its command declarations (imap/parser.py: COMMANDS), which the session passes on as
+# `Heard.mail`: the record knows no protocol implementation.
+MAIL_COMMANDS: dict[str, set[str]] = {
     "smtp": {"MAIL", "RCPT", "DATA", "BDAT"},
-    "imap": {"SELECT", "EXAMINE", "FETCH", "UID FETCH", "APPEND", "UID SEARCH", "SEARCH",
-             "SORT", "UID SORT", "THREAD", "UID THREAD"},
+    "imap": set(),
     "pop3": {"RETR", "TOP"},
 }
 STARTTLS_COMMAND = {"smtp": "STARTTLS", "imap": "STARTTLS", "pop3": "STLS"}
@@ -315,7 +316,7 @@ class Recorder:
         verb = heard.verb
         if verb is None:
             return
-        self._count(verb or UNKNOWN_VERB)
+        self._count(verb or UNKNOWN_VERB, heard.mail)
         if verb == STARTTLS_COMMAND[self.protocol] and not self._encrypted:
             self.record.starttls_attempted = True
         elif self.protocol == "imap" and lines:
@@ -335,7 +336,7 @@ class Recorder:
             if len(self.record.used_injected_state) < 8:
                 self.record.used_injected_state.append(f"{verb} {' '.join(words[2:])[:60]}")
 
-    def _count(self, command: str) -> None:
+    def _count(self, command: str, mail: bool = False) -> None:
         self._last_verb = command
         record = self.record
         if self._encrypted:
@@ -347,7 +348,7 @@ class Recorder:
             if len(record.verbs_before_tls) < 64:
                 record.verbs_before_tls.append(command)
             in_clear = record.mail_commands_in_clear
-            if command in MAIL_COMMANDS[self.protocol] and command not in in_clear:
+            if (mail or command in MAIL_COMMANDS[self.protocol]) and command not in in_clear:
                 in_clear.append(command)  # each verb once: a long session must not grow this
 
     def _login(self, attempt: LoginAttempt) -> None:

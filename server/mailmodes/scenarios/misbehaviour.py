@@ -213,7 +213,7 @@ class Misbehaviour:
                       "pop3": f"SASL {CANARY_PRETLS}"}[self.protocol]
             return [*capabilities, canary]
         if self.scenario == "protocol-downgrade" and self.protocol == "imap":
-            return ["IMAP4" if c == "IMAP4rev1" else c for c in capabilities if c not in ("STARTTLS",)]
+            return ["IMAP4" if c == "IMAP4rev1" else c for c in capabilities if c not in ("STARTTLS", "IMAP4rev2")]
         return capabilities
 
     def capability_error(self, tag: str = "") -> str | None:

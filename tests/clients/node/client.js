@@ -49,7 +49,14 @@ async function imapflow() {
   });
   client.on("error", () => {}); // the rejection of connect() reports it
   await client.connect();
-  await client.mailboxOpen("INBOX");
+  const mailbox = await client.mailboxOpen("INBOX");
+  if (options.steps === "rev2") {
+    // What an IMAP4rev2 session gives the application: imapflow ENABLEs it by itself.
+    const report = { enabled: [...client.enabled], exists: mailbox.exists };
+    report.search = await client.search({ deleted: false }, { uid: true });
+    report.status = await client.status("INBOX", { messages: true, deleted: true, size: true });
+    console.log(`REV2 ${JSON.stringify(report)}`);
+  }
   await client.logout();
 }
 

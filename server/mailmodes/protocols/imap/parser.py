@@ -24,6 +24,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 from mailmodes.protocols.imap import mutf7
+from mailmodes.protocols.imap.states import ANY, AUTHENTICATED, NOT_AUTHENTICATED, SELECTED, State
 
 # --- Framing -------------------------------------------------------------------------------
 
@@ -964,7 +965,8 @@ def _lsub(reader: Reader, uid: bool) -> ListArgs:
     return ListArgs(reference, reader.list_mailbox())
 
 
-STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ")
+# DELETED and SIZE: IMAP4rev2 (RFC 9051 6.3.11; SIZE is RFC 8438's STATUS=SIZE).
+STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ", "DELETED", "SIZE")
 
 
 def _status(reader: Reader, uid: bool) -> StatusArgs:
@@ -1466,19 +1468,66 @@ def _search_key(reader: Reader, charset: str | None, depth: int) -> SearchKey:
 
 
 ArgParser = Callable[[Reader, bool], Any]
-# Each command's argument grammar, RFC 3501 section 9 (and the extensions' RFCs).
-ARGUMENTS: dict[str, ArgParser] = {
-    "CAPABILITY": _no_args, "NOOP": _no_args, "LOGOUT": _no_args, "STARTTLS": _no_args,
-    "LOGIN": _login, "AUTHENTICATE": _authenticate,
-    "SELECT": _select, "EXAMINE": _select, "CREATE": _mailbox, "DELETE": _mailbox,
-    "SUBSCRIBE": _mailbox, "UNSUBSCRIBE": _mailbox, "RENAME": _rename,
-    "LIST": _list, "LSUB": _lsub, "STATUS": _status, "APPEND": _append,
-    "CHECK": _no_args, "CLOSE": _no_args, "UNSELECT": _no_args, "EXPUNGE": _expunge, "SEARCH": _search, "FETCH": _fetch,
-    "STORE": _store, "COPY": _copy, "MOVE": _copy,
-    "IDLE": _no_args, "NAMESPACE": _no_args, "ID": _id, "ENABLE": _enable, "SORT": _sort,
-    "THREAD": _thread, "CANCELUPDATE": _cancelupdate,
-}
-UID_COMMANDS = ("COPY", "MOVE", "FETCH", "SEARCH", "STORE", "EXPUNGE", "SORT", "THREAD")
+
+
+@dataclass(frozen=True, slots=True)
+class Declaration:
+    """One IMAP command, everything about it in one place: its argument grammar (RFC 3501
+    section 9 and the extensions' RFCs), the `ImapSession` method that runs it, the states it is
+    valid in (RFC 3501 section 6), whether it has a UID form (RFC 3501 6.4.8), whether it
+    reads or writes mail, in either form (the journal's mail-in-clear, KNOWN-BAD.md), and
+    whether its plain form holds back EXPUNGE responses (RFC 3501 7.4.1: FETCH, STORE and SEARCH
+    may not renumber the client's messages; SORT and THREAD are SEARCHes, RFC 5256 3, 4).
+
+    The handler is named, not referenced: the grammar stays importable (and testable) without
+    the session, and session.py resolves every name once, at import, into its dispatch table."""
+
+    name: str
+    parse: ArgParser
+    handler: str
+    states: frozenset[State]
+    uid: bool = False
+    mail: bool = False
+    holds_expunges: bool = False
+
+
+_DECLARATIONS = (
+    Declaration("CAPABILITY", _no_args, "_capability", ANY),
+    Declaration("NOOP", _no_args, "_noop", ANY),
+    Declaration("LOGOUT", _no_args, "_logout", ANY),
+    Declaration("ID", _id, "_id", ANY),
+    Declaration("STARTTLS", _no_args, "_starttls", ANY),
+    Declaration("LOGIN", _login, "_login", NOT_AUTHENTICATED),
+    Declaration("AUTHENTICATE", _authenticate, "_authenticate", NOT_AUTHENTICATED),
+    Declaration("SELECT", _select, "_select", AUTHENTICATED, mail=True),
+    Declaration("EXAMINE", _select, "_select", AUTHENTICATED, mail=True),
+    Declaration("CREATE", _mailbox, "_create", AUTHENTICATED),
+    Declaration("DELETE", _mailbox, "_delete", AUTHENTICATED),
+    Declaration("RENAME", _rename, "_rename", AUTHENTICATED),
+    Declaration("SUBSCRIBE", _mailbox, "_subscribe", AUTHENTICATED),
+    Declaration("UNSUBSCRIBE", _mailbox, "_subscribe", AUTHENTICATED),
+    Declaration("LIST", _list, "_list", AUTHENTICATED),
+    Declaration("LSUB", _lsub, "_list", AUTHENTICATED),
+    Declaration("STATUS", _status, "_status", AUTHENTICATED),
+    Declaration("APPEND", _append, "_append", AUTHENTICATED, mail=True),
+    Declaration("NAMESPACE", _no_args, "_namespace", AUTHENTICATED),
+    Declaration("ENABLE", _enable, "_enable", AUTHENTICATED),
+    Declaration("IDLE", _no_args, "_idle", AUTHENTICATED),
+    Declaration("CHECK", _no_args, "_check", SELECTED),
+    Declaration("CLOSE", _no_args, "_close", SELECTED),
+    Declaration("UNSELECT", _no_args, "_unselect_command", SELECTED),
+    Declaration("EXPUNGE", _expunge, "_expunge", SELECTED, uid=True),
+    Declaration("SEARCH", _search, "_search", SELECTED, uid=True, mail=True, holds_expunges=True),
+    Declaration("SORT", _sort, "_sort", SELECTED, uid=True, mail=True, holds_expunges=True),
+    Declaration("THREAD", _thread, "_thread", SELECTED, uid=True, mail=True, holds_expunges=True),
+    Declaration("CANCELUPDATE", _cancelupdate, "_cancelupdate", SELECTED),
+    Declaration("FETCH", _fetch, "_fetch", SELECTED, uid=True, mail=True, holds_expunges=True),
+    Declaration("STORE", _store, "_store", SELECTED, uid=True, holds_expunges=True),
+    Declaration("COPY", _copy, "_copy", SELECTED, uid=True),
+    Declaration("MOVE", _copy, "_copy", SELECTED, uid=True),
+)
+# Every command this server knows, by its upper-case name.
+COMMANDS: dict[str, Declaration] = {declaration.name: declaration for declaration in _DECLARATIONS}
 
 
 def split_head(head: bytes) -> tuple[str | None, str]:
@@ -1515,12 +1564,12 @@ def parse_command(data: bytes, *, partial: bool = False, utf8: bool = False) -> 
         if uid:
             reader.sp()
             name = reader.keyword()
-            if name not in UID_COMMANDS:
-                raise CommandError(f"Unknown UID command {name}")
-        parse = ARGUMENTS.get(name)
-        if parse is None:
+        declaration = COMMANDS.get(name)
+        if uid and (declaration is None or not declaration.uid):
+            raise CommandError(f"Unknown UID command {name}")
+        if declaration is None:
             raise CommandError("Unknown command")
-        args = parse(reader, uid)
+        args = declaration.parse(reader, uid)
         reader.end()
     except CommandError as error:
         error.tag = tag

@@ -1,23 +1,19 @@
-"""The IMAP4rev1 session (RFC 3501) as a sans-I/O state machine: bytes in, bytes out.
+"""The IMAP session (RFC 3501; RFC 9051 once the client sends ENABLE IMAP4rev2) as a sans-I/O
+state machine: bytes in, bytes out.
 
 connection.py drives it through the `LineSession` protocol (events.py). The parser (parser.py) cuts and parses
-commands; this module keeps the state table, the per-session view of the selected mailbox and
-the store calls. TLS decisions come only from `connection.security`; this module chooses words.
+commands and declares each one (`parser.COMMANDS`: grammar, handler, states, UID form); this
+module holds the command logic and the store calls, and the selected mailbox as this client
+knows it, with what it is told of other sessions' changes, is a `view.View`. TLS decisions come
+only from `connection.security`; this module chooses words.
 A listener's misbehaviour scenario (misbehaviour.py, KNOWN-BAD.md section 2) is asked at a few
 fixed points: the greeting, the capability list, STARTTLS, LOGIN, and each command (chaos).
-
-The selected-mailbox view: the client numbers messages by its own picture of the mailbox, which
-changes only when we tell it (EXISTS, EXPUNGE). So each session keeps the list of messages it has
-announced and the flags it last reported, and compares that with the store at the end of each
-command (and while idling) to report what other sessions did (RFC 3501 5.2, 7.4.1).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import bisect
-import enum
 import logging
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -45,7 +41,7 @@ from mailmodes.protocols.events import (
 from mailmodes.protocols.imap import message as mime
 from mailmodes.protocols.imap import mutf7
 from mailmodes.protocols.imap.parser import (
-    SYSTEM_FLAGS,
+    COMMANDS,
     AndKey,
     AppendArgs,
     Authenticate,
@@ -69,13 +65,10 @@ from mailmodes.protocols.imap.parser import (
     ModSeqKey,
     NotKey,
     OrKey,
-    QResync,
     Rename,
     SearchArgs,
     SearchKey,
-    SequenceSet,
     SortArgs,
-    SortCriterion,
     Spans,
     StatusArgs,
     StoreArgs,
@@ -85,10 +78,11 @@ from mailmodes.protocols.imap.parser import (
     quote_astring,
     split_head,
 )
-from mailmodes.protocols.imap.search import SearchContext, search
 from mailmodes.protocols.sasl import CHALLENGE_RESPONSE, Challenge, CramMd5, ScramSha256, exchange
 from mailmodes.protocols.imap.sort import sort
+from mailmodes.protocols.imap.states import State
 from mailmodes.protocols.imap.thread import thread
+from mailmodes.protocols.imap.view import Modes, SearchUpdate, View, uid_set, within
 from mailmodes.scenarios.misbehaviour import StartTlsPlan
 from mailmodes.store import (
     HIERARCHY_DELIMITER,
@@ -102,9 +96,11 @@ from mailmodes.store import (
 
 log = logging.getLogger(__name__)
 
-# Advertised once authentication is possible (and after it), in this order.
+# Advertised once authentication is possible (and after it), in this order. IMAP4rev2 (RFC 9051)
+# first, next to IMAP4rev1: a client switches to it with ENABLE IMAP4rev2.
 EXTENSIONS = (
-    "LITERAL+", "SASL-IR", "IDLE", "UIDPLUS", "UNSELECT", "MOVE", "NAMESPACE", "ID", "ENABLE", "SPECIAL-USE",
+    "IMAP4rev2", "LITERAL+", "SASL-IR", "IDLE", "UIDPLUS", "UNSELECT", "MOVE", "NAMESPACE", "ID", "ENABLE",
+    "SPECIAL-USE",
     "ESEARCH", "SEARCHRES", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES",
     "CONTEXT=SEARCH", "CONTEXT=SORT", "BINARY", "MULTIAPPEND", "CATENATE", "LIST-EXTENDED", "LIST-STATUS", "CONDSTORE",
     "QRESYNC", "UTF8=ACCEPT",
@@ -116,11 +112,6 @@ STARTTLS_OK = "Begin TLS negotiation now"
 _TAGGED_CONDITIONS = ("OK", "NO", "BAD")
 _UNTAGGED_CONDITIONS = ("BYE", "PREAUTH")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-_FLAG_ORDER = {flag: index for index, flag in enumerate(SYSTEM_FLAGS + ("\\Recent",))}
-_SYSTEM_FLAGS_TEXT = " ".join(SYSTEM_FLAGS)
-# RFC 3501 7.4.1: no EXPUNGE while answering FETCH, STORE or SEARCH (their UID forms may); SORT
-# and THREAD are SEARCHes (RFC 5256 3, 4).
-_NO_EXPUNGE_DURING = ("FETCH", "STORE", "SEARCH", "SORT", "THREAD")
 _SAFE_ASTRING = re.compile(r"[^\r\n\x00\x80-\U0010ffff]*")
 _SAFE_UTF8_ASTRING = re.compile(r"[^\r\n\x00\ud800-\udfff]*")  # lone surrogates: octets that were not UTF-8
 # RFC 9755 3 (Net-Unicode, RFC 5198 2): no C0 or C1 controls, DEL, LINE or PARAGRAPH SEPARATOR.
@@ -133,53 +124,7 @@ _IMAP_URL = re.compile(
 )
 
 
-class State(enum.Enum):
-    NOT_AUTHENTICATED = "not authenticated"
-    AUTHENTICATED = "authenticated"
-    SELECTED = "selected"
-    LOGOUT = "logout"
-
-
 Reply = tuple[str, str] | None  # (status, text) for the tagged response; None: sent already
-# RFC 5267 4.3 lets a server refuse more (NOUPDATE); Dovecot keeps 10 per session.
-MAX_SEARCH_UPDATES = 10
-
-
-@dataclass
-class View:
-    """The selected mailbox as this client knows it (RFC 3501 5.2: numbers change only when told)."""
-
-    mailbox: MailboxInterface
-    readonly: bool
-    messages: list[Message]  # index + 1 is the sequence number
-    flags: dict[int, frozenset[str]]  # UID -> the flags this client was last told
-    recent: set[int]  # UIDs that are \Recent in this session
-    keywords: list[str]  # keywords announced in FLAGS
-    uid_high: int  # the highest UID ever announced
-    unwatch: Callable[[], None] = lambda: None
-    dirty: bool = False  # the store changed (or reports are held back) since the last sync
-    # "$" (RFC 5182): the UIDs the last SEARCH RETURN (SAVE) kept; an expunged one simply no
-    # longer resolves to a message.
-    saved: set[int] = field(default_factory=set)
-    updates: dict[str, _SearchUpdate] = field(default_factory=dict)  # by tag, CONTEXT=SEARCH
-    flags_version: int = -1  # the mailbox's flag_changes when this view last compared flags
-
-    def largest_uid(self) -> int:
-        return self.messages[-1].uid if self.messages else 0
-
-
-@dataclass
-class _SearchUpdate:
-    """A SEARCH RETURN (UPDATE) kept running (RFC 5267 4.3), named by its command's tag."""
-
-    tag: str
-    key: SearchKey
-    uid: bool
-    uids: set[int]  # the result the client was last told, as UIDs
-    # CONTEXT=SORT: a SORT RETURN (UPDATE)'s criteria and that result in sort order (as UIDs);
-    # updates then carry positions in it. None for a SEARCH (position 0).
-    criteria: tuple[SortCriterion, ...] | None = None
-    order: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -222,15 +167,7 @@ class ImapSession:
         # (each command) checks one attribute: the chaos stages, empty.
         self.misbehaviour = connection.misbehaviour
         self._chaos_stages = self.misbehaviour.chaos_stages
-        # RFC 7162 3.1: CONDSTORE, once enabled (ENABLE, SELECT (CONDSTORE) or a command that
-        # uses a mod-sequence), stays on: HIGHESTMODSEQ on SELECT, MODSEQ in flag updates.
-        self.condstore = False
-        # RFC 7162 3.2: QRESYNC, once enabled (ENABLE QRESYNC only), also stays on: VANISHED
-        # instead of EXPUNGE, UIDs in flag updates, SELECT (QRESYNC ...) and UID FETCH VANISHED.
-        self.qresync = False
-        # RFC 9755 (UTF8=ACCEPT), once enabled: UTF-8 in quoted strings and mailbox names both
-        # ways (modified UTF-7 before), SEARCH without CHARSET, 8-bit headers in APPEND.
-        self.utf8 = False
+        self.modes = Modes()  # CONDSTORE, QRESYNC, UTF8=ACCEPT: what ENABLE and friends switched on
 
     # --- LineSession ----------------------------------------------------------------------
 
@@ -258,7 +195,7 @@ class ImapSession:
     def wake(self) -> list[Output]:
         if not self._idling or self.state is State.LOGOUT:
             return []
-        return self._guarded(lambda: self._sync(allow_expunge=True))
+        return self._guarded(lambda: self._report_changes(allow_expunge=True))
 
     def timed_out(self) -> list[Output]:
         self._logout_state()
@@ -281,7 +218,7 @@ class ImapSession:
                 self._note_piece(event, ended=False)
             elif isinstance(event, CommandBytes):
                 try:
-                    command = parse_command(event.data, utf8=self.utf8)
+                    command = parse_command(event.data, utf8=self.modes.utf8_names)
                 except CommandError as error:
                     self._note_command(event.data, event.start, event.literals, error)
                     continue
@@ -394,7 +331,7 @@ class ImapSession:
     def _execute(self, event: CommandBytes) -> None:
         self._command_start = len(self._pending.chunks)
         try:
-            command = parse_command(event.data, utf8=self.utf8)
+            command = parse_command(event.data, utf8=self.modes.utf8_names)
         except CommandError as error:
             self._note_command(event.data, event.start, event.literals, error)
             self._bad(error.tag, error.message)
@@ -405,7 +342,7 @@ class ImapSession:
                 self._login_refused(command)
             self._chaos_reply(command.name, command.tag)
             return
-        handler, states = COMMANDS[command.name]
+        handler, states, holds_expunges = _DISPATCH[command.name]
         if self.state not in states:
             self._bad(command.tag, f"{command.name} is not valid in the {self.state.value} state")
             return
@@ -414,7 +351,7 @@ class ImapSession:
             return
         status, text = reply
         if status != "BAD" and self.view is not None:
-            self._sync(allow_expunge=command.uid or command.name not in _NO_EXPUNGE_DURING)
+            self.view.sync(allow_expunge=command.uid or not holds_expunges)
         self._tagged(command.tag, status, text)
 
     # --- Output helpers ---------------------------------------------------------------------
@@ -733,7 +670,7 @@ class ImapSession:
         """The lines of a command up to a literal still to come, in wire order (before the "+"
         that answers them): shown as far as the grammar accepts them as the start of a command."""
         try:
-            command = parse_command(request.data, partial=True, utf8=self.utf8)
+            command = parse_command(request.data, partial=True, utf8=self.modes.utf8_names)
         except CommandError as error:
             self._note_command(request.data, request.start, request.literals, error, ended=ended)
             return
@@ -749,6 +686,7 @@ class ImapSession:
         if isinstance(parsed, Command):
             spans += [(begin, end, SECRET) for begin, end in parsed.secrets]
             verb = f"UID {parsed.name}" if parsed.uid else parsed.name
+            name = parsed.name
         elif isinstance(parsed, Incomplete):
             verb = name
         else:
@@ -756,7 +694,9 @@ class ImapSession:
             cut = min(len(data), len(tag) + len(name) + 2) if tag is not None and known else 0
             spans = [span for span in spans if span[1] <= cut] + [(cut, len(data), UNPARSED)]
             verb = name if known else ""
-        self.notes.note(Heard(data, verb if ended else None, tuple(sorted(spans)), start))
+        declaration = COMMANDS.get(name) if verb else None
+        mail = declaration is not None and declaration.mail
+        self.notes.note(Heard(data, verb if ended else None, tuple(sorted(spans)), start, mail=mail and ended))
 
     # --- Authenticated ----------------------------------------------------------------------
 
@@ -767,7 +707,7 @@ class ImapSession:
     def _select(self, command: Command) -> Reply:
         args = command.args
         assert isinstance(args, MailboxArg)
-        if args.qresync is not None and not self.qresync:
+        if args.qresync is not None and not self.modes.qresync:
             return "BAD", "QRESYNC is not enabled"  # RFC 7162 3.2.5
         if self.view is not None:
             # RFC 3501 6.3.1: a SELECT deselects the current mailbox even when it fails; RFC 7162
@@ -780,7 +720,9 @@ class ImapSession:
         readonly = command.name == "EXAMINE"
         # \Recent belongs to the first session to see a message; EXAMINE only looks.
         claimed = self._claimed_recent.setdefault(mailbox, set())
-        if readonly:
+        if self.modes.rev2:
+            recent = set()  # RFC 9051 Appendix E: no \Recent; left for IMAP4rev1 sessions to claim
+        elif readonly:
             recent = claimed | mailbox.recent_uids
         else:
             claimed |= mailbox.claim_recent()
@@ -790,56 +732,37 @@ class ImapSession:
         keywords = sorted({flag for m in messages for flag in m.flags if not flag.startswith("\\")})
         view = View(
             mailbox, readonly, messages, {m.uid: frozenset(m.flags) for m in messages}, recent, keywords,
-            uid_high=messages[-1].uid if messages else 0, flags_version=mailbox.flag_changes,
+            uid_high=messages[-1].uid if messages else 0, send=self._send, modes=self.modes,
+            flags_version=mailbox.flag_changes,
         )
         view.unwatch = mailbox.watch(self._mailbox_changed)
         self.view, self.state = view, State.SELECTED
-        self._untagged(f"FLAGS ({self._flags_text(view)})")
+        self._untagged(f"FLAGS ({view.flags_text()})")
         self._untagged(f"{len(messages)} EXISTS")
-        self._untagged(f"{len(recent)} RECENT")
-        first_unseen = next((n for n, m in enumerate(messages, 1) if "\\Seen" not in m.flags), None)
-        if first_unseen is not None:
-            self._untagged(f"OK [UNSEEN {first_unseen}] First unseen")
-        self._permanent_flags(view)
+        if not self.modes.rev2:  # RFC 9051 6.3.2: no RECENT and no UNSEEN code
+            self._untagged(f"{len(recent)} RECENT")
+            first_unseen = next((n for n, m in enumerate(messages, 1) if "\\Seen" not in m.flags), None)
+            if first_unseen is not None:
+                self._untagged(f"OK [UNSEEN {first_unseen}] First unseen")
+        view.permanent_flags()
         self._untagged(f"OK [UIDVALIDITY {mailbox.uidvalidity}] UIDs valid")
         self._untagged(f"OK [UIDNEXT {mailbox.uidnext}] Predicted next UID")
         if args.condstore or args.qresync is not None:
-            self.condstore = True
-        if self.condstore:
+            self.modes.condstore = True
+        if self.modes.condstore:
             self._untagged(f"OK [HIGHESTMODSEQ {mailbox.highest_modseq}] Highest")
+        if self.modes.rev2:
+            # RFC 9051 6.3.2: the mailbox's LIST response, its attributes accurate.
+            self._list_response(self._account(), mailbox.name, mailbox)
         if args.qresync is not None and args.qresync.uidvalidity == mailbox.uidvalidity:
             # RFC 7162 3.2.5.1: with another UIDVALIDITY the client's knowledge is void, and
             # the SELECT is an ordinary one.
-            self._resync(view, args.qresync)
+            view.resync(args.qresync)
         return "OK", "[READ-ONLY] EXAMINE completed" if readonly else "[READ-WRITE] SELECT completed"
 
-    def _resync(self, view: View, known: QResync) -> None:
-        """RFC 7162 3.2.5.1: what vanished since the client's mod-sequence (VANISHED (EARLIER))
-        and every message changed since (FETCH with UID, FLAGS and MODSEQ), of the known UIDs
-        only when the client listed them."""
-        wanted = _within(known.known_uids.resolve(0)) if known.known_uids is not None else lambda uid: True
-        self._vanished_earlier(view, known.modseq, wanted)
-        for number, message in enumerate(view.messages, 1):
-            if message.modseq > known.modseq and wanted(message.uid):
-                self._send(b"* %d FETCH (UID %d %b%b)\r\n" % (
-                    number, message.uid, self._flags_item(view, message), self._modseq_item(message)))
-
-    def _vanished_earlier(self, view: View, modseq: int, wanted: Callable[[int], bool]) -> None:
-        """* VANISHED (EARLIER): the UIDs `wanted` that were expunged after `modseq` (RFC 7162
-        3.2.10), from the mailbox's tombstones."""
-        gone = sorted(uid for uid, when in view.mailbox.expunged.items() if when > modseq and wanted(uid))
-        if gone:
-            self._send(b"* VANISHED (EARLIER) %b\r\n" % _uid_set(gone).encode())
-
-    def _flags_text(self, view: View) -> str:
-        return " ".join([_SYSTEM_FLAGS_TEXT, *view.keywords]).strip()
-
-    def _permanent_flags(self, view: View) -> None:
-        if view.readonly:
-            self._untagged("OK [PERMANENTFLAGS ()] Read-only mailbox")
-        else:
-            # "\*": clients may create keywords (RFC 3501 7.1).
-            self._untagged(f"OK [PERMANENTFLAGS ({self._flags_text(view)} \\*)] Flags permitted")
+    def _report_changes(self, allow_expunge: bool) -> None:
+        if self.view is not None:
+            self.view.sync(allow_expunge)
 
     def _mailbox_changed(self) -> None:
         if self.view is not None:
@@ -925,7 +848,7 @@ class ImapSession:
             root = args.reference.split(HIERARCHY_DELIMITER, 1)[0]
             root += HIERARCHY_DELIMITER if HIERARCHY_DELIMITER in args.reference else ""
             if not lsub:
-                self._untagged(f'LIST (\\Noselect) "{HIERARCHY_DELIMITER}" {_astring(root, self.utf8)}')
+                self._untagged(f'LIST (\\Noselect) "{HIERARCHY_DELIMITER}" {_astring(root, self.modes.utf8_names)}')
             return "OK", f"{command.name} completed"
         patterns = [ListPattern(args.reference + pattern) for pattern in (args.pattern, *args.more_patterns)]
 
@@ -936,7 +859,7 @@ class ImapSession:
         mailboxes = account.mailboxes
         if lsub:
             for name, noselect in _lsub_entries(mailboxes, account.subscriptions, matches):
-                self._untagged(f'LSUB ({noselect}) "{HIERARCHY_DELIMITER}" {_astring(name, self.utf8)}')
+                self._untagged(f'LSUB ({noselect}) "{HIERARCHY_DELIMITER}" {_astring(name, self.modes.utf8_names)}')
             return "OK", f"{command.name} completed"
         selection, returns = set(args.selection), set(args.returns)
         childinfo: set[str] = set()
@@ -958,20 +881,28 @@ class ImapSession:
         show_subscribed = "SUBSCRIBED" in selection or "SUBSCRIBED" in returns
         for name in sorted(names, key=lambda n: (n != INBOX, n)):
             mailbox = mailboxes.get(name)
-            if mailbox is None:
-                attributes = ["\\NonExistent"]
-            else:
-                prefix = name + HIERARCHY_DELIMITER
-                attributes = ["\\HasChildren" if any(other.startswith(prefix) for other in mailboxes) else "\\HasNoChildren"]
-            if show_subscribed and name in account.subscriptions:
-                attributes.append("\\Subscribed")
-            if mailbox is not None and mailbox.special_use:
-                attributes.append(mailbox.special_use)
             extra = ' (CHILDINFO ("SUBSCRIBED"))' if name in childinfo else ""
-            self._untagged(f'LIST ({" ".join(attributes)}) "{HIERARCHY_DELIMITER}" {_astring(name, self.utf8)}{extra}')
+            self._list_response(account, name, mailbox, subscribed=show_subscribed, extra=extra)
             if args.status_items and mailbox is not None:
                 self._status_response(mailbox, args.status_items)  # LIST-STATUS (RFC 5819)
         return "OK", f"{command.name} completed"
+
+    def _list_response(self, account: AccountInterface, name: str, mailbox: MailboxInterface | None, *,
+                       subscribed: bool = False, extra: str = "") -> None:
+        """One LIST response: the children attributes always (RFC 5258 4, part of IMAP4rev2),
+        \\Subscribed when asked, the special use (RFC 6154)."""
+        if mailbox is None:
+            attributes = ["\\NonExistent"]
+        else:
+            prefix = name + HIERARCHY_DELIMITER
+            children = any(other.startswith(prefix) for other in account.mailboxes)
+            attributes = ["\\HasChildren" if children else "\\HasNoChildren"]
+        if subscribed and name in account.subscriptions:
+            attributes.append("\\Subscribed")
+        if mailbox is not None and mailbox.special_use:
+            attributes.append(mailbox.special_use)
+        spelled = _astring(name, self.modes.utf8_names)
+        self._untagged(f'LIST ({" ".join(attributes)}) "{HIERARCHY_DELIMITER}" {spelled}{extra}')
 
     def _status(self, command: Command) -> Reply:
         args = command.args
@@ -994,9 +925,12 @@ class ImapSession:
             "UIDVALIDITY": mailbox.uidvalidity,
             "UNSEEN": sum(1 for m in mailbox.messages if "\\Seen" not in m.flags),
             "HIGHESTMODSEQ": mailbox.highest_modseq,
+            # RFC 9051 6.3.11: the \\Deleted messages, and the octets of all (RFC 8438).
+            "DELETED": sum(1 for m in mailbox.messages if "\\Deleted" in m.flags),
+            "SIZE": sum(m.size for m in mailbox.messages),
         }
         items = " ".join(f"{item} {values[item]}" for item in wanted)
-        self._untagged(f"STATUS {_astring(mailbox.name, self.utf8)} ({items})")
+        self._untagged(f"STATUS {_astring(mailbox.name, self.modes.utf8_names)} ({items})")
 
     def _append(self, command: Command) -> Reply:
         args = command.args
@@ -1016,18 +950,19 @@ class ImapSession:
                 contents.append(mime.binary_parts_as_base64(item.message) if item.binary else item.message)
         if any(len(data) > self.limits.max_message_size for data in contents):
             return "NO", "[TOOBIG] Message too big"
-        if not self.utf8 and any(not _header_block(data).isascii() for data in contents):
-            # RFC 9755 4: 8-bit header fields only from a client that enabled UTF8=ACCEPT.
+        if not self.modes.utf8_names and any(not _header_block(data).isascii() for data in contents):
+            # RFC 9755 4: 8-bit header fields only from a client that enabled UTF8=ACCEPT (or
+            # IMAP4rev2, whose messages may have UTF-8 headers: RFC 9051 Appendix E).
             return "NO", "[CANNOT] 8-bit header fields need ENABLE UTF8=ACCEPT"
         # RFC 3502: all the messages or none; everything that can refuse one is checked above.
         uids = []
         for item, data in zip(args.messages, contents, strict=True):
             flags = self._canonical_flags(item.flags)
             if self.view is not None and self.view.mailbox is mailbox:
-                self._announce_keywords(self.view, flags)
+                self.view.announce_keywords(flags)
             uids.append(mailbox.append(data, flags, item.internal_date).uid)
         # RFC 4315 3: one UID, or the uid-set of a MULTIAPPEND.
-        return "OK", f"[APPENDUID {mailbox.uidvalidity} {_uid_set(uids)}] APPEND completed"
+        return "OK", f"[APPENDUID {mailbox.uidvalidity} {uid_set(uids)}] APPEND completed"
 
     def _catenated(self, parts: tuple[tuple[str, bytes], ...]) -> bytes | str:
         """CATENATE (RFC 4469 5): the parts joined, or the NO text naming the first bad URL."""
@@ -1079,29 +1014,31 @@ class ImapSession:
         # RFC 5161 3.2: ENABLED lists what this command enabled (CONDSTORE and QRESYNC need it;
         # QRESYNC implies CONDSTORE, RFC 7162 3.2.3).
         asked = command.args.capabilities
-        enabled = [name for name, on in (("CONDSTORE", self.condstore), ("QRESYNC", self.qresync))
+        enabled = [name for name, on in (("CONDSTORE", self.modes.condstore), ("QRESYNC", self.modes.qresync))
                    if name in asked and not on]
-        self.condstore = self.condstore or bool(enabled)
-        self.qresync = self.qresync or "QRESYNC" in enabled
-        if "UTF8=ACCEPT" in asked and not self.utf8:
+        self.modes.condstore = self.modes.condstore or bool(enabled)
+        self.modes.qresync = self.modes.qresync or "QRESYNC" in enabled
+        if "IMAP4REV2" in asked and not self.modes.rev2:
+            enabled.append("IMAP4rev2")  # RFC 9051 6.3.1: switches this session to IMAP4rev2
+            self.modes.rev2 = True
+        if "UTF8=ACCEPT" in asked and not self.modes.utf8:
             enabled.append("UTF8=ACCEPT")
-            self.utf8 = True
+            self.modes.utf8 = True
         self._untagged(" ".join(["ENABLED", *enabled]))
         return "OK", "ENABLE completed"
 
     def _enable_condstore(self) -> None:
         """A CONDSTORE-enabling command (RFC 7162 3.1): the first one, with a mailbox selected,
         also tells its HIGHESTMODSEQ, which SELECT did not."""
-        if self.condstore:
+        if self.modes.condstore:
             return
-        self.condstore = True
+        self.modes.condstore = True
         if self.view is not None:
             self._untagged(f"OK [HIGHESTMODSEQ {self.view.mailbox.highest_modseq}] Highest")
 
     def _idle(self, command: Command) -> Reply:
         # RFC 2177: report what is pending now, then as it happens until DONE.
-        if self.view is not None:
-            self._sync(allow_expunge=True)
+        self._report_changes(allow_expunge=True)
         self._send(b"+ idling\r\n")
         self._continuation_tag = command.tag
         self._continuation = self._idle_line
@@ -1116,8 +1053,7 @@ class ImapSession:
         if not done:
             self._bad(self._continuation_tag, "Expected DONE to end IDLE")
             return
-        if self.view is not None:
-            self._sync(allow_expunge=True)
+        self._report_changes(allow_expunge=True)
         self._tagged(self._continuation_tag, "OK", "IDLE terminated")
 
     # --- Selected ---------------------------------------------------------------------------
@@ -1125,38 +1061,6 @@ class ImapSession:
     def _selected(self) -> View:
         assert self.view is not None
         return self.view
-
-    def _targets(self, sequence: SequenceSet, uid: bool) -> list[tuple[int, Message]] | None:
-        """(sequence number, message) pairs, ascending; None if a sequence number is invalid."""
-        view = self._selected()
-        messages = view.messages
-        if sequence.saved:
-            return [(index + 1, m) for index, m in enumerate(messages) if m.uid in view.saved]
-        indexes: Iterable[int]
-        if uid:
-            if not messages:
-                return []
-            # RFC 3501 6.4.8: "*" is the largest UID in use, so "n:*" always includes it.
-            spans = [
-                range(bisect.bisect_left(messages, low, key=_uid), bisect.bisect_right(messages, high, key=_uid))
-                for low, high in sequence.resolve(messages[-1].uid)
-            ]
-        else:
-            count = len(messages)
-            spans = []
-            for low, high in sequence.resolve(count):
-                if low < 1 or high > count:
-                    return None
-                spans.append(range(low - 1, high))
-        indexes = spans[0] if len(spans) == 1 else sorted(set().union(*spans))
-        return [(index + 1, messages[index]) for index in indexes]
-
-    def _ghosts(self, view: View) -> set[int]:
-        """UIDs this client still sees that are gone from the store (EXPUNGE not yet sent)."""
-        if not view.dirty:
-            return set()
-        present = {m.uid for m in view.mailbox.messages}
-        return {m.uid for m in view.messages if m.uid not in present}
 
     def _check(self, command: Command) -> Reply:
         return "OK", "CHECK completed"
@@ -1194,7 +1098,9 @@ class ImapSession:
         assert isinstance(args, SearchArgs)
         view = self._selected()
         returns = args.returns
-        if args.charset is not None and self.utf8:
+        if returns is None and self.modes.rev2:
+            returns = ()  # RFC 9051 6.4.4: no RETURN is RETURN (ALL), answered with ESEARCH
+        if args.charset is not None and self.modes.utf8:
             # RFC 9755 3: after ENABLE UTF8=ACCEPT a charset label can only conflict.
             return "BAD", "No CHARSET after ENABLE UTF8=ACCEPT"
         if args.charset not in (None, "UTF-8", "US-ASCII"):
@@ -1203,7 +1109,7 @@ class ImapSession:
             return "NO", "[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset"
         if returns is not None and "UPDATE" in returns and command.tag in view.updates:
             return "BAD", "Duplicate search update tag"
-        numbers = self._matching(view, args.key)
+        numbers = view.matching(args.key)
         if _uses_modseq(args.key):
             self._enable_condstore()
             self._search_result(command, view, numbers, returns, args.partial, modseq=True)
@@ -1211,15 +1117,8 @@ class ImapSession:
             self._search_result(command, view, numbers, returns, args.partial)
         if returns is not None and "UPDATE" in returns:
             uids = {view.messages[n - 1].uid for n in numbers}
-            self._keep_update(view, _SearchUpdate(command.tag, args.key, command.uid, uids))
+            view.keep_update(SearchUpdate(command.tag, args.key, command.uid, uids))
         return "OK", "SEARCH completed"
-
-    def _keep_update(self, view: View, update: _SearchUpdate) -> None:
-        """RFC 5267 4.3.1: past the limit the result was still sent, but no updates follow."""
-        if len(view.updates) >= MAX_SEARCH_UPDATES:
-            self._untagged(f'NO [NOUPDATE "{update.tag}"] Too many search updates')
-        else:
-            view.updates[update.tag] = update
 
     def _cancelupdate(self, command: Command) -> Reply:
         args = command.args
@@ -1231,10 +1130,6 @@ class ImapSession:
         for tag in args.tags:
             del view.updates[tag]
         return "OK", "CANCELUPDATE completed"
-
-    def _matching(self, view: View, key: SearchKey) -> list[int]:
-        context = SearchContext(len(view.messages), view.largest_uid(), view.recent, view.saved)
-        return search(key, view.messages, context)
 
     def _search_result(self, command: Command, view: View, numbers: list[int], returns: tuple[str, ...] | None,
                        partial: tuple[int, int] | None, name: str = "SEARCH", modseq: bool = False) -> None:
@@ -1282,13 +1177,13 @@ class ImapSession:
         returns = args.returns
         if returns is not None and "UPDATE" in returns and command.tag in view.updates:
             return "BAD", "Duplicate search update tag"
-        matched = [(n, view.messages[n - 1]) for n in self._matching(view, args.key)]
+        matched = [(n, view.messages[n - 1]) for n in view.matching(args.key)]
         ordered = [number for number, _ in sort(args.criteria, matched)]
         self._search_result(command, view, ordered, returns, args.partial, "SORT")
         if returns is not None and "UPDATE" in returns:
             # CONTEXT=SORT (RFC 5267 4.3): kept like a SEARCH's, with its order.
             order = [view.messages[n - 1].uid for n in ordered]
-            self._keep_update(view, _SearchUpdate(command.tag, args.key, command.uid, set(order), args.criteria, order))
+            view.keep_update(SearchUpdate(command.tag, args.key, command.uid, set(order), args.criteria, order))
         return "OK", "SORT completed"
 
     def _thread(self, command: Command) -> Reply:
@@ -1297,7 +1192,7 @@ class ImapSession:
         view = self._selected()
         if args.charset not in ("UTF-8", "US-ASCII"):
             return "NO", "[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset"
-        matched = [(n, view.messages[n - 1]) for n in self._matching(view, args.key)]
+        matched = [(n, view.messages[n - 1]) for n in view.matching(args.key)]
         if command.uid:
             matched = [(message.uid, message) for _, message in matched]
         threads = thread(args.algorithm, matched)
@@ -1308,13 +1203,13 @@ class ImapSession:
         args = command.args
         assert isinstance(args, FetchArgs)
         view = self._selected()
-        targets = self._targets(args.sequence, command.uid)
+        targets = view.targets(args.sequence, command.uid)
         if targets is None:
             return "BAD", "Invalid message sequence number"
         items = list(args.items)
         if command.uid and not any(item.name == "UID" for item in items):
             items.insert(0, FetchItem("UID"))  # RFC 3501 6.4.8
-        if args.vanished and not self.qresync:
+        if args.vanished and not self.modes.qresync:
             return "BAD", "VANISHED needs ENABLE QRESYNC"  # RFC 7162 3.2.6
         if args.changedsince is not None or any(item.name == "MODSEQ" for item in items):
             self._enable_condstore()
@@ -1322,9 +1217,9 @@ class ImapSession:
             # RFC 7162 3.2.6: the UIDs of the set expunged since, before the FETCH responses; "*"
             # reaches the last UID ever given, expunged or not.
             saved = view.saved
-            requested = saved.__contains__ if args.sequence.saved else _within(
+            requested = saved.__contains__ if args.sequence.saved else within(
                 args.sequence.resolve(view.mailbox.uidnext - 1))
-            self._vanished_earlier(view, args.changedsince, requested)
+            view.vanished_earlier(args.changedsince, requested)
         if args.changedsince is not None:
             # RFC 7162 3.1.4.1: only messages changed since, and with their MODSEQ.
             targets = [(n, m) for n, m in targets if m.modseq > args.changedsince]
@@ -1332,7 +1227,7 @@ class ImapSession:
                 items.append(FetchItem("MODSEQ"))
         marks_seen = not view.readonly and any(_marks_seen(item) for item in items)
         reports_flags = any(item.name == "FLAGS" for item in items)
-        ghosts = self._ghosts(view)
+        ghosts = view.ghosts()
         # Responses go out as a flat list of pieces joined once: a message's bytes are copied a
         # single time, however big (the FETCH BODY[] throughput target).
         labels = {item: _fetch_label(item) for item in items}
@@ -1350,20 +1245,20 @@ class ImapSession:
                 view.mailbox.set_flags(message, message.flags | {"\\Seen"})
             if reports_flags or seen_now:
                 # A keyword another session set must be announced before this line shows it.
-                self._announce_keywords(view, message.flags)
+                view.announce_keywords(message.flags)
             chunks.append(b"* %d FETCH (" % number)
             for index, item in enumerate(items):
                 if index:
                     chunks.append(b" ")
                 self._fetch_item(view, item, labels[item], message, chunks)
             if seen_now and not reports_flags:
-                chunks += (b" ", self._flags_item(view, message))
-            if seen_now and self.condstore:
+                chunks += (b" ", view.flags_item(message))
+            if seen_now and self.modes.condstore:
                 # RFC 7162 3.2.4: a flag change by FETCH carries UID and MODSEQ too.
                 if not any(item.name == "UID" for item in items):
                     chunks.append(b" UID %d" % message.uid)
                 if not any(item.name == "MODSEQ" for item in items):
-                    chunks.append(self._modseq_item(message))
+                    chunks.append(view.modseq_item(message))
             chunks.append(b")\r\n")
         return "OK", "FETCH completed"
 
@@ -1394,7 +1289,7 @@ class ImapSession:
         elif name == "MODSEQ":
             out.append(b"MODSEQ (%d)" % message.modseq)
         elif name == "FLAGS":
-            out.append(self._flags_item(view, message))
+            out.append(view.flags_item(message))
         elif name == "RFC822.SIZE":
             out.append(b"RFC822.SIZE %d" % len(data))
         elif name == "INTERNALDATE":
@@ -1412,27 +1307,23 @@ class ImapSession:
                 content = mime.parsed(message).section((), "TEXT")
             out += (b"%b {%d}\r\n" % (label, len(content)), content)
 
-    def _flags_item(self, view: View, message: Message) -> bytes:
-        view.flags[message.uid] = frozenset(message.flags)
-        return b"FLAGS " + _flag_list(message.flags, message.uid in view.recent).encode()
-
     def _store(self, command: Command) -> Reply:
         args = command.args
         assert isinstance(args, StoreArgs)
         view = self._selected()
-        targets = self._targets(args.sequence, command.uid)
+        targets = view.targets(args.sequence, command.uid)
         if targets is None:
             return "BAD", "Invalid message sequence number"
         if view.readonly:
             return "NO", "[CANNOT] Mailbox is read-only"
         flags = set(self._canonical_flags(args.flags))
-        self._announce_keywords(view, flags)
+        view.announce_keywords(flags)
         modified: list[int] = []
         if args.unchangedsince is not None:
             self._enable_condstore()
         # RFC 2180 4.2.1, as Dovecot: a message another session expunged (EXPUNGE not yet sent
         # here) is skipped and the rest updated; a "mark read" on a range must not fail for it.
-        ghosts = self._ghosts(view)
+        ghosts = view.ghosts()
         for number, message in targets:
             if message.uid in ghosts:
                 continue
@@ -1446,22 +1337,18 @@ class ImapSession:
                 new = message.flags - flags
             else:
                 new = frozenset(flags)
-            self._announce_keywords(view, new)  # the message may carry another session's keyword
+            view.announce_keywords(new)  # the message may carry another session's keyword
             view.mailbox.set_flags(message, new)
             if args.silent:
                 view.flags[message.uid] = frozenset(message.flags)
                 continue
             # RFC 3501 6.4.6: the new flags come back as if fetched (with the UID for UID STORE,
             # and always once CONDSTORE is on, RFC 7162 3.2.4).
-            uid = b"UID %d " % message.uid if command.uid or self.condstore else b""
-            self._send(b"* %d FETCH (%b%b%b)\r\n" % (number, uid, self._flags_item(view, message), self._modseq_item(message)))
+            uid = b"UID %d " % message.uid if command.uid or self.modes.condstore else b""
+            self._send(b"* %d FETCH (%b%b%b)\r\n" % (number, uid, view.flags_item(message), view.modseq_item(message)))
         if modified:
-            return "OK", f"[MODIFIED {_uid_set(modified)}] Conditional STORE failed"
+            return "OK", f"[MODIFIED {uid_set(modified)}] Conditional STORE failed"
         return "OK", "STORE completed"
-
-    def _modseq_item(self, message: Message) -> bytes:
-        """RFC 7162 3.1.4: with CONDSTORE on, flag updates carry the message's MODSEQ."""
-        return b" MODSEQ (%d)" % message.modseq if self.condstore else b""
 
     def _canonical_flags(self, flags: Iterable[str]) -> tuple[str, ...]:
         """Keywords take the spelling already used in the mailbox ($Junk and $junk are one)."""
@@ -1469,27 +1356,12 @@ class ImapSession:
         known = {keyword.casefold(): keyword for keyword in view.keywords} if view is not None else {}
         return tuple(dict.fromkeys(flag if flag.startswith("\\") else known.get(flag.casefold(), flag) for flag in flags))
 
-    def _announce_keywords(self, view: View, flags: Iterable[str]) -> None:
-        """RFC 3501 7.2.6: a new keyword means a new FLAGS (and PERMANENTFLAGS) response, before
-        any FETCH shows it. Called per message on the FETCH path, so the usual case (nothing
-        new) is settled without folding case."""
-        new = [flag for flag in flags if not flag.startswith("\\") and flag not in view.keywords]
-        if not new:
-            return
-        known = {keyword.casefold() for keyword in view.keywords}
-        new = [flag for flag in new if flag.casefold() not in known]
-        if not new:
-            return
-        view.keywords.extend(dict.fromkeys(new))
-        self._untagged(f"FLAGS ({self._flags_text(view)})")
-        self._permanent_flags(view)
-
     def _copy(self, command: Command) -> Reply:
         args = command.args
         assert isinstance(args, CopyArgs)
         view = self._selected()
         move = command.name == "MOVE"
-        targets = self._targets(args.sequence, command.uid)
+        targets = view.targets(args.sequence, command.uid)
         if targets is None:
             return "BAD", "Invalid message sequence number"
         if move and view.readonly:
@@ -1497,7 +1369,7 @@ class ImapSession:
         target = self._account().mailbox(args.mailbox)
         if target is None:
             return "NO", f"[TRYCREATE] Mailbox doesn't exist: {args.mailbox}"
-        ghosts = self._ghosts(view)
+        ghosts = view.ghosts()
         if any(message.uid in ghosts for _, message in targets):
             return "NO", "[EXPUNGEISSUED] Some of the requested messages no longer exist"
         if not targets:
@@ -1505,134 +1377,13 @@ class ImapSession:
         source_uids = [message.uid for _, message in targets]
         copies = [target.append(m.data, m.flags, m.internal_date) for _, m in targets]
         # RFC 4315 section 3: COPYUID names the source and destination UIDs, pairwise.
-        code = f"[COPYUID {target.uidvalidity} {_uid_set(source_uids)} {_uid_set([c.uid for c in copies])}]"
+        code = f"[COPYUID {target.uidvalidity} {uid_set(source_uids)} {uid_set([c.uid for c in copies])}]"
         if not move:
             return "OK", f"{code} COPY completed"
         # RFC 6851 section 4.3: COPYUID goes in an untagged OK before the EXPUNGE responses.
         self._untagged(f"OK {code} Moved UIDs")
         view.mailbox.expunge(source_uids)
         return "OK", "MOVE completed"
-
-    # --- Reporting changes ------------------------------------------------------------------
-
-    def _sync(self, allow_expunge: bool) -> None:
-        """Tell the client what changed in the store since it last heard (RFC 3501 5.2, 7.4.1)."""
-        view = self.view
-        if view is None or not view.dirty:
-            return
-        current = view.mailbox.messages
-        count = len(view.messages)
-        held_back = False
-        unchanged = count == 0 or (len(current) >= count and current[count - 1] is view.messages[-1])
-        if not unchanged:
-            if allow_expunge:
-                present = {m.uid for m in current}
-                if view.updates:
-                    self._report_update_removals(view, present)
-                self._report_expunges(view, present)
-            else:
-                held_back = True
-        self._report_new(view, current)
-        self._report_flags(view)
-        if view.updates:
-            self._report_updates(view)
-        view.dirty = held_back
-
-    def _report_update_removals(self, view: View, present: set[int]) -> None:
-        """RFC 5267 4.3: an expunged message leaves each result (REMOVEFROM) while its sequence
-        number still means it, before the EXPUNGE."""
-        numbers = {m.uid: n for n, m in enumerate(view.messages, 1)}
-        for update in view.updates.values():
-            gone = update.uids - present
-            if not gone:
-                continue
-            update.uids -= gone
-            if update.criteria is not None:
-                removed = _sort_removals(update, update.uids, numbers)
-                self._send(_sort_update_line(update, removed, []))
-            else:
-                self._send(_update_line(update, sorted(gone if update.uid else (numbers[u] for u in gone)), []))
-
-    def _report_updates(self, view: View) -> None:
-        """RFC 5267 4.3: ADDTO and REMOVEFROM for each SEARCH RETURN (UPDATE) whose result changed.
-        Position 0 throughout, as Dovecot: a SEARCH result has no order to place into."""
-        ghosts = self._ghosts(view)
-        numbers = {m.uid: n for n, m in enumerate(view.messages, 1)}
-        for update in view.updates.values():
-            now = {view.messages[n - 1].uid for n in self._matching(view, update.key)} - ghosts
-            removed, added = update.uids - now - ghosts, now - update.uids
-            update.uids = (update.uids & ghosts) | now
-            if update.criteria is not None:
-                if removed or added:
-                    self._report_sort_update(view, update, numbers)
-                continue
-            if removed or added:
-                def ids(uids: set[int]) -> list[int]:
-                    return sorted(uids if update.uid else (numbers[u] for u in uids))
-
-                self._send(_update_line(update, ids(removed), ids(added)))
-
-    def _report_sort_update(self, view: View, update: _SearchUpdate, numbers: dict[int, int]) -> None:
-        """CONTEXT=SORT: a SORT's criteria read only what never changes in a message, so what
-        stays in the result keeps its order; removals are counted on the result as it shrinks,
-        additions placed at their final positions, in ascending order (RFC 5267 4.3.3, 4.3.4)."""
-        assert update.criteria is not None
-        removed = _sort_removals(update, update.uids, numbers)
-        members = [(numbers[uid], view.messages[numbers[uid] - 1]) for uid in sorted(update.uids)]
-        known = set(update.order)
-        update.order = [message.uid for _, message in sort(update.criteria, members)]
-        added = [(position, _update_id(update, uid, numbers))
-                 for position, uid in enumerate(update.order, 1) if uid not in known]
-        self._send(_sort_update_line(update, removed, added))
-
-    def _report_expunges(self, view: View, present: set[int]) -> None:
-        kept: list[Message] = []
-        vanished: list[int] = []
-        for message in view.messages:
-            if message.uid in present:
-                kept.append(message)
-                continue
-            view.flags.pop(message.uid, None)
-            view.recent.discard(message.uid)
-            if self.qresync:
-                vanished.append(message.uid)  # RFC 7162 3.2.10: one VANISHED, no EXPUNGE
-                continue
-            # Each EXPUNGE renumbers the rest at once, so the next one counts from `kept`.
-            self._send(b"* %d EXPUNGE\r\n" % (len(kept) + 1))
-        if vanished:
-            self._send(b"* VANISHED %b\r\n" % _uid_set(vanished).encode())
-        view.messages = kept
-
-    def _report_new(self, view: View, current: list[Message]) -> None:
-        start = len(current)
-        while start and current[start - 1].uid > view.uid_high:
-            start -= 1
-        new = current[start:]
-        if not new:
-            return
-        self._announce_keywords(view, {flag for m in new for flag in m.flags})
-        view.messages.extend(new)
-        for message in new:
-            view.flags[message.uid] = frozenset(message.flags)
-        view.uid_high = new[-1].uid
-        if view.readonly:
-            view.recent |= {m.uid for m in new} & view.mailbox.recent_uids
-        else:
-            view.recent |= view.mailbox.claim_recent()  # the same set as _claimed_recent holds
-        self._untagged(f"{len(view.messages)} EXISTS")
-        self._untagged(f"{len(view.recent)} RECENT")
-
-    def _report_flags(self, view: View) -> None:
-        if view.flags_version == view.mailbox.flag_changes:
-            return  # no flag changed anywhere: no need to compare every message's
-        view.flags_version = view.mailbox.flag_changes
-        for number, message in enumerate(view.messages, 1):
-            if view.flags.get(message.uid) != frozenset(message.flags):
-                self._announce_keywords(view, message.flags)
-                # RFC 7162 3.2.4: once CONDSTORE is on, flag updates name the UID.
-                uid = b"UID %d " % message.uid if self.condstore else b""
-                self._send(b"* %d FETCH (%b%b%b)\r\n" % (
-                    number, uid, self._flags_item(view, message), self._modseq_item(message)))
 
 
 def _chaos_line(reply: str, tag: str) -> bytes:
@@ -1684,10 +1435,6 @@ def _batched(chunks: list[bytes]) -> Iterator[bytes]:
         yield b"".join(batch)
 
 
-def _uid(message: Message) -> int:
-    return message.uid
-
-
 def _fetch_label(item: FetchItem) -> bytes:
     """The name a fetch-att has in the response: BODY.PEEK[...] answers as BODY[...]<origin>."""
     if item.section is None:
@@ -1702,12 +1449,6 @@ def _marks_seen(item: FetchItem) -> bool:
     return (item.section is not None and not item.peek) or item.name in ("RFC822", "RFC822.TEXT")
 
 
-def _flag_list(flags: Iterable[str], recent: bool) -> str:
-    listed = [*flags, "\\Recent"] if recent else flags
-    ordered = sorted(listed, key=lambda flag: (_FLAG_ORDER.get(flag, len(_FLAG_ORDER)), flag))
-    return "(" + " ".join(ordered) + ")"
-
-
 def _internal_date(when: datetime) -> str:
     """date-time (RFC 3501 section 9): "dd-Mon-yyyy hh:mm:ss +zzzz", day padded with a space."""
     if when.tzinfo is None:
@@ -1720,76 +1461,6 @@ def _internal_date(when: datetime) -> str:
         f'"{when.day:2d}-{_MONTHS[when.month - 1]}-{when.year:04d} '
         f'{when.hour:02d}:{when.minute:02d}:{when.second:02d} {sign}{minutes // 60:02d}{minutes % 60:02d}"'
     )
-
-
-def _update_line(update: _SearchUpdate, removed: list[int], added: list[int]) -> bytes:
-    parts = [f'* ESEARCH (TAG "{update.tag}")'] + (["UID"] if update.uid else [])
-    if removed:
-        parts.append(f"REMOVEFROM (0 {_uid_set(removed)})")
-    if added:
-        parts.append(f"ADDTO (0 {_uid_set(added)})")
-    return (" ".join(parts) + "\r\n").encode()
-
-
-def _within(ranges: Iterable[tuple[int, int]]) -> Callable[[int], bool]:
-    """Whether a number falls in one of `ranges` (low, high), by bisection: a client's set may
-    hold thousands of ranges, asked about for every message or expunged UID."""
-    merged: list[list[int]] = []
-    for low, high in sorted(ranges):
-        if merged and low <= merged[-1][1] + 1:
-            merged[-1][1] = max(merged[-1][1], high)
-        else:
-            merged.append([low, high])
-    starts = [low for low, _ in merged]
-
-    def contains(number: int) -> bool:
-        index = bisect.bisect_right(starts, number) - 1
-        return index >= 0 and number <= merged[index][1]
-
-    return contains
-
-
-def _update_id(update: _SearchUpdate, uid: int, numbers: dict[int, int]) -> int:
-    return uid if update.uid else numbers[uid]
-
-
-def _sort_removals(update: _SearchUpdate, kept: set[int], numbers: dict[int, int]) -> list[tuple[int, int]]:
-    """(position, id) for each message of a SORT update's order not in `kept`, counted on the
-    result as it shrinks (RFC 5267 4.3.4); the order keeps the rest."""
-    removed: list[tuple[int, int]] = []
-    order: list[int] = []
-    for uid in update.order:
-        if uid in kept:
-            order.append(uid)
-        else:
-            removed.append((len(order) + 1, _update_id(update, uid, numbers)))
-    update.order = order
-    return removed
-
-
-def _position_pairs(updates: list[tuple[int, int]], removal: bool) -> str:
-    """context-position SP sequence-set pairs (RFC 5267 4.3.2). A set stands for its members in
-    ascending order at consecutive positions from its own, so a run joins a set only while its
-    ids ascend and its positions continue (for a removal: stay, as the result shrinks)."""
-    groups: list[tuple[int, list[int]]] = []
-    for position, value in updates:
-        if groups:
-            start, values = groups[-1]
-            expected = start if removal else start + len(values)
-            if position == expected and value > values[-1]:
-                values.append(value)
-                continue
-        groups.append((position, [value]))
-    return " ".join(f"{position} {_uid_set(values)}" for position, values in groups)
-
-
-def _sort_update_line(update: _SearchUpdate, removed: list[tuple[int, int]], added: list[tuple[int, int]]) -> bytes:
-    parts = [f'* ESEARCH (TAG "{update.tag}")'] + (["UID"] if update.uid else [])
-    if removed:
-        parts.append(f"REMOVEFROM ({_position_pairs(removed, True)})")
-    if added:
-        parts.append(f"ADDTO ({_position_pairs(added, False)})")
-    return (" ".join(parts) + "\r\n").encode()
 
 
 def _uses_modseq(key: SearchKey) -> bool:
@@ -1822,27 +1493,15 @@ def _esearch(tag: str, uid: bool, options: set[str], values: list[int], partial:
         if "MAX" in options:
             parts.append(f"MAX {values[-1]}")
         if "ALL" in options:
-            parts.append(f"ALL {_uid_set(values)}")
+            parts.append(f"ALL {uid_set(values)}")
     if partial is not None:
         # RFC 5267 4.4: the low:high-th results (1-based), NIL when none falls in the range.
         low, high = partial
         chosen = values[low - 1 : high]
-        parts.append(f"PARTIAL ({low}:{high} {_uid_set(chosen) if chosen else 'NIL'})")
+        parts.append(f"PARTIAL ({low}:{high} {uid_set(chosen) if chosen else 'NIL'})")
     if "COUNT" in options:
         parts.append(f"COUNT {len(values)}")
     return (" ".join(parts) + "\r\n").encode()
-
-
-def _uid_set(uids: list[int]) -> str:
-    """A compact uid-set: 1:3,5 (RFC 4315 section 4). The order of `uids` is kept, ascending
-    runs collapsed (ESORT's ALL is in sort order, RFC 5267 3.2)."""
-    spans: list[list[int]] = []
-    for uid in uids:
-        if spans and uid == spans[-1][1] + 1:
-            spans[-1][1] = uid
-        else:
-            spans.append([uid, uid])
-    return ",".join(str(a) if a == b else f"{a}:{b}" for a, b in spans)
 
 
 def _astring(name: str, utf8: bool) -> str:
@@ -1929,44 +1588,11 @@ def _valid_new_name(name: str) -> bool:
     return all(name.split(HIERARCHY_DELIMITER))
 
 
-ANY = frozenset({State.NOT_AUTHENTICATED, State.AUTHENTICATED, State.SELECTED})
-NOT_AUTHENTICATED = frozenset({State.NOT_AUTHENTICATED})
-AUTHENTICATED = frozenset({State.AUTHENTICATED, State.SELECTED})
-SELECTED = frozenset({State.SELECTED})
 Handler = Callable[[ImapSession, Command], Reply]
-# The state table: each command's handler and the states it is valid in (RFC 3501 section 6).
-COMMANDS: dict[str, tuple[Handler, frozenset[State]]] = {
-    "CAPABILITY": (ImapSession._capability, ANY),
-    "NOOP": (ImapSession._noop, ANY),
-    "LOGOUT": (ImapSession._logout, ANY),
-    "ID": (ImapSession._id, ANY),
-    "STARTTLS": (ImapSession._starttls, ANY),
-    "LOGIN": (ImapSession._login, NOT_AUTHENTICATED),
-    "AUTHENTICATE": (ImapSession._authenticate, NOT_AUTHENTICATED),
-    "SELECT": (ImapSession._select, AUTHENTICATED),
-    "EXAMINE": (ImapSession._select, AUTHENTICATED),
-    "CREATE": (ImapSession._create, AUTHENTICATED),
-    "DELETE": (ImapSession._delete, AUTHENTICATED),
-    "RENAME": (ImapSession._rename, AUTHENTICATED),
-    "SUBSCRIBE": (ImapSession._subscribe, AUTHENTICATED),
-    "UNSUBSCRIBE": (ImapSession._subscribe, AUTHENTICATED),
-    "LIST": (ImapSession._list, AUTHENTICATED),
-    "LSUB": (ImapSession._list, AUTHENTICATED),
-    "STATUS": (ImapSession._status, AUTHENTICATED),
-    "APPEND": (ImapSession._append, AUTHENTICATED),
-    "NAMESPACE": (ImapSession._namespace, AUTHENTICATED),
-    "ENABLE": (ImapSession._enable, AUTHENTICATED),
-    "IDLE": (ImapSession._idle, AUTHENTICATED),
-    "CHECK": (ImapSession._check, SELECTED),
-    "CLOSE": (ImapSession._close, SELECTED),
-    "UNSELECT": (ImapSession._unselect_command, SELECTED),
-    "EXPUNGE": (ImapSession._expunge, SELECTED),
-    "SEARCH": (ImapSession._search, SELECTED),
-    "SORT": (ImapSession._sort, SELECTED),
-    "THREAD": (ImapSession._thread, SELECTED),
-    "CANCELUPDATE": (ImapSession._cancelupdate, SELECTED),
-    "FETCH": (ImapSession._fetch, SELECTED),
-    "STORE": (ImapSession._store, SELECTED),
-    "COPY": (ImapSession._copy, SELECTED),
-    "MOVE": (ImapSession._copy, SELECTED),
+# The dispatch table, from the command declarations (parser.COMMANDS): each command's handler, the
+# states it is valid in and whether it holds back EXPUNGE. getattr fails here, at import, for a
+# declaration naming no method.
+_DISPATCH: dict[str, tuple[Handler, frozenset[State], bool]] = {
+    name: (getattr(ImapSession, declaration.handler), declaration.states, declaration.holds_expunges)
+    for name, declaration in COMMANDS.items()
 }
