@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import socket
@@ -172,3 +173,20 @@ def sans_io_connection(
     listener = Listener(protocol, protocol, 0, tls, scenario=scenario, chaos=chaos,
                         limits=resolve_limits(protocol, Limits(**(limits or {}))))
     return Connection(listener, security, peer, wake, misbehaviour, notes=notes)
+
+
+NODE_CLIENTS = Path(__file__).parent / "clients" / "node"  # nodemailer and imapflow, as .ci/run installs them
+
+
+def node_client(client: str, port: int, **options: Any) -> tuple[str, str]:
+    """Runs nodemailer or imapflow (tests/clients/node/client.js): (its log, its RESULT line)."""
+    if not (NODE_CLIENTS / "node_modules" / client).is_dir():
+        problem = f"{client} is not installed in {NODE_CLIENTS} (npm install there; .ci/run does)"
+        if IN_CI:
+            pytest.fail(problem)
+        pytest.skip(problem)
+    settings = {"client": client, "host": "127.0.0.1", "port": port, "user": "alice", "pass": "alice-password",
+                **options}
+    result = run_client(["node", str(NODE_CLIENTS / "client.js"), json.dumps(settings)], timeout=30)
+    log = result.stdout + result.stderr
+    return log, next(line for line in log.splitlines() if line.startswith("RESULT "))

@@ -10,9 +10,9 @@ import json
 from collections.abc import Callable
 
 from imap.imap_harness import SIMPLE, WHEN, Client, client, lines, make_store
-from journal.test_verdicts_node_and_mutt import node_client
 from mailmodes.app import ThreadedMailServer
 from mailmodes.store import Store
+from support import node_client
 
 UTF8_HEADERS = b"From: J\xc3\xb6rg <j@example.test>\r\nSubject: Gr\xc3\xbc\xc3\x9fe\r\n\r\nHallo\r\n"
 

@@ -15,26 +15,10 @@ from typing import Any
 import pytest
 
 from mailmodes.app import ThreadedMailServer
-from support import IN_CI, run_client, verdict_codes
+from support import node_client, run_client, verdict_codes
 
 HOST = "127.0.0.1"
 SECRET = "alice-password"
-NODE_CLIENTS = Path(__file__).parents[1] / "clients" / "node"
-
-
-def node_client(client: str, port: int, **options: Any) -> tuple[str, str]:
-    """Runs nodemailer or imapflow (tests/clients/node/client.js): (its log, its RESULT line)."""
-    if not (NODE_CLIENTS / "node_modules" / client).is_dir():
-        problem = f"{client} is not installed in {NODE_CLIENTS} (npm install there; .ci/run does)"
-        if IN_CI:
-            pytest.fail(problem)
-        pytest.skip(problem)
-    settings = {"client": client, "host": HOST, "port": port, "user": "alice", "pass": SECRET, **options}
-    result = run_client(["node", str(NODE_CLIENTS / "client.js"), json.dumps(settings)], timeout=30)
-    log = result.stdout + result.stderr
-    return log, next(line for line in log.splitlines() if line.startswith("RESULT "))
-
-
 def sent(log: str, client: str) -> list[str]:
     """The commands the client's own log says it sent, in order."""
     if client == "nodemailer":  # "[time] DEBUG [id] C: EHLO [127.0.0.1]"
