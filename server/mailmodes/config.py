@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mailmodes.protocols import PROTOCOLS
-from mailmodes.protocols.sasl import DEFAULT_SASL_MECHANISMS, SASL_MECHANISMS
+from mailmodes.protocols.sasl import DEFAULT_SASL_MECHANISMS, PLUS, SASL_MECHANISMS
 from mailmodes.protocols.smtp_extensions import SMTP_EXTENSIONS
 from mailmodes.scenarios.catalogue import SCENARIOS
 from mailmodes.scenarios.misbehaviour import Chaos
@@ -123,9 +123,11 @@ class Listener:
     def mechanisms_offered(self, *, encrypted: bool) -> tuple[str, ...]:
         """The mechanisms a connection may use now (policy.Security says whether it may log in at all)."""
         before = self.sasl_mechanisms_before_tls
-        if encrypted or before is None:
+        if encrypted:
             return self.mechanisms
-        return tuple(mechanism for mechanism in self.mechanisms if mechanism in before)
+        # Channel binding needs a channel: the -PLUS mechanisms are never offered in the clear.
+        return tuple(mechanism for mechanism in self.mechanisms
+                     if mechanism not in PLUS and (before is None or mechanism in before))
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Protocol
 
+from mailmodes.tokens import TokenIssuer
+
 INBOX = "INBOX"
 # RFC 6154 special-use mailboxes that every account has, so clients that look for them find them.
 SPECIAL_USE_MAILBOXES = {"Sent": "\\Sent", "Drafts": "\\Drafts", "Trash": "\\Trash", "Junk": "\\Junk"}
@@ -142,6 +144,8 @@ class StoreInterface(Protocol):
     def durable(self) -> bool: ...  # whether flush() has anything to do
     def authenticate(self, name: str, password: str) -> AccountInterface | None: ...
     def credentials(self, name: str) -> tuple[str, str] | None: ...  # (account, password), for CRAM/SCRAM
+    @property
+    def tokens(self) -> TokenIssuer: ...  # the OAuth bearer tokens (XOAUTH2, OAUTHBEARER)
     def is_local_domain(self, domain: str) -> bool: ...
     def recipient(self, address: str) -> AccountInterface | None: ...
     def deliver(self, accounts: Iterable[AccountInterface], data: bytes) -> None: ...
@@ -354,6 +358,7 @@ class Store:
         self._locked_maildrops: set[str] = set()
         self.arrival_hooks: list[ArrivalHook] = []
         self.accept_any = False  # [auth] accept_any: any name and password logs in (app tests only)
+        self.tokens = TokenIssuer()  # issued by POST /api/tokens; in memory even in a durable store
 
     durable = False
 

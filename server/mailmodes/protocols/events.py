@@ -106,6 +106,7 @@ class LoginAttempt:
     user: str | None
     secret_sent: bool
     accepted: bool | None
+    binding: str | None = None  # SCRAM's gs2 channel-binding flag as sent ("n", "y", "p=<type>")
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +148,10 @@ class Unrecorded:
 UNRECORDED = Unrecorded()
 
 
+def no_channel_binding(kind: str) -> bytes | None:
+    return None
+
+
 @dataclass
 class Connection:
     """What a session may know about its connection."""
@@ -162,6 +167,8 @@ class Connection:
     """The server's failed logins per client host (one for all its listeners)."""
     notes: Notes = UNRECORDED
     """Where the session says what it read (Heard, LoginAttempt ...): the journal."""
+    channel_binding: Callable[[str], bytes | None] = no_channel_binding
+    """The TLS channel binding of that type now (tls/binding.py), None without TLS or that type."""
 
 
 class LineSession(Protocol):

@@ -76,6 +76,8 @@ class SessionRecord:
     credentials: list[tuple[bool, bool, str]] = field(default_factory=list)  # (encrypted, secret sent, command)
     # Every decided login attempt (the first MAX_LOGINS_KEPT): (command, user tried, encrypted, accepted).
     logins: list[tuple[str, str | None, bool, bool]] = field(default_factory=list)
+    # SCRAM's gs2 channel-binding flags as sent: (encrypted, command, flag), each kind once.
+    channel_bindings: list[tuple[bool, str, str]] = field(default_factory=list)
     mail_commands_in_clear: list[str] = field(default_factory=list)
     commands_before_tls: int = 0
     commands_after_tls: int = 0

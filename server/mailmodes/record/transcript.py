@@ -355,6 +355,9 @@ class Recorder:
         fact = (self._encrypted, attempt.secret_sent, attempt.command)
         if fact not in record.credentials:  # each kind once: repeated logins must not grow this
             record.credentials.append(fact)
+        binding = (self._encrypted, attempt.command, attempt.binding) if attempt.binding is not None else None
+        if binding is not None and binding not in record.channel_bindings:
+            record.channel_bindings.append(binding)
         if attempt.accepted is None:
             return
         if attempt.accepted:

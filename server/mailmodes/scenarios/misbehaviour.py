@@ -180,6 +180,11 @@ class Misbehaviour:
         return self.scenario in STRIPS_STARTTLS
 
     @property
+    def accepts_expired_tokens(self) -> bool:
+        """oauth-expired-accepted: XOAUTH2 / OAUTHBEARER log in with an expired token."""
+        return self.scenario == "oauth-expired-accepted"
+
+    @property
     def speaks_plaintext_on_implicit(self) -> bool:
         return self.scenario == "implicit-speaks-plaintext"
 
