@@ -20,7 +20,7 @@ import pytest
 
 from mailmodes.app import ThreadedMailServer
 from mailmodes.protocols.sasl import OAuth, SaslContext, parse_oauthbearer
-from mailmodes.tokens import TokenIssuer
+from mailmodes.store import TokenIssuer
 from support import one_session, run_client
 
 HOST = "127.0.0.1"

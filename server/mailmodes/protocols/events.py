@@ -107,6 +107,7 @@ class LoginAttempt:
     secret_sent: bool
     accepted: bool | None
     binding: str | None = None  # SCRAM's gs2 channel-binding flag as sent ("n", "y", "p=<type>")
+    expired_token: bool = False  # XOAUTH2 / OAUTHBEARER with a token past its expiry
 
 
 @dataclass(frozen=True, slots=True)

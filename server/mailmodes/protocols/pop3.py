@@ -40,7 +40,7 @@ from mailmodes.protocols.events import (
     Span,
     StartTls,
 )
-from mailmodes.protocols.sasl import CHALLENGE_RESPONSE, Challenge, Exchange, exchange, sasl_context
+from mailmodes.protocols.sasl import CHALLENGE_RESPONSE, Challenge, Done, Exchange, exchange, sasl_context
 from mailmodes.scenarios.misbehaviour import StartTlsPlan
 from mailmodes.store import AccountInterface, MailboxInterface, Message, StoreInterface
 
@@ -455,10 +455,11 @@ class Pop3Session:
         self.notes.note(Heard(line, verb, spans))
 
     def _attempt(self, command: str, user: str | None, secret_sent: bool,
-                 account: AccountInterface | None = None, binding: str | None = None) -> None:
+                 account: AccountInterface | None = None, step: Done | None = None) -> None:
         """Credentials offered with `command` and decided: logged in as `account`, or refused."""
         name = account.name if account is not None else user
-        self.notes.note(LoginAttempt(command, name, secret_sent, accepted=account is not None, binding=binding))
+        self.notes.note(LoginAttempt(command, name, secret_sent, account is not None,
+                                     *((step.binding, step.expired_token) if step is not None else ())))
 
     def _bad(self, reply: bytes) -> list[Output]:
         """A protocol error: answer it, and close once the listener's budget is spent."""
@@ -628,18 +629,19 @@ class Pop3Session:
         step = conversation.step(response)
         if isinstance(step, Challenge):
             if step.secret_sent:  # undecided until the client answers, if it ever does
-                self.notes.note(LoginAttempt(f"AUTH {mechanism}", conversation.user, True, None))
+                self.notes.note(LoginAttempt(f"AUTH {mechanism}", conversation.user, True, None,
+                                             expired_token=step.expired_token))
             self._in_sasl, self._exchange = True, (mechanism, conversation)
             return [b"+ " + base64.b64encode(step.data) + CRLF]
         account = self.store.accounts.get(step.account) if step.account else None
         command = f"AUTH {mechanism}"
         if account is None:
             # CRAM and SCRAM send a proof, LOGIN the password, XOAUTH2 and OAUTHBEARER a token.
-            self._attempt(command, step.user, secret_sent=step.secret_sent, binding=step.binding)
+            self._attempt(command, step.user, secret_sent=step.secret_sent, step=step)
             return [AUTH_FAILED]
         replies = self._open_maildrop(account)
         self._attempt(command, account.name, secret_sent=step.secret_sent,
-                      account=account if self.state is State.TRANSACTION else None, binding=step.binding)
+                      account=account if self.state is State.TRANSACTION else None, step=step)
         return replies
 
     def _sasl_response(self, line: bytes) -> list[Output]:

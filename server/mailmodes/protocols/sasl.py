@@ -2,7 +2,7 @@
 protocol wording), shared by SMTP, IMAP and POP3: CRAM-MD5 (RFC 2195); SCRAM-SHA-1 and
 SCRAM-SHA-256 (RFC 5802, RFC 7677; the crypto is scramp's) and their -PLUS variants with channel
 binding tls-server-end-point or tls-exporter (RFC 5929, RFC 9266; the binding data comes from the
-connection, tls/binding.py); XOAUTH2 and OAUTHBEARER (RFC 7628) with the tokens of tokens.py; and
+connection, tls/binding.py); XOAUTH2 and OAUTHBEARER (RFC 7628) with the tokens of store.py; and
 LOGIN (the draft-murchison-sasl-login mechanism) for IMAP and POP3 (SMTP's is aiosmtpd's). PLAIN
 stays in each protocol, as before. Each protocol carries the challenges in its own way (334,
 "+ ", "+ ") and says the outcome in its own words.
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from mailmodes.protocols.events import Connection
     from mailmodes.store import StoreInterface
-    from mailmodes.tokens import TokenIssuer
+    from mailmodes.store import TokenIssuer
 
 # (account name, password) for a login name (an account's name or address), None if unknown.
 Lookup = Callable[[str], "tuple[str, str] | None"]
@@ -78,6 +78,7 @@ class Challenge:
 
     data: bytes
     secret_sent: bool = False
+    expired_token: bool = False
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ class Done:
     reason: str = ""
     secret_sent: bool = False
     binding: str | None = None
+    expired_token: bool = False  # XOAUTH2 / OAUTHBEARER: the token sent had expired
 
 
 Step = Challenge | Done
@@ -318,6 +320,7 @@ class OAuth:
     user: str | None = None
     secret_sent: bool = False
     reason: str = ""
+    expired: bool = False
 
     def step(self, response: bytes | None) -> Step:
         if self.stage == "first":
@@ -329,8 +332,8 @@ class OAuth:
             return self._token(response or b"")
         if self.stage == "error":
             # The client's dummy answer (RFC 7628 section 3.2.3); anything else fails the same.
-            return Done(None, self.user, self.reason, self.secret_sent)
-        return Done(None, self.user, "out of turn", self.secret_sent)
+            return Done(None, self.user, self.reason, self.secret_sent, expired_token=self.expired)
+        return Done(None, self.user, "out of turn", self.secret_sent, expired_token=self.expired)
 
     def _token(self, message: bytes) -> Step:
         parsed = parse_xoauth2(message) if self.mechanism == "XOAUTH2" else parse_oauthbearer(message)
@@ -347,15 +350,16 @@ class OAuth:
                    if tokens is not None else None)
         account, error, reason = ((checked.account, checked.error, checked.reason) if checked is not None
                                   else (None, "invalid_token", "no token issuer"))
+        self.expired = checked is not None and checked.expired
         if account is not None and self.user:
             found = self.context.lookup(self.user)
             if found is None or found[0] != account:
                 account, error, reason = None, "invalid_token", f"the token is not {self.user!r}'s"
         if account is None:
             self.stage, self.reason = "error", reason
-            return Challenge(_json_error(error, "mail " + self.context.protocol), secret_sent=self.secret_sent)
+            return Challenge(_json_error(error, "mail " + self.context.protocol), self.secret_sent, self.expired)
         self.stage = "done"
-        return Done(account, self.user or account, secret_sent=True)
+        return Done(account, self.user or account, secret_sent=True, expired_token=self.expired)
 
 
 @dataclass

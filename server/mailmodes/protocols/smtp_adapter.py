@@ -191,6 +191,7 @@ class _AuthAttempt:
     user: str | None = None
     account: str | None = None
     binding: str | None = None
+    expired_token: bool = False
 
     @classmethod
     def of(cls, arg: str | None) -> _AuthAttempt | None:
@@ -204,7 +205,7 @@ class _AuthAttempt:
 
     def note(self) -> LoginAttempt:
         return LoginAttempt(self.command, self.account or self.user, self.secret_sent, accepted=self.account is not None,
-                            binding=self.binding)
+                            binding=self.binding, expired_token=self.expired_token)
 
 
 def aiosmtpd_tls_arguments(tls: ListenerTls, tls_context: ssl.SSLContext | None) -> dict[str, Any]:
@@ -560,7 +561,7 @@ class MailmodesSMTP(SMTP):
         return await self._challenge_response("SCRAM-SHA-256-PLUS", args)
 
     async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:
-        """A bearer token from POST /api/tokens (tokens.py)."""
+        """A bearer token from POST /api/tokens (store.py)."""
         return await self._challenge_response("XOAUTH2", args)
 
     async def auth_OAUTHBEARER(self, server: SMTP, args: list[str]) -> AuthResult:
@@ -594,6 +595,7 @@ class MailmodesSMTP(SMTP):
             if self.auth is not None:
                 # What is known so far, noted even if the client leaves now (smtp_AUTH's finally).
                 self.auth.user, self.auth.secret_sent = conversation.user, conversation.secret_sent
+                self.auth.expired_token = step.expired_token
             answer = await self.challenge_auth(step.data)
             if answer is MISSING:
                 return AuthResult(success=False, handled=True)
@@ -601,7 +603,7 @@ class MailmodesSMTP(SMTP):
         if self.auth is not None:
             # CRAM and SCRAM never send the password; a bearer token is the secret itself.
             self.auth.user, self.auth.account, self.auth.secret_sent = step.user, step.account, step.secret_sent
-            self.auth.binding = step.binding
+            self.auth.binding, self.auth.expired_token = step.binding, step.expired_token
         if step.account is None or step.user is None:
             return AuthResult(success=False, handled=False)  # 535, as for a wrong password
         return AuthResult(success=True, auth_data=Accepted(step.user.encode(), step.account))

@@ -78,6 +78,7 @@ class SessionRecord:
     logins: list[tuple[str, str | None, bool, bool]] = field(default_factory=list)
     # SCRAM's gs2 channel-binding flags as sent: (encrypted, command, flag), each kind once.
     channel_bindings: list[tuple[bool, str, str]] = field(default_factory=list)
+    expired_tokens: list[str] = field(default_factory=list)  # the commands that sent an expired bearer token
     mail_commands_in_clear: list[str] = field(default_factory=list)
     commands_before_tls: int = 0
     commands_after_tls: int = 0

@@ -358,6 +358,8 @@ class Recorder:
         binding = (self._encrypted, attempt.command, attempt.binding) if attempt.binding is not None else None
         if binding is not None and binding not in record.channel_bindings:
             record.channel_bindings.append(binding)
+        if attempt.expired_token and attempt.command not in record.expired_tokens:
+            record.expired_tokens.append(attempt.command)
         if attempt.accepted is None:
             return
         if attempt.accepted:

@@ -22,7 +22,7 @@ from aiohttp import web
 from mailmodes.config import Config, ConfigError, Listener
 from mailmodes.seed import check_flags, crlf, target_mailbox
 from mailmodes.store import AccountInterface, MailboxInterface, Message, StoreInterface
-from mailmodes.tokens import DEFAULT_SCOPE
+from mailmodes.store import DEFAULT_SCOPE
 from mailmodes.web.views import BadQuery, listener_view, message_summary, parse_bool, parse_int, parse_time
 
 MAX_WAIT_SECONDS = 300.0  # the longest ?wait= a request may ask for (CI jobs have their own timeouts)
@@ -235,7 +235,7 @@ class ControlRoutes:
         listener = next(listener for listener in server.config.listeners if listener.name == name)
         return self.respond(listener_view(listener, server.config, self.ports()), 200)
 
-    # --- OAuth bearer tokens (tokens.py) -------------------------------------------------------
+    # --- OAuth bearer tokens (store.py) -------------------------------------------------------
 
     async def issue_token(self, request: web.Request) -> web.Response:
         """{"user": name, "scope": "mail", "expires_in": seconds}: a token for XOAUTH2 and

@@ -504,7 +504,7 @@ def _control_paths() -> dict[str, Any]:
 
 
 def _token_paths() -> dict[str, Any]:
-    """The OAuth bearer tokens of XOAUTH2 and OAUTHBEARER (tokens.py)."""
+    """The OAuth bearer tokens of XOAUTH2 and OAUTHBEARER (store.py)."""
     token = {"type": "object", "properties": {
         "id": {"type": "string", "description": "what the token is listed and revoked by"},
         "user": {"type": "string", "description": "the account it logs in as"},

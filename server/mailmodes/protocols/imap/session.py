@@ -665,7 +665,8 @@ class ImapSession:
         step = conversation.step(response)
         if isinstance(step, Challenge):
             if step.secret_sent:  # undecided until the client answers, if it ever does
-                self.notes.note(LoginAttempt(f"AUTHENTICATE {mechanism}", conversation.user, True, None))
+                self.notes.note(LoginAttempt(f"AUTHENTICATE {mechanism}", conversation.user, True, None,
+                                             expired_token=step.expired_token))
             self._send(b"+ " + base64.b64encode(step.data) + b"\r\n")
             self._continuation_tag = tag
             self._continuation = lambda line: self._sasl_answer(mechanism, conversation, line)
@@ -673,7 +674,7 @@ class ImapSession:
         account = self.store.accounts.get(step.account) if step.account else None
         # CRAM and SCRAM send a proof, LOGIN the password, XOAUTH2 and OAUTHBEARER a token (sasl.py).
         self.notes.note(LoginAttempt(f"AUTHENTICATE {mechanism}", step.account or step.user, step.secret_sent,
-                                     accepted=account is not None, binding=step.binding))
+                                     account is not None, step.binding, step.expired_token))
         return self._logged_in(account)
 
     def _sasl_answer(self, mechanism: str, conversation: Exchange, line: bytes) -> None:
