@@ -169,7 +169,8 @@ class Connection:
     notes: Notes = UNRECORDED
     """Where the session says what it read (Heard, LoginAttempt ...): the journal."""
     channel_binding: Callable[[str], bytes | None] = no_channel_binding
-    """The TLS channel binding of that type now (tls/binding.py), None without TLS or that type."""
+    """TLS data of that kind now (tls/binding.py): a channel binding ("tls-server-end-point",
+    "tls-exporter") or the verified client certificate's name ("client-identity"); None without."""
 
 
 class LineSession(Protocol):

@@ -36,7 +36,10 @@ Authenticate = Callable[[str, str], "str | None"]
 SCRAM = ("SCRAM-SHA-1", "SCRAM-SHA-256")
 PLUS = ("SCRAM-SHA-1-PLUS", "SCRAM-SHA-256-PLUS")  # channel binding: offered inside TLS only
 OAUTH = ("XOAUTH2", "OAUTHBEARER")
-_COMMON = ("CRAM-MD5", *SCRAM, *PLUS, *OAUTH)
+# RFC 4422 appendix A: the identity is the client certificate's (client_certificate listeners).
+EXTERNAL = "EXTERNAL"
+TLS_ONLY = (*PLUS, EXTERNAL)  # never offered in the clear: they need the TLS layer itself
+_COMMON = ("CRAM-MD5", *SCRAM, *PLUS, *OAUTH, EXTERNAL)
 # The mechanisms a listener may offer (`sasl_mechanisms`), per protocol, in EHLO/CAPABILITY order.
 SASL_MECHANISMS = {
     "smtp": ("PLAIN", "LOGIN", *_COMMON),
@@ -390,7 +393,38 @@ class Login:
         return Done(account, self.user or None, "" if account else "wrong name or password", self.secret_sent)
 
 
-Exchange = CramMd5 | Scram | OAuth | Login
+@dataclass
+class External:
+    """RFC 4422 appendix A: the client's certificate says who it is; its message (the initial
+    response, or the answer to an empty challenge) is an authorization identity, empty to act as
+    the certificate's own. The certificate's commonName names an account (or an address of one)."""
+
+    context: SaslContext
+    stage: str = "first"
+    user: str | None = None
+    secret_sent = False
+
+    def step(self, response: bytes | None) -> Step:
+        if self.stage == "first" and response is None:
+            self.stage = "asked"
+            return Challenge(b"")
+        try:
+            authzid = (response or b"").decode("utf-8")
+        except UnicodeDecodeError:
+            return Done(None, None, "not UTF-8")
+        identity = self.context.channel_binding("client-identity")
+        if identity is None:
+            return Done(None, authzid or None, "no client certificate")
+        self.user = identity.decode("utf-8", "replace")
+        found = self.context.lookup(self.user)
+        if found is None:
+            return Done(None, self.user, f"no account for the certificate's name {self.user!r}")
+        if authzid and (self.context.lookup(authzid) or ("",))[0] != found[0]:
+            return Done(None, authzid, "acting as another user is not offered")
+        return Done(found[0], self.user)
+
+
+Exchange = CramMd5 | Scram | OAuth | Login | External
 
 
 def sasl_context(store: StoreInterface, hostname: str, protocol: str, connection: Connection, *,
@@ -417,4 +451,6 @@ def exchange(mechanism: str, context: SaslContext) -> Exchange:
         return OAuth(context, mechanism)
     if mechanism == "LOGIN":
         return Login(context)
+    if mechanism == EXTERNAL:
+        return External(context)
     raise KeyError(mechanism)

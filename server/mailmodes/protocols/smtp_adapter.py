@@ -568,6 +568,10 @@ class MailmodesSMTP(SMTP):
         """RFC 7628."""
         return await self._challenge_response("OAUTHBEARER", args)
 
+    async def auth_EXTERNAL(self, server: SMTP, args: list[str]) -> AuthResult:
+        """RFC 4422 appendix A: the client certificate (client_certificate listeners) says who."""
+        return await self._challenge_response("EXTERNAL", args)
+
     def sasl_context(self) -> SaslContext:
         store = self.event_handler.store
         offered = self.listener.mechanisms_offered(encrypted=self.security.encrypted)

@@ -34,7 +34,23 @@ def channel_binding(ssl_object: ssl.SSLObject | ssl.SSLSocket | None, kind: str)
         return None if der is None else end_point_hash(der)
     if kind == "tls-exporter":
         return exporter(ssl_object)
+    if kind == "client-identity":
+        return client_identity(ssl_object)
     return None
+
+
+def client_identity(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> bytes | None:
+    """SASL EXTERNAL's identity: the commonName of the client's certificate, which the handshake
+    verified (only a listener with client_certificate asks for one), UTF-8; None without one."""
+    try:
+        certificate = ssl_object.getpeercert()
+    except ValueError:
+        return None
+    if not certificate:
+        return None
+    subject: Any = certificate.get("subject", ())  # ((("commonName", "alice"),), ...)
+    names = [value for rdn in subject for key, value in rdn if key == "commonName"]
+    return str(names[0]).encode() if names else None
 
 
 def is_certificate_message(data: bytes) -> bool:
