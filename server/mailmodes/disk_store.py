@@ -68,8 +68,10 @@ class StoreBroken(OSError):
 
 
 def encode_name(name: str) -> str:
-    """A user or mailbox name as one safe directory name (reversed by `unquote`)."""
-    return "".join(c if c in _SAFE else "".join(f"%{b:02X}" for b in c.encode()) for c in name)
+    """A user or mailbox name as one safe directory name (reversed by `unquote`). A name with
+    octets that were not UTF-8 (a legacy client's raw CREATE) keeps them as surrogate escapes."""
+    return "".join(c if c in _SAFE else "".join(f"%{b:02X}" for b in c.encode("utf-8", "surrogateescape"))
+                   for c in name)
 
 
 def maildir_name(base: str, flags: frozenset[str]) -> str:
@@ -441,7 +443,7 @@ class Disk:
         if path.is_dir():
             for directory in sorted(path.iterdir()):
                 if directory.is_dir() and not directory.name.startswith(".") and (directory / "cur").is_dir():
-                    found[unquote(directory.name)] = (self.read_json(directory / MAILBOX_FILE), directory)
+                    found[unquote(directory.name, errors="surrogateescape")] = (self.read_json(directory / MAILBOX_FILE), directory)
         return found
 
     def next_uidvalidity(self) -> int:
