@@ -208,6 +208,7 @@ class MailServer:
                 account.delete(name)
         captured = len(self.store.captured)
         self.store.captured.clear()
+        tokens = self.store.tokens.clear()
         restored = [name for name, listener in self._configured.items()
                     if name in self.listeners and self.listeners[name] != listener]
         for name in restored:
@@ -215,7 +216,7 @@ class MailServer:
             self.set_scenario(name, configured.scenario, chaos_table(configured.chaos))
         seeded = load_seeds(self.store, self.config)
         return {"sessions": sessions, "messages": messages, "captured": captured, "listeners": restored,
-                "seeded": seeded}
+                "seeded": seeded, "tokens": tokens}
 
     async def _start_http(self, config: HttpConfig) -> None:
         # After the mail listeners: /api/ready is true from its first answer.

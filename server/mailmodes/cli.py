@@ -177,6 +177,16 @@ def certs(args: argparse.Namespace) -> int:
     paths = ensure_certificates(config.certs.dir, config.hostname)
     print(f"CA certificate {paths.ca_file}")
     print(f"server certificate {paths.cert_file} (key {paths.key_file}) for {config.hostname}")
+    for name in args.client or ():
+        from mailmodes.scenarios import badcerts  # cryptography's x509 builder: only when asked
+
+        if not name or "/" in name or name.startswith("."):
+            print(f"mailmodes certs: --client {name!r}: a plain name, e.g. alice", file=sys.stderr)
+            return 2
+        made = (badcerts.bad_client_certificate if args.bad else badcerts.client_certificate)(
+            config.certs.dir, config.hostname, name)
+        issuer = "an untrusted CA (a listener with client_certificate refuses it)" if args.bad else "the test CA"
+        print(f"client certificate {made} (key and certificate) for CN={name}, from {issuer}")
     return 0
 
 
@@ -516,6 +526,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     certs_parser = commands.add_parser("certs", help="make the test CA and server certificate")
     certs_parser.add_argument("--config", help="TOML config file (its hostname and certs dir)")
+    certs_parser.add_argument("--client", action="append", metavar="NAME",
+                              help="also a client certificate for NAME (CN=NAME, SASL EXTERNAL logs in as the "
+                                   "account NAME) in certs/clients/NAME.pem; repeatable")
+    certs_parser.add_argument("--bad", action="store_true",
+                              help="with --client: from an untrusted CA instead (certs/clients/NAME-untrusted.pem)")
     certs_parser.set_defaults(run=certs)
 
     check_parser = commands.add_parser("check", help="exit 0 only if every listener greets (the HEALTHCHECK)")

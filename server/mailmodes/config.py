@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mailmodes.protocols import PROTOCOLS
-from mailmodes.protocols.sasl import DEFAULT_SASL_MECHANISMS, SASL_MECHANISMS
+from mailmodes.protocols.sasl import DEFAULT_SASL_MECHANISMS, SASL_MECHANISMS, TLS_ONLY
 from mailmodes.protocols.smtp_extensions import SMTP_EXTENSIONS
 from mailmodes.scenarios.catalogue import SCENARIOS
 from mailmodes.scenarios.misbehaviour import Chaos
@@ -83,6 +83,9 @@ class ResolvedLimits:
     read_after_failed_tls_bytes: int
 
 
+CLIENT_CERTIFICATE_MODES = ("require", "request")
+
+
 @dataclass(frozen=True)
 class User:
     name: str
@@ -115,6 +118,8 @@ class Listener:
     sasl_mechanisms: tuple[str, ...] | None = None
     # Those of them offered before TLS (None: all): e.g. only SCRAM in the clear, PLAIN inside TLS.
     sasl_mechanisms_before_tls: tuple[str, ...] | None = None
+    # Ask for a client certificate from the project CA: "require" (none: no handshake), "request".
+    client_certificate: str | None = None
 
     @property
     def mechanisms(self) -> tuple[str, ...]:
@@ -123,9 +128,11 @@ class Listener:
     def mechanisms_offered(self, *, encrypted: bool) -> tuple[str, ...]:
         """The mechanisms a connection may use now (policy.Security says whether it may log in at all)."""
         before = self.sasl_mechanisms_before_tls
-        if encrypted or before is None:
+        if encrypted:
             return self.mechanisms
-        return tuple(mechanism for mechanism in self.mechanisms if mechanism in before)
+        # -PLUS and EXTERNAL need the TLS layer itself: never offered in the clear.
+        return tuple(mechanism for mechanism in self.mechanisms
+                     if mechanism not in TLS_ONLY and (before is None or mechanism in before))
 
 
 @dataclass(frozen=True)
@@ -473,6 +480,11 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>", base_dir: Pa
         smtp_extensions = _smtp_extensions(reader, protocol)
         sasl_mechanisms = _sasl_mechanisms(reader, protocol)
         sasl_before_tls = _sasl_mechanisms(reader, protocol, "sasl_mechanisms_before_tls")
+        client_certificate = reader.get("client_certificate", str)
+        if client_certificate is not None:
+            client_certificate = reader.choice("client_certificate", CLIENT_CERTIFICATE_MODES)
+            if tls is TlsMode.PLAINTEXT:
+                raise reader.fail("client_certificate", "needs a TLS mode")
         reader.finish()
         address = (listener_host or host, port)
         if port and address in seen:
@@ -500,6 +512,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>", base_dir: Pa
                 smtp_extensions=smtp_extensions,
                 sasl_mechanisms=sasl_mechanisms,
                 sasl_mechanisms_before_tls=sasl_before_tls,
+                client_certificate=client_certificate,
             )
         )
     seeds = _seeds(source, top.get("seed", list, []), users, base_dir)

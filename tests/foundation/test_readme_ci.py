@@ -62,7 +62,8 @@ def test_the_shell_example(certs_dir: Path, tmp_path: Path) -> None:
         assert '"count": 1' in out and '"timed_out": false' in out
         assert '"scenario": "chaos"' in out
         reset = json.loads(out[out.rindex('{"sessions"'):])  # curl adds no newline after the JSON
-        assert reset == {"sessions": 0, "messages": 1, "captured": 0, "listeners": ["smtp"], "seeded": 0}
+        assert reset == {"sessions": 0, "messages": 1, "captured": 0, "listeners": ["smtp"], "seeded": 0,
+                         "tokens": 0}
 
 
 def test_the_pytest_examples_on_the_plugins_server(pytester: pytest.Pytester) -> None:

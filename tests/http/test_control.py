@@ -334,4 +334,5 @@ def test_state_changes_are_never_get(server: ThreadedMailServer) -> None:
     assert call(server, "/api/reset")[0] == 405
     assert call(server, "/api/listeners/plain/scenario")[0] == 405
     status, body = call(server, "/api/reset", "POST", b"")
-    assert status == 200 and body == {"sessions": 0, "messages": 0, "captured": 0, "listeners": [], "seeded": 0}
+    assert status == 200 and body == {"sessions": 0, "messages": 0, "captured": 0, "listeners": [], "seeded": 0,
+                                   "tokens": 0}

@@ -28,6 +28,7 @@ from mailmodes.protocols.guards import AuthFailures, ClientSlots, RateGuard
 from mailmodes.record.journal import Journal
 from mailmodes.record.transcript import Recorder, recorder_for
 from mailmodes.scenarios.misbehaviour import Misbehaviour
+from mailmodes.tls.binding import channel_binding
 from mailmodes.tls.handshake import (
     HandshakeWatch,
     handshake_timeout,
@@ -217,7 +218,8 @@ class _ClientConnection:
         peer = self.writer.get_extra_info("peername") or ("", 0)
         session = self.session = self.server.session_factory(
             Connection(listener, self.security, peer[:2], self.woken.set, self.server.misbehaviour,
-                       self.server.auth_failures, self.recorder)
+                       self.server.auth_failures, self.recorder,
+                       lambda kind: channel_binding(self.writer.get_extra_info("ssl_object"), kind))
         )
         loop = asyncio.get_running_loop()
         idle_timeout = listener.limits.idle_timeout

@@ -108,6 +108,8 @@ class LoginAttempt:
     user: str | None
     secret_sent: bool
     accepted: bool | None
+    binding: str | None = None  # SCRAM's gs2 channel-binding flag as sent ("n", "y", "p=<type>")
+    expired_token: bool = False  # XOAUTH2 / OAUTHBEARER with a token past its expiry
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +151,10 @@ class Unrecorded:
 UNRECORDED = Unrecorded()
 
 
+def no_channel_binding(kind: str) -> bytes | None:
+    return None
+
+
 @dataclass
 class Connection:
     """What a session may know about its connection."""
@@ -164,6 +170,9 @@ class Connection:
     """The server's failed logins per client host (one for all its listeners)."""
     notes: Notes = UNRECORDED
     """Where the session says what it read (Heard, LoginAttempt ...): the journal."""
+    channel_binding: Callable[[str], bytes | None] = no_channel_binding
+    """TLS data of that kind now (tls/binding.py): a channel binding ("tls-server-end-point",
+    "tls-exporter") or the verified client certificate's name ("client-identity"); None without."""
 
 
 class LineSession(Protocol):

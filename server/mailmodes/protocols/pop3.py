@@ -40,7 +40,7 @@ from mailmodes.protocols.events import (
     Span,
     StartTls,
 )
-from mailmodes.protocols.sasl import CHALLENGE_RESPONSE, Challenge, CramMd5, ScramSha256, exchange
+from mailmodes.protocols.sasl import CHALLENGE_RESPONSE, Challenge, Done, Exchange, exchange, sasl_context
 from mailmodes.scenarios.misbehaviour import StartTlsPlan
 from mailmodes.store import AccountInterface, MailboxInterface, Message, StoreInterface
 
@@ -285,7 +285,7 @@ class Pop3Session:
         self._previous_user: str | None = None
         self._in_sasl = False
         # CRAM-MD5 / SCRAM-SHA-256 under way (sasl.py): its mechanism and exchange (_in_sasl too).
-        self._exchange: tuple[str, CramMd5 | ScramSha256] | None = None
+        self._exchange: tuple[str, Exchange] | None = None
         self._locked: str | None = None
         # RFC 1939 section 7: APOP needs a timestamp in the greeting, unique per connection.
         if apop is None:
@@ -455,10 +455,11 @@ class Pop3Session:
         self.notes.note(Heard(line, verb, spans))
 
     def _attempt(self, command: str, user: str | None, secret_sent: bool,
-                 account: AccountInterface | None = None) -> None:
+                 account: AccountInterface | None = None, step: Done | None = None) -> None:
         """Credentials offered with `command` and decided: logged in as `account`, or refused."""
         name = account.name if account is not None else user
-        self.notes.note(LoginAttempt(command, name, secret_sent, accepted=account is not None))
+        self.notes.note(LoginAttempt(command, name, secret_sent, account is not None,
+                                     *((step.binding, step.expired_token) if step is not None else ())))
 
     def _bad(self, reply: bytes) -> list[Output]:
         """A protocol error: answer it, and close once the listener's budget is spent."""
@@ -613,7 +614,8 @@ class Pop3Session:
 
     def _challenge_response(self, mechanism: str, initial: str | None) -> list[Output]:
         """CRAM-MD5 or SCRAM-SHA-256 (sasl.py): challenges as "+ <base64>" (RFC 5034 section 4)."""
-        conversation = exchange(mechanism, self.store.credentials, self.hostname)
+        conversation = exchange(mechanism, sasl_context(self.store, self.hostname, "pop3", self.connection,
+                                                        encrypted=self.security.encrypted))
         response: bytes | None = None
         if initial is not None:
             try:
@@ -623,20 +625,23 @@ class Pop3Session:
                 return [b"-ERR Invalid base64 data\r\n"]
         return self._sasl_step(mechanism, conversation, response)
 
-    def _sasl_step(self, mechanism: str, conversation: CramMd5 | ScramSha256, response: bytes | None) -> list[Output]:
+    def _sasl_step(self, mechanism: str, conversation: Exchange, response: bytes | None) -> list[Output]:
         step = conversation.step(response)
         if isinstance(step, Challenge):
+            if step.secret_sent:  # undecided until the client answers, if it ever does
+                self.notes.note(LoginAttempt(f"AUTH {mechanism}", conversation.user, True, None,
+                                             expired_token=step.expired_token))
             self._in_sasl, self._exchange = True, (mechanism, conversation)
             return [b"+ " + base64.b64encode(step.data) + CRLF]
         account = self.store.accounts.get(step.account) if step.account else None
         command = f"AUTH {mechanism}"
         if account is None:
-            # Neither mechanism sends the password: no secret crossed the wire.
-            self._attempt(command, step.user, secret_sent=False)
+            # CRAM and SCRAM send a proof, LOGIN the password, XOAUTH2 and OAUTHBEARER a token.
+            self._attempt(command, step.user, secret_sent=step.secret_sent, step=step)
             return [AUTH_FAILED]
         replies = self._open_maildrop(account)
-        self._attempt(command, account.name, secret_sent=False,
-                      account=account if self.state is State.TRANSACTION else None)
+        self._attempt(command, account.name, secret_sent=step.secret_sent,
+                      account=account if self.state is State.TRANSACTION else None, step=step)
         return replies
 
     def _sasl_response(self, line: bytes) -> list[Output]:
@@ -645,13 +650,13 @@ class Pop3Session:
             (mechanism, conversation), self._exchange = self._exchange, None
             if line == b"*":
                 self.notes.note(Heard(line, None))
-                self._attempt(f"AUTH {mechanism}", None, secret_sent=False)
+                self._attempt(f"AUTH {mechanism}", None, secret_sent=conversation.secret_sent)
                 return [b"-ERR Authentication cancelled\r\n"]
             self.notes.note(Heard(line, None, ((0, len(line), SECRET),) if line else ()))
             try:
                 answer = binascii.a2b_base64(line, strict_mode=True)
             except (binascii.Error, ValueError):
-                self._attempt(f"AUTH {mechanism}", None, secret_sent=False)
+                self._attempt(f"AUTH {mechanism}", None, secret_sent=conversation.secret_sent)
                 return [b"-ERR Invalid base64 data\r\n"]
             return self._sasl_step(mechanism, conversation, answer)
         if line == b"*":

@@ -45,7 +45,7 @@ from mailmodes.protocols.events import (
 )
 from mailmodes.protocols.events import LITERAL
 from mailmodes.protocols.guards import AuthFailures, ClientSlots, RateGuard
-from mailmodes.protocols.sasl import SASL_MECHANISMS, Challenge, exchange
+from mailmodes.protocols.sasl import PLUS, SASL_MECHANISMS, Challenge, SaslContext, exchange
 from mailmodes.protocols.smtp_extensions import (
     BDAT_SYNTAX,
     MAX_ENVID,
@@ -63,6 +63,7 @@ from mailmodes.protocols.smtp_hotpaths import CRLF, lines_within, parse_simple_p
 from mailmodes.record.journal import Journal
 from mailmodes.record.transcript import Recorder, recorder_for
 from mailmodes.scenarios.misbehaviour import Misbehaviour
+from mailmodes.tls.binding import channel_binding
 from mailmodes.tls.handshake import (
     is_encrypted,
     read_after_failure,
@@ -189,6 +190,8 @@ class _AuthAttempt:
     secret_sent: bool
     user: str | None = None
     account: str | None = None
+    binding: str | None = None
+    expired_token: bool = False
 
     @classmethod
     def of(cls, arg: str | None) -> _AuthAttempt | None:
@@ -201,7 +204,8 @@ class _AuthAttempt:
         return cls(f"AUTH {mechanism}", len(words) > 1 and words[1] != "=" and mechanism != "LOGIN")
 
     def note(self) -> LoginAttempt:
-        return LoginAttempt(self.command, self.account or self.user, self.secret_sent, accepted=self.account is not None)
+        return LoginAttempt(self.command, self.account or self.user, self.secret_sent, accepted=self.account is not None,
+                            binding=self.binding, expired_token=self.expired_token)
 
 
 def aiosmtpd_tls_arguments(tls: ListenerTls, tls_context: ssl.SSLContext | None) -> dict[str, Any]:
@@ -546,6 +550,39 @@ class MailmodesSMTP(SMTP):
         """RFC 5802 / 7677, without channel binding."""
         return await self._challenge_response("SCRAM-SHA-256", args)
 
+    async def auth_SCRAM__SHA__1(self, server: SMTP, args: list[str]) -> AuthResult:
+        return await self._challenge_response("SCRAM-SHA-1", args)
+
+    async def auth_SCRAM__SHA__1__PLUS(self, server: SMTP, args: list[str]) -> AuthResult:
+        """With channel binding (tls-server-end-point or tls-exporter), inside TLS only."""
+        return await self._challenge_response("SCRAM-SHA-1-PLUS", args)
+
+    async def auth_SCRAM__SHA__256__PLUS(self, server: SMTP, args: list[str]) -> AuthResult:
+        return await self._challenge_response("SCRAM-SHA-256-PLUS", args)
+
+    async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:
+        """A bearer token from POST /api/tokens (store.py)."""
+        return await self._challenge_response("XOAUTH2", args)
+
+    async def auth_OAUTHBEARER(self, server: SMTP, args: list[str]) -> AuthResult:
+        """RFC 7628."""
+        return await self._challenge_response("OAUTHBEARER", args)
+
+    async def auth_EXTERNAL(self, server: SMTP, args: list[str]) -> AuthResult:
+        """RFC 4422 appendix A: the client certificate (client_certificate listeners) says who."""
+        return await self._challenge_response("EXTERNAL", args)
+
+    def sasl_context(self) -> SaslContext:
+        store = self.event_handler.store
+        offered = self.listener.mechanisms_offered(encrypted=self.security.encrypted)
+        transport = self.transport
+        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+        return SaslContext(store.credentials, self.hostname, "smtp", tokens=store.tokens,
+                           accept_expired=self.misbehaviour.accepts_expired_tokens,
+                           channel_binding=lambda kind: channel_binding(ssl_object, kind),
+                           plus_offered=any(mechanism in offered for mechanism in PLUS),
+                           encrypted=self.security.encrypted)
+
     async def _challenge_response(self, mechanism: str, args: list[str]) -> AuthResult:
         """One exchange of sasl.py over 334 challenges (RFC 4954 section 4): the initial response,
         if any, then each answer; "*" or bad base64 ends it (challenge_auth answers those)."""
@@ -556,16 +593,21 @@ class MailmodesSMTP(SMTP):
             except (binascii.Error, ValueError):
                 await self.push("501 5.5.2 Can't decode base64")
                 return AuthResult(success=False, handled=True)
-        conversation = exchange(mechanism, self.event_handler.store.credentials, self.hostname)
+        conversation = exchange(mechanism, self.sasl_context())
         step = conversation.step(response)
         while isinstance(step, Challenge):
+            if self.auth is not None:
+                # What is known so far, noted even if the client leaves now (smtp_AUTH's finally).
+                self.auth.user, self.auth.secret_sent = conversation.user, conversation.secret_sent
+                self.auth.expired_token = step.expired_token
             answer = await self.challenge_auth(step.data)
             if answer is MISSING:
                 return AuthResult(success=False, handled=True)
             step = conversation.step(answer)
         if self.auth is not None:
-            # The password itself never crosses the wire with these: the journal must not say it did.
-            self.auth.user, self.auth.account, self.auth.secret_sent = step.user, step.account, False
+            # CRAM and SCRAM never send the password; a bearer token is the secret itself.
+            self.auth.user, self.auth.account, self.auth.secret_sent = step.user, step.account, step.secret_sent
+            self.auth.binding, self.auth.expired_token = step.binding, step.expired_token
         if step.account is None or step.user is None:
             return AuthResult(success=False, handled=False)  # 535, as for a wrong password
         return AuthResult(success=True, auth_data=Accepted(step.user.encode(), step.account))

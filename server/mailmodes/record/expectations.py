@@ -42,19 +42,24 @@ OUTCOMES: tuple[Outcome, ...] = ("passed", "failed", "inconclusive")
 #   none:    TLS is not what is tested (section 2, plaintext): only the faults count.
 Wants = Literal["refuse", "connect", "either", "none"]
 # The step a client must reach before its session says anything about the expectation.
-Step = Literal["connect", "command", "handshake", "starttls", "starttls-success"]
+Step = Literal["connect", "command", "handshake", "starttls", "starttls-success", "scram", "oauth"]
 STEP_WORDS: dict[Step, str] = {
     "connect": "the client sent nothing (a port check?)",
     "command": "the client sent no command",
     "handshake": "the client never began a TLS handshake, so it never saw the certificate or the TLS offered",
     "starttls": "the client never sent STARTTLS",
     "starttls-success": "the server never sent its STARTTLS success line (the client never sent STARTTLS)",
+    "scram": "the client made no SCRAM login",
+    "oauth": "the client made no XOAUTH2 / OAUTHBEARER login",
 }
 MODES: tuple[str, ...] = tuple(mode.value for mode in TlsMode)
 
 # A client-fault verdict as what the client did, in words a report shows (the verdict's detail
 # follows in brackets). A test checks every client-fault code of the registry has one.
 FAULT_ACTIONS: dict[str, str] = {
+    "bearer-token-in-clear": "sent its bearer token in the clear",
+    "used-expired-token": "sent an expired bearer token",
+    "accepted-plus-downgrade": "logged in without channel binding",
     "credentials-in-clear": "sent the password in the clear",
     "mail-in-clear": "handled mail in the clear",
     "pipelined-after-starttls": "pipelined plaintext behind its STARTTLS",
@@ -99,6 +104,8 @@ STEPS: dict[str, tuple[Step, str]] = {
     "implicit-speaks-plaintext": ("connect", "on an implicit-TLS port that answered in plaintext"),
     "command-injection-vulnerable": ("starttls", "on a server that executes what follows STARTTLS"),
     "chaos": ("connect", "at the chaos stage"),
+    "sasl-plus-stripped": ("scram", "after the -PLUS mechanisms were stripped"),
+    "oauth-expired-accepted": ("oauth", "on a server that accepts expired tokens"),
 }
 # Section 1 TLS scenarios a correct client completes, and those either way is right for ("refuses
 # or warns": dubious, many clients still accept them). The rest of the kind must be refused.
@@ -255,6 +262,10 @@ def reached(record: SessionRecord, step: Step) -> bool:
         return began_tls or failed_tls_attempt(record)
     if step == "starttls":
         return record.starttls_attempted
+    if step == "scram":
+        return bool(record.channel_bindings)
+    if step == "oauth":
+        return any(command.endswith(("XOAUTH2", "OAUTHBEARER")) for _, _, command in record.credentials)
     return starttls_accepted(record)
 
 

@@ -71,11 +71,15 @@ class SessionRecord:
     tls_handshake: str | None = None  # how far a handshake got (tls/handshake.py stages); None: none began
     asked_certificate_status: bool | None = None  # its ClientHello had status_request (None: no ClientHello)
     user: str | None = None  # the account a login was accepted as (failed attempts: logins)
+    client_certificate: str | None = None  # the subject of the certificate the client showed, if any
     # Facts noted while the session runs; verdicts are derived from them at the end.
     bad_certificate: bool = False
     credentials: list[tuple[bool, bool, str]] = field(default_factory=list)  # (encrypted, secret sent, command)
     # Every decided login attempt (the first MAX_LOGINS_KEPT): (command, user tried, encrypted, accepted).
     logins: list[tuple[str, str | None, bool, bool]] = field(default_factory=list)
+    # SCRAM's gs2 channel-binding flags as sent: (encrypted, command, flag), each kind once.
+    channel_bindings: list[tuple[bool, str, str]] = field(default_factory=list)
+    expired_tokens: list[str] = field(default_factory=list)  # the commands that sent an expired bearer token
     mail_commands_in_clear: list[str] = field(default_factory=list)
     commands_before_tls: int = 0
     commands_after_tls: int = 0
@@ -135,6 +139,7 @@ class SessionRecord:
             "tls_handshake": self.tls_handshake,
             "asked_certificate_status": self.asked_certificate_status,
             "user": self.user,
+            "client_certificate": self.client_certificate,
             "probe": self.probe,
             "scope": self.scope,
             "logins": [{"command": command, "user": user, "tls": tls, "accepted": accepted}
@@ -162,6 +167,7 @@ class SessionRecord:
             starttls_attempted=value["starttls_attempted"], tls_alert=value["tls_alert"],
             tls_handshake=value["tls_handshake"], asked_certificate_status=value.get("asked_certificate_status"),
             user=value["user"], probe=value["probe"], scope=value["scope"],
+            client_certificate=value.get("client_certificate"),
             logins=[(login["command"], login["user"], login["tls"], login["accepted"]) for login in value["logins"]],
             verdicts=[Verdict(verdict["code"], verdict["detail"]) for verdict in value["verdict_details"]],
             lines=[(line["at"], line["sender"], line["tls"], line["text"]) for line in value["transcript"]],

@@ -223,11 +223,14 @@ class Recorder:
             record.cipher = cipher[0] if cipher else None
             self._note_sni(ssl_object)
             record.tls_handshake = FINISHED
+            record.client_certificate = certificate_subject(ssl_object)
         if via_starttls:
             record.starttls = True
         self._encrypted = record.tls_version is not None
         self._add("server", f"[TLS established: {record.tls_version} {record.cipher}"
-                            + (f", SNI {record.sni}" if record.sni else "") + "]")
+                            + (f", SNI {record.sni}" if record.sni else "")
+                            + (f", client certificate {record.client_certificate}" if record.client_certificate
+                               else "") + "]")
         pending, executed, self._pipelined = self._pipelined, self._pipelined_executed, 0
         if via_starttls and pending:
             record.pipelined_bytes += pending
@@ -356,6 +359,11 @@ class Recorder:
         fact = (self._encrypted, attempt.secret_sent, attempt.command)
         if fact not in record.credentials:  # each kind once: repeated logins must not grow this
             record.credentials.append(fact)
+        binding = (self._encrypted, attempt.command, attempt.binding) if attempt.binding is not None else None
+        if binding is not None and binding not in record.channel_bindings:
+            record.channel_bindings.append(binding)
+        if attempt.expired_token and attempt.command not in record.expired_tokens:
+            record.expired_tokens.append(attempt.command)
         if attempt.accepted is None:
             return
         if attempt.accepted:
@@ -411,6 +419,23 @@ class _NullRecorder(Recorder):
 
     def tls_failed(self, error: BaseException | None, ssl_object: Any = None) -> None:
         pass
+
+
+def certificate_subject(ssl_object: Any) -> str | None:
+    """The subject of the certificate the client showed (verified: the listener asked for one
+    from the project CA), as "CN=alice, O=..."; None when it showed none."""
+    try:
+        certificate = ssl_object.getpeercert()
+    except (ValueError, AttributeError):
+        return None
+    if not certificate:
+        return None
+    names = [f"{_SHORT_NAMES.get(key, key)}={value}" for rdn in certificate.get("subject", ()) for key, value in rdn]
+    return ", ".join(names) or "(no subject)"
+
+
+_SHORT_NAMES = {"commonName": "CN", "organizationName": "O", "organizationalUnitName": "OU", "countryName": "C",
+                "emailAddress": "emailAddress", "localityName": "L", "stateOrProvinceName": "ST"}
 
 
 def recorder_for(journal: Journal, record: SessionRecord) -> Recorder:

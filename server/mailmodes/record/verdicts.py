@@ -222,6 +222,40 @@ def _credentials_in_clear(record: SessionRecord, history: History) -> str | None
             else f"{in_clear[0][1]} attempted unencrypted (no secret sent)")
 
 
+BEARER_MECHANISMS = ("XOAUTH2", "OAUTHBEARER")
+
+
+def _bearer_token_in_clear(record: SessionRecord, history: History) -> str | None:
+    sent = [command for encrypted, secret, command in record.credentials
+            if not encrypted and secret and command.endswith(BEARER_MECHANISMS)]
+    return f"{sent[0]}: the bearer token itself was sent unencrypted" if sent else None
+
+
+def _used_expired_token(record: SessionRecord, history: History) -> str | None:
+    if not record.expired_tokens:
+        return None
+    accepted = " (and this scenario let it in)" if record.scenario == "oauth-expired-accepted" else ""
+    return f"{record.expired_tokens[0]} with a token past its expiry{accepted}"
+
+
+def _plus_downgrade(record: SessionRecord, flag: str) -> str | None:
+    if record.scenario != "sasl-plus-stripped":
+        return None
+    return next((command for encrypted, command, sent in record.channel_bindings if encrypted and sent == flag), None)
+
+
+def _accepted_plus_downgrade(record: SessionRecord, history: History) -> str | None:
+    command = _plus_downgrade(record, "n")
+    return (f"{command} with gs2 flag n inside TLS: no channel binding, and no word that it could bind"
+            if command else None)
+
+
+def _noticed_plus_downgrade(record: SessionRecord, history: History) -> str | None:
+    command = _plus_downgrade(record, "y")
+    return (f"{command} with gs2 flag y: it can bind but saw no -PLUS, so the server refused the stripped list"
+            if command else None)
+
+
 def _mail_in_clear(record: SessionRecord, history: History) -> str | None:
     if not (record.mail_commands_in_clear and TlsMode(record.tls_mode).uses_starttls):
         return None
@@ -392,6 +426,10 @@ def _said_goodbye(record: SessionRecord) -> bool:
 
 
 REGISTRY: tuple[VerdictKind, ...] = (
+    VerdictKind("bearer-token-in-clear", "OAuth bearer token sent in the clear", "client-fault",
+                _bearer_token_in_clear,
+                "XOAUTH2 / OAUTHBEARER with the token itself on an unencrypted connection: anyone on the path can "
+                "replay it until it expires (RFC 6750 section 5.3; credentials-in-clear says it too)"),
     VerdictKind("credentials-in-clear", "credentials sent in the clear", "client-fault", _credentials_in_clear,
                 "AUTH / LOGIN / USER+PASS / APOP on an unencrypted connection (says whether the secret itself was "
                 "sent or only attempted)"),
@@ -449,6 +487,19 @@ REGISTRY: tuple[VerdictKind, ...] = (
                 "the client selected or fetched the canary mailbox or message injected before TLS"),
     VerdictKind("used-preauth", "went on after a plaintext PREAUTH", "client-fault", _used_preauth,
                 "any command but CAPABILITY or LOGOUT after a plaintext `* PREAUTH` greeting"),
+    VerdictKind("used-expired-token", "sent an expired bearer token", "client-fault", _used_expired_token,
+                "XOAUTH2 / OAUTHBEARER with a token issued by POST /api/tokens that had expired: a client refreshes "
+                "its token before it runs out (RFC 6749 section 6); a known-good server refuses it, "
+                "`oauth-expired-accepted` lets it in"),
+    VerdictKind("accepted-plus-downgrade", "logged in unbound after -PLUS was stripped", "client-fault",
+                _accepted_plus_downgrade,
+                "on `sasl-plus-stripped`, SCRAM inside TLS with gs2 flag `n`: the client claimed it cannot bind to "
+                "the channel, so the stripped list went unnoticed (a client that can bind says `y` there, RFC 5802 "
+                "section 6, and the server refuses it)"),
+    VerdictKind("noticed-plus-downgrade", "signalled channel binding on a stripped list", "client-correct",
+                _noticed_plus_downgrade,
+                "on `sasl-plus-stripped`, SCRAM with gs2 flag `y`: the client can bind and saw no -PLUS, which lets "
+                "the real server (which offers -PLUS) refuse the login: the downgrade is caught"),
     VerdictKind("stalled-at-step", "stalled at a scenario step", "client-fault", _stalled_at_step,
                 "on a scenario listener, the client went quiet after a step (names it: its last command and the "
                 "server's answer) for 15 s or more, until the server's idle or handshake timeout closed the "

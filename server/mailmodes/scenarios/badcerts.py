@@ -434,6 +434,20 @@ def client_certificate(certs_dir: Path, hostname: str, name: str = "client") -> 
     return cached_bundle(certs_dir / "clients" / f"{name}.pem", identity, build)
 
 
+def bad_client_certificate(certs_dir: Path, hostname: str, name: str = "client") -> Path:
+    """A client certificate for `name` from the untrusted second CA (never the project's): one a
+    client_certificate listener must refuse (alert unknown_ca), certs_dir/clients/<name>-untrusted.pem."""
+    inputs = inputs_for("client", certs_dir, hostname)
+
+    def build() -> Built:
+        key = new_key()
+        leaf = issue_leaf(untrusted_authority(inputs), name, [], key, usage=ExtendedKeyUsageOID.CLIENT_AUTH)
+        return Built(key, (leaf,), leaf_until(leaf))
+
+    identity = {"format": FORMAT, "kind": "untrusted-client", "name": name, "ca": inputs.ca_fingerprint}
+    return cached_bundle(certs_dir / "clients" / f"{name}-untrusted.pem", identity, build)
+
+
 # --- the authorities behind two of them ---------------------------------------------------------
 
 

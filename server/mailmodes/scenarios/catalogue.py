@@ -22,6 +22,8 @@ The port plan of config/known-bad.toml is derived from it too (`known_bad_config
 
 from __future__ import annotations
 
+import json
+
 import shutil
 import ssl
 from collections.abc import Iterable
@@ -177,7 +179,7 @@ def _catalogue() -> dict[str, Scenario]:
         _tls("tls-3des", "3DES suites", "refuses (Sweet32)", weak_suites.format("DES-CBC3-SHA")),
         _tls("tls-dh512", "DHE over a 512-bit group (Logjam export grade)", "refuses",
              "OpenSSL 3 refuses to load 512-bit DH parameters (dh key too small) even at @SECLEVEL=0"),
-        *_protocol_scenarios(),
+        *(scenario for scenario in _protocol_scenarios() if scenario.id not in LATER_PROTOCOL_SCENARIOS),
         # Section 1 again (issue 20): after section 2, whose port numbers were published first.
         _certificate("cert-ecdsa-only", "ECDSA P-256 leaf from the project CA, no RSA certificate",
                      "connects (ECDSA suites, or TLS 1.3); a client offering RSA signatures only fails: "
@@ -207,7 +209,12 @@ def _catalogue() -> dict[str, Scenario]:
              "without one: stops and says the server wants a certificate (TLS 1.3 alert certificate_required); "
              "with one from the project CA: connects"),
     ]
+    # Section 2 ids added after section 1's later ones: numbered last, so no port moves.
+    scenarios += [scenario for scenario in _protocol_scenarios() if scenario.id in LATER_PROTOCOL_SCENARIOS]
     return {scenario.id: scenario for scenario in scenarios}
+
+
+LATER_PROTOCOL_SCENARIOS = ("sasl-plus-stripped", "oauth-expired-accepted")
 
 
 # KNOWN-BAD.md section 2: (what the server does, what a correct client does). The behaviour
@@ -245,13 +252,24 @@ PROTOCOL_DESCRIPTIONS = {
                                      "TLS (CVE-2011-0411); teaching only", "sends nothing behind STARTTLS"),
     "chaos": ("a chosen reply or a disconnect at a chosen stage, or a delay per reply ([listeners.chaos])",
               "handles it cleanly"),
+    "sasl-plus-stripped": ("the -PLUS mechanisms (SCRAM with channel binding) left out of the list, as a man in "
+                           "the middle would; still supported, so a gs2 flag y is refused (RFC 5802 section 6)",
+                           "binds anyway (-PLUS) or says it could (gs2 flag y), never logs in unbound (n)"),
+    "oauth-expired-accepted": ("XOAUTH2 / OAUTHBEARER accept an expired bearer token (a broken resource server)",
+                               "never sends a token past its expiry: refreshes it first (RFC 6749 section 6)"),
+}
+# The SASL scenarios' listeners offer what they test (config/known-bad.toml and the tests).
+SCENARIO_MECHANISMS = {
+    "sasl-plus-stripped": ("PLAIN", "SCRAM-SHA-1", "SCRAM-SHA-256", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-256-PLUS"),
+    "oauth-expired-accepted": ("PLAIN", "XOAUTH2", "OAUTHBEARER"),
 }
 
 
 def _protocol_scenarios() -> list[Scenario]:
     kinds = {"chaos": "chaos", "imap-preauth": "protocol", "greeting-invalid": "protocol",
              "greeting-reject": "protocol", "login-referral": "protocol", "protocol-downgrade": "protocol",
-             "capability-fails": "protocol", "premature-tagged-ok": "protocol"}
+             "capability-fails": "protocol", "premature-tagged-ok": "protocol",
+             "sasl-plus-stripped": "auth", "oauth-expired-accepted": "auth"}
     return [
         Scenario(scenario_id, kinds.get(scenario_id, "starttls"), protocols, *PROTOCOL_DESCRIPTIONS[scenario_id],
                  bad_certificate=False, sni_label=None)
@@ -431,6 +449,8 @@ def _plan_listener(scenario: Scenario, protocol: str, mode: TlsMode, index: int)
         *(['role = "submission"'] if protocol == "smtp" else []),
         f'scenario = "{scenario.id}"',
     ]
+    if scenario.id in SCENARIO_MECHANISMS:
+        lines.append(f"sasl_mechanisms = {json.dumps(list(SCENARIO_MECHANISMS[scenario.id]))}")
     if scenario.id == "chaos":
         stage, reply = PLAN_CHAOS[protocol]
         lines += ["[listeners.chaos]", f'stage = "{stage}"', f'reply = "{reply}"']

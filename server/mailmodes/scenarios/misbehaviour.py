@@ -85,7 +85,11 @@ PROTOCOL_SCENARIOS: dict[str, tuple[str, ...]] = {
     # New scenarios go last: the known-bad.toml port plan numbers them in this order, and users'
     # configs and scripts name those ports.
     "starttls-dropped": PROTOCOLS,
+    # SASL (issue 20): on a listener whose sasl_mechanisms have what they need (known-bad.toml's do).
+    "sasl-plus-stripped": PROTOCOLS,
+    "oauth-expired-accepted": PROTOCOLS,
 }
+PLUS_MECHANISMS = ("SCRAM-SHA-1-PLUS", "SCRAM-SHA-256-PLUS")
 
 _STARTTLS: dict[str, dict[str, StartTlsPlan]] = {
     "starttls-rejected": {
@@ -180,6 +184,11 @@ class Misbehaviour:
         return self.scenario in STRIPS_STARTTLS
 
     @property
+    def accepts_expired_tokens(self) -> bool:
+        """oauth-expired-accepted: XOAUTH2 / OAUTHBEARER log in with an expired token."""
+        return self.scenario == "oauth-expired-accepted"
+
+    @property
     def speaks_plaintext_on_implicit(self) -> bool:
         return self.scenario == "implicit-speaks-plaintext"
 
@@ -212,6 +221,9 @@ class Misbehaviour:
             canary = {"smtp": f"AUTH {CANARY_PRETLS}", "imap": f"AUTH={CANARY_PRETLS}",
                       "pop3": f"SASL {CANARY_PRETLS}"}[self.protocol]
             return [*capabilities, canary]
+        if self.scenario == "sasl-plus-stripped":
+            return [_without_plus(capability) for capability in capabilities
+                    if capability.upper().removeprefix("AUTH=") not in PLUS_MECHANISMS]
         if self.scenario == "protocol-downgrade" and self.protocol == "imap":
             return ["IMAP4" if c == "IMAP4rev1" else c for c in capabilities if c not in ("STARTTLS", "IMAP4rev2")]
         return capabilities
@@ -248,3 +260,12 @@ class Misbehaviour:
                 assert chaos is not None
                 return Step(None, (Close(),)) if chaos.disconnect else Step(chaos.reply)
         return None
+
+
+def _without_plus(capability: str) -> str:
+    """sasl-plus-stripped: an SMTP "AUTH ..." keyword or a POP3 "SASL ..." line without its
+    -PLUS mechanisms, as a man in the middle would leave it (IMAP's AUTH=... items go whole)."""
+    word, _, mechanisms = capability.partition(" ")
+    if word.upper() not in ("AUTH", "SASL") or not mechanisms:
+        return capability
+    return " ".join([word, *(m for m in mechanisms.split() if m.upper() not in PLUS_MECHANISMS)])

@@ -42,9 +42,23 @@ class ServerContexts:
         if scenario is not None and scenario.kind in ("certificate", "tls"):
             return self.scenario(scenario.id)
         # A scenario's context keeps its own versions and ciphers: tls_profile is for known-good ones.
+        if listener.client_certificate:
+            return self.asking_for_client_certificates(listener)
         if listener.cert_file and listener.key_file:
             return self._with_sni(server_context(listener.cert_file, listener.key_file, profile=listener.tls_profile))
         return self.profile(listener.tls_profile)
+
+    def asking_for_client_certificates(self, listener: Listener) -> ssl.SSLContext:
+        """A context of its own (verify_mode is the context's): client_certificate "require"
+        (CERT_REQUIRED: no certificate, no handshake) or "request" (CERT_OPTIONAL); either way a
+        certificate shown must come from the project CA, or the handshake fails (alert unknown_ca)."""
+        paths = ensure_certificates(self.certs_dir, self.hostname)
+        cert_file, key_file = ((listener.cert_file, listener.key_file) if listener.cert_file and listener.key_file
+                               else (paths.cert_file, paths.key_file))
+        context = self._with_sni(server_context(cert_file, key_file, profile=listener.tls_profile))
+        context.verify_mode = ssl.CERT_REQUIRED if listener.client_certificate == "require" else ssl.CERT_OPTIONAL
+        context.load_verify_locations(paths.ca_file)
+        return context
 
     def profile(self, name: str) -> ssl.SSLContext:
         """The generated certificate under one of the TLS profiles (made once, then shared)."""

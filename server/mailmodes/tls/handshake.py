@@ -233,7 +233,7 @@ FINISHED = "finished"  # the client's Finished arrived: the handshake is done
 _STAGES = (None, CLIENT_HELLO_SEEN, SERVER_FLIGHT_SENT, CLIENT_ALERT, FINISHED)
 # RFC 8446 5.1 record types and 4 handshake types (RFC 5246 7.4 for TLS 1.2's ServerHelloDone).
 _ALERT_RECORD, _HANDSHAKE_RECORD = 21, 22
-_CLIENT_HELLO, _SERVER_HELLO_DONE, _FINISHED = 1, 14, 20
+_CLIENT_HELLO, _CERTIFICATE, _SERVER_HELLO_DONE, _FINISHED = 1, 11, 14, 20
 
 
 def watch_progress(context: ssl.SSLContext) -> None:
@@ -256,6 +256,9 @@ def _on_tls_message(conn: object, direction: str, version: object, content_type:
                 setattr(conn, "mailmodes_status_request", asks_certificate_status(data))
             elif kind == _FINISHED:
                 _advance(conn, FINISHED)
+        elif kind == _CERTIFICATE:
+            # Ours, kept for SCRAM's tls-server-end-point binding (binding.py).
+            setattr(conn, "mailmodes_certificate_message", data)
         elif kind in (_FINISHED, _SERVER_HELLO_DONE):  # the end of our flight (TLS 1.3, TLS 1.2)
             _advance(conn, SERVER_FLIGHT_SENT)
     elif content_type == _ALERT_RECORD and direction == "read":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -21,6 +22,7 @@ from aiohttp import web
 from mailmodes.config import Config, ConfigError, Listener
 from mailmodes.seed import check_flags, crlf, target_mailbox
 from mailmodes.store import AccountInterface, MailboxInterface, Message, StoreInterface
+from mailmodes.store import DEFAULT_SCOPE
 from mailmodes.web.views import BadQuery, listener_view, message_summary, parse_bool, parse_int, parse_time
 
 MAX_WAIT_SECONDS = 300.0  # the longest ?wait= a request may ask for (CI jobs have their own timeouts)
@@ -129,6 +131,9 @@ class ControlRoutes:
             ("POST", "/api/messages/{user}/{mailbox}", self.seed),
             ("PUT", "/api/listeners/{name}/scenario", self.put_scenario),
             ("POST", "/api/reset", self.reset),
+            ("POST", "/api/tokens", self.issue_token),
+            ("GET", "/api/tokens", self.list_tokens),
+            ("DELETE", "/api/tokens/{id}", self.revoke_token),
         ]
 
     def _account(self, user: str) -> AccountInterface:
@@ -229,6 +234,42 @@ class ControlRoutes:
         server = self.server
         listener = next(listener for listener in server.config.listeners if listener.name == name)
         return self.respond(listener_view(listener, server.config, self.ports()), 200)
+
+    # --- OAuth bearer tokens (store.py) -------------------------------------------------------
+
+    async def issue_token(self, request: web.Request) -> web.Response:
+        """{"user": name, "scope": "mail", "expires_in": seconds}: a token for XOAUTH2 and
+        OAUTHBEARER. expires_in may be 0 or negative (an expired token, for the refusal)."""
+        body = await _json_body(request)
+        unknown = sorted(set(body) - {"user", "scope", "expires_in"})
+        if unknown:
+            raise refused(400, f"unknown key {unknown[0]!r} (allowed: expires_in, scope, user)")
+        user = body.get("user")
+        if not isinstance(user, str) or not user:
+            raise refused(400, "user: the account's name (or one of its addresses) is required")
+        found = self.server.store.credentials(user)
+        if found is None:
+            raise refused(404, f"no user {user!r}")
+        scope = body.get("scope", " ".join(DEFAULT_SCOPE))
+        if isinstance(scope, list):
+            scope = " ".join(str(word) for word in scope)
+        if not isinstance(scope, str) or not scope.split():
+            raise refused(400, "scope: words separated by spaces, e.g. \"mail\" or \"imap smtp\"")
+        expires_in = body.get("expires_in", 3600)
+        if isinstance(expires_in, bool) or not isinstance(expires_in, (int, float)):
+            raise refused(400, "expires_in: a number of seconds")
+        token = self.server.store.tokens.issue(found[0], tuple(scope.split()), float(expires_in))
+        return self.respond(token.as_dict(time.time(), with_token=True), 201)
+
+    async def list_tokens(self, request: web.Request) -> web.Response:
+        now = time.time()
+        return self.respond({"tokens": [token.as_dict(now) for token in self.server.store.tokens.listed()]}, 200)
+
+    async def revoke_token(self, request: web.Request) -> web.Response:
+        ident = request.match_info["id"]
+        if not self.server.store.tokens.revoke(ident):
+            raise refused(404, f"no token {ident!r}")
+        return self.respond({"revoked": ident}, 200)
 
     async def reset(self, request: web.Request) -> web.Response:
         result = self.server.reset()

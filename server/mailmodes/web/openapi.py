@@ -496,7 +496,54 @@ def _control_paths() -> dict[str, Any]:
                 "sessions": {"type": "integer"}, "messages": {"type": "integer"}, "captured": {"type": "integer"},
                 "listeners": {"type": "array", "items": {"type": "string"},
                               "description": "listeners whose scenario was restored"},
-                "seeded": {"type": "integer"}}}, "what was deleted and restored")}}},
+                "seeded": {"type": "integer"},
+                "tokens": {"type": "integer", "description": "OAuth tokens forgotten"}}},
+                "what was deleted and restored")}}},
+        **_token_paths(),
+    }
+
+
+def _token_paths() -> dict[str, Any]:
+    """The OAuth bearer tokens of XOAUTH2 and OAUTHBEARER (store.py)."""
+    token = {"type": "object", "properties": {
+        "id": {"type": "string", "description": "what the token is listed and revoked by"},
+        "user": {"type": "string", "description": "the account it logs in as"},
+        "scope": {"type": "string", "description": "space-separated words; `mail` or the protocol's name "
+                                                   "(smtp, imap, pop3) lets it log in there"},
+        "issued": {"type": "number"}, "expires": {"type": "number", "description": "epoch seconds"},
+        "expires_in": {"type": "integer", "description": "seconds left (0 once expired)"},
+        "expired": {"type": "boolean"}}}
+    issued = {"allOf": [token, {"type": "object", "properties": {
+        "token": {"type": "string", "description": "the bearer token itself: shown only here"}}}]}
+    return {
+        "/api/tokens": {
+            "post": {
+                "summary": "issue an OAuth 2.0 bearer token for XOAUTH2 / OAUTHBEARER (RFC 7628)",
+                "description": "The server is its own authorization server. A token refused at login (unknown, "
+                               "revoked, expired, wrong scope, another user's) gets RFC 7628 section 3.2.2's "
+                               "JSON error as a challenge: {\"status\": \"invalid_token\" or "
+                               "\"insufficient_scope\", \"scope\": ..., \"schemes\": \"bearer\"}. Tokens live in "
+                               "memory; POST /api/reset forgets them.",
+                "operationId": "issueToken",
+                "requestBody": {"required": True, "content": {JSON: {"schema": {
+                    "type": "object", "required": ["user"], "properties": {
+                        "user": {"type": "string", "description": "an account's name or address"},
+                        "scope": {"type": "string", "description": "default `mail`"},
+                        "expires_in": {"type": "number", "description": "seconds (default 3600; 0 or less: "
+                                                                        "already expired)"}}}}}},
+                "responses": {"201": _json(issued, "the new token"),
+                              "400": _error("a missing user, a bad scope or expires_in"),
+                              "404": _error("no such user")}},
+            "get": {"summary": "the tokens issued (never the tokens themselves)", "operationId": "listTokens",
+                    "responses": {"200": _json({"type": "object", "properties": {
+                        "tokens": {"type": "array", "items": token}}}, "every token not revoked")}},
+        },
+        "/api/tokens/{id}": {"delete": {
+            "summary": "revoke a token", "operationId": "revokeToken",
+            "parameters": [_path_param("id", "the token's id (from POST or GET /api/tokens)")],
+            "responses": {"200": _json({"type": "object", "properties": {"revoked": {"type": "string"}}},
+                                       "revoked"),
+                          "404": _error("no such token")}}},
     }
 
 

@@ -78,7 +78,7 @@ from mailmodes.protocols.imap.parser import (
     quote_astring,
     split_head,
 )
-from mailmodes.protocols.sasl import CHALLENGE_RESPONSE, Challenge, CramMd5, ScramSha256, exchange
+from mailmodes.protocols.sasl import CHALLENGE_RESPONSE, Challenge, Exchange, exchange, sasl_context
 from mailmodes.protocols.imap.sort import sort
 from mailmodes.protocols.imap.states import State
 from mailmodes.protocols.imap.thread import thread
@@ -586,7 +586,8 @@ class ImapSession:
     def _challenge_response(self, tag: str, args: Authenticate) -> Reply:
         """CRAM-MD5 or SCRAM-SHA-256 (sasl.py): each challenge a "+ <base64>" continuation, each
         answer a line; "*" cancels (BAD, RFC 3501 6.2.2)."""
-        conversation = exchange(args.mechanism, self.store.credentials, self.hostname)
+        conversation = exchange(args.mechanism, sasl_context(self.store, self.hostname, "imap", self.connection,
+                                                             encrypted=self.security.encrypted))
         initial = None if args.initial is None else b"" if args.initial == b"=" else args.initial
         if initial:
             try:
@@ -596,33 +597,36 @@ class ImapSession:
                 return "BAD", "Invalid base64 data"
         return self._sasl_step(tag, args.mechanism, conversation, initial)
 
-    def _sasl_step(self, tag: str, mechanism: str, conversation: CramMd5 | ScramSha256,
+    def _sasl_step(self, tag: str, mechanism: str, conversation: Exchange,
                    response: bytes | None) -> Reply:
         step = conversation.step(response)
         if isinstance(step, Challenge):
+            if step.secret_sent:  # undecided until the client answers, if it ever does
+                self.notes.note(LoginAttempt(f"AUTHENTICATE {mechanism}", conversation.user, True, None,
+                                             expired_token=step.expired_token))
             self._send(b"+ " + base64.b64encode(step.data) + b"\r\n")
             self._continuation_tag = tag
             self._continuation = lambda line: self._sasl_answer(mechanism, conversation, line)
             return None
         account = self.store.accounts.get(step.account) if step.account else None
-        # Neither mechanism sends the password: no secret crossed the wire, whatever the outcome.
-        self.notes.note(LoginAttempt(f"AUTHENTICATE {mechanism}", step.account or step.user, secret_sent=False,
-                                     accepted=account is not None))
+        # CRAM and SCRAM send a proof, LOGIN the password, XOAUTH2 and OAUTHBEARER a token (sasl.py).
+        self.notes.note(LoginAttempt(f"AUTHENTICATE {mechanism}", step.account or step.user, step.secret_sent,
+                                     account is not None, step.binding, step.expired_token))
         return self._logged_in(account)
 
-    def _sasl_answer(self, mechanism: str, conversation: CramMd5 | ScramSha256, line: bytes) -> None:
+    def _sasl_answer(self, mechanism: str, conversation: Exchange, line: bytes) -> None:
         self._continuation = None
         tag = self._continuation_tag
         if line == b"*":
             self.notes.note(Heard(line, None))
-            self.notes.note(LoginAttempt(f"AUTHENTICATE {mechanism}", None, secret_sent=False, accepted=False))
+            self.notes.note(LoginAttempt(f"AUTHENTICATE {mechanism}", None, conversation.secret_sent, False))
             self._bad(tag, "Authentication aborted")
             return
         self.notes.note(Heard(line, None, ((0, len(line), SECRET),) if line else ()))
         try:
             answer = base64.b64decode(line, validate=True)
         except (binascii.Error, ValueError):
-            self.notes.note(LoginAttempt(f"AUTHENTICATE {mechanism}", None, secret_sent=False, accepted=False))
+            self.notes.note(LoginAttempt(f"AUTHENTICATE {mechanism}", None, conversation.secret_sent, False))
             self._bad(tag, "Invalid base64 data")
             return
         reply = self._sasl_step(tag, mechanism, conversation, answer)
