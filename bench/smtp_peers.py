@@ -490,6 +490,10 @@ def main(argv: list[str] | None = None) -> int:
                  "the source-s10 and source-s100 rows are skipped")
     with tempfile.TemporaryDirectory(prefix="smtp-peers-") as tmp:
         work = Path(tmp)
+        # "With cached bytecode": every Python server (and aiosmtpd's site-packages alike) writes
+        # and reads its bytecode under one folder of this run, filled by the untimed first starts.
+        os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+        os.environ["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
         node_path = (args.smtp_server_dir / "node_modules" if args.smtp_server_dir
                      else install_smtp_server(work / "npm"))
         certs = work / "certs"
