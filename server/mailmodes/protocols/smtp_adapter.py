@@ -633,8 +633,13 @@ class MailmodesSMTP(SMTP):
             response = await self._call_handler_hook("EHLO", hostname, response)
         else:
             session.host_name = hostname
-        for line in response:
-            await self.push(line)
+        if self.misbehaviour.active:
+            for line in response:  # a scenario's delays and holds apply per line, as they always did
+                await self.push(line)
+        else:
+            # The whole reply in one write: one send (and inside TLS one record) instead of one per
+            # line, which was most of a short session's sends (issue 22).
+            await self.push("\r\n".join(response))
 
     @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_MAIL(self, arg: str | None) -> None:
