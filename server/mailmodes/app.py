@@ -18,31 +18,38 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from mailmodes.config import Config, ConfigError, HttpConfig, Listener, chaos_table, with_scenario
-from mailmodes.disk_store import DiskStore
-from mailmodes.protocols.connection import LineServer, serve_lines
-from mailmodes.protocols.events import Connection, LineSession
 from mailmodes.protocols.guards import AuthFailures
-from mailmodes.protocols.imap.session import ImapSession
-from mailmodes.protocols.pop3 import Pop3Session
 from mailmodes.protocols.smtp import SmtpListener
 from mailmodes.record.journal import Journal
-from mailmodes.scenarios.audit import AuditWalk, audit_chaos, audit_plan
 from mailmodes.scenarios.misbehaviour import Misbehaviour
-from mailmodes.seed import load_seeds
 from mailmodes.store import INBOX, SPECIAL_USE_MAILBOXES, Store
 from mailmodes.tls.contexts import ServerContexts
 
 if TYPE_CHECKING:
+    from mailmodes.protocols.connection import LineServer
+    from mailmodes.protocols.events import Connection, LineSession
+    from mailmodes.scenarios.audit import AuditWalk
     from mailmodes.web.server import HttpServer
+
+# Imported where they are first needed, not here: IMAP, POP3, the durable store, seeds and audit
+# mode are most of the import time of `serve`, and a server without them starts that much
+# sooner (issue 22: start to first banner).
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# protocol -> (session class, what a client over the connection limit is told)
-LINE_PROTOCOLS: dict[str, tuple[Callable[[Connection, Store, str], LineSession], bytes]] = {
-    "imap": (ImapSession, b"* BYE [UNAVAILABLE] Too many connections\r\n"),
-    "pop3": (Pop3Session, b"-ERR [SYS/TEMP] Too many connections\r\n"),
-}
+
+def line_protocol(protocol: str) -> tuple[Callable[[Connection, Store, str], LineSession], bytes]:
+    """protocol -> (session class, what a client over the connection limit is told)."""
+    if protocol == "imap":
+        from mailmodes.protocols.imap.session import ImapSession
+
+        return ImapSession, b"* BYE [UNAVAILABLE] Too many connections\r\n"
+    if protocol == "pop3":
+        from mailmodes.protocols.pop3 import Pop3Session
+
+        return Pop3Session, b"-ERR [SYS/TEMP] Too many connections\r\n"
+    raise KeyError(protocol)
 
 
 class ListenerError(Exception):
@@ -51,8 +58,12 @@ class ListenerError(Exception):
 
 def build_store(config: Config) -> Store:
     """The in-memory store, or with [store] path the durable one, read back from its directory."""
-    store = Store(catch_all=config.catch_all) if config.store.path is None else DiskStore(config.store.path,
-                                                                                           config.catch_all)
+    if config.store.path is None:
+        store = Store(catch_all=config.catch_all)
+    else:
+        from mailmodes.disk_store import DiskStore
+
+        store = DiskStore(config.store.path, config.catch_all)
     for user in config.users:
         store.add_account(user.name, user.password, user.addresses)
     store.local_domains.add(config.hostname.lower())
@@ -91,7 +102,9 @@ class MailServer:
         self.ca_file = contexts.ca_file
         # Before the first listener: a client never sees an empty mailbox. A durable store has its
         # seeds from its first start (and again after POST /api/reset), not once more per restart.
-        if not isinstance(self.store, DiskStore) or self.store.fresh:
+        if self.config.seeds and (self.config.store.path is None or _fresh_disk_store(self.store)):
+            from mailmodes.seed import load_seeds
+
             load_seeds(self.store, self.config)
         await self.store.flush()
         try:
@@ -119,6 +132,8 @@ class MailServer:
         try:
             if listener.protocol == "smtp":
                 return await loop.create_server(lambda: self._smtp[name](), host, listener.port)
+            from mailmodes.protocols.connection import serve_lines
+
             return await serve_lines(lambda reader, writer: self._line[name].handle(reader, writer),
                                      host, listener.port)
         except OSError as error:
@@ -142,7 +157,9 @@ class MailServer:
         if listener.protocol == "smtp":
             return SmtpListener(listener, self.store, self.config.hostname, context, self.journal, misbehaviour, tls,
                                 self.auth_failures)
-        session_class, too_many = LINE_PROTOCOLS[listener.protocol]
+        from mailmodes.protocols.connection import LineServer
+
+        session_class, too_many = line_protocol(listener.protocol)
         hostname = self.config.hostname
         store = self.store
         return LineServer(listener, lambda connection: session_class(connection, store, hostname), context, too_many,
@@ -152,6 +169,8 @@ class MailServer:
     async def _start_audit(self, listener: Listener, host: str) -> asyncio.Server:
         """Audit mode: a protocol server per step of the walk; each accepted connection goes to the
         step its client address is at (scenarios/audit.py)."""
+        from mailmodes.scenarios.audit import AuditWalk, audit_chaos, audit_plan
+
         assert self._contexts is not None
         walk = self.audits[listener.name] = AuditWalk(audit_plan(listener.protocol, listener.tls))
         servers = []
@@ -171,6 +190,8 @@ class MailServer:
 
             async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
                 await line[walk.take(_peer_host(writer.get_extra_info("peername")))].handle(reader, writer)
+
+            from mailmodes.protocols.connection import serve_lines
 
             return await serve_lines(handle, host, listener.port)
         except OSError as error:
@@ -214,6 +235,8 @@ class MailServer:
         for name in restored:
             configured = self._configured[name]
             self.set_scenario(name, configured.scenario, chaos_table(configured.chaos))
+        from mailmodes.seed import load_seeds
+
         seeded = load_seeds(self.store, self.config)
         return {"sessions": sessions, "messages": messages, "captured": captured, "listeners": restored,
                 "seeded": seeded, "tokens": tokens}
@@ -293,6 +316,13 @@ class AuditConnection(asyncio.Protocol):
     def resume_writing(self) -> None:
         if self.inner is not None:
             self.inner.resume_writing()
+
+
+def _fresh_disk_store(store: Store) -> bool:
+    """A durable store has its seeds from its first start, not once more per restart."""
+    from mailmodes.disk_store import DiskStore
+
+    return not isinstance(store, DiskStore) or store.fresh
 
 
 def _busy(server: SmtpListener | LineServer) -> bool:

@@ -1,4 +1,5 @@
-"""The one adapter to aiosmtpd: every private aiosmtpd name mailmodes uses is in this module.
+"""The one adapter to aiosmtpd: every private aiosmtpd name mailmodes uses is in this module (and
+in smtp_init.py, aiosmtpd's __init__ made cheap per connection).
 
 aiosmtpd tracks "encrypted" by a flag only STARTTLS sets (its issues 274 and 281), so the
 decisions are taken from our own `Security` (tls/policy.py), which reads the transport; aiosmtpd is only
@@ -60,6 +61,7 @@ from mailmodes.protocols.smtp_extensions import (
     without_enhanced_code,
 )
 from mailmodes.protocols.smtp_hotpaths import CRLF, lines_within, parse_simple_path, scan_data, unstuff
+from mailmodes.protocols.smtp_init import init_smtp
 from mailmodes.record.journal import Journal
 from mailmodes.record.transcript import Recorder, recorder_for
 from mailmodes.scenarios.misbehaviour import Misbehaviour
@@ -264,8 +266,15 @@ class MailmodesSMTP(SMTP):
         self.misbehaviour = misbehaviour
         self.tls = tls
         self.security = tls.security(encrypted=False)
-        super().__init__(
+        # aiosmtpd's __init__ with what it finds by introspection found once per class
+        # (smtp_init.py). aiosmtpd's per-connection tables of bound methods are about 2 KB of every
+        # idle connection: the hooks are shared by the listener's connections, the commands bound
+        # on lookup.
+        init_smtp(
+            self,
             handler,
+            hooks=handler.hooks,
+            commands=_Commands(self),
             hostname=hostname,
             ident=f"ESMTP mailmodes {__version__}",
             data_size_limit=listener.limits.max_message_size,
@@ -294,10 +303,6 @@ class MailmodesSMTP(SMTP):
         })
         self.mail_extensions: MailExtensions | None = None  # the MAIL command under way, for _getparams
         self.taken_parameters: frozenset[str] = frozenset()
-        # aiosmtpd's per-connection tables of bound methods, about 2 KB of every idle connection:
-        # the hooks are shared by the listener's connections, the commands bound on lookup.
-        self._smtp_methods = _Commands(self)  # type: ignore[assignment]  # aiosmtpd only reads it as a mapping
-        self._handle_hooks = handler.hooks
 
     def _create_session(self) -> Session:
         return _Session(self.loop)
@@ -670,8 +675,13 @@ class MailmodesSMTP(SMTP):
             response = await self._call_handler_hook("EHLO", hostname, response)
         else:
             session.host_name = hostname
-        for line in response:
-            await self.push(line)
+        if self.misbehaviour.active:
+            for line in response:  # a scenario's delays and holds apply per line, as they always did
+                await self.push(line)
+        else:
+            # The whole reply in one write: one send (and inside TLS one record) instead of one per
+            # line, which was most of a short session's sends (issue 22).
+            await self.push("\r\n".join(response))
 
     @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_MAIL(self, arg: str | None) -> None:

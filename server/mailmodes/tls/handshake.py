@@ -240,7 +240,14 @@ def watch_progress(context: ssl.SSLContext) -> None:
     """Note on each connection's SSL object how far its handshake got. The ssl module has no
     public hook for it; `_msg_callback` (every TLS message, as OpenSSL parses it) is the one its
     own test suite uses, present in each Python we support."""
-    if hasattr(context, "_msg_callback"):
+    raw = getattr(getattr(ssl, "_ssl", None), "_SSLContext", None)
+    descriptor = getattr(raw, "_msg_callback", None)
+    if descriptor is not None and hasattr(descriptor, "__set__"):
+        # Straight on the C context: ssl.py's setter wraps the callback in a Python function that
+        # turns three ints into enums for each of the ~30 messages of a handshake and each record
+        # after it, a third of the Python time of a handshake (issue 22). Ours only compares ints.
+        descriptor.__set__(context, _on_tls_message)
+    elif hasattr(context, "_msg_callback"):
         setattr(context, "_msg_callback", _on_tls_message)
 
 
@@ -264,6 +271,9 @@ def _on_tls_message(conn: object, direction: str, version: object, content_type:
     elif content_type == _ALERT_RECORD and direction == "read":
         _advance(conn, CLIENT_ALERT)
 
+
+# What ssl.py's getter of _msg_callback returns (the function its own setter wrapped).
+_on_tls_message.user_function = _on_tls_message  # type: ignore[attr-defined]
 
 # RFC 6066 extension types: section 3, and section 8 (the client asks for the certificate's status).
 _SERVER_NAME, _STATUS_REQUEST = 0, 5
