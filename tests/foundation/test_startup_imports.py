@@ -71,3 +71,34 @@ def test_imap_listener_still_gets_its_modules(tmp_path: Path, certs_dir: Path) -
     loaded = loaded_after_banner(tmp_path, certs_dir, '[[listeners]]\nname = "imap"\nprotocol = "imap"\nport = 0\n'
                                                       'tls = "plaintext"\n')
     assert {"mailmodes.protocols.imap.session", "mailmodes.protocols.connection"} <= loaded
+
+
+
+# `python -m mailmodes --version` with the cyclic collector watched from before the package is
+# imported: the collections that ran while mailmodes.cli was being imported (it is in sys.modules
+# from the start of its import, and has `main` only at its end), then the collector's state.
+GC_PROBE = """
+import gc, runpy, sys
+during_import = []
+def watch(phase, info):
+    cli = sys.modules.get("mailmodes.cli")
+    if phase == "start" and cli is not None and not hasattr(cli, "main"):
+        during_import.append(info["generation"])
+gc.callbacks.append(watch)
+sys.argv = ["mailmodes", "--version"]
+try:
+    runpy.run_module("mailmodes", run_name="__main__")
+except SystemExit:
+    pass
+print(len(during_import), gc.isenabled(), gc.get_freeze_count() > 0)
+"""
+
+
+def test_python_m_mailmodes_imports_without_collecting_then_collects_again() -> None:
+    # Importing the server makes tens of thousands of permanent objects: the collector running over
+    # them is start-up time for nothing (issue 22: start to first banner). After the import it is
+    # on again, with those objects frozen out of its way.
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "server")}
+    done = subprocess.run([sys.executable, "-c", GC_PROBE], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-3:] == ["0", "True", "True"], done.stdout
