@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DOVECOT = "/usr/sbin/dovecot"
+DOVECOT_LIBEXEC = "/usr/lib/dovecot"  # where Debian puts its imap and pop3 servers
 START_TIMEOUT = 20.0
 
 
@@ -99,7 +100,7 @@ base_dir = {root}/run
 state_dir = {root}/state
 log_path = {root}/dovecot.log
 info_log_path = {root}/dovecot.log
-protocols = imap pop3
+protocols = {' '.join(sorted({name.rstrip('s') for name in ports})) or 'none'}
 listen = 127.0.0.1
 {ssl}
 default_internal_user = {internal_user}
@@ -188,6 +189,11 @@ def start_dovecot(
         raise RuntimeError(f"{DOVECOT} not found (Debian: apt-get install dovecot-imapd dovecot-pop3d)")
     if (imaps_port or pop3s_port) and not (cert_file and key_file):
         raise ValueError("implicit-TLS ports need cert_file and key_file")
+    # dovecot-core (which .ci/run installs for imaptest) has neither protocol's binary.
+    for protocol, wanted in (("imap", imap_port or imaps_port), ("pop3", pop3_port or pop3s_port)):
+        if wanted and not (Path(DOVECOT_LIBEXEC) / protocol).exists():
+            raise RuntimeError(f"Dovecot's {protocol} server is not installed ({DOVECOT_LIBEXEC}/{protocol}; "
+                               f"Debian: apt-get install dovecot-{protocol}d)")
     root = Path(tmpdir).resolve()
     for sub in ("run", "state", "home"):
         (root / sub).mkdir(parents=True, exist_ok=True)
