@@ -130,29 +130,3 @@ def test_a_large_message_body_is_linear() -> None:
     # Generous: this catches quadratic behaviour (seconds), not a slow machine.
     assert time.perf_counter() - started < 1.0
     assert texts(rec, "server")[-2:] == [f"[message: {64 * 2048 * 80} bytes]", "."]
-
-
-def test_a_reply_of_several_lines_as_text_is_recorded_as_its_bytes_would_be() -> None:
-    # server_text (SMTP's EHLO reply in one push) skips the bytes round trip: the same lines as
-    # server(text + CRLF), for long lines, stray CRs, non-ASCII text and after unfinished output.
-    replies = ["250-mail.example.test\r\n250-SIZE 1000\r\n250 HELP", "250-a\r\r\n250 b\r", "250-x\n250 y",
-               "250-" + "z" * 600 + "\r\n250 HELP", "250-bücher.example\r\n250 HELP", "250-a\r\n\r\n250 b"]
-    for smtp_before in (b"", b"partial output, no line end"):
-        for text in replies:
-            long_way, fast = recorder("smtp"), recorder("smtp")
-            for rec in (long_way, fast):
-                rec.server(smtp_before)
-            long_way.server(text.encode() + b"\r\n")
-            fast.server_text(text)
-            assert texts(fast, "server") == texts(long_way, "server"), text
-            assert len(texts(fast, "server")) >= 2
-
-
-def test_a_reply_of_several_lines_as_text_counts_what_the_transcript_limit_cuts() -> None:
-    text = "250-mail.example.test\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250 HELP"
-    long_way, fast = recorder("smtp"), recorder("smtp")
-    long_way.max_lines = fast.max_lines = 2
-    long_way.server(text.encode() + b"\r\n")
-    fast.server_text(text)
-    assert texts(fast, "server") == texts(long_way, "server") == ["250-mail.example.test", "250-SIZE 1000"]
-    assert fast.record.transcript_truncated == long_way.record.transcript_truncated == 2

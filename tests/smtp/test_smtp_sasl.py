@@ -16,7 +16,7 @@ import scramp
 
 from mailmodes.app import ThreadedMailServer
 from mailmodes.config import ConfigError
-from mailmodes.protocols.sasl import CramMd5, Done, SaslContext, ScramSha256
+from mailmodes.protocols.sasl import CramMd5, Done, SaslContext, Scram
 from support import CLIENT_TIMEOUT, make_config, one_session, run_client
 
 HOST = "127.0.0.1"
@@ -152,7 +152,7 @@ def test_the_exchanges_without_io() -> None:
     import hmac
     digest = hmac.new(b"secret", challenge.data, hashlib.md5).hexdigest().encode()
     assert cram.step(b"alice@example.test " + digest) == Done("alice", "alice@example.test")
-    scram = ScramSha256(lookup)
+    scram = Scram(SaslContext(lookup, "localhost"))
     client = scramp.ScramClient(["SCRAM-SHA-256"], "alice", "secret")
     step = scram.step(client.get_client_first().encode())
     assert not isinstance(step, Done)
@@ -162,7 +162,7 @@ def test_the_exchanges_without_io() -> None:
     client.set_server_final(step.data.decode())
     assert scram.step(b"") == Done("alice", "alice", binding="n")
     # the server-final must be answered with nothing
-    late = ScramSha256(lookup)
+    late = Scram(SaslContext(lookup, "localhost"))
     client = scramp.ScramClient(["SCRAM-SHA-256"], "alice", "secret")
     step = late.step(client.get_client_first().encode())
     client.set_server_first(step.data.decode())  # type: ignore[union-attr]

@@ -263,13 +263,6 @@ class Scram:
         return ""
 
 
-class ScramSha256(Scram):
-    """SCRAM-SHA-256 without channel binding, as before -PLUS: a lookup and nothing else."""
-
-    def __init__(self, lookup: Lookup | SaslContext) -> None:
-        super().__init__(lookup if isinstance(lookup, SaslContext) else SaslContext(lookup, "localhost"))
-
-
 def _json_error(status: str, scope: str) -> bytes:
     """RFC 7628 section 3.2.2: the failure challenge, a JSON object (status is RFC 6750's code)."""
     return json.dumps({"status": status, "scope": scope, "schemes": "bearer"}, separators=(",", ":")).encode()
@@ -288,26 +281,27 @@ def parse_oauthbearer(message: bytes) -> tuple[str | None, dict[str, str]] | Non
     if flag not in ("n", "y") or tail or (authzid and not authzid.startswith("a=")):
         return None
     user = authzid[2:].replace("=2C", ",").replace("=3D", "=") if authzid else None
-    pairs: dict[str, str] = {}
-    for pair in rest[:-1].split(b"\x01")[:-1] if rest != b"\x01" else []:
-        key, equals, value = pair.partition(b"=")
-        if not equals:
-            return None
-        pairs[key.decode("ascii", "replace")] = value.decode("utf-8", "replace")
-    return user, pairs
+    pairs = _key_values(rest[:-1].split(b"\x01")[:-1] if rest != b"\x01" else [])
+    return None if pairs is None else (user, pairs)
 
 
 def parse_xoauth2(message: bytes) -> tuple[str | None, dict[str, str]] | None:
     """Google's XOAUTH2: "user=" user ^A "auth=Bearer " token ^A ^A."""
     if not message.endswith(b"\x01\x01"):
         return None
+    pairs = _key_values(message[:-2].split(b"\x01"))
+    return None if pairs is None else (pairs.pop("user", None), pairs)
+
+
+def _key_values(chunks: list[bytes]) -> dict[str, str] | None:
+    """Both OAuth messages' key=value pairs (^A-separated), or None if one has no "="."""
     pairs: dict[str, str] = {}
-    for pair in message[:-2].split(b"\x01"):
+    for pair in chunks:
         key, equals, value = pair.partition(b"=")
         if not equals:
             return None
         pairs[key.decode("ascii", "replace")] = value.decode("utf-8", "replace")
-    return pairs.pop("user", None), pairs
+    return pairs
 
 
 @dataclass

@@ -390,25 +390,6 @@ class Recorder:
         self.server_reply(_text(line))
         return False
 
-    def server_text(self, text: str) -> None:
-        """A reply of several lines as text, CRLF between them (an SMTP EHLO reply in one push):
-        the same transcript lines as server(text.encode() + CRLF), without the round trip through
-        bytes and the line splitter, twice per STARTTLS session (issue 22). Anything the splitter
-        could still be holding, or treat otherwise, goes the long way."""
-        stream = self._server
-        if self.protocol != "smtp" or stream.buffer or stream.literal or stream.in_message or not text.isascii():
-            self.server(text.encode() + b"\r\n")
-            return
-        lines, record, encrypted, now = self._lines, self.record, self._encrypted, time.time()
-        for line in text.split("\n"):  # _add and server_reply (SMTP: nothing more) inlined
-            shown = line.rstrip("\r")  # as _text strips each line's end
-            if len(shown) > MAX_LINE_SHOWN:
-                shown = shown[:MAX_LINE_SHOWN] + f"... [{len(shown)} chars]"
-            if len(lines) < self.max_lines:
-                lines.append((now - record.started, "server", encrypted, shown))
-            else:
-                record.transcript_truncated += 1
-
     def server_reply(self, text: str) -> None:
         """One reply line, already text (SMTP's push hands them over one by one)."""
         self._add("server", text)
@@ -431,9 +412,6 @@ class _NullRecorder(Recorder):
         pass
 
     def server_reply(self, text: str) -> None:
-        pass
-
-    def server_text(self, text: str) -> None:
         pass
 
     def tls_started(self, ssl_object: Any, *, via_starttls: bool) -> None:
