@@ -15,7 +15,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from mailmodes.config import Listener
 from mailmodes.protocols.guards import AuthFailures, ClientSlots
-from mailmodes.protocols.smtp_adapter import Accepted, MailmodesSMTP
+from mailmodes.protocols.smtp_adapter import ACCEPTED, Accepted, MailmodesSMTP
 from mailmodes.record.journal import Journal
 from mailmodes.scenarios.misbehaviour import Misbehaviour
 from mailmodes.store import AccountInterface, StoreInterface
@@ -58,9 +58,9 @@ class DeliveryHandler:
         named = next((a for a in accounts if any(x.startswith(POSTMASTER + "@") for x in a.addresses)), None)
         return named or self.store.accounts.get(self.store.catch_all or "") or next(iter(accounts), None)
 
-    async def handle_RCPT(
-        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
-    ) -> str:
+    def recipient(self, session: Session, envelope: Envelope, address: str) -> str:
+        """RCPT's answer; an accepted address is added to the envelope. (The handle_* hooks are
+        aiosmtpd's; the express lane of smtp_adapter.py calls these synchronous halves.)"""
         domain = address.rpartition("@")[2]
         if self.local_recipient(address) is not None:
             envelope.rcpt_tos.append(address)
@@ -72,14 +72,13 @@ class DeliveryHandler:
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
-    async def handle_MAIL(
-        self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
-    ) -> str:
+    def sender(self, envelope: Envelope, address: str, mail_options: list[str]) -> str:
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 OK"
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+    def take(self, session: Session, envelope: Envelope) -> None:
+        """The message into the store (in memory; a durable store also needs its flush)."""
         data = envelope.original_content or b""
         local: list[AccountInterface] = []
         outbound: list[str] = []
@@ -94,11 +93,24 @@ class DeliveryHandler:
             login = getattr(session.auth_data, "login", b"") or b""
             sender = login.decode(errors="replace")
             self.store.capture(sender, envelope.mail_from or "", outbound, data)
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
+        return self.recipient(session, envelope, address)
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
+    ) -> str:
+        return self.sender(envelope, address, mail_options)
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.take(session, envelope)
         try:
             await self.store.flush()  # a durable store: on disk before the 250
         except OSError:
             return "451 4.3.0 Mail not stored: the server cannot write to its store"
-        return "250 2.0.0 OK: message accepted"
+        return ACCEPTED
 
 
 class ScenarioDeliveryHandler(DeliveryHandler):

@@ -313,17 +313,28 @@ class Recorder:
                 self.record.sni = client_hello_sni(heard.data[start:end])
         lines = rendered(heard)
         for text in lines:
-            self._add("client", text)
-            if CANARY_PREFIX in text:
-                self._canaries(text)
-        verb = heard.verb
-        if verb is None:
-            return
-        self._count(verb or UNKNOWN_VERB, heard.mail)
+            self._client_line(text)
+        if heard.verb is not None:
+            self._command(heard.verb, lines[0] if lines else "", heard.mail)
+
+    def command(self, line: bytes, verb: str) -> None:
+        """note(Heard(line, verb)) for one whole command line (ending in its only LF) with nothing
+        in it to hide or leave out: SMTP's express lane, for which rendered() is one _text."""
+        text = _text(line)
+        self._client_line(text)
+        self._command(verb, text, False)
+
+    def _client_line(self, text: str) -> None:
+        self._add("client", text)
+        if CANARY_PREFIX in text:
+            self._canaries(text)
+
+    def _command(self, verb: str, first_line: str, mail: bool) -> None:
+        self._count(verb or UNKNOWN_VERB, mail)
         if verb == STARTTLS_COMMAND[self.protocol] and not self._encrypted:
             self.record.starttls_attempted = True
-        elif self.protocol == "imap" and lines:
-            self._injected_state(verb, lines[0])
+        elif self.protocol == "imap" and first_line:
+            self._injected_state(verb, first_line)
 
     def _canaries(self, text: str) -> None:
         for canary in (CANARY_INJECTED, CANARY_PRETLS):
@@ -406,6 +417,9 @@ class _NullRecorder(Recorder):
         pass
 
     def note(self, event: Note) -> None:
+        pass
+
+    def command(self, line: bytes, verb: str) -> None:
         pass
 
     def server(self, data: bytes) -> None:
