@@ -143,14 +143,21 @@ def summary(record: SessionRecord) -> dict[str, Any]:
     return shown
 
 
-def run(server: ThreadedMailServer, listener: str, steps: list[bytes], how: str | int) -> tuple[bytes, dict, list]:
+def run(server: ThreadedMailServer, listener: str, steps: list[bytes],
+        how: str | int) -> tuple[bytes, dict[str, Any], list[bytes]]:
     before = len(server.journal.sessions(listener=listener))
     replies = converse(server, listener, steps, how)
     record = server.journal.wait_for(before + 1, listener=listener)[-1]
-    inbox = server.call(lambda: [m.data for m in server.store.accounts["alice"].inbox.messages])
-    server.call(lambda: server.store.accounts["alice"].inbox.expunge([m.uid for m in
-                                                                       server.store.accounts["alice"].inbox.messages]))
+    inbox = server.call(lambda: empty_inbox(server))
     return replies, summary(record), inbox
+
+
+def empty_inbox(server: ThreadedMailServer) -> list[bytes]:
+    """alice's messages, taken out of her INBOX (on the server's loop: server.call)."""
+    inbox = server.store.accounts["alice"].inbox
+    messages = [message.data for message in inbox.messages]
+    inbox.expunge([message.uid for message in inbox.messages])
+    return messages
 
 
 @pytest.mark.parametrize("listener", ["plain", "implicit"])
