@@ -58,6 +58,11 @@ SCRIPTS: dict[str, list[bytes]] = {
         MAIL, RCPT, b"DATA\r\n", b"after\r\n.\r\n", b"QUIT\r\n",
     ],
     "an over-long command line": [b"EHLO t\r\n", b"NOOP " + b"z" * 600 + b"\r\n", MAIL, b"QUIT\r\n"],
+    "EHLO again, and its odd forms": [
+        b"EHLO t\r\n", MAIL, b"ehlo [127.0.0.1]\n", RCPT, b"EHLO\r\n", b"EHLO a b\r\n", b"EHLO   spaced\r\n",
+        b"EHLO " + b"h" * 600 + b"\r\n", b"HELO again\r\n", MAIL, RCPT, b"DATA\r\n", BODY, b"EHLO t\r\n",
+        b"QUIT\r\nNOOP\r\nBOGUS\r\n",
+    ],
 }
 
 
@@ -65,7 +70,8 @@ SCRIPTS: dict[str, list[bytes]] = {
 def lane_server(serve: Callable[..., ThreadedMailServer]) -> ThreadedMailServer:
     limits = {"max_line_length": LINE_LIMIT, "max_message_size": SIZE_LIMIT, "max_bad_commands": 50}
     return serve({"name": "plain", "protocol": "smtp", "tls": "plaintext", "role": "mta", "limits": limits},
-                 {"name": "implicit", "protocol": "smtp", "tls": "implicit", "role": "mta", "limits": limits})
+                 {"name": "implicit", "protocol": "smtp", "tls": "implicit", "role": "mta", "limits": limits},
+                 {"name": "starttls", "protocol": "smtp", "tls": "starttls-optional", "role": "mta", "limits": limits})
 
 
 @pytest.fixture
@@ -83,10 +89,11 @@ def aiosmtpd_log_on() -> Iterator[Callable[[bool], None]]:
 def connect(server: ThreadedMailServer, listener: str) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", server.port(listener)), timeout=10)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    if listener == "implicit":
-        context = ssl.create_default_context(cafile=str(server.ca_file))
-        sock = context.wrap_socket(sock, server_hostname="localhost")
-    return sock
+    return tls(server, sock) if listener == "implicit" else sock
+
+
+def tls(server: ThreadedMailServer, sock: socket.socket) -> socket.socket:
+    return ssl.create_default_context(cafile=str(server.ca_file)).wrap_socket(sock, server_hostname="localhost")
 
 
 def read_replies(sock: socket.socket, count: int) -> bytes:
@@ -109,8 +116,14 @@ def converse(server: ThreadedMailServer, listener: str, steps: list[bytes], how:
     after the reply to the one before), "together" (all the rest in one write) or a seed for
     random cuts, the client reading the replies to the steps each piece completed before it
     sends the next (so that pieces do not merge on the way)."""
-    with connect(server, listener) as sock:
+    sock = connect(server, listener)
+    try:
         received = read_replies(sock, 1)  # the greeting
+        if listener == "starttls":  # in the clear: EHLO and STARTTLS, then all of it inside TLS
+            for step in (b"EHLO t\r\n", b"STARTTLS\r\n"):
+                sock.sendall(step)
+                received += read_replies(sock, 1)
+            sock = tls(server, sock)
         sock.sendall(steps[0])
         received += read_replies(sock, 1)
         rest = steps[1:]
@@ -130,6 +143,8 @@ def converse(server: ThreadedMailServer, listener: str, steps: list[bytes], how:
             answered = completed
         while chunk := sock.recv(65536):  # until the server closes after QUIT
             received += chunk
+    finally:
+        sock.close()
     return received
 
 
@@ -160,7 +175,7 @@ def empty_inbox(server: ThreadedMailServer) -> list[bytes]:
     return messages
 
 
-@pytest.mark.parametrize("listener", ["plain", "implicit"])
+@pytest.mark.parametrize("listener", ["plain", "implicit", "starttls"])
 @pytest.mark.parametrize("how", ["step", "together", 1, 2, 3, 4])
 @pytest.mark.parametrize("script", list(SCRIPTS))
 def test_the_lane_answers_as_aiosmtpd_does(lane_server: ThreadedMailServer,
@@ -172,6 +187,7 @@ def test_the_lane_answers_as_aiosmtpd_does(lane_server: ThreadedMailServer,
     without_lane = run(lane_server, listener, steps, how)
     aiosmtpd_log_on(False)
     assert with_lane[0] == without_lane[0]  # byte for byte what the client got
+    assert with_lane[1]["lines"] == without_lane[1]["lines"]  # the transcript
     assert with_lane[1] == without_lane[1]  # the journal's record
     assert with_lane[2] == without_lane[2]  # the mail stored
     assert with_lane[0].endswith(b"221 2.0.0 Bye\r\n")

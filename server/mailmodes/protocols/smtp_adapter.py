@@ -146,6 +146,7 @@ ACCEPTED = "250 2.0.0 OK: message accepted"  # the answer to a message the store
 # What the express lane puts before a message it hands back to aiosmtpd: the command aiosmtpd's
 # loop reads to take the message over (never noted: by then the session reads message content).
 RESUME_DATA = b"DATA\r\n"
+_ANY_TIME = frozenset({"NOOP", "RSET", "EHLO", "QUIT"})  # express verbs that need no HELO first
 _AIOSMTPD_LOG = logging.getLogger("mail.log")
 # Where every SMTP connection's transport reads into (BufferedProtocol): asyncio's plain read path
 # allocates a new 256 KiB bytes object for every recv, and that allocation (mmap and munmap, or
@@ -541,6 +542,8 @@ class MailmodesSMTP(SMTP, asyncio.BufferedProtocol):
             if command is None or not self._express_command(data[position:end], command[0], command[1], replies):
                 break
             position = end
+            if transport.is_closing():  # QUIT
+                return b""
         self.unprocessed = 0
         if replies:
             self._writer.write(b"".join(replies))
@@ -555,8 +558,10 @@ class MailmodesSMTP(SMTP, asyncio.BufferedProtocol):
         (nothing done) where aiosmtpd would refuse it, so that aiosmtpd words the refusal."""
         session, envelope = self.session, self.envelope
         assert session is not None and isinstance(envelope, _Envelope)
-        if verb == "NOOP" or verb == "RSET":
-            if verb in self._handle_hooks:
+        if verb in _ANY_TIME:
+            # After QUIT aiosmtpd still reads (and notes, never answers) the complete lines already
+            # there: a QUIT with more behind it is left to it.
+            if verb in self._handle_hooks or (verb == "QUIT" and self.unprocessed):
                 return False
         elif not session.host_name or (self._auth_required and not session.authenticated):
             return False
@@ -586,6 +591,21 @@ class MailmodesSMTP(SMTP, asyncio.BufferedProtocol):
         elif verb == "DATA":
             status = GO_AHEAD
             self.express = _ExpressMessage()
+        elif verb == "EHLO":
+            assert address is not None  # the host name it gave
+            self._set_rset_state()  # type: ignore[no-untyped-call]
+            session.extended_smtp = True
+            session.host_name = address
+            status = "\r\n".join(self._ehlo_lines())
+        elif verb == "QUIT":
+            self._express_reply("221 Bye", replies)
+            self._writer.write(b"".join(replies))
+            replies.clear()
+            self.express_writes += 1
+            assert self._handler_coroutine is not None and self.transport is not None
+            self._handler_coroutine.cancel()
+            self.transport.close()  # what follows QUIT is never read
+            return True
         else:
             if verb == "RSET":
                 self._set_rset_state()  # type: ignore[no-untyped-call]
@@ -635,9 +655,10 @@ class MailmodesSMTP(SMTP, asyncio.BufferedProtocol):
             self._message_read(complete=True)
         if status == GO_AHEAD:
             self.reading, self.message_from = _MESSAGE, self._consumed()
-        text, wire = _express_wording(status, self.enhanced_codes)
+        lines, wire = _express_wording(status, self.enhanced_codes)
         if self.recorder is not None:
-            self.recorder.server_reply(text)
+            for line in lines:
+                self.recorder.server_reply(line)
         replies.append(wire)
 
     def _reset_timeout(self, duration: float | None = None) -> None:
@@ -856,6 +877,21 @@ class MailmodesSMTP(SMTP, asyncio.BufferedProtocol):
         assert session is not None
         self._set_rset_state()  # type: ignore[no-untyped-call]
         session.extended_smtp = True
+        response = self._ehlo_lines()
+        if "EHLO" in self._handle_hooks:
+            response = await self._call_handler_hook("EHLO", hostname, response)
+        else:
+            session.host_name = hostname
+        if self.misbehaviour.active:
+            for line in response:  # a scenario's delays and holds apply per line, as they always did
+                await self.push(line)
+        else:
+            # The whole reply in one write: one send (and inside TLS one record) instead of one per
+            # line, which was most of a short session's sends (issue 22).
+            await self.push("\r\n".join(response))
+
+    def _ehlo_lines(self) -> list[str]:
+        """The lines of the EHLO reply before a scenario's hook sees them."""
         response = [f"250-{self.hostname}"]
         if self.data_size_limit:
             response.append(f"250-SIZE {self.data_size_limit}")
@@ -868,17 +904,7 @@ class MailmodesSMTP(SMTP, asyncio.BufferedProtocol):
             offered = self.listener.mechanisms_offered(encrypted=self.security.encrypted)
             response.append("250-AUTH " + " ".join(sorted(m for m in self._auth_methods if m in offered)))
         response.append("250 HELP")
-        if "EHLO" in self._handle_hooks:
-            response = await self._call_handler_hook("EHLO", hostname, response)
-        else:
-            session.host_name = hostname
-        if self.misbehaviour.active:
-            for line in response:  # a scenario's delays and holds apply per line, as they always did
-                await self.push(line)
-        else:
-            # The whole reply in one write: one send (and inside TLS one record) instead of one per
-            # line, which was most of a short session's sends (issue 22).
-            await self.push("\r\n".join(response))
+        return response
 
     @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_MAIL(self, arg: str | None) -> None:
@@ -1365,12 +1391,13 @@ _ENDED = b"<the connection ended inside a BDAT chunk>"  # _read_chunk's answer t
 
 
 @functools.cache
-def _express_wording(status: str, enhanced_codes: bool) -> tuple[str, bytes]:
-    """What push makes of one of the express lane's replies: the text and the line sent."""
+def _express_wording(status: str, enhanced_codes: bool) -> tuple[tuple[str, ...], bytes]:
+    """What push makes of one of the express lane's replies: its lines as the transcript shows
+    them, and the bytes sent. (A listener's replies are few: EHLO's is one per TLS state.)"""
     text = REPLY_WORDING.get(status, status)
     if not enhanced_codes:
         text = without_enhanced_code(text)
-    return text, text.encode() + CRLF
+    return tuple(text.split("\r\n")), text.encode() + CRLF
 
 
 class _ExpressMessage:

@@ -85,29 +85,32 @@ def unstuff(lines: bytes) -> bytes:
     return (CRLF + lines).replace(b"\r\n.", CRLF)[2:]
 
 
-# The command lines the express lane (smtp_adapter.py) answers itself: DATA, RSET and NOOP alone,
+# The command lines the express lane (smtp_adapter.py) answers itself: DATA, RSET, NOOP, QUIT alone,
 # MAIL FROM:<path> and RCPT TO:<path> with a plain path (as _SIMPLE_PATH) and no parameters, the
 # verb and keyword in any case, at most one space before the path, CRLF or a bare LF at the end.
 # Narrower than what aiosmtpd takes (white space elsewhere, line ends of several CRs), never wider.
 _EXPRESS_LINE = re.compile(
-    rb"(?i:(DATA|RSET|NOOP)|(?:MAIL FROM|RCPT TO): ?)"
+    rb"(?i:(DATA|RSET|NOOP|QUIT)|(?:MAIL FROM|RCPT TO): ?)"
     rb"(?:<((?:[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+\.)*[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
     rb"@(?:[A-Za-z0-9-]+\.)*[A-Za-z0-9-]+)>)?\r?\n"
 )
-_EXPRESS_VERBS = {b"DATA": "DATA", b"RSET": "RSET", b"NOOP": "NOOP", b"MAIL": "MAIL", b"RCPT": "RCPT"}
+_EXPRESS_VERBS = {b"DATA": "DATA", b"RSET": "RSET", b"NOOP": "NOOP", b"QUIT": "QUIT", b"MAIL": "MAIL",
+                  b"RCPT": "RCPT"}
+_EXPRESS_EHLO = re.compile(rb"(?i:EHLO) ([!-~]+)\r?\n")  # one host name (or address literal), printable ASCII
 COMMAND_SIZE_LIMIT = 512  # RFC 5321 4.5.3.1.4, aiosmtpd's command_size_limit
 
 
 def express_command(line: bytes) -> tuple[str, str | None] | None:
-    """(verb, address) for one command line (ending in its first LF) that aiosmtpd's _handle_client
-    would read as DATA, RSET or NOOP without an argument (address None), or as MAIL / RCPT with a
-    plain path and no parameters; None for anything else, which aiosmtpd's own loop then reads
-    and decides."""
+    """(verb, argument) for one command line (ending in its first LF) that aiosmtpd's _handle_client
+    would read as DATA, RSET, NOOP or QUIT without an argument (None), as MAIL / RCPT with a plain
+    path and no parameters (the address), or as EHLO with one host name; None for anything else,
+    which aiosmtpd's own loop then reads and decides."""
     if len(line) > COMMAND_SIZE_LIMIT:
         return None
     match = _EXPRESS_LINE.fullmatch(line)
     if match is None:
-        return None
+        ehlo = _EXPRESS_EHLO.fullmatch(line)
+        return ("EHLO", ehlo.group(1).decode("ascii")) if ehlo is not None else None
     address = match.group(2)
     if match.group(1) is None:
         if address is None:
