@@ -25,6 +25,7 @@ from mailmodes.protocols.events import (
     StartTls,
 )
 from mailmodes.protocols.guards import AuthFailures, ClientSlots, RateGuard
+from mailmodes.protocols.read_buffer import SharedReadBuffer
 from mailmodes.record.journal import Journal
 from mailmodes.record.transcript import Recorder, recorder_for
 from mailmodes.scenarios.misbehaviour import Misbehaviour
@@ -44,11 +45,12 @@ from mailmodes.tls.policy import ListenerTls
 log = logging.getLogger(__name__)
 
 
-class LineStreamProtocol(asyncio.StreamReaderProtocol):
-    """asyncio.start_server's protocol, told when its connection turns to TLS. asyncio learns that
-    only once start_tls returns; an end of file in the same read as the handshake's last message
-    (openssl s_client -starttls with nothing to say does this) reaches eof_received before, which
-    then asks to keep a half-open TLS connection, and asyncio logs a warning for every such client."""
+class LineStreamProtocol(asyncio.StreamReaderProtocol, SharedReadBuffer):
+    """asyncio.start_server's protocol, reading into the shared buffer (read_buffer.py), and told
+    when its connection turns to TLS. asyncio learns that only once start_tls returns; an end of
+    file in the same read as the handshake's last message (openssl s_client -starttls with nothing
+    to say does this) reaches eof_received before, which then asks to keep a half-open TLS
+    connection, and asyncio logs a warning for every such client."""
 
     tls_requested = False
 

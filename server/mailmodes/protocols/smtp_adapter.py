@@ -47,6 +47,7 @@ from mailmodes.protocols.events import (
 )
 from mailmodes.protocols.events import LITERAL
 from mailmodes.protocols.guards import AuthFailures, ClientSlots, RateGuard
+from mailmodes.protocols.read_buffer import SharedReadBuffer
 from mailmodes.protocols.sasl import PLUS, SASL_MECHANISMS, Challenge, SaslContext, exchange
 from mailmodes.protocols.smtp_extensions import (
     BDAT_SYNTAX,
@@ -148,11 +149,6 @@ ACCEPTED = "250 2.0.0 OK: message accepted"  # the answer to a message the store
 RESUME_DATA = b"DATA\r\n"
 _ANY_TIME = frozenset({"NOOP", "RSET", "EHLO", "QUIT"})  # express verbs that need no HELO first
 _AIOSMTPD_LOG = logging.getLogger("mail.log")
-# Where every SMTP connection's transport reads into (BufferedProtocol): asyncio's plain read path
-# allocates a new 256 KiB bytes object for every recv, and that allocation (mmap and munmap, or
-# fresh pages) cost more than all the rest of a command's handling (issue 22). One buffer for the
-# process: it is filled and copied out in one synchronous step, so connections never share data.
-_READ_BUFFER = memoryview(bytearray(256 * 1024))
 READY = "220 2.0.0 Ready to start TLS"
 DATA_END = len(b".\r\n")  # the line that ends a message after its last CRLF (RFC 5321 4.1.1.4)
 # What aiosmtpd reads in place of a line that names no command: it logs every command line as it
@@ -248,7 +244,7 @@ def aiosmtpd_tls_arguments(tls: ListenerTls, tls_context: ssl.SSLContext | None)
     return table[tls.policy]
 
 
-class MailmodesSMTP(SMTP, asyncio.BufferedProtocol):
+class MailmodesSMTP(SMTP, SharedReadBuffer):
     """aiosmtpd's SMTP with our TLS policy, reply wording, configurable limits, and the events of
     a scenario's plan carried out as connection.py carries them out for IMAP and POP3."""
 
@@ -461,12 +457,6 @@ class MailmodesSMTP(SMTP, asyncio.BufferedProtocol):
         if self.session is None:
             return False  # the implicit-TLS handshake's connection ended before aiosmtpd took it
         return super().eof_received()
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return _READ_BUFFER
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(_READ_BUFFER[:nbytes].tobytes())
 
     def data_received(self, data: bytes) -> None:
         if self.recorder is not None:
