@@ -69,9 +69,6 @@ PROFILES = {
 assert tuple(PROFILES) == TLS_PROFILES
 
 
-SESSION_TICKETS = 1
-
-
 def is_encrypted(transport: asyncio.BaseTransport | None) -> bool:
     return transport is not None and transport.get_extra_info("ssl_object") is not None
 
@@ -95,10 +92,6 @@ def server_context(cert_file: Path, key_file: Path, *, profile: str = DEFAULT_TL
         context.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
     if not set_groups(context, settings.groups):
         log.warning("cannot restrict the TLS key exchange groups here; OpenSSL's defaults stay")
-    # One TLS 1.3 session ticket per handshake, not OpenSSL's two (made for browsers that open
-    # connections in parallel): a client still resumes, each resumption bringing the next ticket,
-    # and a full handshake costs one ticket's encryption less (~4% of it; issue 22).
-    context.num_tickets = SESSION_TICKETS
     context.load_cert_chain(cert_file, key_file)
     return context
 
