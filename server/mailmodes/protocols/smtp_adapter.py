@@ -519,15 +519,15 @@ class MailmodesSMTP(SMTP, SharedReadBuffer):
             return data
         replies: list[bytes] = []
         position, size = 0, len(data)
-        end: int | bytes | None = 0
+        handed_back: bytes | None = None  # a message over a limit, for aiosmtpd's DATA
         while position < size:
             self.unprocessed = size - position
             if self.express is not None:
-                end = self._express_content(data, position, replies)
-                if end is None or isinstance(end, bytes):
-                    position = size
+                message_end = self._express_content(data, position, replies)
+                if not isinstance(message_end, int):
+                    handed_back, position = message_end, size
                     break
-                position = end
+                position = message_end
                 continue
             end = data.find(b"\n", position) + 1
             if not end:
@@ -537,20 +537,19 @@ class MailmodesSMTP(SMTP, SharedReadBuffer):
             if command is None or not self._express_command(data[position:end], command[0], command[1], replies):
                 break
             position = end
-            if transport.is_closing():  # QUIT
-                return b""
+            if transport.is_closing():  # after QUIT: nothing more is read
+                position = size
         self.unprocessed = 0
         if replies:
             self._writer.write(b"".join(replies))
             self.express_writes += 1
-        if self.express is None and isinstance(end, bytes):
-            return end  # a message over a limit, for aiosmtpd's DATA
-        return data[position:]
+        return handed_back if handed_back is not None else data[position:]
 
     def _express_command(self, line: bytes, verb: str, address: str | None, replies: list[bytes]) -> bool:
-        """What smtp_MAIL, smtp_RCPT, smtp_DATA (up to its 354), smtp_RSET and smtp_NOOP do
-        with a plain line, through the handler's synchronous halves (smtp.DeliveryHandler); False
-        (nothing done) where aiosmtpd would refuse it, so that aiosmtpd words the refusal."""
+        """What smtp_EHLO, smtp_MAIL, smtp_RCPT, smtp_DATA (up to its 354), smtp_RSET, smtp_NOOP
+        and smtp_QUIT do with a plain line, through the handler's synchronous halves
+        (smtp.DeliveryHandler); False (nothing done) where aiosmtpd would refuse it, so that
+        aiosmtpd words the refusal."""
         session, envelope = self.session, self.envelope
         assert session is not None and isinstance(envelope, _Envelope)
         if verb in _ANY_TIME:
@@ -1385,7 +1384,7 @@ class _HeardReader(asyncio.StreamReader):
 _ENDED = b"<the connection ended inside a BDAT chunk>"  # _read_chunk's answer then (compared by identity)
 
 
-@functools.cache
+@functools.lru_cache(maxsize=256)
 def _express_wording(status: str, enhanced_codes: bool) -> tuple[tuple[str, ...], bytes]:
     """What push makes of one of the express lane's replies: its lines as the transcript shows
     them, and the bytes sent. (A listener's replies are few: EHLO's is one per TLS state.)"""
