@@ -68,6 +68,11 @@ class Client:
         reply = self.send(f"L0 LOGIN {user} {user}-password\r\n".encode())
         assert reply.startswith(b"L0 OK"), reply
 
+    def enable(self, extensions: str) -> None:
+        """ENABLE `extensions` (space-separated), all of them newly enabled: RFC 5161's two lines."""
+        names = extensions.encode()
+        assert self.send(b"E0 ENABLE " + names + b"\r\n") == b"* ENABLED " + names + b"\r\nE0 OK ENABLE completed\r\n"
+
     def select(self, mailbox: str = "INBOX") -> bytes:
         reply = self.send(f"S0 SELECT {mailbox}\r\n".encode())
         assert b"S0 OK" in reply, reply

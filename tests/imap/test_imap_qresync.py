@@ -31,7 +31,7 @@ def mailbox_with_history() -> Store:
 def enabled(store: Store) -> Client:
     c = client(store)
     c.login()
-    assert c.send(b"e ENABLE QRESYNC\r\n") == b"* ENABLED QRESYNC\r\ne OK ENABLE completed\r\n"
+    c.enable("QRESYNC")
     return c
 
 

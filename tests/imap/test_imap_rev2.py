@@ -30,7 +30,7 @@ def three(store: Store | None = None) -> Store:
 def rev2(store: Store) -> Client:
     c = client(store)
     c.login()
-    assert c.send(b"E ENABLE IMAP4rev2\r\n") == b"* ENABLED IMAP4rev2\r\nE OK ENABLE completed\r\n"
+    c.enable("IMAP4rev2")
     return c
 
 

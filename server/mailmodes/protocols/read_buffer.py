@@ -13,6 +13,7 @@ buffer_updated in one synchronous step, so no two connections ever see each othe
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 _BUFFER = memoryview(bytearray(256 * 1024))
 
@@ -20,11 +21,10 @@ _BUFFER = memoryview(bytearray(256 * 1024))
 class SharedReadBuffer(asyncio.BufferedProtocol):
     """Mixed into a protocol that has data_received, ahead of asyncio.BufferedProtocol's place."""
 
+    data_received: Callable[[bytes], None]  # the protocol's own (only declared here)
+
     def get_buffer(self, sizehint: int) -> memoryview:
         return _BUFFER
 
     def buffer_updated(self, nbytes: int) -> None:
         self.data_received(_BUFFER[:nbytes].tobytes())
-
-    def data_received(self, data: bytes) -> None:
-        raise NotImplementedError  # the protocol's own comes first in its class's order

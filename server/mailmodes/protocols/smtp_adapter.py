@@ -617,8 +617,7 @@ class MailmodesSMTP(SMTP, SharedReadBuffer):
         batch = scan_data(chunk)
         lines = chunk[:batch.lines]
         message.size += len(lines)
-        limit = self.data_size_limit
-        if ((limit and message.size > limit) or not lines_within(lines, self.line_length_limit)
+        if (self._over_limits(message.size, lines)
                 or (not batch.terminated and len(chunk) - batch.lines > self.line_length_limit)):
             self.express = None
             self.resuming_data = True  # its 354 was sent (push)
@@ -1096,11 +1095,17 @@ class MailmodesSMTP(SMTP, SharedReadBuffer):
         self._set_post_data_state()  # type: ignore[no-untyped-call]
         await self.push("250 OK" if status is MISSING else status)
 
+    def _over_limits(self, size: int, lines: bytes) -> bool:
+        """A message of `size` bytes so far, whose latest complete lines are `lines`, is over the
+        message size or the line length limit: aiosmtpd's own DATA decides its answer."""
+        limit = self.data_size_limit
+        return bool(limit and size > limit) or not lines_within(lines, self.line_length_limit)
+
     async def _read_data(self) -> bytes | None:
         """The message, unstuffed; None (with what was taken put back) when it is over a limit."""
         reader = self._reader
         taken: list[bytes] = []
-        size, size_limit = 0, self.data_size_limit
+        size = 0
         while True:
             try:
                 first = await reader.readuntil(CRLF)
@@ -1116,7 +1121,7 @@ class MailmodesSMTP(SMTP, SharedReadBuffer):
             lines = first + chunk[:batch.lines]
             taken.append(lines)
             size += len(lines)
-            if (size_limit and size > size_limit) or not lines_within(lines, self.line_length_limit):
+            if self._over_limits(size, lines):
                 if batch.terminated:
                     taken.append(b".\r\n")
                 break

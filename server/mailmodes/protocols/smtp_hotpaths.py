@@ -16,7 +16,8 @@ from dataclasses import dataclass
 # part (atext only) and a plain dotted domain. Quoted local parts, address literals, source
 # routes, non-ASCII and comments are left to aiosmtpd's full parser.
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_SIMPLE_PATH = re.compile(rf"<((?:{_ATEXT}\.)*{_ATEXT}@(?:[A-Za-z0-9-]+\.)*[A-Za-z0-9-]+)>")
+_ADDRESS = rf"(?:{_ATEXT}\.)*{_ATEXT}@(?:[A-Za-z0-9-]+\.)*[A-Za-z0-9-]+"
+_SIMPLE_PATH = re.compile(rf"<({_ADDRESS})>")
 
 
 def parse_simple_path(arg: str) -> tuple[str, str] | None:
@@ -89,11 +90,8 @@ def unstuff(lines: bytes) -> bytes:
 # MAIL FROM:<path> and RCPT TO:<path> with a plain path (as _SIMPLE_PATH) and no parameters, the
 # verb and keyword in any case, at most one space before the path, CRLF or a bare LF at the end.
 # Narrower than what aiosmtpd takes (white space elsewhere, line ends of several CRs), never wider.
-_EXPRESS_LINE = re.compile(
-    rb"(?i:(DATA|RSET|NOOP|QUIT)|(?:MAIL FROM|RCPT TO): ?)"
-    rb"(?:<((?:[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+\.)*[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-    rb"@(?:[A-Za-z0-9-]+\.)*[A-Za-z0-9-]+)>)?\r?\n"
-)
+_EXPRESS_LINE = re.compile(rb"(?i:(DATA|RSET|NOOP|QUIT)|(?:MAIL FROM|RCPT TO): ?)(?:<(" + _ADDRESS.encode()
+                           + rb")>)?\r?\n")
 _EXPRESS_VERBS = {b"DATA": "DATA", b"RSET": "RSET", b"NOOP": "NOOP", b"QUIT": "QUIT", b"MAIL": "MAIL",
                   b"RCPT": "RCPT"}
 _EXPRESS_EHLO = re.compile(rb"(?i:EHLO) ([!-~]+)\r?\n")  # one host name (or address literal), printable ASCII
