@@ -26,7 +26,7 @@ RUN apt-get update \
 # compiled dataclass functions is there too: each start then imports instead of compiling.
 COPY pyproject.toml README.md /src/
 COPY server/ /src/server/
-RUN pip install --no-cache-dir /src && rm -rf /src && mailmodes --version
+RUN pip install --no-cache-dir /src && rm -rf /src && python -c "from mailmodes import startup; startup.warm()"
 
 # The example configs: MAILMODES_CONFIG=/etc/mailmodes/matrix.toml serves every mode.
 COPY config/ /etc/mailmodes/

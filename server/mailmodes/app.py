@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import socket
 import ssl
 import threading
 from collections.abc import Callable, Mapping
@@ -26,6 +27,7 @@ from mailmodes.store import INBOX, SPECIAL_USE_MAILBOXES, Store
 from mailmodes.tls.contexts import ServerContexts
 
 if TYPE_CHECKING:
+    from mailmodes.early import EarlyStart, Greeted
     from mailmodes.protocols.connection import LineServer
     from mailmodes.protocols.events import Connection, LineSession
     from mailmodes.scenarios.audit import AuditWalk
@@ -97,7 +99,9 @@ class MailServer:
         self.audits: dict[str, AuditWalk] = {}
         self._audit_servers: dict[str, list[SmtpListener | LineServer]] = {}
 
-    async def start(self) -> None:
+    async def start(self, early: EarlyStart | None = None) -> None:
+        """`early`: serve's early start (early.py) bound the ports and greeted some SMTP clients
+        already; the listeners take its sockets and those connections over."""
         contexts = self._contexts = ServerContexts(self.config.certs.dir, self.config.hostname)
         self.ca_file = contexts.ca_file
         # Before the first listener: a client never sees an empty mailbox. A durable store has its
@@ -107,19 +111,43 @@ class MailServer:
 
             load_seeds(self.store, self.config)
         await self.store.flush()
+        greeted = early.hand_over() if early is not None else []
         try:
             for listener in self.config.listeners:
-                server = await self._start_listener(listener, contexts.for_listener(listener))
+                sock = early.sockets.pop(listener.name) if early is not None else None
+                server = await self._start_listener(listener, contexts.for_listener(listener), sock)
                 self._servers.append(server)
                 self.ports[listener.name] = server.sockets[0].getsockname()[1]
                 self.listeners[listener.name] = listener
+            for connection in greeted:
+                await self._adopt(connection)
             if self.config.http is not None:
-                await self._start_http(self.config.http)
+                http_sock = early.http if early is not None else None
+                if early is not None:
+                    early.http = None
+                await self._start_http(self.config.http, http_sock)
         except BaseException:
+            if early is not None:
+                early.close()
             await self.stop()
             raise
 
-    async def _start_listener(self, listener: Listener, context: ssl.SSLContext) -> asyncio.Server:
+    async def _adopt(self, greeted: Greeted) -> None:
+        """A connection early.py accepted and greeted: this listener's session from here on."""
+        smtp = self._smtp[greeted.listener]
+
+        def session() -> asyncio.Protocol:
+            protocol = smtp()
+            protocol.greeted_early = greeted.accepted_at  # type: ignore[attr-defined]
+            return protocol
+
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(session, greeted.sock)
+        except OSError:
+            greeted.sock.close()  # gone before the server took it
+
+    async def _start_listener(self, listener: Listener, context: ssl.SSLContext,
+                              sock: socket.socket | None = None) -> asyncio.Server:
         loop = asyncio.get_running_loop()
         host = listener.host or self.config.host
         if listener.audit:
@@ -130,12 +158,12 @@ class MailServer:
         # Each accepted connection asks for the listener's current protocol server, which
         # set_scenario() replaces: new connections get the new scenario, open ones keep theirs.
         try:
+            where = {"sock": sock} if sock is not None else {"host": host, "port": listener.port}
             if listener.protocol == "smtp":
-                return await loop.create_server(lambda: self._smtp[name](), host, listener.port)
+                return await loop.create_server(lambda: self._smtp[name](), **where)
             from mailmodes.protocols.connection import serve_lines
 
-            return await serve_lines(lambda reader, writer: self._line[name].handle(reader, writer),
-                                     host, listener.port)
+            return await serve_lines(lambda reader, writer: self._line[name].handle(reader, writer), **where)
         except OSError as error:
             raise ListenerError(_explain_bind_error(listener, host, error)) from None
 
@@ -241,14 +269,14 @@ class MailServer:
         return {"sessions": sessions, "messages": messages, "captured": captured, "listeners": restored,
                 "seeded": seeded, "tokens": tokens}
 
-    async def _start_http(self, config: HttpConfig) -> None:
+    async def _start_http(self, config: HttpConfig, sock: socket.socket | None = None) -> None:
         # After the mail listeners: /api/ready is true from its first answer.
         # Imported only when [http] is configured: aiohttp costs ~0.25 s and ~13 MB at start-up.
         from mailmodes.web.server import HttpServer
 
         http = HttpServer(self, config)
         try:
-            self.http_port = await http.start()
+            self.http_port = await http.start(sock)
         except (OSError, OverflowError) as error:  # OverflowError: --port-offset pushed it past 65535
             where = f"the HTTP API cannot bind {config.host}:{config.port}"
             if getattr(error, "errno", None) == errno.EADDRINUSE:

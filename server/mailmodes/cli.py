@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import os
@@ -16,12 +15,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mailmodes import __version__
-from mailmodes.app import ListenerError, MailServer
 from mailmodes.config import Config, ConfigError, load_config, parse_config, read_toml
+from mailmodes.startup import import_quickly
 from mailmodes.tls.certs import ensure_certificates
 
 if TYPE_CHECKING:
+    from mailmodes.early import EarlyStart
     from mailmodes.web.remote import ReceivedMessage
+
+# asyncio and the server (mailmodes.app) are imported by the commands that serve, and by `serve`
+# only after its early start (early.py) has bound the ports and begun greeting.
 
 EXIT_CONFIG = 2
 EXIT_START = 1
@@ -134,8 +137,45 @@ def _env_scenarios(value: str, listeners: list[Any]) -> list[Any]:
 
 
 def serve(args: argparse.Namespace) -> int:
+    from mailmodes import early as early_start
+
     config = _load(args)
-    return asyncio.run(_serve(config, announce=getattr(args, "announce", False)))
+    stop_asked = _catch_stop_signals()  # `ready` may come before the event loop's own handlers
+    early = early_start.begin(config)
+    if early is not None:
+        ca_file = ensure_certificates(config.certs.dir, config.hostname).ca_file
+        http_port = early.http.getsockname()[1] if early.http is not None else None
+        announce_ready(config, {listener.name: early.port(listener.name) for listener in config.listeners},
+                       ca_file, http_port)
+    import_quickly("mailmodes.app")
+    import asyncio
+
+    return asyncio.run(_serve(config, announce=getattr(args, "announce", False), early=early,
+                              stop_asked=stop_asked))
+
+
+def _catch_stop_signals() -> list[int]:
+    """SIGINT and SIGTERM noted (not acted on) until _serve's loop takes them over."""
+    asked: list[int] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda number, frame: asked.append(number))
+    return asked
+
+
+def announce_ready(config: Config, ports: Mapping[str, int], ca_file: Path | None, http_port: int | None) -> None:
+    """What `serve` prints once every port accepts connections; `ready` last."""
+    if config.auth.accept_any:
+        print("auth accept_any: every user name and password logs in (for application tests only)")
+    for listener in config.listeners:
+        host = listener.host or config.host
+        scenario = f"  scenario={listener.scenario}" if listener.scenario else ""
+        print(f"listening {listener.name:<14} {listener.protocol:<5} {host}:{ports[listener.name]:<6} "
+              f"{listener.tls}{scenario}")
+    print(f"CA certificate {ca_file}")
+    if http_port is not None and config.http is not None:
+        http_host = f"[{config.http.host}]" if ":" in config.http.host else config.http.host
+        print(f"dashboard http://{http_host}:{http_port}/")
+    print("ready", flush=True)
 
 
 def session_line(entry: dict[str, Any]) -> str:
@@ -144,7 +184,12 @@ def session_line(entry: dict[str, Any]) -> str:
     return f"session {first}  verdicts: {', '.join(entry.get('verdicts', [])) or 'none'}"
 
 
-async def _serve(config: Config, *, announce: bool = False) -> int:
+async def _serve(config: Config, *, announce: bool = False, early: EarlyStart | None = None,
+                 stop_asked: list[int] | None = None) -> int:
+    import asyncio
+
+    from mailmodes.app import ListenerError, MailServer
+
     server = MailServer(config)
     if announce:
         from mailmodes.web.client import printable
@@ -152,25 +197,18 @@ async def _serve(config: Config, *, announce: bool = False) -> int:
         server.journal.finished_hooks.append(lambda record: print(session_line(printable(record.to_json())),
                                                                   flush=True))
     try:
-        await server.start()
+        await server.start(early)
     except ListenerError as error:
         print(f"mailmodes: {error}", file=sys.stderr)
         return EXIT_START
-    if config.auth.accept_any:
-        print("auth accept_any: every user name and password logs in (for application tests only)")
-    for name, listener in server.listeners.items():
-        host = listener.host or config.host
-        scenario = f"  scenario={listener.scenario}" if listener.scenario else ""
-        print(f"listening {name:<14} {listener.protocol:<5} {host}:{server.port(name):<6} {listener.tls}{scenario}")
-    print(f"CA certificate {server.ca_file}")
-    if server.http_port is not None and config.http is not None:
-        http_host = f"[{config.http.host}]" if ":" in config.http.host else config.http.host
-        print(f"dashboard http://{http_host}:{server.http_port}/")
-    print("ready", flush=True)
+    if early is None:
+        announce_ready(config, server.ports, server.ca_file, server.http_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    if stop_asked:
+        stop.set()
     await stop.wait()
     await server.stop()
     print("stopped", flush=True)
@@ -437,11 +475,16 @@ def _audit_config(args: argparse.Namespace) -> Config:
 def audit(args: argparse.Namespace) -> int:
     """Serve the audit listeners until one client address has walked every one of them, saying
     after each session how many connections are left; then print that client's report card."""
+    import asyncio
+
     config = _audit_config(args)
     return asyncio.run(_audit(config, args.format, args.output))
 
 
 async def _audit(config: Config, format: str, output: str | None) -> int:
+    import asyncio
+
+    from mailmodes.app import ListenerError, MailServer
     from mailmodes.record.expectations import evaluate, scenario_key
     from mailmodes.record.report import build, render
     from mailmodes.web.client import printable

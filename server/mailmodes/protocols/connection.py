@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from mailmodes.config import Listener
 from mailmodes.protocols.events import (
@@ -60,10 +62,12 @@ class LineStreamProtocol(asyncio.StreamReaderProtocol, SharedReadBuffer):
 
 
 async def serve_lines(handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
-                      host: str | None, port: int) -> asyncio.Server:
-    """asyncio.start_server, with LineStreamProtocol for each connection."""
+                      host: str | None = None, port: int | None = None, *,
+                      sock: socket.socket | None = None) -> asyncio.Server:
+    """asyncio.start_server, with LineStreamProtocol for each connection (on `sock`, if bound already)."""
     loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: LineStreamProtocol(asyncio.StreamReader(), handle), host, port)
+    where: dict[str, Any] = {"sock": sock} if sock is not None else {"host": host, "port": port}
+    return await loop.create_server(lambda: LineStreamProtocol(asyncio.StreamReader(), handle), **where)
 
 
 async def start_tls(writer: asyncio.StreamWriter, context: ssl.SSLContext, timeout: float) -> None:

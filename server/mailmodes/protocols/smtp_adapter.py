@@ -30,8 +30,8 @@ from typing import Any, cast
 import aiosmtpd.smtp
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
-from mailmodes import __version__
 from mailmodes.config import Listener
+from mailmodes.early import SMTP_IDENT
 from mailmodes.protocols.events import (
     SECRET,
     UNPARSED,
@@ -251,7 +251,7 @@ class MailmodesSMTP(SMTP, SharedReadBuffer):
     # The express lane's state in slots, not in the instance dict: with them there the dict of
     # ~80 attributes doubles its table, 1.7 KiB more for every idle connection (issue 2's budget).
     __slots__ = ("parked", "unprocessed", "express", "express_writes", "idle_deadline", "express_lane",
-                 "express_data")
+                 "express_data", "greeted_early")
 
     def __init__(self, listener: Listener, handler: Any, authenticator: Any, hostname: str,
                  tls_context: ssl.SSLContext | None, connections: set[MailmodesSMTP], journal: Journal,
@@ -290,6 +290,7 @@ class MailmodesSMTP(SMTP, SharedReadBuffer):
         self.express: _ExpressMessage | None = None  # a message the express lane is reading
         self.express_writes = 0  # how many writes of replies the express lane made (a test reads it)
         self.idle_deadline = 0.0
+        self.greeted_early: float | None = None  # when early.py accepted and greeted it (serve's early start)
         self.speaks_tls: bool | None = None  # the client began with TLS (None: no byte yet)
         self.misbehaviour = misbehaviour
         self.tls = tls
@@ -304,7 +305,7 @@ class MailmodesSMTP(SMTP, SharedReadBuffer):
             hooks=handler.hooks,
             commands=_Commands(self),
             hostname=hostname,
-            ident=f"ESMTP mailmodes {__version__}",
+            ident=SMTP_IDENT,
             data_size_limit=listener.limits.max_message_size,
             timeout=listener.limits.idle_timeout,
             authenticator=authenticator,
@@ -389,7 +390,8 @@ class MailmodesSMTP(SMTP, SharedReadBuffer):
 
     def open_record(self, transport: asyncio.BaseTransport) -> None:
         if self.recorder is None:
-            record = self.journal.open(self.listener, transport.get_extra_info("peername") or ())
+            record = self.journal.open(self.listener, transport.get_extra_info("peername") or (),
+                                       started=self.greeted_early)
             self.recorder = recorder_for(self.journal, record)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -1290,6 +1292,11 @@ class MailmodesSMTP(SMTP, SharedReadBuffer):
             self.transport.close()
 
     async def _greet(self, default: str) -> None:
+        if self.greeted_early is not None:
+            # early.py sent this very line at the accept (only on known-good listeners): recorded, not repeated.
+            if self.recorder is not None:
+                self.recorder.server_reply(default)
+            return
         step = self.misbehaviour.greeting(default, self.hostname)
         if step.line is not None:
             await self._push_recorded(step.line)

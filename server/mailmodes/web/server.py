@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import re
+import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
@@ -182,7 +183,8 @@ class HttpServer:
 
     # --- lifecycle ----------------------------------------------------------------------------
 
-    async def start(self) -> int:
+    async def start(self, sock: socket.socket | None = None) -> int:
+        """Serve on [http]'s address, or on `sock` when serve's early start bound it (early.py)."""
         app = web.Application(middlewares=[self._check_host, self._check_origin, self._errors_as_json])
         app.on_response_prepare.append(self._add_security_headers)
         for method, path, handler in self.routes():
@@ -191,7 +193,9 @@ class HttpServer:
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0, logger=server_log)
         await runner.setup()
         try:
-            await web.TCPSite(runner, self.config.host, self.config.port).start()
+            site = web.SockSite(runner, sock) if sock is not None else web.TCPSite(runner, self.config.host,
+                                                                                   self.config.port)
+            await site.start()
         except BaseException:
             await runner.cleanup()
             raise
