@@ -102,6 +102,14 @@ class MailServer:
     async def start(self, early: EarlyStart | None = None) -> None:
         """`early`: serve's early start (early.py) bound the ports and greeted some SMTP clients
         already; the listeners take its sockets and those connections over."""
+        try:
+            await self._start(early)
+        except BaseException:
+            if early is not None:
+                early.close()  # what no listener took yet
+            raise
+
+    async def _start(self, early: EarlyStart | None) -> None:
         contexts = self._contexts = ServerContexts(self.config.certs.dir, self.config.hostname)
         self.ca_file = contexts.ca_file
         # Before the first listener: a client never sees an empty mailbox. A durable store has its
@@ -111,7 +119,8 @@ class MailServer:
 
             load_seeds(self.store, self.config)
         await self.store.flush()
-        greeted = early.hand_over() if early is not None else []
+        if early is not None:
+            early.stop_greeting()  # who comes now waits in the backlog for the listener
         try:
             for listener in self.config.listeners:
                 sock = early.sockets.pop(listener.name) if early is not None else None
@@ -119,16 +128,12 @@ class MailServer:
                 self._servers.append(server)
                 self.ports[listener.name] = server.sockets[0].getsockname()[1]
                 self.listeners[listener.name] = listener
-            for connection in greeted:
-                await self._adopt(connection)
+            while early is not None and early.greeted:
+                await self._adopt(early.greeted.pop(0))
             if self.config.http is not None:
-                http_sock = early.http if early is not None else None
-                if early is not None:
-                    early.http = None
+                http_sock = early.take_http() if early is not None else None
                 await self._start_http(self.config.http, http_sock)
         except BaseException:
-            if early is not None:
-                early.close()
             await self.stop()
             raise
 
@@ -407,19 +412,20 @@ class ThreadedMailServer:
     def port(self, name: str) -> int:
         return self.server.port(name)
 
-    def start(self) -> ThreadedMailServer:
+    def start(self, early: EarlyStart | None = None) -> ThreadedMailServer:
+        """`early`: the ports early.begin() bound and the clients it greeted, as `serve` hands them on."""
         ready: Future[None] = Future()
-        self._thread = threading.Thread(target=self._run, args=(ready,), name="mailmodes", daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(ready, early), name="mailmodes", daemon=True)
         self._thread.start()
         ready.result()
         return self
 
-    def _run(self, ready: Future[None]) -> None:
+    def _run(self, ready: Future[None], early: EarlyStart | None) -> None:
         async def main() -> None:
             self._loop = asyncio.get_running_loop()
             self._stopped = asyncio.Event()
             try:
-                await self.server.start()
+                await self.server.start(early)
             except BaseException as error:
                 ready.set_exception(error)
                 return

@@ -79,8 +79,8 @@ class EarlyStart:
         self._thread = threading.Thread(target=self._greet, name="mailmodes-early-greeter", daemon=True)
         self._thread.start()
 
-    def hand_over(self) -> list[Greeted]:
-        """Stop greeting; the connections greeted so far, oldest first (the server adopts them)."""
+    def stop_greeting(self) -> None:
+        """No more greeting here: the server adopts `greeted` (oldest first) and takes the sockets."""
         if self._thread is not None and self._wake is not None:
             self._stopping = True
             self._wake[1].send(b"x")
@@ -89,15 +89,19 @@ class EarlyStart:
                 end.close()
             sys.setswitchinterval(self._switch_interval)
             self._thread = None
-        greeted, self.greeted = self.greeted, []
-        return greeted
+
+    def take_http(self) -> socket.socket | None:
+        http, self.http = self.http, None
+        return http
 
     def close(self) -> None:
-        """The server did not start: nothing is adopted."""
-        for connection in self.hand_over():
+        """The server did not start (or not all of it): close what it has not taken."""
+        self.stop_greeting()
+        for connection in self.greeted:
             connection.sock.close()
         for sock in [*self.sockets.values(), *([self.http] if self.http else [])]:
             sock.close()
+        self.greeted, self.sockets, self.http = [], {}, None
 
     def _greet(self) -> None:
         assert self._wake is not None
@@ -136,9 +140,10 @@ def greets_early(listener: Listener) -> bool:
             and listener.chaos is None and not listener.audit)
 
 
-def begin(config: Config) -> EarlyStart | None:
-    """Bind every port and start greeting, or None where the start stays as it was (see above);
-    a port that cannot be bound also gives None: the server's own start then says why."""
+def begin(config: Config, *, greet: bool = True) -> EarlyStart | None:
+    """Bind every port and start greeting (`greet`: now, else at start_greeting()), or None where
+    the start stays as it was (see above); a port that cannot be bound also gives None: the
+    server's own start then says why."""
     if config.store.path is not None or any(listener.audit for listener in config.listeners):
         return None
     bound: dict[str, socket.socket] = {}
@@ -165,7 +170,8 @@ def begin(config: Config) -> EarlyStart | None:
         caps={listener.name: min(listener.limits.max_connections, listener.limits.max_connections_per_client)
               for listener in config.listeners},
     )
-    early.start_greeting()
+    if greet:
+        early.start_greeting()
     return early
 
 
