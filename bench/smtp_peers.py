@@ -311,9 +311,10 @@ async def run_s_time(port: int, seconds: float) -> tuple[int, float]:
 # ---------------------------------------------------------------------------------------------
 
 
-def start_to_banner(peers: Peers, name: str) -> float:
+def start_to_banner(peers: Peers, name: str) -> tuple[float, float]:
     """Popen to the 220 greeting read on the plaintext port (launch waits for `ready` and a connect
-    to every listener first, then the banner is read)."""
+    to every listener first, then the banner is read), and on to the reply to an EHLO sent then
+    (mailmodes' early start greets before its SMTP code is imported: this says when it answers)."""
     started = time.perf_counter()
     server = peers.start(name)
     try:
@@ -322,7 +323,12 @@ def start_to_banner(peers: Peers, name: str) -> float:
             while (reply := parser.next_reply()) is None:
                 parser.feed(sock.recv(4096))
             check(reply, Command(b"", 220))
-        return time.perf_counter() - started
+            banner = time.perf_counter() - started
+            sock.sendall(EHLO)
+            while (reply := parser.next_reply()) is None:
+                parser.feed(sock.recv(4096))
+            check(reply, Command(EHLO, 250))
+        return banner, time.perf_counter() - started
     finally:
         stop(server.process)
 
@@ -367,11 +373,12 @@ async def measure_round(peers: Peers, running: dict[str, Server], cells: list[Ce
         progress(f"  round {round_index + 1} {cell.load.name:<20} {rates}")
 
 
-def measure(peers: Peers, cells: list[Cell], rounds: int) -> dict[str, list[float]]:
+def measure(peers: Peers, cells: list[Cell], rounds: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     names = peers.names()
     for name in names:  # certificates made, bytecode cached: the first start is not timed
         start_to_banner(peers, name)
     starts: dict[str, list[float]] = {name: [] for name in names}
+    replies: dict[str, list[float]] = {name: [] for name in names}
     running = {name: peers.start(name) for name in names}
     try:
         warm = Load("warm", "msgs", timed(lambda server: warm_up(server)))
@@ -383,8 +390,10 @@ def measure(peers: Peers, cells: list[Cell], rounds: int) -> dict[str, list[floa
             stop(server.process)
     for index in range(START_RUNS):
         for name in names[index % len(names):] + names[:index % len(names)]:
-            starts[name].append(start_to_banner(peers, name))
-    return starts
+            banner, reply = start_to_banner(peers, name)
+            starts[name].append(banner)
+            replies[name].append(reply)
+    return starts, replies
 
 
 async def warm_up(server: Server) -> int:
@@ -413,12 +422,13 @@ ACCEPTANCE = [
 ]
 
 
-def report(cells: list[Cell], starts: dict[str, list[float]], rounds: int) -> tuple[list[str], dict[str, Any]]:
+def report(cells: list[Cell], starts: dict[str, list[float]], replies: dict[str, list[float]],
+           rounds: int) -> tuple[list[str], dict[str, Any]]:
     lines = [f"Ratios mailmodes/peer (higher is better), median of {rounds} interleaved rounds (lowest-highest);",
              "rates are medians; cpu = server CPU us per unit (cpu-ratio = peer/mailmodes, higher is better)",
              f"{'load':<20} {'unit':<5} {'mailmodes':>10} {'aiosmtpd':>9} {'smtp-srv':>9}  "
              f"{'/ smtp-server':<18} {'/ aiosmtpd':<18} {'cpu / smtp-srv':<18} {'cpu / aiosmtpd':<18}"]
-    data: dict[str, Any] = {"rounds": rounds, "loads": {}, "start_s": starts}
+    data: dict[str, Any] = {"rounds": rounds, "loads": {}, "start_s": starts, "start_to_ehlo_reply_s": replies}
     for cell in cells:
         if cell.load.note:
             lines.append(f"{cell.load.name:<20} skipped: {cell.load.note} (Debian package postfix, or --smtp-source)")
@@ -439,6 +449,10 @@ def report(cells: list[Cell], starts: dict[str, list[float]], rounds: int) -> tu
                      f" ({1000 * min(values):.0f}-{1000 * max(values):.0f})")
     ratio_start = [a / b for a, b in zip(starts["mailmodes"], starts["aiosmtpd"])]
     lines.append(f"  mailmodes/aiosmtpd time {figure(ratio_start)} (lower is better)")
+    lines.append(f"Start to the reply to the first EHLO (information), median of {START_RUNS} (range):")
+    for name, values in replies.items():
+        lines.append(f"  {name:<12} {1000 * statistics.median(values):6.0f} ms"
+                     f" ({1000 * min(values):.0f}-{1000 * max(values):.0f})")
     lines.append("")
     lines.append("Issue 22 acceptance:")
     by_name = {cell.load.name: cell for cell in cells}
@@ -507,11 +521,11 @@ def main(argv: list[str] | None = None) -> int:
             wanted = set(args.only.split(","))
             cells = [cell for cell in cells if cell.load.name in wanted]
         progress(f"servers: {', '.join(peers.names())}; pinned: server CPUs {server_cpus}, load CPUs {load_cpus}")
-        starts = measure(peers, cells, args.rounds)
+        starts, replies = measure(peers, cells, args.rounds)
         stderr = (work / "servers.stderr").read_text(errors="replace").strip()
         if stderr:
             progress(f"server stderr:\n{stderr[-3000:]}")
-    lines, data = report(cells if not args.only else cells, starts, args.rounds)
+    lines, data = report(cells, starts, replies, args.rounds)
     data["machine"] = {"cpus": os.cpu_count(), "load_average": os.getloadavg()[0],
                        "smtp_source": smtp_source is not None, "pinned": server_cpus is not None}
     print("\n".join(lines))
