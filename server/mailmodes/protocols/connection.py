@@ -39,6 +39,7 @@ from mailmodes.tls.handshake import (
     read_after_failure,
     read_after_failure_for,
     spare_socket,
+    stop_watching,
     tls_heard,
     tls_record_size,
 )
@@ -215,7 +216,9 @@ class _ClientConnection:
             if spare is not None:
                 spare.close()
         self.upgrade_unfinished = False
-        self.recorder.tls_started(self.writer.get_extra_info("ssl_object"), via_starttls=via_starttls)
+        ssl_object = self.writer.get_extra_info("ssl_object")
+        self.recorder.tls_started(ssl_object, via_starttls=via_starttls)
+        stop_watching(ssl_object)
         return True
 
     async def serve(self) -> None:

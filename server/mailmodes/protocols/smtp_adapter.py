@@ -80,6 +80,7 @@ from mailmodes.tls.handshake import (
     read_after_failure,
     read_after_failure_for,
     spare_socket,
+    stop_watching,
     tls_heard,
     tls_record_size,
     unread,
@@ -411,8 +412,11 @@ class MailmodesSMTP(SMTP, SharedReadBuffer):
         pipelined = bytes(self._reader._buffer) if not first else b""  # type: ignore[attr-defined]
         if pipelined:
             self.note(Pipelined(len(pipelined), executed=self.keep_pipelined))
-        if self.security.encrypted and not self.tls.pretend_encrypted and self.recorder is not None:
-            self.recorder.tls_started(transport.get_extra_info("ssl_object"), via_starttls=not first)
+        if self.security.encrypted and not self.tls.pretend_encrypted:
+            ssl_object = transport.get_extra_info("ssl_object")
+            if self.recorder is not None:
+                self.recorder.tls_started(ssl_object, via_starttls=not first)
+            stop_watching(ssl_object)
         super().connection_made(transport)  # after STARTTLS this discards the pipelined plaintext ...
         if pipelined and self.keep_pipelined:
             self._reader._buffer.extend(pipelined)  # type: ignore[attr-defined]  # ... unless vulnerable

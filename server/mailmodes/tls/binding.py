@@ -19,6 +19,8 @@ import ssl
 import sys
 from typing import Any
 
+from mailmodes.tls.handshake import ssl_pointer
+
 CHANNEL_BINDINGS = ("tls-server-end-point", "tls-exporter")
 EXPORTER_LABEL = b"EXPORTER-Channel-Binding"  # RFC 9266 section 2
 EXPORTER_LENGTH = 32
@@ -118,12 +120,7 @@ def exporter(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> bytes | None:
     if functions is None or ssl_object.version() != "TLSv1.3":
         return None
     export, version = functions
-    # CPython's PySSLSocket (the _sslobj inside SSLObject and SSLSocket): PyObject_HEAD, the
-    # socket's weak reference, then the SSL pointer.
-    inner = getattr(ssl_object, "_sslobj", None)
-    if inner is None:
-        return None
-    pointer = ctypes.c_void_p.from_address(id(inner) + object.__basicsize__ + ctypes.sizeof(ctypes.c_void_p)).value
+    pointer = ssl_pointer(ssl_object)
     if not pointer or version(pointer) != b"TLSv1.3":
         return None
     out = ctypes.create_string_buffer(EXPORTER_LENGTH)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mailmodes.config import ResolvedLimits
 from mailmodes.protocols.events import CLIENT_HELLO, TLS_BYTES, Heard, Span
@@ -274,6 +275,50 @@ def _on_tls_message(conn: object, direction: str, version: object, content_type:
 
 # What ssl.py's getter of _msg_callback returns (the function its own setter wrapped).
 _on_tls_message.user_function = _on_tls_message  # type: ignore[attr-defined]
+
+
+def stop_watching(ssl_object: ssl.SSLObject | None) -> None:
+    """The handshake is done: no more calls of _on_tls_message for this connection. After the
+    client's Finished it notes nothing, but OpenSSL would call it for each record header and
+    content type both ways, ~4 calls of Python per command and reply inside TLS (issue 22)."""
+    functions = _ssl_functions()
+    pointer = ssl_pointer(ssl_object) if functions is not None and ssl_object is not None else None
+    if pointer is None or functions is None:
+        return
+    version, set_msg_callback = functions
+    if version(pointer) == (ssl_object.version() or "").encode():  # type: ignore[union-attr]  # the right SSL
+        set_msg_callback(pointer, None)
+
+
+def ssl_pointer(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> int | None:
+    """OpenSSL's SSL of an SSL object: CPython's PySSLSocket (the _sslobj inside SSLObject and
+    SSLSocket) has PyObject_HEAD, the socket's weak reference, then the SSL pointer. Callers check
+    it against the object's own version() before anything else (SSL_get_version)."""
+    inner = getattr(ssl_object, "_sslobj", None)
+    if inner is None or sys.implementation.name != "cpython":
+        return None
+    pointer: int | None = ctypes.c_void_p.from_address(id(inner) + object.__basicsize__
+                                                       + ctypes.sizeof(ctypes.c_void_p)).value
+    return pointer
+
+
+_functions: tuple[Any, Any] | None | bool = False  # not looked up yet
+
+
+def _ssl_functions() -> tuple[Any, Any] | None:
+    """(SSL_get_version, SSL_set_msg_callback) from the OpenSSL the ssl module uses, or None."""
+    global _functions
+    if _functions is False:
+        try:
+            library = ctypes.CDLL(importlib.import_module("_ssl").__file__)
+            version, set_msg_callback = library.SSL_get_version, library.SSL_set_msg_callback
+        except (OSError, AttributeError, TypeError):
+            _functions = None
+        else:
+            version.restype, version.argtypes = ctypes.c_char_p, [ctypes.c_void_p]
+            set_msg_callback.restype, set_msg_callback.argtypes = None, [ctypes.c_void_p, ctypes.c_void_p]
+            _functions = (version, set_msg_callback)
+    return _functions if isinstance(_functions, tuple) else None
 
 # RFC 6066 extension types: section 3, and section 8 (the client asks for the certificate's status).
 _SERVER_NAME, _STATUS_REQUEST = 0, 5
