@@ -140,9 +140,10 @@ def serve(args: argparse.Namespace) -> int:
     from mailmodes import early as early_start
 
     config = _load(args)
-    stop_asked = _catch_stop_signals()  # `ready` may come before the event loop's own handlers
     early = early_start.begin(config)
+    stop_asked: list[int] = []
     if early is not None:
+        stop_asked = _catch_stop_signals()  # `ready` comes before the event loop's own handlers
         ca_file = ensure_certificates(config.certs.dir, config.hostname).ca_file
         http_port = early.http.getsockname()[1] if early.http is not None else None
         announce_ready(config, {listener.name: early.port(listener.name) for listener in config.listeners},

@@ -10,6 +10,7 @@ the other ports accept connections at once and are served once the server runs.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -18,6 +19,7 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,7 @@ from mailmodes import early
 from mailmodes.app import ThreadedMailServer
 from mailmodes.config import Config
 from tests.smtp.test_express_lane import BODY, MAIL, RCPT, empty_inbox, read_replies, summary
-from tests.support import HOSTNAME, make_config
+from tests.support import HOSTNAME, make_config, run_client
 
 ROOT = Path(__file__).resolve().parents[2]
 SESSION = b"EHLO early.test\r\n" + MAIL + RCPT + b"DATA\r\n" + BODY + b"QUIT\r\n"  # pipelined, one write
@@ -80,7 +82,7 @@ def test_a_client_greeted_early_cannot_tell(certs_dir: Path) -> None:
         assert early_bytes.endswith(b"221 2.0.0 Bye\r\n") and b"\r\n250 2.0.0 OK" in early_bytes
         first, second = server.journal.wait_for(2, listener="plain")
         assert summary(first) == summary(second)  # transcript, counters, envelopes, verdicts
-        assert first.lines[0][1:] == ("server", False, early_bytes.split(b"\r\n")[0].decode())
+        assert first.lines[0] == (0.0, "server", False, early_bytes.split(b"\r\n")[0].decode())  # sent at the accept
         assert before <= first.started <= greeted_at  # the record begins at the accept
         assert server.call(lambda: empty_inbox(server)) == [b"Subject: hi\r\n\r\n.dot-stuffed\r\nHello.\r\n"] * 2
         assert waiting_imap.recv(100).startswith(b"* OK")
@@ -156,7 +158,8 @@ def config_text(certs_dir: Path) -> str:
     return (f'hostname = "{HOSTNAME}"\nhost = "127.0.0.1"\n[certs]\ndir = "{certs_dir}"\n'
             '[[users]]\nname = "alice"\npassword = "pw"\naddresses = ["alice@example.test"]\n'
             '[[listeners]]\nname = "plain"\nprotocol = "smtp"\nport = 0\ntls = "plaintext"\nrole = "mta"\n'
-            '[[listeners]]\nname = "imap"\nprotocol = "imap"\nport = 0\ntls = "plaintext"\n')
+            '[[listeners]]\nname = "imap"\nprotocol = "imap"\nport = 0\ntls = "plaintext"\n'
+            '[http]\nhost = "127.0.0.1"\nport = 0\n')
 
 
 def ready_ports(process: subprocess.Popen[str]) -> dict[str, int]:
@@ -165,6 +168,8 @@ def ready_ports(process: subprocess.Popen[str]) -> dict[str, int]:
     for line in process.stdout:
         if match := re.match(r"listening (\S+) .* 127\.0\.0\.1:(\d+)", line):
             ports[match.group(1)] = int(match.group(2))
+        if match := re.match(r"dashboard http://127\.0\.0\.1:(\d+)/", line):
+            ports["http"] = int(match.group(1))
         if line.strip() == "ready":
             return ports
     raise AssertionError(f"no ready line: {process.communicate()}")
@@ -180,6 +185,8 @@ def test_serve_answers_a_client_that_came_at_ready(certs_dir: Path, tmp_path: Pa
             smtp.sendall(SESSION)
             assert until_closed(smtp).endswith(b"221 2.0.0 Bye\r\n")
             assert imap.recv(100).startswith(b"* OK")
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports['http']}/api/ready", timeout=10) as answer:
+            assert json.load(answer)["ready"] is True  # the HTTP API on the socket bound early
     finally:
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=30)
@@ -194,3 +201,37 @@ def test_serve_stops_cleanly_when_told_to_at_ready(certs_dir: Path, tmp_path: Pa
     out, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
     assert out.strip().endswith("stopped")
+
+
+def test_msmtp_at_ready_delivers_over_starttls(certs_dir: Path, tmp_path: Path, ca_file: Path) -> None:
+    """A real client started the moment `ready` is printed (msmtp, C, quick to start: it comes
+    while the server is still being imported): one greeting in its own debug output, STARTTLS,
+    login and delivery as on a server that was up all along."""
+    submission = ('[[listeners]]\nname = "submission"\nprotocol = "smtp"\nport = 0\ntls = "starttls-required"\n'
+                  'role = "submission"\n')
+    process = serve(config_text(certs_dir) + submission, tmp_path)
+    try:
+        ports = ready_ports(process)
+        result = run_client(["msmtp", "-C", "/dev/null", "--debug", "--host=127.0.0.1",
+                             f"--port={ports['submission']}", "--tls=on", "--tls-starttls=on",
+                             f"--tls-trust-file={ca_file}", "--auth=on", "--user=alice",
+                             "--passwordeval=echo pw", "--from=alice@example.test", "--timeout=10",
+                             "alice@example.test"], stdin=b"Subject: at ready\r\n\r\nHello.\r\n")
+        assert result.returncode == 0, result.stdout + result.stderr
+        greetings = [line for line in result.stdout.splitlines() if line.startswith("<-- 220 ")]
+        assert greetings[0] == f"<-- 220 {HOSTNAME} {early.SMTP_IDENT}"
+        assert len([g for g in greetings if "ESMTP" in g]) == 1  # greeted once (the other 220 is STARTTLS's)
+        api = f"http://127.0.0.1:{ports['http']}/api"
+        with urllib.request.urlopen(f"{api}/messages/alice/INBOX", timeout=10) as answer:
+            assert "at ready" in answer.read().decode()
+        with urllib.request.urlopen(f"{api}/sessions?listener=submission", timeout=10) as answer:
+            (session,) = json.load(answer)["sessions"]
+        assert session["tls_version"] and session["starttls"] is True
+        assert session["verdicts"] == []  # nothing wrong with this client
+        greeting, ehlo = session["transcript"][:2]
+        assert (greeting["at"], greeting["sender"], greeting["text"]) == (0.0, "server", greetings[0][4:])
+        assert ehlo["text"] == "EHLO localhost" and ehlo["tls"] is False
+        assert session["logins"] == [{"command": "AUTH PLAIN", "user": "alice", "tls": True, "accepted": True}]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)

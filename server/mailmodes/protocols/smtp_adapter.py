@@ -1299,7 +1299,7 @@ class MailmodesSMTP(SMTP, SharedReadBuffer):
         if self.greeted_early is not None:
             # early.py sent this very line at the accept (only on known-good listeners): recorded, not repeated.
             if self.recorder is not None:
-                self.recorder.server_reply(default)
+                self.recorder.greeted_at_accept(default)
             return
         step = self.misbehaviour.greeting(default, self.hostname)
         if step.line is not None:

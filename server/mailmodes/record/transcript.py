@@ -206,11 +206,11 @@ class Recorder:
         self._saw_client_bytes = False
 
     # ---- transcript -------------------------------------------------------------------------
-    def _add(self, sender: str, text: str) -> None:
+    def _add(self, sender: str, text: str, at: float | None = None) -> None:
         # Called for every line of every session: kept to the bare minimum of lookups.
         lines = self._lines
         if len(lines) < self.max_lines:
-            lines.append((time.time() - self.record.started, sender, self._encrypted, text))
+            lines.append(((time.time() if at is None else at) - self.record.started, sender, self._encrypted, text))
         else:
             self.record.transcript_truncated += 1
 
@@ -401,6 +401,11 @@ class Recorder:
         self.server_reply(_text(line))
         return False
 
+    def greeted_at_accept(self, text: str) -> None:
+        """The greeting early.py sent as it accepted the connection (when the record starts), before
+        this session was made."""
+        self._add("server", text, at=self.record.started)
+
     def server_reply(self, text: str) -> None:
         """One reply line, already text (SMTP's push hands them over one by one)."""
         self._add("server", text)
@@ -426,6 +431,9 @@ class _NullRecorder(Recorder):
         pass
 
     def server_reply(self, text: str) -> None:
+        pass
+
+    def greeted_at_accept(self, text: str) -> None:
         pass
 
     def tls_started(self, ssl_object: Any, *, via_starttls: bool) -> None:
