@@ -281,13 +281,20 @@ def stop_watching(ssl_object: ssl.SSLObject | None) -> None:
     """The handshake is done: no more calls of _on_tls_message for this connection. After the
     client's Finished it notes nothing, but OpenSSL would call it for each record header and
     content type both ways, ~4 calls of Python per command and reply inside TLS (issue 22)."""
+    global _layout_checked
     functions = _ssl_functions()
     pointer = ssl_pointer(ssl_object) if functions is not None and ssl_object is not None else None
     if pointer is None or functions is None:
         return
     version, set_msg_callback = functions
-    if version(pointer) == (ssl_object.version() or "").encode():  # type: ignore[union-attr]  # the right SSL
-        set_msg_callback(pointer, None)
+    if not _layout_checked:  # once: the layout of CPython's object is the same for every connection
+        if version(pointer) != (ssl_object.version() or "").encode():  # type: ignore[union-attr]
+            return  # not an SSL: leave the hook on (it only costs time)
+        _layout_checked = True
+    set_msg_callback(pointer, None)
+
+
+_layout_checked = False
 
 
 def ssl_pointer(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> int | None:
