@@ -137,7 +137,7 @@ class EarlyStart:
 
 def greets_early(listener: Listener) -> bool:
     return (listener.protocol == "smtp" and listener.tls in _PLAIN_FIRST and listener.scenario is None
-            and listener.chaos is None and not listener.audit)
+            and not listener.audit)
 
 
 def begin(config: Config, *, greet: bool = True) -> EarlyStart | None:
