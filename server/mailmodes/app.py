@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import importlib
 import logging
 import socket
 import ssl
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
@@ -276,10 +278,14 @@ class MailServer:
 
     async def _start_http(self, config: HttpConfig, sock: socket.socket | None = None) -> None:
         # After the mail listeners: /api/ready is true from its first answer.
-        # Imported only when [http] is configured: aiohttp costs ~0.25 s and ~13 MB at start-up.
-        from mailmodes.web.server import HttpServer
-
-        http = HttpServer(self, config)
+        # Imported only when [http] is configured: aiohttp costs ~0.1-0.25 s and ~13 MB at
+        # start-up, so in a thread, while the mail listeners started already answer (after serve's
+        # early start their clients are waiting).
+        name = "mailmodes.web.server"
+        web = sys.modules.get(name)
+        if web is None:
+            web = await asyncio.get_running_loop().run_in_executor(None, importlib.import_module, name)
+        http: HttpServer = web.HttpServer(self, config)
         try:
             self.http_port = await http.start(sock)
         except (OSError, OverflowError) as error:  # OverflowError: --port-offset pushed it past 65535
