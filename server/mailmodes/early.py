@@ -121,8 +121,9 @@ class EarlyStart:
                             sock, _ = key.fileobj.accept()  # type: ignore[union-attr]
                         except (BlockingIOError, InterruptedError):
                             break
-                        except OSError:
-                            break  # e.g. out of descriptors: the server's own accept reports it
+                        except OSError:  # e.g. out of descriptors: left to the server's own accept
+                            counts[name] = self.caps[name]
+                            break
                         accepted_at = time.time()
                         sock.setblocking(True)
                         try:
