@@ -320,14 +320,16 @@ def start_to_banner(peers: Peers, name: str) -> tuple[float, float]:
     try:
         with socket.create_connection((HOST, server.ports["plaintext"]), timeout=30) as sock:
             parser = ReplyParser()
-            while (reply := parser.next_reply()) is None:
-                parser.feed(sock.recv(4096))
-            check(reply, Command(b"", 220))
+
+            def reply() -> Any:
+                while (complete := parser.next_reply()) is None:
+                    parser.feed(sock.recv(4096))
+                return complete
+
+            check(reply(), Command(b"", 220))
             banner = time.perf_counter() - started
             sock.sendall(EHLO)
-            while (reply := parser.next_reply()) is None:
-                parser.feed(sock.recv(4096))
-            check(reply, Command(EHLO, 250))
+            check(reply(), Command(EHLO, 250))
         return banner, time.perf_counter() - started
     finally:
         stop(server.process)

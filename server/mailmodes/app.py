@@ -228,7 +228,7 @@ class MailServer:
 
             from mailmodes.protocols.connection import serve_lines
 
-            return await serve_lines(handle, host, listener.port)
+            return await serve_lines(handle, host=host, port=listener.port)
         except OSError as error:
             raise ListenerError(_explain_bind_error(listener, host, error)) from None
 

@@ -29,7 +29,7 @@ from mailmodes import early
 from mailmodes.app import ThreadedMailServer
 from mailmodes.config import Config
 from tests.smtp.test_express_lane import BODY, MAIL, RCPT, empty_inbox, read_replies, summary
-from tests.support import HOSTNAME, make_config, run_client
+from support import HOSTNAME, make_config, run_client
 
 ROOT = Path(__file__).resolve().parents[2]
 SESSION = b"EHLO early.test\r\n" + MAIL + RCPT + b"DATA\r\n" + BODY + b"QUIT\r\n"  # pipelined, one write
@@ -138,7 +138,8 @@ def test_the_early_start_stays_out_where_the_start_can_fail(certs_dir: Path, tmp
 
 
 
-def test_a_start_that_fails_closes_what_the_early_start_bound(certs_dir: Path) -> None:
+def test_closing_an_early_start_frees_its_ports(certs_dir: Path) -> None:
+    """What MailServer.start does with it when the start fails."""
     _, started = begin(certs_dir)
     port = started.port("imap")
     started.close()

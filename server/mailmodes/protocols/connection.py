@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -63,11 +62,10 @@ class LineStreamProtocol(asyncio.StreamReaderProtocol, SharedReadBuffer):
 
 
 async def serve_lines(handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
-                      host: str | None = None, port: int | None = None, *,
-                      sock: socket.socket | None = None) -> asyncio.Server:
-    """asyncio.start_server, with LineStreamProtocol for each connection (on `sock`, if bound already)."""
+                      **where: Any) -> asyncio.Server:
+    """asyncio.start_server, with LineStreamProtocol for each connection; `where` as create_server
+    takes it (host and port, or the socket serve's early start bound)."""
     loop = asyncio.get_running_loop()
-    where: dict[str, Any] = {"sock": sock} if sock is not None else {"host": host, "port": port}
     return await loop.create_server(lambda: LineStreamProtocol(asyncio.StreamReader(), handle), **where)
 
 

@@ -14,12 +14,11 @@ Either gives None where it cannot be had: the exchange then fails, it never bind
 from __future__ import annotations
 
 import ctypes
-import importlib
+import functools
 import ssl
-import sys
 from typing import Any
 
-from mailmodes.tls.handshake import ssl_pointer
+from mailmodes.tls.handshake import openssl, ssl_get_version, ssl_pointer
 
 CHANNEL_BINDINGS = ("tls-server-end-point", "tls-exporter")
 EXPORTER_LABEL = b"EXPORTER-Channel-Binding"  # RFC 9266 section 2
@@ -95,31 +94,24 @@ def end_point_hash(der: bytes) -> bytes:
     return digest.finalize()
 
 
-_exporter_functions: tuple[Any, Any] | None = None
-
-
-def _functions() -> tuple[Any, Any] | None:
-    global _exporter_functions
-    if _exporter_functions is None and sys.implementation.name == "cpython":
-        try:
-            library = ctypes.CDLL(importlib.import_module("_ssl").__file__)
-            export, version = library.SSL_export_keying_material, library.SSL_get_version
-        except (OSError, AttributeError, TypeError):
-            return None
-        export.restype = ctypes.c_int
-        export.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t,
-                           ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int]
-        version.restype, version.argtypes = ctypes.c_char_p, [ctypes.c_void_p]
-        _exporter_functions = (export, version)
-    return _exporter_functions
+@functools.cache
+def _exporter() -> Any:
+    """SSL_export_keying_material, or None."""
+    try:
+        export = openssl().SSL_export_keying_material
+    except AttributeError:  # no OpenSSL to reach (None), or no such function
+        return None
+    export.restype = ctypes.c_int
+    export.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t,
+                       ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int]
+    return export
 
 
 def exporter(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> bytes | None:
     """RFC 9266's 32 bytes, or None (not TLS 1.3, or no way to reach OpenSSL here)."""
-    functions = _functions()
-    if functions is None or ssl_object.version() != "TLSv1.3":
+    export, version = _exporter(), ssl_get_version()
+    if export is None or version is None or ssl_object.version() != "TLSv1.3":
         return None
-    export, version = functions
     pointer = ssl_pointer(ssl_object)
     if not pointer or version(pointer) != b"TLSv1.3":
         return None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import importlib
 import logging
 import socket
@@ -109,12 +110,9 @@ def set_groups(context: ssl.SSLContext, groups: str) -> bool:
     if setter is not None:
         setter(groups)
         return True
-    if sys.implementation.name != "cpython":
-        return False
     try:
-        library = ctypes.CDLL(importlib.import_module("_ssl").__file__)
-        get_options, control = library.SSL_CTX_get_options, library.SSL_CTX_ctrl
-    except (OSError, AttributeError, TypeError):
+        get_options, control = openssl().SSL_CTX_get_options, openssl().SSL_CTX_ctrl
+    except AttributeError:  # no OpenSSL to reach (None), or not these functions
         return False
     get_options.restype, get_options.argtypes = ctypes.c_uint64, [ctypes.c_void_p]
     control.restype = ctypes.c_long
@@ -140,13 +138,11 @@ def staple_ocsp(context: ssl.SSLContext, response: Callable[[], bytes]) -> bool:
     takes the GIL for it) and hands OpenSSL a copy made with OPENSSL_malloc, which OpenSSL frees.
     OpenSSL asks the SSL_CTX in use after the SNI callback, so a scenario chosen by SNI staples too.
     """
-    if sys.implementation.name != "cpython":
-        return False
+    library = openssl()
     try:
-        library = ctypes.CDLL(importlib.import_module("_ssl").__file__)
         get_options, callback_control = library.SSL_CTX_get_options, library.SSL_CTX_callback_ctrl
         control, allocate = library.SSL_ctrl, library.CRYPTO_malloc
-    except (OSError, AttributeError, TypeError):
+    except AttributeError:  # no OpenSSL to reach (None), or not these functions
         return False
     get_options.restype, get_options.argtypes = ctypes.c_uint64, [ctypes.c_void_p]
     callback_control.restype = ctypes.c_long
@@ -282,13 +278,12 @@ def stop_watching(ssl_object: ssl.SSLObject | None) -> None:
     client's Finished it notes nothing, but OpenSSL would call it for each record header and
     content type both ways, ~4 calls of Python per command and reply inside TLS (issue 22)."""
     global _layout_checked
-    functions = _ssl_functions()
-    pointer = ssl_pointer(ssl_object) if functions is not None and ssl_object is not None else None
-    if pointer is None or functions is None:
+    pointer, set_msg_callback = ssl_pointer(ssl_object), _set_msg_callback()
+    if pointer is None or set_msg_callback is None:
         return
-    version, set_msg_callback = functions
     if not _layout_checked:  # once: the layout of CPython's object is the same for every connection
-        if version(pointer) != (ssl_object.version() or "").encode():  # type: ignore[union-attr]
+        version = ssl_get_version()
+        if version is None or version(pointer) != (ssl_object.version() or "").encode():  # type: ignore[union-attr]
             return  # not an SSL: leave the hook on (it only costs time)
         _layout_checked = True
     set_msg_callback(pointer, None)
@@ -300,7 +295,7 @@ _layout_checked = False
 def ssl_pointer(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> int | None:
     """OpenSSL's SSL of an SSL object: CPython's PySSLSocket (the _sslobj inside SSLObject and
     SSLSocket) has PyObject_HEAD, the socket's weak reference, then the SSL pointer. Callers check
-    it against the object's own version() before anything else (SSL_get_version)."""
+    it against the object's own version() before anything else (ssl_get_version)."""
     inner = getattr(ssl_object, "_sslobj", None)
     if inner is None or sys.implementation.name != "cpython":
         return None
@@ -309,23 +304,37 @@ def ssl_pointer(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> int | None:
     return pointer
 
 
-_functions: tuple[Any, Any] | None | bool = False  # not looked up yet
+@functools.cache
+def openssl() -> Any:
+    """The OpenSSL the ssl module uses (through its _ssl extension), for ctypes; None where it
+    cannot be reached (not CPython, no shared library)."""
+    if sys.implementation.name != "cpython":
+        return None
+    try:
+        return ctypes.CDLL(importlib.import_module("_ssl").__file__)
+    except (OSError, TypeError):
+        return None
 
 
-def _ssl_functions() -> tuple[Any, Any] | None:
-    """(SSL_get_version, SSL_set_msg_callback) from the OpenSSL the ssl module uses, or None."""
-    global _functions
-    if _functions is False:
-        try:
-            library = ctypes.CDLL(importlib.import_module("_ssl").__file__)
-            version, set_msg_callback = library.SSL_get_version, library.SSL_set_msg_callback
-        except (OSError, AttributeError, TypeError):
-            _functions = None
-        else:
-            version.restype, version.argtypes = ctypes.c_char_p, [ctypes.c_void_p]
-            set_msg_callback.restype, set_msg_callback.argtypes = None, [ctypes.c_void_p, ctypes.c_void_p]
-            _functions = (version, set_msg_callback)
-    return _functions if isinstance(_functions, tuple) else None
+@functools.cache
+def ssl_get_version() -> Any:
+    """SSL_get_version(SSL *) -> bytes, or None."""
+    try:
+        function = openssl().SSL_get_version
+    except AttributeError:
+        return None
+    function.restype, function.argtypes = ctypes.c_char_p, [ctypes.c_void_p]
+    return function
+
+
+@functools.cache
+def _set_msg_callback() -> Any:
+    try:
+        function = openssl().SSL_set_msg_callback
+    except AttributeError:
+        return None
+    function.restype, function.argtypes = None, [ctypes.c_void_p, ctypes.c_void_p]
+    return function
 
 # RFC 6066 extension types: section 3, and section 8 (the client asks for the certificate's status).
 _SERVER_NAME, _STATUS_REQUEST = 0, 5
