@@ -14,11 +14,10 @@ Either gives None where it cannot be had: the exchange then fails, it never bind
 from __future__ import annotations
 
 import ctypes
-import functools
 import ssl
 from typing import Any
 
-from mailmodes.tls.handshake import openssl, ssl_get_version, ssl_pointer
+from mailmodes.tls.handshake import openssl_function, ssl_get_version, ssl_pointer
 
 CHANNEL_BINDINGS = ("tls-server-end-point", "tls-exporter")
 EXPORTER_LABEL = b"EXPORTER-Channel-Binding"  # RFC 9266 section 2
@@ -94,22 +93,12 @@ def end_point_hash(der: bytes) -> bytes:
     return digest.finalize()
 
 
-@functools.cache
-def _exporter() -> Any:
-    """SSL_export_keying_material, or None."""
-    try:
-        export = openssl().SSL_export_keying_material
-    except AttributeError:  # no OpenSSL to reach (None), or no such function
-        return None
-    export.restype = ctypes.c_int
-    export.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t,
-                       ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int]
-    return export
-
-
 def exporter(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> bytes | None:
     """RFC 9266's 32 bytes, or None (not TLS 1.3, or no way to reach OpenSSL here)."""
-    export, version = _exporter(), ssl_get_version()
+    export = openssl_function("SSL_export_keying_material", ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p,
+                              ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t,
+                              ctypes.c_int)
+    version = ssl_get_version()
     if export is None or version is None or ssl_object.version() != "TLSv1.3":
         return None
     pointer = ssl_pointer(ssl_object)

@@ -278,7 +278,8 @@ def stop_watching(ssl_object: ssl.SSLObject | None) -> None:
     client's Finished it notes nothing, but OpenSSL would call it for each record header and
     content type both ways, ~4 calls of Python per command and reply inside TLS (issue 22)."""
     global _layout_checked
-    pointer, set_msg_callback = ssl_pointer(ssl_object), _set_msg_callback()
+    pointer = ssl_pointer(ssl_object)
+    set_msg_callback = openssl_function("SSL_set_msg_callback", None, ctypes.c_void_p, ctypes.c_void_p)
     if pointer is None or set_msg_callback is None:
         return
     if not _layout_checked:  # once: the layout of CPython's object is the same for every connection
@@ -317,24 +318,19 @@ def openssl() -> Any:
 
 
 @functools.cache
+def openssl_function(name: str, restype: Any, *argtypes: Any) -> Any:
+    """One of OpenSSL's functions with its result and argument types set, or None."""
+    try:
+        function = getattr(openssl(), name)
+    except AttributeError:  # no OpenSSL to reach (None), or no such function
+        return None
+    function.restype, function.argtypes = restype, list(argtypes)
+    return function
+
+
 def ssl_get_version() -> Any:
     """SSL_get_version(SSL *) -> bytes, or None."""
-    try:
-        function = openssl().SSL_get_version
-    except AttributeError:
-        return None
-    function.restype, function.argtypes = ctypes.c_char_p, [ctypes.c_void_p]
-    return function
-
-
-@functools.cache
-def _set_msg_callback() -> Any:
-    try:
-        function = openssl().SSL_set_msg_callback
-    except AttributeError:
-        return None
-    function.restype, function.argtypes = None, [ctypes.c_void_p, ctypes.c_void_p]
-    return function
+    return openssl_function("SSL_get_version", ctypes.c_char_p, ctypes.c_void_p)
 
 # RFC 6066 extension types: section 3, and section 8 (the client asks for the certificate's status).
 _SERVER_NAME, _STATUS_REQUEST = 0, 5
