@@ -19,7 +19,7 @@ from mailmodes.protocols.smtp_adapter import ACCEPTED, Accepted, MailmodesSMTP
 from mailmodes.record.journal import Journal
 from mailmodes.scenarios.misbehaviour import Misbehaviour
 from mailmodes.store import AccountInterface, StoreInterface
-from mailmodes.tls.handshake import HandshakeWatch, handshake_timeout
+from mailmodes.tls.handshake import ServerTlsProtocol, handshake_timeout, start_server_tls
 from mailmodes.tls.policy import ListenerTls
 
 RELAY_DENIED = "554 5.7.1 Relay access denied"
@@ -154,40 +154,26 @@ class ImplicitTls(asyncio.Protocol):
         self.inner = inner
         self.context = context
         self.pending = pending  # the listener's handshakes in progress (SmtpListener.abort_connections)
-        self.task: asyncio.Task[None] | None = None
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        transport.pause_reading()  # start_tls resumes it once the TLS layer is in place
         self.pending.add(self)
         # The record is open from the accept, as IMAP's and POP3's are: a reader waiting for open
         # sessions (the pytest plugin) waits for this handshake too.
         self.inner.open_record(transport)
-        self.task = asyncio.get_running_loop().create_task(self._handshake(transport))
+        # From here on the TLS layer is the transport's protocol: on success it hands aiosmtpd's
+        # session the TLS transport (connection_made), and this protocol hears nothing more.
+        start_server_tls(transport, self.inner, self.context,
+                         handshake_timeout(self.inner.listener.limits.idle_timeout), self._handshake_done)
 
-    async def _handshake(self, transport: asyncio.Transport) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            with HandshakeWatch() as watch:
-                tls_transport = await loop.start_tls(
-                    transport, self.inner, self.context, server_side=True,
-                    ssl_handshake_timeout=handshake_timeout(self.inner.listener.limits.idle_timeout),
-                )
-            if tls_transport is None:  # how Python 3.12+ reports the connection gone mid-handshake
-                raise ConnectionAbortedError("the connection closed during the TLS handshake")
-        except (ssl.SSLError, ConnectionError, TimeoutError, OSError) as error:
-            self.inner.handshake_failed(error, watch.ssl_object)
-            transport.close()
-            return
-        finally:
-            self.pending.discard(self)
-        self.inner.connection_made(tls_transport)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
+    def _handshake_done(self, layer: ServerTlsProtocol, error: BaseException | None) -> None:
+        self.pending.discard(self)
+        if error is not None:
+            self.inner.handshake_failed(error, getattr(layer, "_sslobj", None))
+            if self.transport is not None:
+                self.transport.close()
 
 
 class SmtpListener:

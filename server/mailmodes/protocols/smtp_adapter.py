@@ -76,6 +76,7 @@ from mailmodes.record.transcript import Recorder, recorder_for
 from mailmodes.scenarios.misbehaviour import Misbehaviour
 from mailmodes.tls.binding import channel_binding
 from mailmodes.tls.handshake import (
+    ServerTlsProtocol,
     is_encrypted,
     read_after_failure,
     read_after_failure_for,
@@ -1159,9 +1160,12 @@ class MailmodesSMTP(SMTP, SharedReadBuffer):
     async def _start_tls(self, arg: str) -> None:
         """aiosmtpd's STARTTLS. Should the handshake fail, what the client sends next in the clear
         is read, never answered, for the journal (aiosmtpd closes its side at once)."""
-        spare = spare_socket(self.transport) if self.transport is not None and not arg else None
+        if arg or self.tls_context is None or self.transport is None:
+            await super().smtp_STARTTLS(arg)  # its 501 or 454
+            return
+        spare = spare_socket(self.transport)
         try:
-            await super().smtp_STARTTLS(arg)
+            await self._handshake()
         except aiosmtpd.smtp.TLSSetupException:
             if spare is not None:
                 seconds, limit = read_after_failure_for(self.listener.limits)
@@ -1172,6 +1176,26 @@ class MailmodesSMTP(SMTP, SharedReadBuffer):
         finally:
             if spare is not None:
                 spare.close()
+
+    async def _handshake(self) -> None:
+        """aiosmtpd's own STARTTLS (1.4.6, smtp_STARTTLS after its argument check), with our TLS
+        layer in place of asyncio's (handshake.ServerTlsProtocol): the layer calls connection_made
+        with the TLS transport, and aiosmtpd's session takes it as the one after STARTTLS."""
+        assert self.tls_context is not None
+        await self.push("220 Ready to start TLS")
+        waiter = self.loop.create_future()
+        self._tls_protocol = ServerTlsProtocol(self.loop, self, self.tls_context, waiter, server_side=True)
+        self._original_transport = self.transport
+        assert self._original_transport is not None
+        self._original_transport.set_protocol(self._tls_protocol)
+        self.transport = self._tls_protocol._app_transport
+        self._tls_protocol.connection_made(self._original_transport)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            raise aiosmtpd.smtp.TLSSetupException() from error
 
     def _overheard(self, data: bytes) -> None:
         """Plaintext after the failed handshake, judged as command lines are (aiosmtpd is gone)."""
