@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import smtplib
+import socket
 import ssl
 from collections.abc import Callable
 from pathlib import Path
@@ -85,3 +86,49 @@ def test_an_alert_and_a_finished_handshake(serve: Serve, ca_file: Path) -> None:
     assert (rejected.tls_handshake, rejected.tls_alert) == ("alert", "unknown_ca")
     assert accepted.tls_handshake == "finished"
     assert accepted.to_json()["tls_handshake"] == "finished"
+
+
+@pytest.mark.parametrize("protocol", ["smtp", "imap", "pop3"])
+def test_a_client_hello_the_server_refuses(serve: Serve, protocol: str) -> None:
+    """A TLS 1.1 client against the intermediate profile (TLS 1.2 and 1.3): the ClientHello came,
+    the handshake ended there (asyncio closes without sending OpenSSL's alert), no certificate
+    went out."""
+    server = serve({"name": "l", "protocol": protocol, "tls": "implicit"})
+    result = run_client(["openssl", "s_client", "-connect", f"{HOST}:{server.port('l')}", "-tls1_1",
+                         "-cipher", "DEFAULT@SECLEVEL=0", "-servername", "localhost"])
+    assert result.returncode != 0
+    assert "no peer certificate available" in result.stdout  # the client's own account
+    record = one_session(server)
+    assert (record.tls_handshake, record.tls_failure) == ("client-hello", "UNSUPPORTED_PROTOCOL")
+    assert record.sni is None  # refused before the server name was looked at
+    assert record.asked_certificate_status is False
+
+
+@pytest.mark.parametrize(("protocol", "tls"), [("smtp", "implicit"), ("smtp", "starttls-required"),
+                                               ("imap", "implicit"), ("pop3", "starttls-required")])
+def test_whether_the_client_asked_for_the_certificate_status(serve: Serve, ca_file: Path, protocol: str,
+                                                              tls: str) -> None:
+    server = serve({"name": "l", "protocol": protocol, "tls": tls})
+    starttls = ["-starttls", protocol] if tls != "implicit" else []
+    outputs = []
+    for status in (["-status"], []):
+        result = run_client(["openssl", "s_client", "-connect", f"{HOST}:{server.port('l')}", *starttls, *status,
+                             "-CAfile", str(ca_file), "-servername", "localhost", "-verify_return_error"],
+                            stdin=b"")
+        assert "Verify return code: 0 (ok)" in result.stdout, result.stdout[-500:]
+        outputs.append(result.stdout)
+    assert "OCSP response: no response sent" in outputs[0]  # s_client asked (and got no staple)
+    assert "OCSP response" not in outputs[1]
+    asked, did_not_ask = server.journal.wait_for(2)
+    assert (asked.asked_certificate_status, asked.tls_handshake) == (True, "finished")
+    assert (did_not_ask.asked_certificate_status, did_not_ask.tls_handshake) == (False, "finished")
+
+
+def test_a_client_that_sends_no_client_hello_got_nowhere(serve: Serve) -> None:
+    server = serve({"name": "l", "protocol": "smtp", "tls": "implicit"})
+    with socket.create_connection((HOST, server.port("l")), timeout=10) as client:
+        client.sendall(b"EHLO x\r\n")  # set up for plaintext
+        assert client.recv(100) == b""  # no greeting on an implicit port: the handshake failed, the server closed
+    record = one_session(server)
+    assert (record.tls_handshake, record.asked_certificate_status) == (None, None)
+    assert record.tls_failure == "the client sent something that is not TLS"

@@ -38,7 +38,6 @@ from mailmodes.tls.handshake import (
     read_after_failure,
     read_after_failure_for,
     spare_socket,
-    stop_watching,
     tls_heard,
     tls_record_size,
 )
@@ -200,9 +199,9 @@ class _ClientConnection:
         limits = self.server.listener.limits
         # Taken now: asyncio closes its own socket as soon as a handshake fails.
         spare = spare_socket(self.writer.transport) if via_starttls else None
+        watch = HandshakeWatch(self.writer.transport)
         try:
-            with HandshakeWatch(self.writer.transport) as watch:
-                await start_tls(self.writer, self.server.tls_context, handshake_timeout(limits.idle_timeout))
+            await start_tls(self.writer, self.server.tls_context, handshake_timeout(limits.idle_timeout))
         except (ssl.SSLError, ConnectionError, TimeoutError, OSError) as error:
             self.recorder.tls_failed(error, watch.ssl_object)
             plaintext, spare = spare, None  # read_after_failure closes it
@@ -216,7 +215,6 @@ class _ClientConnection:
         self.upgrade_unfinished = False
         ssl_object = self.writer.get_extra_info("ssl_object")
         self.recorder.tls_started(ssl_object, via_starttls=via_starttls)
-        stop_watching(ssl_object)
         return True
 
     async def serve(self) -> None:

@@ -81,7 +81,6 @@ from mailmodes.tls.handshake import (
     read_after_failure,
     read_after_failure_for,
     spare_socket,
-    stop_watching,
     tls_heard,
     tls_record_size,
     unread,
@@ -417,7 +416,6 @@ class MailmodesSMTP(SMTP, SharedReadBuffer):
             ssl_object = transport.get_extra_info("ssl_object")
             if self.recorder is not None:
                 self.recorder.tls_started(ssl_object, via_starttls=not first)
-            stop_watching(ssl_object)
         super().connection_made(transport)  # after STARTTLS this discards the pipelined plaintext ...
         if pipelined and self.keep_pipelined:
             self._reader._buffer.extend(pipelined)  # type: ignore[attr-defined]  # ... unless vulnerable

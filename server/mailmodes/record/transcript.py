@@ -30,7 +30,14 @@ from mailmodes.protocols.events import (
 from mailmodes.record.journal import Journal, SessionRecord
 from mailmodes.scenarios.catalogue import REVOCATION_SCENARIOS
 from mailmodes.scenarios.misbehaviour import CANARY_EXISTS, CANARY_INJECTED, CANARY_MAILBOX, CANARY_PRETLS
-from mailmodes.tls.handshake import CLIENT_HELLO_SEEN, FINISHED, SERVER_FLIGHT_SENT, client_hello_sni
+from mailmodes.tls.handshake import (
+    CLIENT_HELLO_SEEN,
+    FINISHED,
+    SERVER_FLIGHT_SENT,
+    asked_certificate_status,
+    client_hello_sni,
+    handshake_progress,
+)
 
 MASK = "****"
 CANARY_PREFIX = "X-MAILMODES-"
@@ -247,20 +254,20 @@ class Recorder:
         if scenario:
             record.scenario = scenario
         record.bad_certificate = bool(getattr(ssl_object, "mailmodes_bad_certificate", record.bad_certificate))
-        record.asked_certificate_status = getattr(ssl_object, "mailmodes_status_request", None)
+        record.asked_certificate_status = asked_certificate_status(ssl_object)
         if record.scenario in REVOCATION_SCENARIOS and not record.asked_certificate_status:
             record.bad_certificate = False  # it never asked whether the certificate was revoked: it cannot know
 
     def tls_failed(self, error: BaseException | None, ssl_object: Any = None) -> None:
         """A handshake did not complete: note the client's alert, or what it sent instead, and the
-        SNI name it asked for (`ssl_object`: see tls.HandshakeWatch)."""
+        SNI name it asked for (`ssl_object`: see tls.handshake.HandshakeWatch)."""
         record = self.record
         self._pipelined = 0
         if ssl_object is not None:
             self._note_sni(ssl_object)
-        # How far it got, from the TLS messages themselves (tls/handshake.py): a client that sent
-        # its ClientHello and hung up on our certificate is no port probe.
-        progress = record.tls_handshake = getattr(ssl_object, "mailmodes_handshake", None)
+        # How far it got, from OpenSSL itself (tls/handshake.py): a client that sent its
+        # ClientHello and hung up on our certificate is no port probe.
+        progress = record.tls_handshake = handshake_progress(ssl_object, error)
         reason = getattr(error, "reason", None) or ""
         if isinstance(reason, str) and ("ALERT" in reason):
             record.tls_alert = reason.split("ALERT_", 1)[-1].lower()

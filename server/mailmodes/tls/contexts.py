@@ -23,7 +23,7 @@ from mailmodes.scenarios.catalogue import (
     scenario_for_sni,
 )
 from mailmodes.tls.certs import ensure_certificates
-from mailmodes.tls.handshake import HandshakeWatch, server_context, staple_ocsp, watch_progress
+from mailmodes.tls.handshake import server_context, staple_ocsp
 from mailmodes.tls.policy import DEFAULT_TLS_PROFILE
 
 
@@ -78,11 +78,9 @@ class ServerContexts:
 
     def _with_sni(self, context: ssl.SSLContext) -> ssl.SSLContext:
         context.sni_callback = self._sni
-        watch_progress(context)
         return context
 
     def _sni(self, ssl_object: Any, server_name: str | None, context: ssl.SSLContext) -> None:
-        HandshakeWatch.saw(ssl_object)
         ssl_object.mailmodes_sni = server_name
         scenario_id = scenario_for_sni(server_name, self.hostname)
         if scenario_id is not None:

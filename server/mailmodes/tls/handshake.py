@@ -15,7 +15,6 @@ import sys
 import warnings
 from asyncio import sslproto
 from collections.abc import Callable, Iterator
-from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -204,44 +203,37 @@ def start_server_tls(transport: asyncio.Transport, protocol: asyncio.BaseProtoco
 
 
 class HandshakeWatch:
-    """Keeps the SSL object of a server-side handshake, for when the handshake fails.
+    """What a server-side handshake started by loop.start_tls (or StreamWriter.start_tls) on
+    `transport` left behind when it failed: asyncio hands the SSL object out (extra info
+    "ssl_object") only once a handshake succeeds, but the TLS layer it puts on the transport keeps
+    it, and with it what our SNI callback noted (contexts.py: the name the client asked for, the
+    scenario it chose) and how far OpenSSL got (handshake_progress). Without it a client that
+    picked a certificate scenario by SNI and rejected it would be recorded without either.
 
-    asyncio hands the SSL object out (extra info "ssl_object") only once a handshake succeeds,
-    but it carries what our SNI callback noted (contexts.py): the name the client asked for and
-    the scenario that name chose. Without it a client that picked a certificate scenario by SNI
-    and rejected it would be recorded without either. The callback runs in a copy of the context
-    that started the handshake, so a context variable carries the watch to it:
+        watch = HandshakeWatch(transport)
+        await writer.start_tls(...)            # on failure: watch.ssl_object, watch.unread()
 
-        with HandshakeWatch() as watch:
-            await loop.start_tls(...)      # on failure: watch.ssl_object
-
-    Given the transport being upgraded, it also keeps the TLS protocol that asyncio puts on it
-    (which asyncio hides), for what that read past a failed handshake (`unread`).
+    By the time a failure reaches the caller the transport has let go of the layer, so the watch
+    takes it from the transport just after start_tls put it there: start_tls sets it before its
+    first pause (the write buffer drained, as it is after a short reply) and schedules the
+    handshake's start behind the callback the watch scheduled first.
     """
 
-    __slots__ = ("ssl_object", "transport", "ssl_protocol", "_token")
-    _current: ContextVar[HandshakeWatch | None] = ContextVar("mailmodes_handshake_watch", default=None)
+    __slots__ = ("transport", "ssl_protocol")
 
-    def __init__(self, transport: asyncio.BaseTransport | None = None) -> None:
-        self.ssl_object: ssl.SSLObject | None = None
+    def __init__(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
-        self.ssl_protocol: object = None
+        self.ssl_protocol: object = None  # asyncio's TLS layer on the transport (which asyncio hides)
+        asyncio.get_running_loop().call_soon(self._look)
 
-    def __enter__(self) -> HandshakeWatch:
-        self._token = self._current.set(self)
-        return self
+    def _look(self) -> None:
+        protocol = self.transport.get_protocol()
+        if isinstance(protocol, sslproto.SSLProtocol):
+            self.ssl_protocol = protocol
 
-    def __exit__(self, *exc_info: object) -> None:
-        self._current.reset(self._token)
-
-    @classmethod
-    def saw(cls, ssl_object: ssl.SSLObject) -> None:
-        """Called by the SNI callback, during the handshake."""
-        watch = cls._current.get()
-        if watch is not None:
-            watch.ssl_object = ssl_object
-            if watch.transport is not None and watch.ssl_protocol is None:
-                watch.ssl_protocol = watch.transport.get_protocol()  # asyncio's, while it is on
+    @property
+    def ssl_object(self) -> ssl.SSLObject | None:
+        return getattr(self.ssl_protocol, "_sslobj", None)
 
     def unread(self) -> bytes:
         return unread(self.ssl_protocol)
@@ -255,87 +247,83 @@ def unread(ssl_protocol: object) -> bytes:
     return incoming.read() if isinstance(incoming, ssl.MemoryBIO) else b""
 
 
-# How far a server-side handshake got, noted on its SSL object (mailmodes_handshake) from the
-# messages as OpenSSL reads and writes them: each stage only ever follows the one before.
+# How far a server-side handshake got (SessionRecord.tls_handshake): each stage only ever
+# follows the one before.
 CLIENT_HELLO_SEEN = "client-hello"  # the client's ClientHello arrived
 SERVER_FLIGHT_SENT = "server-flight"  # we answered it: our certificate and the rest of our flight
 CLIENT_ALERT = "alert"  # the client sent an alert instead of going on
 FINISHED = "finished"  # the client's Finished arrived: the handshake is done
-_STAGES = (None, CLIENT_HELLO_SEEN, SERVER_FLIGHT_SENT, CLIENT_ALERT, FINISHED)
-# RFC 8446 5.1 record types and 4 handshake types (RFC 5246 7.4 for TLS 1.2's ServerHelloDone).
-_ALERT_RECORD, _HANDSHAKE_RECORD = 21, 22
-_CLIENT_HELLO, _CERTIFICATE, _SERVER_HELLO_DONE, _FINISHED = 1, 11, 14, 20
+# Read once a handshake has failed, from OpenSSL's own state machine (SSL_get_state: ssl.h's
+# OSSL_HANDSHAKE_STATE, the message the server was at), rather than from a hook on every TLS
+# message of every handshake (~30 calls of Python each, ~25 us of a ~1 ms handshake: issue 22).
+# Before the server's flight is complete it is at the ClientHello or writing its answer; after
+# it, waiting for (or reading) what the client sends back: a TLS 1.2 ServerHelloDone or a TLS 1.3
+# (or resumed) Finished ends the flight, and TLS 1.3 then passes through its early-data states.
+_TLS_ST_OK = 1
+_TLS_ST_SR_FINISHED = 32
+_AFTER_OUR_FLIGHT = frozenset({
+    26,  # TLS_ST_SW_SRVR_DONE
+    27, 28, 29, 30, 31,  # TLS_ST_SR_CERT, _KEY_EXCH, _CERT_VRFY, _NEXT_PROTO, _CHANGE
+    33,  # TLS_ST_SW_SESSION_TICKET
+    36,  # TLS_ST_SW_FINISHED
+    46, 47, 49,  # TLS_ST_EARLY_DATA, TLS_ST_PENDING_EARLY_DATA_END, TLS_ST_SR_END_OF_EARLY_DATA
+})
 
 
-def watch_progress(context: ssl.SSLContext) -> None:
-    """Note on each connection's SSL object how far its handshake got. The ssl module has no
-    public hook for it; `_msg_callback` (every TLS message, as OpenSSL parses it) is the one its
-    own test suite uses, present in each Python we support."""
-    raw = getattr(getattr(ssl, "_ssl", None), "_SSLContext", None)
-    descriptor = getattr(raw, "_msg_callback", None)
-    if descriptor is not None and hasattr(descriptor, "__set__"):
-        # Straight on the C context: ssl.py's setter wraps the callback in a Python function that
-        # turns three ints into enums for each of the ~30 messages of a handshake and each record
-        # after it, a third of the Python time of a handshake (issue 22). Ours only compares ints.
-        descriptor.__set__(context, _on_tls_message)
-    elif hasattr(context, "_msg_callback"):
-        setattr(context, "_msg_callback", _on_tls_message)
+def handshake_progress(ssl_object: ssl.SSLObject | None, error: BaseException | None) -> str | None:
+    """How far the failed server-side handshake of `ssl_object` got, ending in `error`; None if
+    no ClientHello arrived (or OpenSSL cannot be asked here)."""
+    pointer = verified_ssl_pointer(ssl_object)
+    get_state = openssl_function("SSL_get_state", ctypes.c_int, ctypes.c_void_p)
+    if pointer is None or get_state is None:
+        return None
+    state = get_state(pointer)
+    if state == _TLS_ST_OK or state == _TLS_ST_SR_FINISHED:
+        return FINISHED
+    if state == 0:  # TLS_ST_BEFORE
+        return None
+    reason = getattr(error, "reason", None) or ""
+    if "ALERT" in reason or isinstance(error, ssl.SSLZeroReturnError):  # a fatal alert, or close_notify
+        return CLIENT_ALERT
+    return SERVER_FLIGHT_SENT if state in _AFTER_OUR_FLIGHT else CLIENT_HELLO_SEEN
 
 
-def _on_tls_message(conn: object, direction: str, version: object, content_type: int, message_type: object,
-                    data: bytes) -> None:
-    # Called for every record header too, so it returns as soon as it can.
-    if content_type == _HANDSHAKE_RECORD and data:
-        kind = data[0]
-        if direction == "read":
-            if kind == _CLIENT_HELLO:
-                HandshakeWatch.saw(conn)  # type: ignore[arg-type]  # an SSLObject, as asyncio makes them
-                _advance(conn, CLIENT_HELLO_SEEN)
-                setattr(conn, "mailmodes_status_request", asks_certificate_status(data))
-            elif kind == _FINISHED:
-                _advance(conn, FINISHED)
-        elif kind == _CERTIFICATE:
-            # Ours, kept for SCRAM's tls-server-end-point binding (binding.py).
-            setattr(conn, "mailmodes_certificate_message", data)
-        elif kind in (_FINISHED, _SERVER_HELLO_DONE):  # the end of our flight (TLS 1.3, TLS 1.2)
-            _advance(conn, SERVER_FLIGHT_SENT)
-    elif content_type == _ALERT_RECORD and direction == "read":
-        _advance(conn, CLIENT_ALERT)
+_SSL_CTRL_GET_TLSEXT_STATUS_REQ_TYPE = 127  # SSL_get_tlsext_status_type(), an SSL_ctrl() call
+_TLSEXT_STATUSTYPE_OCSP = 1
 
 
-# What ssl.py's getter of _msg_callback returns (the function its own setter wrapped).
-_on_tls_message.user_function = _on_tls_message  # type: ignore[attr-defined]
-
-
-def stop_watching(ssl_object: ssl.SSLObject | None) -> None:
-    """The handshake is done: no more calls of _on_tls_message for this connection. After the
-    client's Finished it notes nothing, but OpenSSL would call it for each record header and
-    content type both ways, ~4 calls of Python per command and reply inside TLS (issue 22)."""
-    global _layout_checked
-    pointer = ssl_pointer(ssl_object)
-    set_msg_callback = openssl_function("SSL_set_msg_callback", None, ctypes.c_void_p, ctypes.c_void_p)
-    if pointer is None or set_msg_callback is None:
-        return
-    if not _layout_checked:  # once: the layout of CPython's object is the same for every connection
-        version = ssl_get_version()
-        if version is None or version(pointer) != (ssl_object.version() or "").encode():  # type: ignore[union-attr]
-            return  # not an SSL: leave the hook on (it only costs time)
-        _layout_checked = True
-    set_msg_callback(pointer, None)
-
-
-_layout_checked = False
+def asked_certificate_status(ssl_object: ssl.SSLObject | None) -> bool | None:
+    """Did the client's ClientHello ask for the certificate's OCSP status (the status_request
+    extension, RFC 6066 section 8)? Only a client that asks can learn that a certificate was
+    revoked. None if no ClientHello arrived (or OpenSSL cannot be asked here)."""
+    pointer = verified_ssl_pointer(ssl_object)
+    control = openssl_function("SSL_ctrl", ctypes.c_long, ctypes.c_void_p, ctypes.c_int, ctypes.c_long,
+                               ctypes.c_void_p)
+    get_state = openssl_function("SSL_get_state", ctypes.c_int, ctypes.c_void_p)
+    if pointer is None or control is None or get_state is None or get_state(pointer) == 0:
+        return None
+    return bool(control(pointer, _SSL_CTRL_GET_TLSEXT_STATUS_REQ_TYPE, 0, None) == _TLSEXT_STATUSTYPE_OCSP)
 
 
 def ssl_pointer(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> int | None:
     """OpenSSL's SSL of an SSL object: CPython's PySSLSocket (the _sslobj inside SSLObject and
-    SSLSocket) has PyObject_HEAD, the socket's weak reference, then the SSL pointer. Callers check
-    it against the object's own version() before anything else (ssl_get_version)."""
+    SSLSocket) has PyObject_HEAD, the socket's weak reference, then the SSL pointer. Use
+    verified_ssl_pointer, unless checking it otherwise."""
     inner = getattr(ssl_object, "_sslobj", None)
     if inner is None or sys.implementation.name != "cpython":
         return None
     pointer: int | None = ctypes.c_void_p.from_address(id(inner) + object.__basicsize__
                                                        + ctypes.sizeof(ctypes.c_void_p)).value
+    return pointer
+
+
+def verified_ssl_pointer(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> int | None:
+    """ssl_pointer, once OpenSSL confirms it: CPython stores its PySSLSocket as the SSL's app data
+    (SSL_set_app_data, for its own callbacks), so SSL_get_ex_data(ssl, 0) must give that object."""
+    pointer = ssl_pointer(ssl_object)
+    app_data = openssl_function("SSL_get_ex_data", ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int)
+    if pointer is None or app_data is None or app_data(pointer, 0) != id(ssl_object._sslobj):  # type: ignore[union-attr]
+        return None
     return pointer
 
 
@@ -362,21 +350,8 @@ def openssl_function(name: str, restype: Any, *argtypes: Any) -> Any:
     return function
 
 
-def ssl_get_version() -> Any:
-    """SSL_get_version(SSL *) -> bytes, or None."""
-    return openssl_function("SSL_get_version", ctypes.c_char_p, ctypes.c_void_p)
-
-# RFC 6066 extension types: section 3, and section 8 (the client asks for the certificate's status).
-_SERVER_NAME, _STATUS_REQUEST = 0, 5
-_STATUS_REQUEST_TYPE = _STATUS_REQUEST.to_bytes(2, "big")
-
-
-def asks_certificate_status(client_hello: bytes) -> bool:
-    """Does this ClientHello handshake message carry the status_request extension? Only a client
-    that asks can learn that a certificate was revoked."""
-    if _STATUS_REQUEST_TYPE not in client_hello:  # the two bytes of its type appear nowhere: no such extension
-        return False
-    return any(kind == _STATUS_REQUEST for kind, _ in client_hello_extensions(client_hello))
+# RFC 6066 section 3: the server_name extension.
+_SERVER_NAME = 0
 
 
 def client_hello_extensions(message: bytes) -> Iterator[tuple[int, bytes]]:
@@ -393,11 +368,6 @@ def client_hello_extensions(message: bytes) -> Iterator[tuple[int, bytes]]:
         kind, size = int.from_bytes(message[at:at + 2], "big"), int.from_bytes(message[at + 2:at + 4], "big")
         yield kind, message[at + 4:at + 4 + size]
         at += 4 + size
-
-
-def _advance(conn: object, stage: str) -> None:
-    if _STAGES.index(getattr(conn, "mailmodes_handshake", None)) < _STAGES.index(stage):
-        setattr(conn, "mailmodes_handshake", stage)
 
 
 def read_after_failure_for(limits: ResolvedLimits) -> tuple[float, int]:
