@@ -419,6 +419,12 @@ class MailmodesSMTP(SMTP, SharedReadBuffer):
         super().connection_made(transport)  # after STARTTLS this discards the pipelined plaintext ...
         if pipelined and self.keep_pipelined:
             self._reader._buffer.extend(pipelined)  # type: ignore[attr-defined]  # ... unless vulnerable
+        if not first:
+            # A STARTTLS handshake done: all aiosmtpd's STARTTLS does next is return to wait for a
+            # command. A TLS 1.3 client's EHLO comes with its Finished, so it is read before that:
+            # the express lane's, as it would be a moment later.
+            self.parked = (not self._reader._buffer and self.reading is Reading.COMMAND  # type: ignore[attr-defined]
+                           and not self.overrun)
 
     def _take_slot(self, transport: asyncio.BaseTransport) -> bool:
         limits = self.listener.limits
@@ -655,8 +661,7 @@ class MailmodesSMTP(SMTP, SharedReadBuffer):
             self.reading, self.message_from = _MESSAGE, self._consumed()
         lines, wire = _express_wording(status, self.enhanced_codes)
         if self.recorder is not None:
-            for line in lines:
-                self.recorder.server_reply(line)
+            self.recorder.server_replies(lines)
         replies.append(wire)
 
     def _reset_timeout(self, duration: float | None = None) -> None:

@@ -413,6 +413,17 @@ class Recorder:
         this session was made."""
         self._add("server", text, at=self.record.started)
 
+    def server_replies(self, lines: tuple[str, ...]) -> None:
+        """server_reply for each line of one SMTP reply (an EHLO's, say), which left in one write."""
+        if len(lines) == 1:
+            self.server_reply(lines[0])
+            return
+        record, transcript = self.record, self._lines
+        at, tls = time.time() - record.started, self._encrypted
+        room = max(0, self.max_lines - len(transcript))
+        transcript.extend([(at, "server", tls, text) for text in lines[:room]])
+        record.transcript_truncated += len(lines) - min(room, len(lines))
+
     def server_reply(self, text: str) -> None:
         """One reply line, already text (SMTP's push hands them over one by one)."""
         self._add("server", text)
@@ -438,6 +449,9 @@ class _NullRecorder(Recorder):
         pass
 
     def server_reply(self, text: str) -> None:
+        pass
+
+    def server_replies(self, lines: tuple[str, ...]) -> None:
         pass
 
     def greeted_at_accept(self, text: str) -> None:

@@ -9,6 +9,8 @@ Rules read facts only: they never guess about another client.
 
 from __future__ import annotations
 
+import re
+
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -31,7 +33,14 @@ FALLBACK_WINDOW = 10.0
 # Kubernetes tcpSocket check, `nc -z`), not a client set up for plaintext that waited for a greeting.
 PORT_CHECK_WINDOW = 1.0
 WEAK_CIPHER_MARKERS = ("NULL", "RC4", "DES", "EXPORT", "anon", "MD5")
+_WEAK_CIPHER = re.compile("|".join(WEAK_CIPHER_MARKERS))
 WEAK_VERSIONS = ("TLSv1", "TLSv1.1", "SSLv3")
+_TLS_MODES = {mode.value: mode for mode in TlsMode}
+
+
+def tls_mode(record: SessionRecord) -> TlsMode:
+    """TlsMode(record.tls_mode), by a table: every finished session's verdicts ask it several times."""
+    return _TLS_MODES.get(record.tls_mode) or TlsMode(record.tls_mode)
 GOODBYE_COMMANDS = frozenset({"QUIT", "LOGOUT"})
 # What a client that found the certificate bad after the handshake may still say: getmail6 sends
 # RSET and QUIT once its own host-name check has failed.
@@ -257,7 +266,7 @@ def _noticed_plus_downgrade(record: SessionRecord, history: History) -> str | No
 
 
 def _mail_in_clear(record: SessionRecord, history: History) -> str | None:
-    if not (record.mail_commands_in_clear and TlsMode(record.tls_mode).uses_starttls):
+    if not (record.mail_commands_in_clear and tls_mode(record).uses_starttls):
         return None
     commands = ", ".join(dict.fromkeys(record.mail_commands_in_clear))
     if record.scenario in STRIPS_STARTTLS:
@@ -313,13 +322,13 @@ def _revocation_not_checked(record: SessionRecord, history: History) -> str | No
 
 def _weak_tls(record: SessionRecord, history: History) -> str | None:
     if record.encrypted and (record.tls_version in WEAK_VERSIONS
-                             or any(m in (record.cipher or "") for m in WEAK_CIPHER_MARKERS)):
+                             or _WEAK_CIPHER.search(record.cipher or "") is not None):
         return f"negotiated {record.tls_version} with {record.cipher}"
     return None
 
 
 def _plaintext_on_tls_port(record: SessionRecord, history: History) -> str | None:
-    if TlsMode(record.tls_mode) is not TlsMode.IMPLICIT or record.encrypted or record.tls_alert is not None:
+    if tls_mode(record) is not TlsMode.IMPLICIT or record.encrypted or record.tls_alert is not None:
         return None
     first = record.first_client_bytes
     if first and first[:1] != b"\x16":
@@ -332,7 +341,7 @@ def _plaintext_on_tls_port(record: SessionRecord, history: History) -> str | Non
 
 
 def _tls_on_plaintext_port(record: SessionRecord, history: History) -> str | None:
-    if TlsMode(record.tls_mode) is TlsMode.IMPLICIT or not opened_with_client_hello(record):
+    if tls_mode(record) is TlsMode.IMPLICIT or not opened_with_client_hello(record):
         return None
     return ("the client opened with a TLS ClientHello, but this port starts in plaintext (STARTTLS or no "
             "encryption); the client is set up for implicit TLS ('SSL/TLS'): set it to STARTTLS, or use the "
@@ -341,7 +350,7 @@ def _tls_on_plaintext_port(record: SessionRecord, history: History) -> str | Non
 
 def _no_upgrade(record: SessionRecord, history: History) -> str | None:
     # A client that opened with a ClientHello tried TLS, only the wrong way (tls-on-plaintext-port).
-    if (TlsMode(record.tls_mode).uses_starttls and not record.starttls_attempted and acted_in_clear(record)
+    if (tls_mode(record).uses_starttls and not record.starttls_attempted and acted_in_clear(record)
             and record.scenario is None and not opened_with_client_hello(record)):
         return "STARTTLS was on offer and would have worked; the client never used it"
     return None
@@ -403,7 +412,7 @@ def _stalled_at_step(record: SessionRecord, history: History) -> str | None:
     if record.scenario is None or record.bad_certificate or not idle_stalled(record) \
             or silence(record) < STALL_SECONDS:
         return None
-    if TlsMode(record.tls_mode) is TlsMode.IMPLICIT and not record.encrypted:
+    if tls_mode(record) is TlsMode.IMPLICIT and not record.encrypted:
         return None  # no step was reached: plaintext-on-tls-port says what happened
     return (f"the client stalled {last_step(record)}: silent for {silence(record):.0f} s, until the server's "
             "timeout closed the connection")
