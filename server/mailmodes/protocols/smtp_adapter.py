@@ -80,7 +80,6 @@ from mailmodes.tls.handshake import (
     is_encrypted,
     read_after_failure,
     read_after_failure_for,
-    spare_socket,
     tls_heard,
     tls_record_size,
     unread,
@@ -1166,19 +1165,17 @@ class MailmodesSMTP(SMTP, SharedReadBuffer):
         if arg or self.tls_context is None or self.transport is None:
             await super().smtp_STARTTLS(arg)  # its 501 or 454
             return
-        spare = spare_socket(self.transport)
         try:
             await self._handshake()
-        except aiosmtpd.smtp.TLSSetupException:
-            if spare is not None:
+        except BaseException as error:
+            spare = getattr(self._tls_protocol, "kept_socket", None)
+            if spare is not None and isinstance(error, aiosmtpd.smtp.TLSSetupException):
                 seconds, limit = read_after_failure_for(self.listener.limits)
                 self.reading_after_failure = asyncio.get_running_loop().create_task(read_after_failure(
                     spare, self._overheard, seconds=seconds, limit=limit, unread=unread(self._tls_protocol)))
-                spare = None
-            raise
-        finally:
-            if spare is not None:
+            elif spare is not None:  # cancelled (the server stopping)
                 spare.close()
+            raise
 
     async def _handshake(self) -> None:
         """aiosmtpd's own STARTTLS (1.4.6, smtp_STARTTLS after its argument check), with our TLS
@@ -1187,7 +1184,8 @@ class MailmodesSMTP(SMTP, SharedReadBuffer):
         assert self.tls_context is not None
         await self.push("220 Ready to start TLS")
         waiter = self.loop.create_future()
-        self._tls_protocol = ServerTlsProtocol(self.loop, self, self.tls_context, waiter, server_side=True)
+        self._tls_protocol = layer = ServerTlsProtocol(self.loop, self, self.tls_context, waiter, server_side=True)
+        layer.keeps_socket = True  # for what the client sends in the clear should the handshake fail
         self._original_transport = self.transport
         assert self._original_transport is not None
         self._original_transport.set_protocol(self._tls_protocol)

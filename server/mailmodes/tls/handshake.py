@@ -173,9 +173,23 @@ class ServerTlsProtocol(sslproto.SSLProtocol):
     """asyncio's TLS layer (the one loop.start_tls and aiosmtpd's STARTTLS put on a connection)
     with a buffer sized for mail sessions: asyncio allocates and zeroes 256 KiB for every
     connection, ~20 us of a ~1 ms handshake (issue 22). A TLS record holds at most 16 KiB, so
-    one read still takes several."""
+    one read still takes several.
+
+    With `keeps_socket` set, a handshake that fails leaves `kept_socket`: a second descriptor of
+    the connection's socket, taken as asyncio is about to close its own, to read what the client
+    sends next in the clear (read_after_failure). Taken only then, not for every handshake.
+    """
 
     max_size = 64 * 1024
+    keeps_socket = False
+    kept_socket: socket.socket | None = None
+
+    def _fatal_error(self, exc: BaseException, message: str = "Fatal error on transport") -> None:
+        # asyncio's own failure path (a failed handshake, its timeout), before it closes the socket.
+        if self.keeps_socket and self.kept_socket is None and self._transport is not None \
+                and "ssl_object" not in self._extra:  # asyncio adds it once a handshake succeeds
+            self.kept_socket = spare_socket(self._transport)
+        super()._fatal_error(exc, message)
 
 
 def start_server_tls(transport: asyncio.Transport, protocol: asyncio.BaseProtocol, context: ssl.SSLContext,
