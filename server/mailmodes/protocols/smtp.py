@@ -189,6 +189,7 @@ class SmtpListener:
         self.handshakes: set[ImplicitTls] = set()
         self.clients = ClientSlots()
         self.auth_failures = auth_failures or AuthFailures()
+        self.ehlo_replies: dict[tuple[bool, bool], str] = {}
         # Stateless, so one of each per listener: every idle connection is that much smaller.
         self.handler = ScenarioDeliveryHandler(store) if self.misbehaviour.active else DeliveryHandler(store)
         self.authenticator = Authenticator(store)
@@ -196,7 +197,7 @@ class SmtpListener:
     def __call__(self) -> asyncio.Protocol:
         session = MailmodesSMTP(self.listener, self.handler, self.authenticator, self.hostname, self.tls_context,
                                 self.connections, self.journal, self.misbehaviour, self.tls, self.clients,
-                                self.auth_failures)
+                                self.auth_failures, self.ehlo_replies)
         if self.tls.tls_first:
             assert self.tls_context is not None
             return ImplicitTls(session, self.tls_context, self.handshakes)

@@ -251,12 +251,13 @@ class MailmodesSMTP(SMTP, SharedReadBuffer):
     # The express lane's state in slots, not in the instance dict: with them there the dict of
     # ~80 attributes doubles its table, 1.7 KiB more for every idle connection (issue 2's budget).
     __slots__ = ("parked", "unprocessed", "express", "express_writes", "idle_deadline", "express_lane",
-                 "express_data", "greeted_early")
+                 "express_data", "greeted_early", "ehlo_replies")
 
     def __init__(self, listener: Listener, handler: Any, authenticator: Any, hostname: str,
                  tls_context: ssl.SSLContext | None, connections: set[MailmodesSMTP], journal: Journal,
                  misbehaviour: Misbehaviour, tls: ListenerTls, clients: ClientSlots | None = None,
-                 auth_failures: AuthFailures | None = None) -> None:
+                 auth_failures: AuthFailures | None = None, ehlo_replies: dict[tuple[bool, bool], str] | None = None
+                 ) -> None:
         # aiosmtpd sizes its line reader from this attribute during __init__.
         self.line_length_limit = listener.limits.max_line_length
         self.listener = listener
@@ -267,6 +268,9 @@ class MailmodesSMTP(SMTP, SharedReadBuffer):
         self.failed_logins = 0
         self.clients = clients or ClientSlots()
         self.server_auth_failures = auth_failures or AuthFailures()
+        # The express lane's EHLO reply by (encrypted, after STARTTLS): the same for all of a
+        # listener's connections, which share this table.
+        self.ehlo_replies = {} if ehlo_replies is None else ehlo_replies
         self.peer_host = ""  # set once the connection is counted against its client's slots
         self.rate = RateGuard(listener.limits.min_data_rate, listener.limits.data_rate_window)
         self._rate_timer: asyncio.TimerHandle | None = None
@@ -600,7 +604,7 @@ class MailmodesSMTP(SMTP, SharedReadBuffer):
             self._set_rset_state()  # type: ignore[no-untyped-call]
             session.extended_smtp = True
             session.host_name = address
-            status = "\r\n".join(self._ehlo_lines())
+            status = self._ehlo_reply()
         elif verb == "QUIT":
             self._express_reply("221 Bye", replies)
             self._writer.write(b"".join(replies))
@@ -891,6 +895,14 @@ class MailmodesSMTP(SMTP, SharedReadBuffer):
             # The whole reply in one write: one send (and inside TLS one record) instead of one per
             # line, which was most of a short session's sends (issue 22).
             await self.push("\r\n".join(response))
+
+    def _ehlo_reply(self) -> str:
+        """The EHLO reply of a known-good listener (no hook to see it), made once per state."""
+        state = (self.security.encrypted, bool(self._tls_protocol))
+        reply = self.ehlo_replies.get(state)
+        if reply is None:
+            reply = self.ehlo_replies[state] = "\r\n".join(self._ehlo_lines())
+        return reply
 
     def _ehlo_lines(self) -> list[str]:
         """The lines of the EHLO reply before a scenario's hook sees them."""

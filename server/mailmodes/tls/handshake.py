@@ -287,8 +287,7 @@ _AFTER_OUR_FLIGHT = frozenset({
 def handshake_progress(ssl_object: ssl.SSLObject | None, error: BaseException | None) -> str | None:
     """How far the failed server-side handshake of `ssl_object` got, ending in `error`; None if
     no ClientHello arrived (or OpenSSL cannot be asked here)."""
-    pointer = verified_ssl_pointer(ssl_object)
-    get_state = openssl_function("SSL_get_state", ctypes.c_int, ctypes.c_void_p)
+    pointer, get_state = verified_ssl_pointer(ssl_object), _ssl_get_state()
     if pointer is None or get_state is None:
         return None
     state = get_state(pointer)
@@ -311,9 +310,7 @@ def asked_certificate_status(ssl_object: ssl.SSLObject | None) -> bool | None:
     extension, RFC 6066 section 8)? Only a client that asks can learn that a certificate was
     revoked. None if no ClientHello arrived (or OpenSSL cannot be asked here)."""
     pointer = verified_ssl_pointer(ssl_object)
-    control = openssl_function("SSL_ctrl", ctypes.c_long, ctypes.c_void_p, ctypes.c_int, ctypes.c_long,
-                               ctypes.c_void_p)
-    get_state = openssl_function("SSL_get_state", ctypes.c_int, ctypes.c_void_p)
+    control, get_state = _ssl_ctrl(), _ssl_get_state()
     if pointer is None or control is None or get_state is None or get_state(pointer) == 0:
         return None
     return bool(control(pointer, _SSL_CTRL_GET_TLSEXT_STATUS_REQ_TYPE, 0, None) == _TLSEXT_STATUSTYPE_OCSP)
@@ -324,18 +321,20 @@ def ssl_pointer(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> int | None:
     SSLSocket) has PyObject_HEAD, the socket's weak reference, then the SSL pointer. Use
     verified_ssl_pointer, unless checking it otherwise."""
     inner = getattr(ssl_object, "_sslobj", None)
-    if inner is None or sys.implementation.name != "cpython":
+    if inner is None or not _CPYTHON:
         return None
-    pointer: int | None = ctypes.c_void_p.from_address(id(inner) + object.__basicsize__
-                                                       + ctypes.sizeof(ctypes.c_void_p)).value
+    pointer: int | None = ctypes.c_void_p.from_address(id(inner) + _SSL_POINTER_OFFSET).value
     return pointer
+
+
+_CPYTHON = sys.implementation.name == "cpython"
+_SSL_POINTER_OFFSET = object.__basicsize__ + ctypes.sizeof(ctypes.c_void_p)
 
 
 def verified_ssl_pointer(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> int | None:
     """ssl_pointer, once OpenSSL confirms it: CPython stores its PySSLSocket as the SSL's app data
     (SSL_set_app_data, for its own callbacks), so SSL_get_ex_data(ssl, 0) must give that object."""
-    pointer = ssl_pointer(ssl_object)
-    app_data = openssl_function("SSL_get_ex_data", ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int)
+    pointer, app_data = ssl_pointer(ssl_object), _ssl_get_ex_data()
     if pointer is None or app_data is None or app_data(pointer, 0) != id(ssl_object._sslobj):  # type: ignore[union-attr]
         return None
     return pointer
@@ -362,6 +361,14 @@ def openssl_function(name: str, restype: Any, *argtypes: Any) -> Any:
         return None
     function.restype, function.argtypes = restype, list(argtypes)
     return function
+
+
+# The ones every TLS session asks (Recorder.tls_started), looked up once.
+_ssl_get_ex_data = functools.cache(lambda: openssl_function("SSL_get_ex_data", ctypes.c_void_p, ctypes.c_void_p,
+                                                            ctypes.c_int))
+_ssl_get_state = functools.cache(lambda: openssl_function("SSL_get_state", ctypes.c_int, ctypes.c_void_p))
+_ssl_ctrl = functools.cache(lambda: openssl_function("SSL_ctrl", ctypes.c_long, ctypes.c_void_p, ctypes.c_int,
+                                                     ctypes.c_long, ctypes.c_void_p))
 
 
 # RFC 6066 section 3: the server_name extension.
