@@ -347,7 +347,7 @@ def openssl() -> Any:
     if sys.implementation.name != "cpython":
         return None
     try:
-        return ctypes.CDLL(importlib.import_module("_ssl").__file__)
+        return ctypes.PyDLL(importlib.import_module("_ssl").__file__)
     except (OSError, TypeError):
         return None
 
