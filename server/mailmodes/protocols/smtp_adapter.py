@@ -446,6 +446,7 @@ class MailmodesSMTP(SMTP, SharedReadBuffer):
         assert self.recorder is not None
         self.recorder.tls_failed(error, ssl_object)
         self.journal.finish(self.recorder.record)
+        error.__traceback__ = None  # its frames hold asyncio's TLS layer, and the layer this session
         self._release()
 
     async def _handle_client(self) -> None:
@@ -501,9 +502,11 @@ class MailmodesSMTP(SMTP, SharedReadBuffer):
         self._auth_methods = {}
         self._client_connected_cb = None
         self._stream_writer = self._writer = None  # type: ignore[assignment]
+        self._tls_protocol = None  # asyncio's TLS layer keeps two of this session's bound methods
         reader = getattr(self, "_reader", None)  # set once aiosmtpd's session began (_cb_client_connected)
         if isinstance(reader, _HeardReader):
             reader.owner = None  # type: ignore[assignment]
+
     def eof_received(self) -> bool | None:
         if self.session is None:
             return False  # the implicit-TLS handshake's connection ended before aiosmtpd took it

@@ -196,9 +196,9 @@ def start_server_tls(transport: asyncio.Transport, protocol: asyncio.BaseProtoco
                      timeout: float, done: Callable[[ServerTlsProtocol, BaseException | None], None]
                      ) -> ServerTlsProtocol:
     """Begin the server side of a TLS handshake on `transport` (what loop.start_tls does, without
-    the task it awaits in: one per connection on an implicit-TLS port). On success OpenSSL's
-    layer calls protocol.connection_made with the TLS transport, then `done(layer, None)` runs;
-    on failure (the client's alert, a timeout, the connection gone) only `done(layer, error)`."""
+    the task it awaits in: one per connection on an implicit-TLS port). On success the layer
+    calls protocol.connection_made with the TLS transport, then `done(layer, None)` runs; on
+    failure (the client's alert, a timeout, the connection gone) only `done(layer, error)`."""
     loop = asyncio.get_running_loop()
     waiter = loop.create_future()
     layer = ServerTlsProtocol(loop, protocol, context, waiter, server_side=True,
