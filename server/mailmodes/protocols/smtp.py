@@ -165,11 +165,15 @@ class ImplicitTls(asyncio.Protocol):
         self.inner.open_record(transport)
         # From here on the TLS layer is the transport's protocol: on success it hands aiosmtpd's
         # session the TLS transport (connection_made), and this protocol hears nothing more.
-        start_server_tls(transport, self.inner, self.context,
-                         handshake_timeout(self.inner.listener.limits.idle_timeout), self._handshake_done)
+        layer, handshake = start_server_tls(transport, self.inner, self.context,
+                                            handshake_timeout(self.inner.listener.limits.idle_timeout))
+        handshake.add_done_callback(functools.partial(self._handshake_done, layer))
 
-    def _handshake_done(self, layer: ServerTlsProtocol, error: BaseException | None) -> None:
+    def _handshake_done(self, layer: ServerTlsProtocol, handshake: asyncio.Future[None]) -> None:
         self.pending.discard(self)
+        error = None if handshake.cancelled() else handshake.exception()
+        if error is None and layer._app_transport is None:  # the connection ended mid-handshake, quietly
+            error = ConnectionAbortedError("the connection closed during the TLS handshake")
         if error is not None:
             self.inner.handshake_failed(error, getattr(layer, "_sslobj", None))
             if self.transport is not None:

@@ -76,11 +76,11 @@ from mailmodes.record.transcript import Recorder, recorder_for
 from mailmodes.scenarios.misbehaviour import Misbehaviour
 from mailmodes.tls.binding import channel_binding
 from mailmodes.tls.handshake import (
-    ServerTlsProtocol,
     is_encrypted,
     read_after_failure,
     read_after_failure_for,
     tls_heard,
+    start_server_tls,
     tls_record_size,
     unread,
 )
@@ -1228,18 +1228,14 @@ class MailmodesSMTP(SMTP, SharedReadBuffer):
         """aiosmtpd's own STARTTLS (1.4.6, smtp_STARTTLS after its argument check), with our TLS
         layer in place of asyncio's (handshake.ServerTlsProtocol): the layer calls connection_made
         with the TLS transport, and aiosmtpd's session takes it as the one after STARTTLS."""
-        assert self.tls_context is not None
+        assert self.tls_context is not None and self.transport is not None
         await self.push("220 Ready to start TLS")
-        waiter = self.loop.create_future()
-        self._tls_protocol = layer = ServerTlsProtocol(self.loop, self, self.tls_context, waiter, server_side=True)
-        layer.keeps_socket = True  # for what the client sends in the clear should the handshake fail
         self._original_transport = self.transport
-        assert self._original_transport is not None
-        self._original_transport.set_protocol(self._tls_protocol)
+        # keeps_socket: for what the client sends in the clear should the handshake fail.
+        self._tls_protocol, handshake = start_server_tls(self.transport, self, self.tls_context, keeps_socket=True)
         self.transport = self._tls_protocol._app_transport
-        self._tls_protocol.connection_made(self._original_transport)
         try:
-            await waiter
+            await handshake
         except asyncio.CancelledError:
             raise
         except Exception as error:

@@ -415,9 +415,6 @@ class Recorder:
 
     def server_replies(self, lines: tuple[str, ...]) -> None:
         """server_reply for each line of one SMTP reply (an EHLO's, say), which left in one write."""
-        if len(lines) == 1:
-            self.server_reply(lines[0])
-            return
         record, transcript = self.record, self._lines
         at, tls = time.time() - record.started, self._encrypted
         room = max(0, self.max_lines - len(transcript))

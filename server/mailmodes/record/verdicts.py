@@ -10,7 +10,6 @@ Rules read facts only: they never guess about another client.
 from __future__ import annotations
 
 import re
-
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -36,11 +35,6 @@ WEAK_CIPHER_MARKERS = ("NULL", "RC4", "DES", "EXPORT", "anon", "MD5")
 _WEAK_CIPHER = re.compile("|".join(WEAK_CIPHER_MARKERS))
 WEAK_VERSIONS = ("TLSv1", "TLSv1.1", "SSLv3")
 _TLS_MODES = {mode.value: mode for mode in TlsMode}
-
-
-def tls_mode(record: SessionRecord) -> TlsMode:
-    """TlsMode(record.tls_mode), by a table: every finished session's verdicts ask it several times."""
-    return _TLS_MODES.get(record.tls_mode) or TlsMode(record.tls_mode)
 GOODBYE_COMMANDS = frozenset({"QUIT", "LOGOUT"})
 # What a client that found the certificate bad after the handshake may still say: getmail6 sends
 # RSET and QUIT once its own host-name check has failed.
@@ -93,6 +87,11 @@ class History:
 
 def _scope_key(record: SessionRecord) -> tuple[str, str, str]:
     return (record.scope or "", record.client_host, record.protocol)
+
+
+def tls_mode(record: SessionRecord) -> TlsMode:
+    """TlsMode(record.tls_mode), by a table: every finished session's verdicts ask it several times."""
+    return _TLS_MODES.get(record.tls_mode) or TlsMode(record.tls_mode)
 
 
 Rule = Callable[["SessionRecord", History], "str | None"]

@@ -192,28 +192,24 @@ class ServerTlsProtocol(sslproto.SSLProtocol):
         super()._fatal_error(exc, message)
 
 
-def start_server_tls(transport: asyncio.Transport, protocol: asyncio.BaseProtocol, context: ssl.SSLContext,
-                     timeout: float, done: Callable[[ServerTlsProtocol, BaseException | None], None]
-                     ) -> ServerTlsProtocol:
-    """Begin the server side of a TLS handshake on `transport` (what loop.start_tls does, without
-    the task it awaits in: one per connection on an implicit-TLS port). On success the layer
-    calls protocol.connection_made with the TLS transport, then `done(layer, None)` runs; on
-    failure (the client's alert, a timeout, the connection gone) only `done(layer, error)`."""
+def start_server_tls(transport: asyncio.BaseTransport, protocol: asyncio.BaseProtocol, context: ssl.SSLContext,
+                     timeout: float | None = None, *, keeps_socket: bool = False
+                     ) -> tuple[ServerTlsProtocol, asyncio.Future[None]]:
+    """Begin the server side of a TLS handshake on `transport`, as loop.start_tls does but with
+    our layer and without a task to await it in (one per connection on an implicit-TLS port).
+    The future is done when the handshake is: on success the layer has called
+    protocol.connection_made with the TLS transport; a failure (the client's alert, the timeout,
+    asyncio's default where `timeout` is None) is its exception. A connection that ended
+    mid-handshake without one leaves the layer's `_app_transport` None."""
     loop = asyncio.get_running_loop()
-    waiter = loop.create_future()
+    waiter: asyncio.Future[None] = loop.create_future()
+    # typeshed says int for the timeout; asyncio takes any number.
     layer = ServerTlsProtocol(loop, protocol, context, waiter, server_side=True,
-                              ssl_handshake_timeout=timeout)  # type: ignore[arg-type]  # typeshed: int; asyncio takes any number
-
-    def finished(_: asyncio.Future[None]) -> None:
-        error = None if waiter.cancelled() else waiter.exception()
-        if error is None and layer._app_transport is None:  # the connection ended mid-handshake, quietly
-            error = ConnectionAbortedError("the connection closed during the TLS handshake")
-        done(layer, error)
-
-    waiter.add_done_callback(finished)
+                              ssl_handshake_timeout=timeout)  # type: ignore[arg-type]
+    layer.keeps_socket = keeps_socket
     transport.set_protocol(layer)
     layer.connection_made(transport)
-    return layer
+    return layer, waiter
 
 
 class HandshakeWatch:
@@ -335,7 +331,9 @@ def verified_ssl_pointer(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> in
     """ssl_pointer, once OpenSSL confirms it: CPython stores its PySSLSocket as the SSL's app data
     (SSL_set_app_data, for its own callbacks), so SSL_get_ex_data(ssl, 0) must give that object."""
     pointer, app_data = ssl_pointer(ssl_object), _ssl_get_ex_data()
-    if pointer is None or app_data is None or app_data(pointer, 0) != id(ssl_object._sslobj):  # type: ignore[union-attr]
+    if pointer is None or app_data is None:
+        return None
+    if app_data(pointer, 0) != id(ssl_object._sslobj):  # type: ignore[union-attr]  # ssl_pointer found it
         return None
     return pointer
 
@@ -343,7 +341,9 @@ def verified_ssl_pointer(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> in
 @functools.cache
 def openssl() -> Any:
     """The OpenSSL the ssl module uses (through its _ssl extension), for ctypes; None where it
-    cannot be reached (not CPython, no shared library)."""
+    cannot be reached (not CPython, no shared library). A PyDLL: the calls made through it are
+    short getters and setters, and keeping the GIL spares each one a release and a re-take
+    (a few of them on every TLS session, Recorder.tls_started)."""
     if sys.implementation.name != "cpython":
         return None
     try:
